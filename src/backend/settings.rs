@@ -1,0 +1,87 @@
+//! Backend-specific settings from a `[backend.<name>]` config section.
+
+use std::path::PathBuf;
+
+use super::Error;
+
+/// The keys of a `[backend.<name>]` section other than `url`, checked by the backend that uses
+/// them. Unknown keys are configuration errors, so a typo never silently does nothing.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Settings {
+    /// Where the settings came from, for messages (e.g. `/etc/lockrun/config.toml [backend.ci]`).
+    pub origin: String,
+    table: toml::Table,
+}
+
+impl Settings {
+    /// Settings from a config table.
+    pub fn new(origin: impl Into<String>, table: toml::Table) -> Self {
+        Settings {
+            origin: origin.into(),
+            table,
+        }
+    }
+
+    /// Fails on any key not in `known`.
+    pub fn expect_only(&self, known: &[&str]) -> Result<(), Error> {
+        for key in self.table.keys() {
+            if !known.contains(&key.as_str()) {
+                return Err(Error::Config(format!(
+                    "{}: unknown key '{key}' for this backend (known: {})",
+                    self.origin,
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// A string setting.
+    pub fn string(&self, key: &str) -> Result<Option<String>, Error> {
+        match self.table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => Ok(Some(s.clone())),
+            Some(other) => Err(self.wrong_type(key, "a string", other)),
+        }
+    }
+
+    /// A path setting.
+    pub fn path(&self, key: &str) -> Result<Option<PathBuf>, Error> {
+        Ok(self.string(key)?.map(PathBuf::from))
+    }
+
+    /// A duration setting (humantime string or number of seconds).
+    pub fn duration(&self, key: &str) -> Result<Option<std::time::Duration>, Error> {
+        match self.table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::String(s)) => crate::duration::parse(s)
+                .map(Some)
+                .map_err(|e| Error::Config(format!("{}: key '{key}': {e}", self.origin))),
+            Some(toml::Value::Integer(n)) if *n >= 0 => {
+                Ok(Some(std::time::Duration::from_secs(*n as u64)))
+            }
+            Some(other) => Err(self.wrong_type(key, "a duration", other)),
+        }
+    }
+
+    /// A boolean setting.
+    pub fn boolean(&self, key: &str) -> Result<Option<bool>, Error> {
+        match self.table.get(key) {
+            None => Ok(None),
+            Some(toml::Value::Boolean(b)) => Ok(Some(*b)),
+            Some(other) => Err(self.wrong_type(key, "true or false", other)),
+        }
+    }
+
+    fn wrong_type(&self, key: &str, want: &str, got: &toml::Value) -> Error {
+        Error::Config(format!(
+            "{}: key '{key}' must be {want}, not a {}",
+            self.origin,
+            got.type_str()
+        ))
+    }
+}

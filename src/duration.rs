@@ -1,0 +1,115 @@
+//! Duration strings: `30s`, `15m`, `2h 30m`, `15 minutes`, `5 m`, `1.5h`; a bare number is seconds.
+
+use std::time::Duration;
+
+/// Parses a human duration. A bare number (integer or decimal) means seconds.
+pub fn parse(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = t.parse::<f64>() {
+        return from_secs(secs, text);
+    }
+    // humantime wants "5m", not "5 m": glue a number to the unit that follows it.
+    let glued = glue(t);
+    if let Some(d) = fractional(&glued) {
+        return Ok(d);
+    }
+    humantime::parse_duration(&glued).map_err(|e| format!("invalid duration '{text}': {e}"))
+}
+
+fn from_secs(secs: f64, text: &str) -> Result<Duration, String> {
+    if !secs.is_finite() || secs < 0.0 || secs > 1e12 {
+        return Err(format!("invalid duration '{text}': out of range"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Removes whitespace between a number and its unit, keeps it between parts: "2 h 30 m" -> "2h 30m".
+fn glue(t: &str) -> String {
+    let mut out = String::with_capacity(t.len());
+    let mut chars = t.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c.is_ascii_digit() {
+            let mut spaces = 0;
+            while chars.peek().is_some_and(|n| n.is_whitespace()) {
+                chars.next();
+                spaces += 1;
+            }
+            if spaces > 0 && !chars.peek().is_some_and(|n| n.is_alphabetic()) {
+                out.push(' ');
+            }
+        }
+    }
+    out
+}
+
+/// "1.5h", "0.5 minutes": humantime has no fractions, so handle one fractional part here.
+fn fractional(t: &str) -> Option<Duration> {
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
+    let (num, unit) = t.split_at(split);
+    if !num.contains('.') {
+        return None;
+    }
+    let n: f64 = num.parse().ok()?;
+    let unit_len = humantime::parse_duration(&format!("1{}", unit.trim())).ok()?;
+    let secs = n * unit_len.as_secs_f64();
+    (secs.is_finite() && secs <= 1e12).then(|| Duration::from_secs_f64(secs))
+}
+
+/// Formats a duration for people: `30s`, `1h 5m`, `250ms`.
+pub fn format(d: Duration) -> String {
+    let d = if d >= Duration::from_secs(1) {
+        Duration::from_secs(d.as_secs())
+    } else {
+        Duration::from_millis(d.as_millis() as u64)
+    };
+    humantime::format_duration(d).to_string()
+}
+
+/// A clap value parser for duration flags.
+pub fn clap_parser(text: &str) -> Result<Duration, String> {
+    parse(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(secs: u64) -> Duration {
+        Duration::from_secs(secs)
+    }
+
+    #[test]
+    fn accepted_forms() {
+        assert_eq!(parse("30s").unwrap(), s(30));
+        assert_eq!(parse("15m").unwrap(), s(900));
+        assert_eq!(parse("2h 30m").unwrap(), s(9000));
+        assert_eq!(parse("15 minutes").unwrap(), s(900));
+        assert_eq!(parse("5 m").unwrap(), s(300));
+        assert_eq!(parse("2 h 30 m").unwrap(), s(9000));
+        assert_eq!(parse("45").unwrap(), s(45));
+        assert_eq!(parse(" 45 ").unwrap(), s(45));
+        assert_eq!(parse("0.5").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse("1.5h").unwrap(), s(5400));
+        assert_eq!(parse("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse("1 day").unwrap(), s(86400));
+    }
+
+    #[test]
+    fn rejected_forms() {
+        for bad in ["", " ", "5x", "abc", "-5", "h", "1e400", "NaN", "inf", "5 m x"] {
+            assert!(parse(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn formats() {
+        assert_eq!(format(s(30)), "30s");
+        assert_eq!(format(s(3900)), "1h 5m");
+        assert_eq!(format(Duration::from_millis(250)), "250ms");
+        assert_eq!(format(Duration::from_millis(1500)), "1s");
+    }
+}

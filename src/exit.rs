@@ -1,0 +1,95 @@
+//! The exit-code contract, in one place.
+//!
+//! Every way lockrun can end maps to exactly one [`Exit`]; `main` turns it into the process
+//! status. The numbers follow flock(1) and sysexits(3) so that shell scripts can tell a busy lock
+//! (75, `EX_TEMPFAIL`) from an unreachable backend (69, `EX_UNAVAILABLE`) from bad configuration
+//! (78, `EX_CONFIG`).
+
+/// How lockrun ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The verb succeeded.
+    Success,
+    /// `run`: the command exited with this status.
+    Child(u8),
+    /// `run`: the command was killed by this signal number.
+    ChildSignal(i32),
+    /// `is-held`: not held; `current`: nothing held; `renew`/`release`: this lease id does not
+    /// hold the resource.
+    NotHeld,
+    /// The command line could not be understood.
+    Usage,
+    /// The lease was not acquired (`-n`, or `-w` ran out). `-E N` changes the code.
+    Busy(u8),
+    /// The backend could not be reached or timed out.
+    Unavailable,
+    /// Bad configuration: config file, unknown backend, bad URL, missing table.
+    Config,
+    /// A stored lease record could not be understood (`EX_DATAERR`).
+    Corrupt,
+    /// An internal or operating-system error (`EX_SOFTWARE`/`EX_OSERR`).
+    Internal,
+    /// `run`: the lease was lost while the command ran, and lockrun stopped the command.
+    Lost,
+    /// `run`: the command was found but could not be executed.
+    CannotExecute,
+    /// `run`: the command was not found.
+    NotFound,
+}
+
+/// The default exit code for a busy lease (`EX_TEMPFAIL`).
+pub const BUSY_DEFAULT: u8 = 75;
+
+impl Exit {
+    /// The process exit status.
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Success => 0,
+            Exit::Child(n) => n,
+            // A shell reports death by signal S as 128+S; clamp so a bogus number cannot wrap.
+            Exit::ChildSignal(s) => (128 + s.clamp(1, 127)) as u8,
+            Exit::NotHeld => 1,
+            Exit::Usage => 2,
+            Exit::Busy(n) => n,
+            Exit::Unavailable => 69,
+            Exit::Config => 78,
+            Exit::Corrupt => 65,
+            Exit::Internal => 70,
+            Exit::Lost => 124,
+            Exit::CannotExecute => 126,
+            Exit::NotFound => 127,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn documented_codes() {
+        assert_eq!(Exit::Success.code(), 0);
+        assert_eq!(Exit::Child(0).code(), 0);
+        assert_eq!(Exit::Child(3).code(), 3);
+        assert_eq!(Exit::Child(255).code(), 255);
+        assert_eq!(Exit::ChildSignal(15).code(), 143);
+        assert_eq!(Exit::ChildSignal(9).code(), 137);
+        assert_eq!(Exit::NotHeld.code(), 1);
+        assert_eq!(Exit::Usage.code(), 2);
+        assert_eq!(Exit::Busy(BUSY_DEFAULT).code(), 75);
+        assert_eq!(Exit::Busy(3).code(), 3);
+        assert_eq!(Exit::Unavailable.code(), 69);
+        assert_eq!(Exit::Config.code(), 78);
+        assert_eq!(Exit::Corrupt.code(), 65);
+        assert_eq!(Exit::Internal.code(), 70);
+        assert_eq!(Exit::Lost.code(), 124);
+        assert_eq!(Exit::CannotExecute.code(), 126);
+        assert_eq!(Exit::NotFound.code(), 127);
+    }
+
+    #[test]
+    fn signal_codes_never_wrap() {
+        assert_eq!(Exit::ChildSignal(0).code(), 129);
+        assert_eq!(Exit::ChildSignal(200).code(), 255);
+    }
+}
