@@ -100,7 +100,9 @@ mod tests {
 
     #[test]
     fn rejected_forms() {
-        for bad in ["", " ", "5x", "abc", "-5", "h", "1e400", "NaN", "inf", "5 m x"] {
+        for bad in [
+            "", " ", "5x", "abc", "-5", "h", "1e400", "NaN", "inf", "5 m x",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }

@@ -20,6 +20,10 @@
 //! | [`duration`] | human duration strings |
 
 pub mod backend;
+pub mod cli;
 pub mod duration;
 pub mod exit;
+pub mod heartbeat;
 pub mod lease;
+pub mod lock;
+pub mod supervise;

@@ -116,8 +116,12 @@ pub trait Backend: Send + Sync {
     async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Acquire, Error>;
 
     /// Extends the lease `id` on `resource` to `ttl` from now, keeping the id.
-    async fn renew(&self, resource: &Resource, id: &LeaseId, ttl: Duration)
-        -> Result<Renewal, Error>;
+    async fn renew(
+        &self,
+        resource: &Resource,
+        id: &LeaseId,
+        ttl: Duration,
+    ) -> Result<Renewal, Error>;
 
     /// Ends the lease `id` on `resource`. Returns false, and changes nothing, when `id` does not
     /// hold the resource. Never frees someone else's lease.

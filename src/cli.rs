@@ -1,0 +1,348 @@
+//! The command line, as clap parses it. What the user typed, nothing more: turning it into a
+//! plan is [`crate::config`]'s job.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::duration::clap_parser as duration;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  N / 128+S  run: the command exited with N / was killed by signal S
+  0          the verb succeeded
+  1          is-held: not held; current: nothing held; renew/release: this lease id does not hold the resource
+  2          usage error
+  65         a stored lease record is corrupt
+  69         backend unreachable or timed out
+  70         internal error
+  75         busy: not acquired (-n, or -w ran out); -E N changes it
+  78         bad configuration (config file, unknown backend, bad URL)
+  124        run: the lease was lost while the command ran, and lockrun stopped it
+  126 / 127  run: the command is not executable / not found
+
+Environment:
+  LOCKRUN_CONFIG     config file (like -c)
+  LOCKRUN_BACKEND    backend URL or name (like -b)
+  LOCKRUN_PRINCIPAL  principal (like -p)
+  LOCKRUN_LOG        log filter, e.g. debug or lockrun=trace (like -v)
+  The command gets LOCKRUN_RESOURCE, LOCKRUN_LEASE_ID, LOCKRUN_FENCING_TOKEN,
+  LOCKRUN_PRINCIPAL and LOCKRUN_BACKEND.";
+
+/// Run a command while holding a lease on a named resource.
+///
+/// lockrun acquires a lease on RESOURCE, runs the command, renews the lease while it runs,
+/// forwards signals to it, stops it before the lease could be granted to anyone else if renewal
+/// fails, and releases the lease when it exits, passing on its exit status.
+///
+/// `lockrun RESOURCE -- COMMAND...` is short for `lockrun run RESOURCE -- COMMAND...`.
+#[derive(Debug, Parser)]
+#[command(
+    name = "lockrun",
+    version,
+    after_help = EXIT_CODES,
+    override_usage = "lockrun [OPTIONS] <RESOURCE> -- <COMMAND>...\n       lockrun [OPTIONS] <VERB> [ARGS]...",
+    subcommand_value_name = "VERB",
+    subcommand_help_heading = "Verbs"
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub verb: Verb,
+}
+
+/// Options accepted before or after the verb.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]
+    #[arg(
+        short = 'c',
+        long,
+        value_name = "FILE",
+        global = true,
+        env = "LOCKRUN_CONFIG"
+    )]
+    pub config: Option<PathBuf>,
+    /// Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a
+    /// [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]
+    #[arg(short = 'b', long, value_name = "URL|NAME", global = true)]
+    pub backend: Option<String>,
+    /// Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]
+    #[arg(short = 'p', long, value_name = "TEXT", global = true)]
+    pub principal: Option<String>,
+    /// More log output on stderr (-v info, -vv debug, -vvv trace)
+    #[arg(short = 'v', long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// No progress or warnings on stderr, only errors
+    #[arg(short = 'q', long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Verb {
+    /// Acquire a lease, run a command, renew while it runs, release when it exits
+    Run(RunArgs),
+    /// Acquire a lease and print its id, for holding it across several commands
+    Acquire(AcquireArgs),
+    /// Extend a lease acquired earlier, keeping its id
+    Renew(RenewArgs),
+    /// Release a lease (never someone else's)
+    Release(LeaseArgs),
+    /// Show who holds a resource
+    Current(CurrentArgs),
+    /// Exit 0 if this lease id holds the resource, 1 if not
+    IsHeld(LeaseArgs),
+}
+
+/// How long to wait for a busy resource.
+#[derive(Debug, Args, Clone)]
+pub struct WaitArgs {
+    /// Wait at most this long for the lease (e.g. 30s, 10m) [default: wait forever]
+    #[arg(short = 'w', long, value_name = "DURATION", value_parser = duration, conflicts_with = "no_wait")]
+    pub wait: Option<Duration>,
+    /// Try once; do not wait if the resource is busy
+    #[arg(short = 'n', long)]
+    pub no_wait: bool,
+    /// Exit code when the lease was not acquired
+    #[arg(short = 'E', long, value_name = "N", default_value_t = crate::exit::BUSY_DEFAULT)]
+    pub conflict_exit_code: u8,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Lease TTL; renewed every TTL/3 while the command runs [default: 30s]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub ttl: Option<Duration>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    /// Renew this often [default: TTL/3]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub heartbeat: Option<Duration>,
+    /// Grace between TERM and KILL when lockrun stops the command [default: min(TTL/6, 10s)]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub kill_after: Option<Duration>,
+    /// The resource to lock
+    #[arg(value_name = "RESOURCE")]
+    pub resource: String,
+    /// The command and its arguments (executed directly, not through a shell)
+    #[arg(value_name = "COMMAND", required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<OsString>,
+}
+
+#[derive(Debug, Args)]
+pub struct AcquireArgs {
+    /// Lease TTL [default: 1h]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub ttl: Option<Duration>,
+    #[command(flatten)]
+    pub wait: WaitArgs,
+    /// Print the lease as a JSON object instead of its id
+    #[arg(long)]
+    pub json: bool,
+    /// The resource to lock
+    #[arg(value_name = "RESOURCE")]
+    pub resource: String,
+}
+
+#[derive(Debug, Args)]
+pub struct RenewArgs {
+    /// New TTL, counted from now [default: the configured ttl, 1h]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub ttl: Option<Duration>,
+    /// Print the renewed lease as a JSON object
+    #[arg(long)]
+    pub json: bool,
+    #[arg(value_name = "RESOURCE")]
+    pub resource: String,
+    /// The id printed by `lockrun acquire`
+    #[arg(value_name = "LEASE_ID")]
+    pub lease_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct LeaseArgs {
+    #[arg(value_name = "RESOURCE")]
+    pub resource: String,
+    /// The id printed by `lockrun acquire`
+    #[arg(value_name = "LEASE_ID")]
+    pub lease_id: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CurrentArgs {
+    /// Print only the lease id (same as -f id)
+    #[arg(long)]
+    pub id_only: bool,
+    /// Output format
+    #[arg(short = 'f', long, value_enum, default_value_t = Format::Rows)]
+    pub format: Format,
+    #[arg(value_name = "RESOURCE")]
+    pub resource: String,
+}
+
+/// Output formats of `current`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Only the lease id
+    Id,
+    /// One JSON object
+    Json,
+    /// `key: value` rows
+    Rows,
+    /// One tab-separated line: resource, principal, lease id, token, acquired, expires
+    Oneline,
+}
+
+/// Verbs, so that `lockrun RESOURCE -- CMD` can be told from `lockrun VERB ...`.
+const VERBS: &[&str] = &[
+    "run", "acquire", "renew", "release", "current", "is-held", "help",
+];
+/// Global options that take a value.
+const GLOBAL_WITH_VALUE: &[&str] = &["-c", "--config", "-b", "--backend", "-p", "--principal"];
+/// Global options without a value (and help/version).
+const GLOBAL_FLAGS: &[&str] = &[
+    "-q",
+    "--quiet",
+    "--verbose",
+    "-h",
+    "--help",
+    "-V",
+    "--version",
+];
+
+/// Inserts the implied `run` verb: `lockrun [GLOBAL] RESOURCE -- CMD` and also
+/// `lockrun [GLOBAL] -n RESOURCE -- CMD` (a run option before the resource).
+pub fn with_implied_run(args: Vec<OsString>) -> Vec<OsString> {
+    let mut i = 1;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "--" {
+            break;
+        }
+        if a.starts_with('-') && a.len() > 1 {
+            let name = a.split('=').next().unwrap_or(&a);
+            if GLOBAL_WITH_VALUE.contains(&name) {
+                i += if a.contains('=') { 1 } else { 2 };
+                continue;
+            }
+            // -cFILE, -bURL, -pTEXT
+            if ["-c", "-b", "-p"].iter().any(|p| a.starts_with(p)) && !a.starts_with("--") {
+                i += 1;
+                continue;
+            }
+            if GLOBAL_FLAGS.contains(&name) || is_verbose_cluster(&a) {
+                i += 1;
+                continue;
+            }
+            return insert_run(args, i); // a run option before the resource
+        }
+        if VERBS.contains(&a.as_ref()) {
+            return args;
+        }
+        return insert_run(args, i);
+    }
+    if i < args.len() {
+        // `lockrun -- cmd`: a run without a resource; let clap say so.
+        return insert_run(args, i);
+    }
+    args
+}
+
+fn is_verbose_cluster(a: &str) -> bool {
+    a.len() > 1 && a.starts_with('-') && !a.starts_with("--") && a[1..].chars().all(|c| c == 'v')
+}
+
+fn insert_run(mut args: Vec<OsString>, at: usize) -> Vec<OsString> {
+    args.insert(at, "run".into());
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        with_implied_run(args.iter().map(OsString::from).collect())
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn implied_run() {
+        assert_eq!(
+            norm(&["lockrun", "res", "--", "true"]),
+            ["lockrun", "run", "res", "--", "true"]
+        );
+        assert_eq!(
+            norm(&["lockrun", "-b", "file:///x", "res", "--", "true"]),
+            ["lockrun", "-b", "file:///x", "run", "res", "--", "true"]
+        );
+        assert_eq!(
+            norm(&["lockrun", "-vv", "-q", "res", "true"]),
+            ["lockrun", "-vv", "-q", "run", "res", "true"]
+        );
+        assert_eq!(
+            norm(&["lockrun", "--config=x", "res", "true"]),
+            ["lockrun", "--config=x", "run", "res", "true"]
+        );
+        assert_eq!(
+            norm(&["lockrun", "-cx", "res", "true"]),
+            ["lockrun", "-cx", "run", "res", "true"]
+        );
+        assert_eq!(
+            norm(&["lockrun", "-n", "res", "--", "true"]),
+            ["lockrun", "run", "-n", "res", "--", "true"]
+        );
+        assert_eq!(
+            norm(&["lockrun", "acquire", "res"]),
+            ["lockrun", "acquire", "res"]
+        );
+        assert_eq!(
+            norm(&["lockrun", "run", "acquire", "--", "true"]),
+            ["lockrun", "run", "acquire", "--", "true"]
+        );
+        assert_eq!(norm(&["lockrun", "--help"]), ["lockrun", "--help"]);
+        assert_eq!(norm(&["lockrun"]), ["lockrun"]);
+        assert_eq!(
+            norm(&["lockrun", "--", "true"]),
+            ["lockrun", "run", "--", "true"]
+        );
+    }
+
+    #[test]
+    fn parses_run() {
+        let cli =
+            Cli::try_parse_from(norm(&["lockrun", "res", "--", "sh", "-c", "exit 3"])).unwrap();
+        let Verb::Run(r) = cli.verb else { panic!() };
+        assert_eq!(r.resource, "res");
+        assert_eq!(r.command, ["sh", "-c", "exit 3"]);
+        let cli = Cli::try_parse_from(norm(&["lockrun", "res", "ls", "-l"])).unwrap();
+        let Verb::Run(r) = cli.verb else { panic!() };
+        assert_eq!(r.command, ["ls", "-l"]);
+    }
+
+    #[test]
+    fn globals_after_the_verb() {
+        let cli = Cli::try_parse_from(["lockrun", "acquire", "res", "-b", "file:///x", "-p", "me"])
+            .unwrap();
+        assert_eq!(cli.global.backend.as_deref(), Some("file:///x"));
+        assert_eq!(cli.global.principal.as_deref(), Some("me"));
+    }
+
+    #[test]
+    fn wait_and_no_wait_conflict() {
+        assert!(Cli::try_parse_from(["lockrun", "acquire", "-n", "-w", "5s", "res"]).is_err());
+        assert!(Cli::try_parse_from(["lockrun", "acquire", "-w", "5x", "res"]).is_err());
+        assert!(Cli::try_parse_from(["lockrun", "acquire", "-E", "256", "res"]).is_err());
+    }
+}

@@ -1,0 +1,329 @@
+//! The renewal loop and the local safety deadline.
+//!
+//! A renewal *sent* at time `s` that succeeds makes the lease trusted until `s + ttl - margin`,
+//! measured on this process's monotonic clock. The request may have reached the store any time
+//! after `s`, so the store's expiry is never earlier than ours. If renewals keep failing, the
+//! supervisor stops the command at that deadline (TERM at `deadline - kill_after`, KILL at the
+//! deadline), so it is dead before anyone else can be granted the lease.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::backend::{Backend, Renewal};
+use crate::lease::{LeaseId, Resource};
+
+/// The timing of a supervised lease, validated so that the deadline logic has room to work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    pub ttl: Duration,
+    /// How often to renew.
+    pub heartbeat: Duration,
+    /// How long before the deadline the command gets TERM (KILL follows at the deadline).
+    pub kill_after: Duration,
+    /// Subtracted from the TTL to allow for clock-rate differences and signal delivery.
+    pub margin: Duration,
+}
+
+impl Timing {
+    /// Defaults: heartbeat TTL/3, kill-after min(TTL/6, 10s), margin 5% of the TTL within
+    /// [50ms, 2s]. Rejects settings where heartbeat + kill-after + margin do not fit in the TTL.
+    pub fn new(
+        ttl: Duration,
+        heartbeat: Option<Duration>,
+        kill_after: Option<Duration>,
+    ) -> Result<Timing, String> {
+        if ttl < Duration::from_millis(500) {
+            return Err(format!(
+                "TTL {} is too short for a supervised command (at least 500ms)",
+                crate::duration::format(ttl)
+            ));
+        }
+        let margin = ttl
+            .mul_f64(0.05)
+            .clamp(Duration::from_millis(50), Duration::from_secs(2));
+        let heartbeat = heartbeat.unwrap_or(ttl / 3);
+        let kill_after = kill_after.unwrap_or((ttl / 6).min(Duration::from_secs(10)));
+        if heartbeat.is_zero() {
+            return Err("heartbeat must be longer than zero".into());
+        }
+        if heartbeat + kill_after + margin >= ttl {
+            return Err(format!(
+                "heartbeat ({}) + kill-after ({}) + safety margin ({}) must be less than the TTL ({}); \
+                 raise --ttl or lower --heartbeat/--kill-after",
+                crate::duration::format(heartbeat),
+                crate::duration::format(kill_after),
+                crate::duration::format(margin),
+                crate::duration::format(ttl)
+            ));
+        }
+        Ok(Timing {
+            ttl,
+            heartbeat,
+            kill_after,
+            margin,
+        })
+    }
+
+    /// How long a lease granted or renewed by a request sent at `sent_at` is trusted.
+    pub fn trusted_until(&self, sent_at: Instant) -> Instant {
+        sent_at + self.ttl - self.margin
+    }
+}
+
+/// What the heartbeat knows about the lease.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Held, and trusted until this instant unless a later renewal succeeds.
+    Held { trusted_until: Instant },
+    /// A renewal found the lease gone or someone else's.
+    Lost,
+}
+
+/// One renewal attempt, for event reports.
+#[derive(Debug, Clone)]
+pub enum Beat {
+    Renewed { round_trip: Duration },
+    Failed { error: String },
+    Lost,
+}
+
+/// Renews the lease every `timing.heartbeat` until the returned handle is dropped or aborted,
+/// publishing the [`State`] on the watch channel and each attempt on `beats`.
+pub fn spawn(
+    backend: Arc<dyn Backend>,
+    resource: Resource,
+    id: LeaseId,
+    timing: Timing,
+    granted_sent_at: Instant,
+    beats: Option<tokio::sync::mpsc::UnboundedSender<Beat>>,
+) -> (watch::Receiver<State>, tokio::task::JoinHandle<()>) {
+    let first = State::Held {
+        trusted_until: timing.trusted_until(granted_sent_at),
+    };
+    let (tx, rx) = watch::channel(first);
+    let task = tokio::spawn(async move {
+        run(
+            &*backend,
+            &resource,
+            &id,
+            timing,
+            granted_sent_at,
+            &tx,
+            beats.as_ref(),
+        )
+        .await;
+    });
+    (rx, task)
+}
+
+async fn run(
+    backend: &dyn Backend,
+    resource: &Resource,
+    id: &LeaseId,
+    timing: Timing,
+    granted_sent_at: Instant,
+    state: &watch::Sender<State>,
+    beats: Option<&tokio::sync::mpsc::UnboundedSender<Beat>>,
+) {
+    let mut trusted_until = timing.trusted_until(granted_sent_at);
+    let mut next = granted_sent_at + timing.heartbeat;
+    let retry = (timing.heartbeat / 4).clamp(Duration::from_millis(50), Duration::from_secs(2));
+    let report = |b: Beat| {
+        if let Some(tx) = beats {
+            let _ = tx.send(b);
+        }
+    };
+    loop {
+        tokio::time::sleep_until(next).await;
+        let sent = Instant::now();
+        // Give each attempt at most a heartbeat, and never past the deadline plus a little,
+        // so a hung connection cannot stall the loop.
+        let limit = timing
+            .heartbeat
+            .min(trusted_until.saturating_duration_since(sent))
+            .max(Duration::from_millis(200));
+        match tokio::time::timeout(limit, backend.renew(resource, id, timing.ttl)).await {
+            Ok(Ok(Renewal::Renewed(_))) => {
+                trusted_until = trusted_until.max(timing.trusted_until(sent));
+                state.send_replace(State::Held { trusted_until });
+                report(Beat::Renewed {
+                    round_trip: sent.elapsed(),
+                });
+                next = sent + timing.heartbeat;
+            }
+            Ok(Ok(Renewal::Lost)) => {
+                tracing::warn!("lease on {resource} was lost");
+                state.send_replace(State::Lost);
+                report(Beat::Lost);
+                return;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!("renewing the lease on {resource} failed: {e}");
+                report(Beat::Failed {
+                    error: e.to_string(),
+                });
+                next = Instant::now() + crate::lock::jitter(retry);
+            }
+            Err(_) => {
+                tracing::warn!("renewing the lease on {resource} timed out after {limit:?}");
+                report(Beat::Failed {
+                    error: format!("timed out after {limit:?}"),
+                });
+                next = Instant::now() + crate::lock::jitter(retry);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Acquire, AcquireRequest, Capabilities, Error, Fencing};
+    use crate::lease::Lease;
+    use async_trait::async_trait;
+    use std::sync::Mutex;
+    use std::time::SystemTime;
+
+    fn secs(s: u64) -> Duration {
+        Duration::from_secs(s)
+    }
+
+    #[test]
+    fn defaults_fit() {
+        let t = Timing::new(secs(30), None, None).unwrap();
+        assert_eq!(t.heartbeat, secs(10));
+        assert_eq!(t.kill_after, secs(5));
+        assert_eq!(t.margin, Duration::from_millis(1500));
+        for ttl in [1, 2, 5, 10, 60, 3600, 86400] {
+            assert!(Timing::new(secs(ttl), None, None).is_ok(), "ttl {ttl}");
+        }
+    }
+
+    #[test]
+    fn rejects_settings_that_do_not_fit() {
+        assert!(Timing::new(secs(30), Some(secs(25)), None).is_err());
+        assert!(Timing::new(secs(30), None, Some(secs(25))).is_err());
+        assert!(Timing::new(secs(30), Some(Duration::ZERO), None).is_err());
+        assert!(Timing::new(Duration::from_millis(100), None, None).is_err());
+        let e = Timing::new(secs(30), Some(secs(20)), Some(secs(9))).unwrap_err();
+        assert!(e.contains("heartbeat (20s)"), "{e}");
+    }
+
+    /// A backend whose renewals follow a script: Some(true) renewed, Some(false) lost, None error.
+    struct Script(Mutex<Vec<Option<bool>>>, Mutex<Vec<Instant>>);
+
+    #[async_trait]
+    impl Backend for Script {
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                fencing: Fencing::None,
+                server_time: true,
+                watch: false,
+                may_evict: false,
+            }
+        }
+        async fn try_acquire(&self, _: &AcquireRequest<'_>) -> Result<Acquire, Error> {
+            unreachable!()
+        }
+        async fn renew(&self, r: &Resource, id: &LeaseId, ttl: Duration) -> Result<Renewal, Error> {
+            self.1.lock().unwrap().push(Instant::now());
+            let next = {
+                let mut s = self.0.lock().unwrap();
+                if s.is_empty() {
+                    Some(true)
+                } else {
+                    s.remove(0)
+                }
+            };
+            match next {
+                Some(true) => Ok(Renewal::Renewed(Lease {
+                    resource: r.clone(),
+                    id: id.clone(),
+                    principal: "p".into(),
+                    fencing_token: None,
+                    acquired_at: SystemTime::now(),
+                    expires_at: SystemTime::now() + ttl,
+                    ttl,
+                })),
+                Some(false) => Ok(Renewal::Lost),
+                None => Err(Error::Unavailable("down".into())),
+            }
+        }
+        async fn release(&self, _: &Resource, _: &LeaseId) -> Result<bool, Error> {
+            Ok(true)
+        }
+        async fn current(&self, _: &Resource) -> Result<Option<Lease>, Error> {
+            Ok(None)
+        }
+    }
+
+    fn start(script: Vec<Option<bool>>, timing: Timing) -> (Arc<Script>, watch::Receiver<State>) {
+        let b = Arc::new(Script(Mutex::new(script), Mutex::new(vec![])));
+        let (rx, _task) = spawn(
+            b.clone(),
+            Resource::new("r").unwrap(),
+            LeaseId::generate(),
+            timing,
+            Instant::now(),
+            None,
+        );
+        (b, rx)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn renews_on_the_heartbeat_and_extends_the_deadline() {
+        let timing = Timing::new(secs(30), None, None).unwrap();
+        let t0 = Instant::now();
+        let (b, rx) = start(vec![], timing);
+        tokio::time::sleep(secs(35)).await;
+        let calls = b.1.lock().unwrap().clone();
+        assert_eq!(calls.len(), 3, "renewals at 10s, 20s, 30s");
+        assert_eq!(calls[0] - t0, secs(10));
+        let State::Held { trusted_until } = *rx.borrow() else {
+            panic!()
+        };
+        assert_eq!(trusted_until, calls[2] + secs(30) - timing.margin);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failures_do_not_extend_the_deadline() {
+        let timing = Timing::new(secs(30), None, None).unwrap();
+        let t0 = Instant::now();
+        let (b, rx) = start(vec![None; 1000], timing);
+        tokio::time::sleep(secs(40)).await;
+        assert!(
+            b.1.lock().unwrap().len() > 5,
+            "retries faster than the heartbeat"
+        );
+        assert_eq!(
+            *rx.borrow(),
+            State::Held {
+                trusted_until: t0 + secs(30) - timing.margin
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_failure_restores_trust() {
+        let timing = Timing::new(secs(30), None, None).unwrap();
+        let (b, rx) = start(vec![None, None, Some(true)], timing);
+        tokio::time::sleep(secs(16)).await;
+        let calls = b.1.lock().unwrap().clone();
+        assert_eq!(calls.len(), 3);
+        let State::Held { trusted_until } = *rx.borrow() else {
+            panic!()
+        };
+        assert_eq!(trusted_until, calls[2] + secs(30) - timing.margin);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn lost_is_published_at_once() {
+        let timing = Timing::new(secs(30), None, None).unwrap();
+        let (_b, mut rx) = start(vec![Some(false)], timing);
+        rx.changed().await.unwrap();
+        assert_eq!(*rx.borrow(), State::Lost);
+    }
+}
