@@ -27,3 +27,4 @@ pub mod heartbeat;
 pub mod lease;
 pub mod lock;
 pub mod supervise;
+pub mod cmd;

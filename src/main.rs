@@ -1,1 +1,13 @@
-fn main() {}
+//! The `lockrun` binary: build the runtime, run the command line, exit with its status.
+
+fn main() {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("lockrun: cannot start the async runtime: {e}");
+            std::process::exit(lockrun::exit::Exit::Internal.code().into());
+        }
+    };
+    let exit = runtime.block_on(lockrun::cmd::main(std::env::args_os().collect()));
+    std::process::exit(exit.code().into());
+}

@@ -1,0 +1,128 @@
+#!/usr/bin/env python3
+"""lockrun benchmarks, side by side with flock(1) in the same run.
+
+Prints, for each backend asked for:
+  - the uncontended cycle `lockrun <res> -- true` (median of N runs) next to `flock FILE true`;
+  - 8 workers x 25 iterations of contention on one resource: total time, throughput, and the
+    median handoff (one holder's command ending to the next holder's command starting);
+  - the resident memory of a `lockrun run` holding a lease while its child sleeps.
+
+Usage: bench/bench.py [--runs N] [--backend URL ...] [--binary PATH]
+Servers for network backends are started by tests/harness (see --help of that) or given by URL.
+"""
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def cycle(cmd, runs, env):
+    times = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        subprocess.run(cmd, env=env, check=True, stdin=subprocess.DEVNULL)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times), min(times)
+
+
+def contention(make_cmd, workers, iters, env, stamp_file):
+    """Each critical section appends 'start <ns>' and 'end <ns>' to stamp_file."""
+    errors = []
+
+    def worker():
+        for _ in range(iters):
+            r = subprocess.run(make_cmd(), env=env, stdin=subprocess.DEVNULL)
+            if r.returncode != 0:
+                errors.append(r.returncode)
+
+    threads = [threading.Thread(target=worker) for _ in range(workers)]
+    t = time.perf_counter()
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    total = time.perf_counter() - t
+    if errors:
+        raise SystemExit(f"contention run failed: exit codes {sorted(set(errors))}")
+    stamps = []
+    with open(stamp_file) as f:
+        for line in f:
+            kind, ns = line.split()
+            stamps.append((kind, int(ns)))
+    handoffs = [b[1] - a[1] for a, b in zip(stamps, stamps[1:]) if a[0] == "end" and b[0] == "start"]
+    overlaps = sum(1 for a, b in zip(stamps, stamps[1:]) if a[0] == b[0])
+    return total, workers * iters / total, statistics.median(handoffs) / 1e6, overlaps
+
+
+def rss_kib(cmd, env):
+    p = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL)
+    try:
+        time.sleep(1.0)
+        with open(f"/proc/{p.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    finally:
+        p.terminate()
+        p.wait()
+    return -1
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runs", type=int, default=200, help="runs for the uncontended median")
+    ap.add_argument("--workers", type=int, default=8)
+    ap.add_argument("--iterations", type=int, default=25)
+    ap.add_argument("--backend", action="append", default=[], help="backend URL (repeatable); default: a file backend in a temp dir")
+    ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "lockrun"))
+    args = ap.parse_args()
+    if not os.path.exists(args.binary):
+        subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
+    flock = shutil.which("flock")
+    tmp = tempfile.mkdtemp(prefix="lockrun-bench-")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKRUN_")}
+    env["HOME"] = tmp
+    backends = args.backend or [f"file://{tmp}/locks"]
+    stamp_sh = 'echo "start $(date +%s%N)" >> {f}; echo "end $(date +%s%N)" >> {f}'
+
+    print(f"lockrun benchmark  ({os.cpu_count()} cores, {args.runs} runs, {args.workers}x{args.iterations} contention)")
+    print()
+    rows = []
+    if flock:
+        lockfile = os.path.join(tmp, "flock.lock")
+        med, best = cycle([flock, lockfile, "true"], args.runs, env)
+        rows.append(("flock(1)", "uncontended cycle", f"{med * 1e3:.2f} ms median ({best * 1e3:.2f} min)"))
+        stamps = os.path.join(tmp, "flock.stamps")
+        total, tput, hand, ov = contention(
+            lambda: [flock, lockfile, "sh", "-c", stamp_sh.format(f=stamps)], args.workers, args.iterations, env, stamps)
+        rows.append(("flock(1)", "contention", f"{tput:.0f} cycles/s ({total:.2f} s), median handoff {hand:.2f} ms, overlaps {ov}"))
+        flock_med, flock_tput = med, tput
+    for url in backends:
+        name = url.split("://")[0]
+        res = f"bench-{os.getpid()}"
+        med, best = cycle([args.binary, "-b", url, res, "--", "true"], args.runs, env)
+        ratio = f", {med / flock_med:.2f}x flock" if flock else ""
+        rows.append((f"lockrun {name}", "uncontended cycle", f"{med * 1e3:.2f} ms median ({best * 1e3:.2f} min){ratio}"))
+        stamps = os.path.join(tmp, f"{name}.stamps")
+        total, tput, hand, ov = contention(
+            lambda: [args.binary, "-b", url, res + "-c", "--", "sh", "-c", stamp_sh.format(f=stamps)],
+            args.workers, args.iterations, env, stamps)
+        ratio = f", {tput / flock_tput:.2f}x flock" if flock else ""
+        rows.append((f"lockrun {name}", "contention", f"{tput:.0f} cycles/s ({total:.2f} s), median handoff {hand:.2f} ms, overlaps {ov}{ratio}"))
+        kib = rss_kib([args.binary, "-b", url, res + "-rss", "--", "sleep", "3"], env)
+        rows.append((f"lockrun {name}", "RSS while holding", f"{kib / 1024:.1f} MiB"))
+    width = max(len(r[0]) for r in rows)
+    for who, what, fig in rows:
+        print(f"{who:<{width}}  {what:<18}  {fig}")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+//! `lockrun acquire`: take a lease and print its id (or the lease as JSON) on stdout.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use super::status::Status;
+use super::{wait_policy, Ctx, Failure};
+use crate::backend::{AcquireRequest, Backend};
+use crate::cli::{AcquireArgs, WaitArgs};
+use crate::exit::Exit;
+use crate::lease::{LeaseId, Resource};
+use crate::lock::{self, Granted, Outcome, Wait};
+
+pub async fn acquire(ctx: &Ctx, args: AcquireArgs) -> Result<Exit, Failure> {
+    let (resource, plan) = ctx.plan(&args.resource)?;
+    let ttl = args.ttl.unwrap_or(plan.ttl);
+    check_ttl(ttl)?;
+    let backend = ctx.open(&plan).await?;
+    let wait = wait_policy(&args.wait, &plan);
+    let granted = obtain(ctx, &*backend, &resource, &plan.principal, ttl, wait, &args.wait).await?;
+    if args.json {
+        let json = serde_json::to_string(&granted.lease.to_json())
+            .map_err(|e| Failure::new(Exit::Internal, format!("cannot encode JSON: {e}")))?;
+        println!("{json}");
+    } else {
+        println!("{}", granted.lease.id);
+    }
+    Ok(Exit::Success)
+}
+
+/// A TTL must be positive and representable by every backend.
+pub(super) fn check_ttl(ttl: Duration) -> Result<(), Failure> {
+    if ttl < Duration::from_millis(1) {
+        return Err(Failure::usage("the TTL must be at least 1ms"));
+    }
+    if ttl > Duration::from_secs(10 * 365 * 86400) {
+        return Err(Failure::usage("the TTL must be at most 10 years"));
+    }
+    Ok(())
+}
+
+/// Acquires a lease under the wait policy, keeping the "waiting for" line up to date, and turns
+/// a busy outcome into the busy exit code.
+pub(super) async fn obtain(
+    ctx: &Ctx,
+    backend: &dyn Backend,
+    resource: &Resource,
+    principal: &str,
+    ttl: Duration,
+    wait: Wait,
+    wait_args: &WaitArgs,
+) -> Result<Granted, Failure> {
+    let id = LeaseId::generate();
+    let req = AcquireRequest { resource, id: &id, principal, ttl };
+    let status = Mutex::new(Status::new(resource, ctx.chatty()));
+    let tick_every = status.lock().map(|s| s.tick_every()).unwrap_or(None);
+    let mut on_event = |e: lock::Event<'_>| {
+        if let Ok(mut s) = status.lock() {
+            s.event(e);
+        }
+    };
+    let attempt = lock::acquire(backend, &req, wait, &mut on_event);
+    tokio::pin!(attempt);
+    let outcome = match tick_every {
+        None => attempt.await,
+        Some(every) => {
+            let mut ticker = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    r = &mut attempt => break r,
+                    _ = ticker.tick() => {
+                        if let Ok(mut s) = status.lock() {
+                            s.tick();
+                        }
+                    }
+                }
+            }
+        }
+    };
+    if let Ok(mut s) = status.lock() {
+        s.clear();
+    }
+    match outcome? {
+        Outcome::Granted(g) => {
+            if g.waited > Duration::from_millis(500) {
+                tracing::info!("acquired {resource} after {}", crate::duration::format(g.waited));
+            }
+            Ok(g)
+        }
+        Outcome::Busy(holder) => {
+            let who = holder.map_or_else(|| "held by someone else".into(), |h| h.holder_summary());
+            let why = match wait {
+                Wait::AtMost(d) if !d.is_zero() => {
+                    format!(" after waiting {}", crate::duration::format(d))
+                }
+                _ => String::new(),
+            };
+            Err(Failure::outcome(
+                Exit::Busy(wait_args.conflict_exit_code),
+                format!("{} is busy{why}: {who}", crate::lease::escape(resource.as_str())),
+            ))
+        }
+    }
+}

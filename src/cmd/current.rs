@@ -1,0 +1,91 @@
+//! `lockrun current`: who holds a resource, since when, until when.
+
+use std::io::IsTerminal;
+
+use super::{Ctx, Failure};
+use crate::cli::{CurrentArgs, Format};
+use crate::exit::Exit;
+use crate::lease::{escape, rfc3339, Lease};
+
+pub async fn current(ctx: &Ctx, args: CurrentArgs) -> Result<Exit, Failure> {
+    let (resource, plan) = ctx.plan(&args.resource)?;
+    let backend = ctx.open(&plan).await?;
+    let Some(lease) = backend.current(&resource).await? else {
+        return Err(Failure::outcome(
+            Exit::NotHeld,
+            format!("{} is not held", escape(resource.as_str())),
+        ));
+    };
+    let format = if args.id_only { Format::Id } else { args.format };
+    println!("{}", render(&lease, format, std::io::stdout().is_terminal())?);
+    Ok(Exit::Success)
+}
+
+/// Renders a lease. Text read back from the store is escaped when it goes to a terminal.
+pub fn render(lease: &Lease, format: Format, tty: bool) -> Result<String, Failure> {
+    let text = |s: &str| if tty { escape(s) } else { s.to_owned() };
+    let token = lease.fencing_token.map_or_else(|| "-".to_owned(), |t| t.to_string());
+    Ok(match format {
+        Format::Id => text(lease.id.as_str()),
+        Format::Json => serde_json::to_string(&lease.to_json())
+            .map_err(|e| Failure::new(Exit::Internal, format!("cannot encode JSON: {e}")))?,
+        Format::Rows => [
+            ("resource", text(lease.resource.as_str())),
+            ("principal", text(&lease.principal)),
+            ("lease_id", text(lease.id.as_str())),
+            ("fencing_token", token),
+            ("acquired_at", rfc3339(lease.acquired_at)),
+            ("expires_at", rfc3339(lease.expires_at)),
+        ]
+        .iter()
+        .map(|(k, v)| format!("{:<14} {v}", format!("{k}:")))
+        .collect::<Vec<_>>()
+        .join("\n"),
+        Format::Oneline => [
+            escape(lease.resource.as_str()),
+            escape(&lease.principal),
+            escape(lease.id.as_str()),
+            token,
+            rfc3339(lease.acquired_at),
+            rfc3339(lease.expires_at),
+        ]
+        .join("\t"),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::{LeaseId, Resource};
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    fn lease() -> Lease {
+        Lease {
+            resource: Resource::new("db").unwrap(),
+            id: LeaseId::parse("abc123").unwrap(),
+            principal: "evil\x1b[31m@host".into(),
+            fencing_token: Some(7),
+            acquired_at: UNIX_EPOCH + Duration::from_secs(1_800_000_000),
+            expires_at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_003_600),
+            ttl: Duration::from_secs(3600),
+        }
+    }
+
+    #[test]
+    fn formats() {
+        let l = lease();
+        assert_eq!(render(&l, Format::Id, false).unwrap(), "abc123");
+        let rows = render(&l, Format::Rows, true).unwrap();
+        assert!(rows.contains("fencing_token: 7"), "{rows}");
+        assert!(rows.contains("acquired_at:   2027-01-15T08:00:00.000Z"), "{rows}");
+        assert!(!rows.contains('\x1b'), "escaped on a terminal");
+        let one = render(&l, Format::Oneline, false).unwrap();
+        assert_eq!(one.split('\t').count(), 6);
+        assert!(!one.contains('\x1b'));
+        let json: serde_json::Value = serde_json::from_str(&render(&l, Format::Json, false).unwrap()).unwrap();
+        for k in ["resource", "principal", "lease_id", "fencing_token", "acquired_at", "expires_at"] {
+            assert!(json.get(k).is_some(), "{k}");
+        }
+        assert_eq!(json["fencing_token"], 7);
+    }
+}

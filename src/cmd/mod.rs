@@ -1,0 +1,245 @@
+//! One file per verb, plus what they share: turning failures into one stderr line and an exit
+//! code, logging, and resolving a resource's plan and backend.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::sync::Arc;
+
+use clap::Parser;
+
+use crate::backend::{self, Backend};
+use crate::cli::{Cli, Global, Verb, WaitArgs};
+use crate::config::{self, Config, Flags, Plan};
+use crate::exit::Exit;
+use crate::lease::{InvalidInput, Resource};
+use crate::lock::Wait;
+
+mod acquire;
+mod current;
+mod is_held;
+mod release;
+mod renew;
+mod run;
+mod status;
+
+/// Why a verb did not succeed: the exit code and the one line that explains it.
+#[derive(Debug)]
+pub struct Failure {
+    pub exit: Exit,
+    pub message: String,
+    /// Outcomes (busy, not held) are silenced by `-q`; errors never are.
+    pub outcome: bool,
+}
+
+impl Failure {
+    pub fn new(exit: Exit, message: impl Into<String>) -> Self {
+        Failure { exit, message: message.into(), outcome: false }
+    }
+
+    /// A non-zero outcome that is not an error (busy, not held).
+    pub fn outcome(exit: Exit, message: impl Into<String>) -> Self {
+        Failure { exit, message: message.into(), outcome: true }
+    }
+
+    pub fn usage(message: impl Into<String>) -> Self {
+        Failure::new(Exit::Usage, message)
+    }
+}
+
+impl From<backend::Error> for Failure {
+    fn from(e: backend::Error) -> Self {
+        let exit = match e {
+            backend::Error::Unavailable(_) => Exit::Unavailable,
+            backend::Error::Config(_) => Exit::Config,
+            backend::Error::Corrupt(_) => Exit::Corrupt,
+            backend::Error::Other(_) => Exit::Internal,
+        };
+        Failure::new(exit, e.to_string())
+    }
+}
+
+impl From<config::Error> for Failure {
+    fn from(e: config::Error) -> Self {
+        Failure::new(Exit::Config, e.to_string())
+    }
+}
+
+impl From<InvalidInput> for Failure {
+    fn from(e: InvalidInput) -> Self {
+        Failure::usage(e.0)
+    }
+}
+
+/// What every verb needs: the global options and the loaded config.
+pub struct Ctx {
+    pub global: Global,
+    pub flags: Flags,
+    pub config: Config,
+}
+
+fn env(key: &str) -> Option<String> {
+    std::env::var(key).ok()
+}
+
+impl Ctx {
+    /// Validates the resource name and resolves its plan.
+    pub fn plan(&self, resource: &str) -> Result<(Resource, Plan), Failure> {
+        let resource = Resource::new(resource)?;
+        let plan = self.config.plan(&resource, &self.flags, &env)?;
+        Ok((resource, plan))
+    }
+
+    /// Opens the plan's backend.
+    pub async fn open(&self, plan: &Plan) -> Result<Arc<dyn Backend>, Failure> {
+        Ok(backend::open(&plan.backend, &plan.settings).await?)
+    }
+
+    /// Whether progress lines and warnings may be printed.
+    pub fn chatty(&self) -> bool {
+        !self.global.quiet
+    }
+}
+
+/// The wait policy from `-w`/`-n`, falling back to the plan's.
+pub fn wait_policy(args: &WaitArgs, plan: &Plan) -> Wait {
+    if args.no_wait {
+        Wait::AtMost(std::time::Duration::ZERO)
+    } else if let Some(d) = args.wait {
+        Wait::AtMost(d)
+    } else {
+        match plan.wait {
+            config::Wait::Forever => Wait::Forever,
+            config::Wait::AtMost(d) => Wait::AtMost(d),
+        }
+    }
+}
+
+/// Parses the command line, runs the verb, prints the one line a failure gets, and returns the
+/// exit status.
+pub async fn main(args: Vec<OsString>) -> Exit {
+    let cli = match Cli::try_parse_from(crate::cli::with_implied_run(args)) {
+        Ok(cli) => cli,
+        Err(e) => return clap_exit(e),
+    };
+    init_logging(&cli.global);
+    let quiet = cli.global.quiet;
+    let result = dispatch(cli).await;
+    let _ = std::io::stdout().flush();
+    match result {
+        Ok(exit) => exit,
+        Err(f) => {
+            if !(f.outcome && quiet) {
+                eprintln!("lockrun: {}", one_line(&f.message));
+            }
+            f.exit
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
+    let flags = Flags {
+        config: cli.global.config.clone(),
+        backend: cli.global.backend.clone(),
+        principal: cli.global.principal.clone(),
+    };
+    let config = Config::load(&flags, &env)?;
+    let ctx = Ctx { global: cli.global, flags, config };
+    match cli.verb {
+        Verb::Run(a) => run::run(&ctx, a).await,
+        Verb::Acquire(a) => acquire::acquire(&ctx, a).await,
+        Verb::Renew(a) => renew::renew(&ctx, a).await,
+        Verb::Release(a) => release::release(&ctx, a).await,
+        Verb::Current(a) => current::current(&ctx, a).await,
+        Verb::IsHeld(a) => is_held::is_held(&ctx, a).await,
+    }
+}
+
+/// Help and version go to stdout with status 0; usage errors become one line and status 2.
+fn clap_exit(e: clap::Error) -> Exit {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            print!("{e}");
+            let _ = std::io::stdout().flush();
+            Exit::Success
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            eprint!("{e}");
+            Exit::Usage
+        }
+        _ => {
+            let text = e.render().to_string();
+            let first = text
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid usage")
+                .trim_start_matches("error: ")
+                .to_owned();
+            eprintln!("lockrun: {} (see 'lockrun --help')", first.trim());
+            Exit::Usage
+        }
+    }
+}
+
+/// Keeps a message to one line.
+fn one_line(s: &str) -> String {
+    s.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+}
+
+fn init_logging(g: &Global) {
+    use tracing_subscriber::EnvFilter;
+    let default = match (g.quiet, g.verbose) {
+        (true, _) => "error",
+        (false, 0) => "warn",
+        (false, 1) => "info",
+        (false, 2) => "debug",
+        _ => "trace",
+    };
+    let filter = match std::env::var("LOCKRUN_LOG") {
+        Ok(f) if !f.is_empty() && g.verbose == 0 && !g.quiet => EnvFilter::try_new(f),
+        _ => EnvFilter::try_new(format!("warn,lockrun={default}")),
+    }
+    .unwrap_or_else(|_| EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .event_format(LineFormat)
+        .try_init();
+}
+
+/// `lockrun: warning: message` — one line per event, no timestamps (cron and CI add their own).
+struct LineFormat;
+
+impl<S, N> tracing_subscriber::fmt::FormatEvent<S, N> for LineFormat
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        let level = match *event.metadata().level() {
+            tracing::Level::ERROR => "error",
+            tracing::Level::WARN => "warning",
+            tracing::Level::INFO => "info",
+            tracing::Level::DEBUG => "debug",
+            tracing::Level::TRACE => "trace",
+        };
+        write!(w, "lockrun: {level}: ")?;
+        ctx.field_format().format_fields(w.by_ref(), event)?;
+        writeln!(w)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_stay_on_one_line() {
+        assert_eq!(one_line("a\nb\r\n c "), "a; b; c");
+    }
+}

@@ -1,0 +1,93 @@
+//! The "waiting for" line on stderr. On a terminal it stays live, with the elapsed time; elsewhere
+//! it is printed once per holder, so logs stay readable.
+
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::lease::{Lease, Resource};
+use crate::lock::Event;
+
+pub struct Status {
+    resource: String,
+    enabled: bool,
+    tty: bool,
+    start: Instant,
+    holder: Option<String>,
+    printed_for: Option<String>,
+    live: bool,
+}
+
+impl Status {
+    pub fn new(resource: &Resource, enabled: bool) -> Self {
+        Status {
+            resource: crate::lease::escape(resource.as_str()),
+            enabled,
+            tty: std::io::stderr().is_terminal(),
+            start: Instant::now(),
+            holder: None,
+            printed_for: None,
+            live: false,
+        }
+    }
+
+    /// Records an event from the waiting loop.
+    pub fn event(&mut self, e: Event<'_>) {
+        match e {
+            Event::Busy { holder } => {
+                self.holder = Some(holder.map_or_else(|| "held by someone".into(), Lease::holder_summary));
+                self.draw();
+            }
+            Event::Retrying { error } => {
+                if self.enabled {
+                    self.clear();
+                    eprintln!("lockrun: warning: still waiting for {}: {error}", self.resource);
+                }
+            }
+        }
+    }
+
+    /// Redraws the live line (called every second on a terminal).
+    pub fn tick(&mut self) {
+        if self.tty && self.holder.is_some() {
+            self.draw();
+        }
+    }
+
+    /// How often [`Status::tick`] is worth calling.
+    pub fn tick_every(&self) -> Option<Duration> {
+        (self.enabled && self.tty).then_some(Duration::from_secs(1))
+    }
+
+    fn draw(&mut self) {
+        if !self.enabled {
+            return;
+        }
+        let Some(holder) = &self.holder else { return };
+        let mut err = std::io::stderr().lock();
+        if self.tty {
+            let elapsed = crate::duration::format(Duration::from_secs(self.start.elapsed().as_secs()));
+            let _ = write!(err, "\r\x1b[Klockrun: waiting for {} ({elapsed}): {holder}", self.resource);
+            self.live = true;
+        } else if self.printed_for.as_deref() != Some(holder) {
+            let _ = writeln!(err, "lockrun: waiting for {}: {holder}", self.resource);
+            self.printed_for = Some(holder.clone());
+        }
+        let _ = err.flush();
+    }
+
+    /// Removes the live line.
+    pub fn clear(&mut self) {
+        if self.live {
+            eprint!("\r\x1b[K");
+            self.live = false;
+        }
+    }
+}
+
+impl Drop for Status {
+    fn drop(&mut self) {
+        self.clear();
+    }
+}

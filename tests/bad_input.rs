@@ -1,0 +1,136 @@
+//! Every bad input gets its documented exit code and exactly one `lockrun: ` line on stderr,
+//! and never changes a lease.
+
+mod common;
+
+use common::*;
+
+#[test]
+fn usage_errors_exit_2() {
+    let env = Env::new();
+    assert_fails(&env.run(&["acquire", "--ttl", "5x", "res"]), 2, "5x");
+    assert_fails(&env.run(&["res", "--ttl", "soon", "--", "true"]), 2, "soon");
+    assert_fails(&env.run(&["run", "-w", "-3", "res", "--", "true"]), 2, "");
+    assert_fails(&env.run(&["acquire", "-E", "300", "res"]), 2, "300");
+    assert_fails(&env.run(&["frobnicate"]), 2, "");
+    assert_fails(&env.run(&["res", "--"]), 2, "COMMAND");
+    assert_fails(&env.run(&["renew", "res"]), 2, "LEASE_ID");
+    assert_fails(&env.run(&["current", "-f", "xml", "res"]), 2, "xml");
+    assert_fails(&env.run(&["acquire", "-n", "-w", "1s", "res"]), 2, "cannot be used with");
+    assert_fails(&env.run(&["run", "--ttl", "30s", "--heartbeat", "25s", "res", "--", "true"]), 2, "must be less than the TTL");
+    assert_fails(&env.run(&["run", "--ttl", "100ms", "res", "--", "true"]), 2, "too short");
+    assert_fails(&env.run(&["acquire", "--ttl", "0", "res"]), 2, "TTL");
+}
+
+#[test]
+fn no_arguments_prints_help_and_exits_2() {
+    let env = Env::new();
+    let o = env.run(&[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("Usage"));
+}
+
+#[test]
+fn bad_resource_names_exit_2() {
+    let env = Env::new();
+    assert_fails(&env.run(&["acquire", ""]), 2, "resource name is empty");
+    let long = "x".repeat(256);
+    assert_fails(&env.run(&["acquire", &long]), 2, "256 bytes");
+    assert_fails(&env.run(&["acquire", "bad\x1bname"]), 2, "control character");
+    assert_fails(&env.run(&["bad\nname", "--", "true"]), 2, "control character");
+    // 255 bytes is fine.
+    let ok = "y".repeat(255);
+    assert_eq!(env.run(&["acquire", &ok]).status.code(), Some(0));
+}
+
+#[test]
+fn garbage_lease_ids_exit_2_and_change_nothing() {
+    let env = Env::new();
+    let id = stdout(&env.run(&["acquire", "res"])).trim().to_owned();
+    for bad in ["", "not an id", "$(rm -rf /)", "id\nwith\nnewlines", &"a".repeat(200)] {
+        for verb in ["release", "renew", "is-held"] {
+            let o = env.run(&[verb, "res", bad]);
+            assert_fails(&o, 2, "lease id");
+        }
+    }
+    assert_eq!(env.run(&["is-held", "res", &id]).status.code(), Some(0));
+}
+
+#[test]
+fn unknown_backend_and_bad_urls_exit_78() {
+    let env = Env::new();
+    assert_fails(&env.run(&["-b", "nosuch://x", "acquire", "res"]), 78, "unknown backend 'nosuch'");
+    assert_fails(&env.run(&["-b", "no-such-name", "acquire", "res"]), 78, "no-such-name");
+    assert_fails(&env.run(&["-b", "redis://[::1", "acquire", "res"]), 78, "bad backend URL");
+    let mut c = env.cmd();
+    c.env("LOCKRUN_BACKEND", "nosuch://x");
+    let o = c.args(["acquire", "res"]).output().unwrap();
+    assert_fails(&o, 78, "nosuch");
+    let o = env.run(&["-b", "redis://user:hunter2@[::1", "acquire", "res"]);
+    assert!(!stderr(&o).contains("hunter2"), "{}", stderr(&o));
+}
+
+#[test]
+fn malformed_config_exits_78_naming_file_and_line() {
+    let env = Env::new();
+    let cfg = env.file("bad.toml");
+    for (text, needle) in [
+        ("[default]\nttl = \"5x\"\n", ":2"),
+        ("[default]\nbogus = 1\n", "bogus"),
+        ("[default\n", ":1"),
+        ("[default]\nttl = [1, 2]\n", "ttl"),
+        ("[default]\nbackend = \"missing\"\n", "missing"),
+        ("[backend.x]\nport = 1\n", "url"),
+    ] {
+        std::fs::write(&cfg, text).unwrap();
+        let o = env.run(&["-c", cfg.to_str().unwrap(), "acquire", "res"]);
+        assert_fails(&o, 78, needle);
+        assert!(stderr(&o).contains("bad.toml"), "{}", stderr(&o));
+    }
+    let o = env.run(&["-c", "/nonexistent/lockrun.toml", "acquire", "res"]);
+    assert_fails(&o, 78, "/nonexistent/lockrun.toml");
+    let mut c = env.cmd();
+    c.env("LOCKRUN_CONFIG", "/nonexistent/env.toml");
+    assert_fails(&c.args(["acquire", "res"]).output().unwrap(), 78, "/nonexistent/env.toml");
+}
+
+#[test]
+fn unusable_lock_directory_exits_78() {
+    let env = Env::new();
+    let file = env.file("plain-file");
+    std::fs::write(&file, "x").unwrap();
+    let url = format!("file://{}/locks", file.display());
+    assert_fails(&env.run(&["-b", &url, "acquire", "res"]), 78, "");
+    assert_fails(&env.run(&["-b", "file:///proc/lockrun-test", "acquire", "res"]), 78, "");
+    // A world-writable directory without the sticky bit is refused.
+    let open = env.file("open");
+    std::fs::create_dir(&open).unwrap();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&open).unwrap().permissions(), 0o777);
+    std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let url = format!("file://{}", open.display());
+    assert_fails(&env.run(&["-b", &url, "acquire", "res"]), 78, "");
+    // A symlinked lock directory is refused.
+    let link = env.file("link");
+    std::os::unix::fs::symlink(env.path(), &link).unwrap();
+    let url = format!("file://{}", link.display());
+    assert_fails(&env.run(&["-b", &url, "acquire", "res"]), 78, "");
+}
+
+#[test]
+fn corrupt_record_exits_65_and_is_left_alone() {
+    let env = Env::new();
+    env.run(&["acquire", "res"]);
+    let dir = env.path().join("locks");
+    let record = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "lease"))
+        .expect("a .lease record");
+    std::fs::write(&record, b"{\"v\":1,\"garbage").unwrap();
+    for args in [&["acquire", "-n", "res"][..], &["current", "res"], &["res", "--", "true"]] {
+        let o = env.run(args);
+        assert_fails(&o, 65, "corrupt");
+    }
+    assert_eq!(std::fs::read(&record).unwrap(), b"{\"v\":1,\"garbage");
+}

@@ -1,0 +1,110 @@
+//! Shared helpers for integration tests: run the real binary in an isolated environment.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// An isolated home for one test: its own lock directory and config location.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        Env { dir: tempfile::tempdir().expect("tempdir") }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The file backend URL of this environment.
+    pub fn backend(&self) -> String {
+        format!("file://{}/locks", self.path().display())
+    }
+
+    /// `lockrun` with a clean environment pointing at this test's directories.
+    pub fn cmd(&self) -> Command {
+        cmd_in(self.path())
+    }
+
+    /// Runs lockrun with `args` and waits for it.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("spawn lockrun")
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path().join(name)
+    }
+}
+
+/// `lockrun` with a clean environment whose home, config and lock directory are under `dir`.
+pub fn cmd_in(dir: &Path) -> Command {
+    {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_lockrun"));
+        for (k, _) in std::env::vars() {
+            if k.starts_with("LOCKRUN_") || k.starts_with("XDG_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("HOME", dir)
+            .env("XDG_CONFIG_HOME", dir.join("config"))
+            .env("XDG_STATE_HOME", dir.join("state"))
+            .env("LOCKRUN_BACKEND", format!("file://{}/locks", dir.display()))
+            .stdin(Stdio::null());
+        c
+    }
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Asserts the exit code and that stderr is exactly one `lockrun: ` line containing `needle`.
+#[track_caller]
+pub fn assert_fails(o: &Output, code: i32, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "exit code; stderr: {err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "exactly one stderr line, got: {err:?}");
+    assert!(lines[0].starts_with("lockrun: "), "prefix: {err:?}");
+    assert!(err.contains(needle), "{needle:?} not in {err:?}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+/// Polls `f` until it returns true or `limit` passes.
+pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// Whether a process exists (and is not a zombie).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(s) => {
+            let state = s.rsplit(')').next().and_then(|r| r.split_whitespace().next());
+            state != Some("Z") && state != Some("X")
+        }
+        Err(_) => false,
+    }
+}
+
+pub fn read_pid(path: &Path) -> Option<i32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+pub fn kill(pid: i32, sig: i32) {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(pid, sig) };
+}

@@ -1,0 +1,272 @@
+//! `lockrun run` end to end: real processes, real signals.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+#[test]
+fn passes_exit_codes_through() {
+    let env = Env::new();
+    let o = env.run(&["res", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(o.status.code(), Some(3));
+    let o = env.run(&["res", "--", "true"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+    let o = env.run(&["run", "res", "--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(o.status.code(), Some(143));
+    let o = env.run(&["res", "--", "sh", "-c", "kill -KILL $$"]);
+    assert_eq!(o.status.code(), Some(137));
+    // Released after each run: the next one gets it without waiting.
+    let o = env.run(&["-n", "res", "--", "true"]);
+    assert_eq!(o.status.code(), Some(0));
+}
+
+#[test]
+fn not_found_and_not_executable() {
+    let env = Env::new();
+    let o = env.run(&["res", "--", "/nonexistent/cmd"]);
+    assert_fails(&o, 127, "command not found");
+    let o = env.run(&["res", "--", "no-such-command-lockrun-test"]);
+    assert_fails(&o, 127, "no-such-command-lockrun-test");
+    let script = env.file("noexec.sh");
+    std::fs::write(&script, "#!/bin/sh\ntrue\n").unwrap();
+    let o = env.run(&["res", "--", script.to_str().unwrap()]);
+    assert_fails(&o, 126, "cannot execute");
+    // The lease was released despite the failure.
+    let o = env.run(&["current", "res"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+}
+
+#[test]
+fn child_gets_its_lease_in_the_environment() {
+    let env = Env::new();
+    let o = env.run(&[
+        "-p",
+        "tester@here",
+        "res x",
+        "--",
+        "sh",
+        "-c",
+        "echo \"$LOCKRUN_RESOURCE|$LOCKRUN_PRINCIPAL|$LOCKRUN_FENCING_TOKEN|${#LOCKRUN_LEASE_ID}|$LOCKRUN_BACKEND\"",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let parts: Vec<&str> = out.trim().split('|').collect();
+    assert_eq!(parts[0], "res x");
+    assert_eq!(parts[1], "tester@here");
+    assert_eq!(parts[2], "1");
+    assert_eq!(parts[3], "32");
+    assert!(parts[4].starts_with("file://"), "{out}");
+    let o = env.run(&["res x", "--", "sh", "-c", "echo $LOCKRUN_FENCING_TOKEN"]);
+    assert_eq!(stdout(&o).trim(), "2", "tokens increase across runs");
+}
+
+#[test]
+fn eight_workers_never_overlap_and_tokens_increase() {
+    let env = Env::new();
+    let log = env.file("log");
+    let script = format!(
+        "echo \"start $LOCKRUN_FENCING_TOKEN\" >> {log}; echo \"end $LOCKRUN_FENCING_TOKEN\" >> {log}",
+        log = log.display()
+    );
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let dir = env.path().to_path_buf();
+            let script = script.clone();
+            std::thread::spawn(move || {
+                for _ in 0..25 {
+                    let o = cmd_in(&dir).args(["contended", "--", "sh", "-c", &script]).output().unwrap();
+                    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let text = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 400);
+    let mut last = 0u64;
+    for pair in lines.chunks(2) {
+        let (s, e) = (pair[0], pair[1]);
+        let ts: u64 = s.strip_prefix("start ").expect(s).parse().unwrap();
+        let te: u64 = e.strip_prefix("end ").expect(e).parse().unwrap();
+        assert_eq!(ts, te, "critical sections overlap: {s} / {e}");
+        assert!(ts > last, "token {ts} after {last}");
+        last = ts;
+    }
+}
+
+#[test]
+fn term_and_int_are_forwarded() {
+    for (sig, name) in [(libc::SIGTERM, "TERM"), (libc::SIGINT, "INT")] {
+        let env = Env::new();
+        let marker = env.file("got");
+        let ready = env.file("ready");
+        let script = format!(
+            "trap 'echo {name} > {m}; exit 7' {name}; touch {r}; while :; do sleep 0.02; done",
+            m = marker.display(),
+            r = ready.display()
+        );
+        let mut child = env.cmd().args(["res", "--", "sh", "-c", &script]).spawn().unwrap();
+        assert!(eventually(Duration::from_secs(10), || ready.exists()));
+        kill(child.id() as i32, sig);
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(7), "{name}: the child's own exit code");
+        assert_eq!(std::fs::read_to_string(&marker).unwrap().trim(), name);
+    }
+}
+
+#[test]
+fn second_term_escalates_to_kill() {
+    let env = Env::new();
+    let ready = env.file("ready");
+    let script = format!("trap '' TERM; touch {}; while :; do sleep 0.02; done", ready.display());
+    let mut child = env.cmd().args(["res", "--", "sh", "-c", &script]).spawn().unwrap();
+    assert!(eventually(Duration::from_secs(10), || ready.exists()));
+    kill(child.id() as i32, libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(child.try_wait().unwrap().is_none(), "the child ignores TERM");
+    kill(child.id() as i32, libc::SIGTERM);
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(137));
+}
+
+/// Another process releases the lease while the command runs: lockrun stops it and exits 124.
+#[test]
+fn lost_lease_stops_the_command() {
+    let env = Env::new();
+    let id_file = env.file("id");
+    let pid_file = env.file("pid");
+    let script = format!(
+        "echo $LOCKRUN_LEASE_ID > {i}; echo $$ > {p}; while :; do sleep 0.02; done",
+        i = id_file.display(),
+        p = pid_file.display()
+    );
+    let child = env.cmd().args(["--ttl", "3s", "res", "--", "sh", "-c", &script]).stderr(Stdio::piped()).spawn().unwrap();
+    assert!(eventually(Duration::from_secs(10), || read_pid(&pid_file).is_some()));
+    let id = std::fs::read_to_string(&id_file).unwrap();
+    let o = env.run(&["release", "res", id.trim()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let released = Instant::now();
+    let o = child.wait_with_output().unwrap();
+    assert_fails(&o, 124, "lost the lease");
+    // Heartbeat every 1s, so loss is noticed within about a second.
+    assert!(released.elapsed() < Duration::from_secs(3), "{:?}", released.elapsed());
+    assert!(!alive(read_pid(&pid_file).unwrap()));
+}
+
+/// A child that ignores TERM is killed after --kill-after when the lease is lost.
+#[test]
+fn kill_after_when_the_child_ignores_term() {
+    let env = Env::new();
+    let id_file = env.file("id");
+    let script = format!("trap '' TERM; echo $LOCKRUN_LEASE_ID > {}; while :; do sleep 0.02; done", id_file.display());
+    let child = env
+        .cmd()
+        .args(["--ttl", "6s", "--kill-after", "1s", "res", "--", "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || std::fs::read_to_string(&id_file).is_ok_and(|s| s.len() > 1)));
+    let id = std::fs::read_to_string(&id_file).unwrap();
+    assert_eq!(env.run(&["release", "res", id.trim()]).status.code(), Some(0));
+    let t = Instant::now();
+    let o = child.wait_with_output().unwrap();
+    assert_fails(&o, 124, "lost the lease");
+    let took = t.elapsed();
+    assert!(took >= Duration::from_millis(900), "KILL only after the grace: {took:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
+/// kill -9 of lockrun: the command and its children (through sh -c) are gone shortly after.
+#[test]
+fn sigkill_of_lockrun_leaves_no_descendants() {
+    let env = Env::new();
+    let pids = env.file("pids");
+    let script = format!("sleep 300 & echo \"$$ $!\" > {}; wait", pids.display());
+    let mut child = env.cmd().args(["res", "--", "sh", "-c", &script]).spawn().unwrap();
+    assert!(eventually(Duration::from_secs(10), || std::fs::read_to_string(&pids).is_ok_and(|s| s.ends_with('\n'))));
+    let text = std::fs::read_to_string(&pids).unwrap();
+    let procs: Vec<i32> = text.split_whitespace().map(|p| p.parse().unwrap()).collect();
+    assert!(procs.iter().all(|&p| alive(p)));
+    kill(child.id() as i32, libc::SIGKILL);
+    child.wait().unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || procs.iter().all(|&p| !alive(p))),
+        "descendants survived: {procs:?}"
+    );
+}
+
+/// When the command exits but leaves a background process in its group, lockrun terminates it
+/// before releasing.
+#[test]
+fn leftover_processes_are_reaped_before_release() {
+    let env = Env::new();
+    let pid_file = env.file("pid");
+    let script = format!("sleep 300 & echo $! > {}", pid_file.display());
+    let o = env.run(&["--kill-after", "1s", "res", "--", "sh", "-c", &script]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let pid = read_pid(&pid_file).unwrap();
+    assert!(!alive(pid), "background process survived");
+}
+
+#[test]
+fn waits_for_the_holder_then_runs() {
+    let env = Env::new();
+    let id = stdout(&env.run(&["acquire", "--ttl", "1m", "res"]));
+    let start = Instant::now();
+    let waiter = env.cmd().args(["res", "--", "true"]).stderr(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(env.run(&["release", "res", id.trim()]).status.code(), Some(0));
+    let released = Instant::now();
+    let o = waiter.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0));
+    assert!(start.elapsed() >= Duration::from_millis(300));
+    // Woken by the release (inotify), not by a slow poll.
+    assert!(released.elapsed() < Duration::from_millis(500), "{:?}", released.elapsed());
+    let err = stderr(&o);
+    assert!(err.contains("waiting for res") && err.contains("held by"), "{err}");
+}
+
+#[test]
+fn no_wait_and_wait_limit_give_the_busy_code() {
+    let env = Env::new();
+    let _id = stdout(&env.run(&["acquire", "res"]));
+    let o = env.run(&["-n", "res", "--", "true"]);
+    assert_fails(&o, 75, "busy");
+    let o = env.run(&["run", "-n", "-E", "3", "res", "--", "true"]);
+    assert_fails(&o, 3, "busy");
+    let t = Instant::now();
+    let o = env.run(&["run", "-w", "500ms", "res", "--", "true"]);
+    assert_fails(&o, 75, "after waiting");
+    assert!(t.elapsed() >= Duration::from_millis(500));
+    let o = env.run(&["-q", "-n", "res", "--", "true"]);
+    assert_eq!(o.status.code(), Some(75));
+    assert!(stderr(&o).is_empty(), "-q silences the busy line");
+}
+
+#[test]
+fn expired_holder_is_replaced_at_its_expiry() {
+    let env = Env::new();
+    env.run(&["acquire", "--ttl", "1s", "res"]);
+    let t = Instant::now();
+    let o = env.run(&["res", "--", "true"]);
+    assert_eq!(o.status.code(), Some(0));
+    let took = t.elapsed();
+    assert!(took < Duration::from_millis(1500), "{took:?}");
+}
+
+#[test]
+fn interrupted_while_waiting() {
+    let env = Env::new();
+    env.run(&["acquire", "res"]);
+    let mut waiter = env.cmd().args(["-q", "res", "--", "true"]).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    kill(waiter.id() as i32, libc::SIGTERM);
+    assert_eq!(waiter.wait().unwrap().code(), Some(143));
+}

@@ -1,0 +1,168 @@
+//! acquire / renew / current / is-held / release across separate processes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn round_trip_across_processes() {
+    let env = Env::new();
+    let o = env.run(&["-p", "alice@db1", "acquire", "--ttl", "2h", "db-migration"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let id = stdout(&o);
+    assert!(id.ends_with('\n'));
+    let id = id.trim().to_owned();
+    assert_eq!(id.len(), 32, "only the id on stdout: {id:?}");
+    assert!(stderr(&o).is_empty());
+
+    let o = env.run(&["current", "db-migration"]);
+    assert_eq!(o.status.code(), Some(0));
+    let rows = stdout(&o);
+    for needle in ["resource:      db-migration", "principal:     alice@db1", &format!("lease_id:      {id}"), "fencing_token: 1", "acquired_at:", "expires_at:"] {
+        assert!(rows.contains(needle), "{needle:?} in {rows}");
+    }
+    assert_eq!(stdout(&env.run(&["current", "--id-only", "db-migration"])).trim(), id);
+    assert_eq!(stdout(&env.run(&["current", "-f", "id", "db-migration"])).trim(), id);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&env.run(&["current", "-f", "json", "db-migration"]))).unwrap();
+    assert_eq!(json["lease_id"], id.as_str());
+    assert_eq!(json["principal"], "alice@db1");
+    assert_eq!(json["fencing_token"], 1);
+    assert!(json["expires_at"].as_str().unwrap().ends_with('Z'));
+    let line = stdout(&env.run(&["current", "-f", "oneline", "db-migration"]));
+    assert_eq!(line.trim_end().split('\t').count(), 6);
+
+    assert_eq!(env.run(&["is-held", "db-migration", &id]).status.code(), Some(0));
+    let before = json["expires_at"].as_str().unwrap().to_owned();
+    std::thread::sleep(Duration::from_millis(20));
+    let o = env.run(&["renew", "db-migration", &id, "--ttl", "3h"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty());
+    let json: serde_json::Value = serde_json::from_str(&stdout(&env.run(&["current", "-f", "json", "db-migration"]))).unwrap();
+    assert_eq!(json["lease_id"], id.as_str(), "renew keeps the id");
+    assert!(json["expires_at"].as_str().unwrap() > before.as_str());
+
+    assert_eq!(env.run(&["release", "db-migration", &id]).status.code(), Some(0));
+    let o = env.run(&["is-held", "db-migration", &id]);
+    assert_fails(&o, 1, "does not hold");
+    let o = env.run(&["current", "db-migration"]);
+    assert_fails(&o, 1, "not held");
+    let o = env.run(&["release", "db-migration", &id]);
+    assert_fails(&o, 1, "does not hold");
+    let o = env.run(&["renew", "db-migration", &id]);
+    assert_fails(&o, 1, "does not hold");
+}
+
+#[test]
+fn acquire_json() {
+    let env = Env::new();
+    let o = env.run(&["acquire", "--json", "res"]);
+    let json: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(json["resource"], "res");
+    assert_eq!(json["fencing_token"], 1);
+    assert_eq!(json["lease_id"].as_str().unwrap().len(), 32);
+}
+
+#[test]
+fn wrong_id_changes_nothing() {
+    let env = Env::new();
+    let id = stdout(&env.run(&["acquire", "res"])).trim().to_owned();
+    let wrong = "0123456789abcdef0123456789abcdef";
+    assert_fails(&env.run(&["release", "res", wrong]), 1, "does not hold");
+    assert_fails(&env.run(&["renew", "res", wrong]), 1, "does not hold");
+    assert_fails(&env.run(&["is-held", "res", wrong]), 1, "does not hold");
+    assert_eq!(env.run(&["is-held", "res", &id]).status.code(), Some(0));
+    assert_eq!(stdout(&env.run(&["current", "--id-only", "res"])).trim(), id);
+    // A lease id for another resource releases nothing.
+    env.run(&["acquire", "other"]);
+    assert_fails(&env.run(&["release", "other", &id]), 1, "does not hold");
+    assert_eq!(env.run(&["is-held", "res", &id]).status.code(), Some(0));
+}
+
+#[test]
+fn expiry_lets_a_new_holder_in() {
+    let env = Env::new();
+    let first = stdout(&env.run(&["acquire", "--ttl", "1s", "res"])).trim().to_owned();
+    assert_fails(&env.run(&["acquire", "-n", "res"]), 75, "busy");
+    std::thread::sleep(Duration::from_millis(1100));
+    let o = env.run(&["acquire", "-n", "--json", "res"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(json["fencing_token"], 2, "token increases across expiry");
+    // The expired lease can no longer be renewed or released.
+    assert_fails(&env.run(&["renew", "res", &first]), 1, "does not hold");
+    assert_fails(&env.run(&["release", "res", &first]), 1, "does not hold");
+}
+
+#[test]
+fn acquire_waits_by_default() {
+    let env = Env::new();
+    env.run(&["acquire", "--ttl", "1s", "res"]);
+    let t = std::time::Instant::now();
+    let o = env.run(&["acquire", "res"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(t.elapsed() >= Duration::from_millis(500));
+    assert!(stderr(&o).contains("waiting for res"));
+}
+
+#[test]
+fn resource_named_like_a_verb() {
+    let env = Env::new();
+    let o = env.run(&["run", "acquire", "--", "sh", "-c", "echo $LOCKRUN_RESOURCE"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "acquire");
+}
+
+#[test]
+fn help_and_version() {
+    let env = Env::new();
+    let o = env.run(&["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).contains("Exit codes"));
+    let o = env.run(&["--version"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(stdout(&o).starts_with("lockrun "));
+    for verb in ["run", "acquire", "renew", "release", "current", "is-held"] {
+        let o = env.run(&[verb, "--help"]);
+        assert_eq!(o.status.code(), Some(0), "{verb}");
+    }
+}
+
+#[test]
+fn config_file_supplies_defaults() {
+    let env = Env::new();
+    let cfg = env.file("lockrun.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[default]\nprincipal = \"from-config\"\nttl = \"2m\"\nbackend = \"local\"\n\n[resource.\"special\"]\nprincipal = \"special-config\"\n\n[backend.local]\nurl = \"file://{}/other\"\n",
+            env.path().display()
+        ),
+    )
+    .unwrap();
+    let mut c = env.cmd();
+    c.env_remove("LOCKRUN_BACKEND");
+    let o = c.args(["-c", cfg.to_str().unwrap(), "acquire", "--json", "res"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(json["principal"], "from-config");
+    assert_eq!(json["ttl_seconds"], 120.0);
+    assert!(env.path().join("other").is_dir(), "the named backend was used");
+    let mut c = env.cmd();
+    c.env_remove("LOCKRUN_BACKEND").env("LOCKRUN_CONFIG", &cfg);
+    let o = c.args(["acquire", "--json", "special"]).output().unwrap();
+    let json: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(json["principal"], "special-config");
+    // Flag beats environment beats config.
+    let mut c = env.cmd();
+    c.env_remove("LOCKRUN_BACKEND").env("LOCKRUN_PRINCIPAL", "from-env");
+    let o = c.args(["-c", cfg.to_str().unwrap(), "acquire", "--json", "r2"]).output().unwrap();
+    let json: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(json["principal"], "from-env");
+    let mut c = env.cmd();
+    c.env_remove("LOCKRUN_BACKEND").env("LOCKRUN_PRINCIPAL", "from-env");
+    let o = c.args(["-c", cfg.to_str().unwrap(), "-p", "from-flag", "acquire", "--json", "r3"]).output().unwrap();
+    let json: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(json["principal"], "from-flag");
+}
