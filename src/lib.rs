@@ -20,6 +20,7 @@
 //! | [`duration`] | human duration strings |
 
 pub mod backend;
+pub mod config;
 pub mod duration;
 pub mod exit;
 pub mod lease;
