@@ -21,10 +21,11 @@
 
 pub mod backend;
 pub mod cli;
+pub mod cmd;
+pub mod config;
 pub mod duration;
 pub mod exit;
 pub mod heartbeat;
 pub mod lease;
 pub mod lock;
 pub mod supervise;
-pub mod cmd;

@@ -21,6 +21,19 @@ pub enum Wait {
     AtMost(Duration),
 }
 
+impl Wait {
+    /// Parses `forever` or a duration (`0` = try once).
+    pub fn parse(text: &str) -> Result<Wait, String> {
+        if text.trim().eq_ignore_ascii_case("forever") {
+            Ok(Wait::Forever)
+        } else {
+            crate::duration::parse(text)
+                .map(Wait::AtMost)
+                .map_err(|e| format!("{e} (a duration, 0 to try once, or 'forever')"))
+        }
+    }
+}
+
 /// A granted lease plus the facts the safety deadline is computed from.
 #[derive(Debug, Clone)]
 pub struct Granted {

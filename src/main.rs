@@ -1,7 +1,10 @@
 //! The `lockrun` binary: build the runtime, run the command line, exit with its status.
 
 fn main() {
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("lockrun: cannot start the async runtime: {e}");

@@ -16,9 +16,30 @@ fn usage_errors_exit_2() {
     assert_fails(&env.run(&["res", "--"]), 2, "COMMAND");
     assert_fails(&env.run(&["renew", "res"]), 2, "LEASE_ID");
     assert_fails(&env.run(&["current", "-f", "xml", "res"]), 2, "xml");
-    assert_fails(&env.run(&["acquire", "-n", "-w", "1s", "res"]), 2, "cannot be used with");
-    assert_fails(&env.run(&["run", "--ttl", "30s", "--heartbeat", "25s", "res", "--", "true"]), 2, "must be less than the TTL");
-    assert_fails(&env.run(&["run", "--ttl", "100ms", "res", "--", "true"]), 2, "too short");
+    assert_fails(
+        &env.run(&["acquire", "-n", "-w", "1s", "res"]),
+        2,
+        "cannot be used with",
+    );
+    assert_fails(
+        &env.run(&[
+            "run",
+            "--ttl",
+            "30s",
+            "--heartbeat",
+            "25s",
+            "res",
+            "--",
+            "true",
+        ]),
+        2,
+        "must be less than the TTL",
+    );
+    assert_fails(
+        &env.run(&["run", "--ttl", "100ms", "res", "--", "true"]),
+        2,
+        "too short",
+    );
     assert_fails(&env.run(&["acquire", "--ttl", "0", "res"]), 2, "TTL");
 }
 
@@ -36,8 +57,16 @@ fn bad_resource_names_exit_2() {
     assert_fails(&env.run(&["acquire", ""]), 2, "resource name is empty");
     let long = "x".repeat(256);
     assert_fails(&env.run(&["acquire", &long]), 2, "256 bytes");
-    assert_fails(&env.run(&["acquire", "bad\x1bname"]), 2, "control character");
-    assert_fails(&env.run(&["bad\nname", "--", "true"]), 2, "control character");
+    assert_fails(
+        &env.run(&["acquire", "bad\x1bname"]),
+        2,
+        "control character",
+    );
+    assert_fails(
+        &env.run(&["bad\nname", "--", "true"]),
+        2,
+        "control character",
+    );
     // 255 bytes is fine.
     let ok = "y".repeat(255);
     assert_eq!(env.run(&["acquire", &ok]).status.code(), Some(0));
@@ -47,7 +76,13 @@ fn bad_resource_names_exit_2() {
 fn garbage_lease_ids_exit_2_and_change_nothing() {
     let env = Env::new();
     let id = stdout(&env.run(&["acquire", "res"])).trim().to_owned();
-    for bad in ["", "not an id", "$(rm -rf /)", "id\nwith\nnewlines", &"a".repeat(200)] {
+    for bad in [
+        "",
+        "not an id",
+        "$(rm -rf /)",
+        "id\nwith\nnewlines",
+        &"a".repeat(200),
+    ] {
         for verb in ["release", "renew", "is-held"] {
             let o = env.run(&[verb, "res", bad]);
             assert_fails(&o, 2, "lease id");
@@ -59,9 +94,21 @@ fn garbage_lease_ids_exit_2_and_change_nothing() {
 #[test]
 fn unknown_backend_and_bad_urls_exit_78() {
     let env = Env::new();
-    assert_fails(&env.run(&["-b", "nosuch://x", "acquire", "res"]), 78, "unknown backend 'nosuch'");
-    assert_fails(&env.run(&["-b", "no-such-name", "acquire", "res"]), 78, "no-such-name");
-    assert_fails(&env.run(&["-b", "redis://[::1", "acquire", "res"]), 78, "bad backend URL");
+    assert_fails(
+        &env.run(&["-b", "nosuch://x", "acquire", "res"]),
+        78,
+        "unknown backend 'nosuch'",
+    );
+    assert_fails(
+        &env.run(&["-b", "no-such-name", "acquire", "res"]),
+        78,
+        "no-such-name",
+    );
+    assert_fails(
+        &env.run(&["-b", "redis://[::1", "acquire", "res"]),
+        78,
+        "bad backend URL",
+    );
     let mut c = env.cmd();
     c.env("LOCKRUN_BACKEND", "nosuch://x");
     let o = c.args(["acquire", "res"]).output().unwrap();
@@ -91,7 +138,11 @@ fn malformed_config_exits_78_naming_file_and_line() {
     assert_fails(&o, 78, "/nonexistent/lockrun.toml");
     let mut c = env.cmd();
     c.env("LOCKRUN_CONFIG", "/nonexistent/env.toml");
-    assert_fails(&c.args(["acquire", "res"]).output().unwrap(), 78, "/nonexistent/env.toml");
+    assert_fails(
+        &c.args(["acquire", "res"]).output().unwrap(),
+        78,
+        "/nonexistent/env.toml",
+    );
 }
 
 #[test]
@@ -101,11 +152,18 @@ fn unusable_lock_directory_exits_78() {
     std::fs::write(&file, "x").unwrap();
     let url = format!("file://{}/locks", file.display());
     assert_fails(&env.run(&["-b", &url, "acquire", "res"]), 78, "");
-    assert_fails(&env.run(&["-b", "file:///proc/lockrun-test", "acquire", "res"]), 78, "");
+    assert_fails(
+        &env.run(&["-b", "file:///proc/lockrun-test", "acquire", "res"]),
+        78,
+        "",
+    );
     // A world-writable directory without the sticky bit is refused.
     let open = env.file("open");
     std::fs::create_dir(&open).unwrap();
-    std::os::unix::fs::PermissionsExt::set_mode(&mut std::fs::metadata(&open).unwrap().permissions(), 0o777);
+    std::os::unix::fs::PermissionsExt::set_mode(
+        &mut std::fs::metadata(&open).unwrap().permissions(),
+        0o777,
+    );
     std::fs::set_permissions(&open, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
     let url = format!("file://{}", open.display());
     assert_fails(&env.run(&["-b", &url, "acquire", "res"]), 78, "");
@@ -128,7 +186,11 @@ fn corrupt_record_exits_65_and_is_left_alone() {
         .find(|p| p.extension().is_some_and(|e| e == "lease"))
         .expect("a .lease record");
     std::fs::write(&record, b"{\"v\":1,\"garbage").unwrap();
-    for args in [&["acquire", "-n", "res"][..], &["current", "res"], &["res", "--", "true"]] {
+    for args in [
+        &["acquire", "-n", "res"][..],
+        &["current", "res"],
+        &["res", "--", "true"],
+    ] {
         let o = env.run(args);
         assert_fails(&o, 65, "corrupt");
     }

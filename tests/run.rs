@@ -78,8 +78,16 @@ fn eight_workers_never_overlap_and_tokens_increase() {
             let script = script.clone();
             std::thread::spawn(move || {
                 for _ in 0..25 {
-                    let o = cmd_in(&dir).args(["contended", "--", "sh", "-c", &script]).output().unwrap();
-                    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+                    let o = cmd_in(&dir)
+                        .args(["contended", "--", "sh", "-c", &script])
+                        .output()
+                        .unwrap();
+                    assert_eq!(
+                        o.status.code(),
+                        Some(0),
+                        "{}",
+                        String::from_utf8_lossy(&o.stderr)
+                    );
                 }
             })
         })
@@ -112,7 +120,11 @@ fn term_and_int_are_forwarded() {
             m = marker.display(),
             r = ready.display()
         );
-        let mut child = env.cmd().args(["res", "--", "sh", "-c", &script]).spawn().unwrap();
+        let mut child = env
+            .cmd()
+            .args(["res", "--", "sh", "-c", &script])
+            .spawn()
+            .unwrap();
         assert!(eventually(Duration::from_secs(10), || ready.exists()));
         kill(child.id() as i32, sig);
         let status = child.wait().unwrap();
@@ -125,12 +137,22 @@ fn term_and_int_are_forwarded() {
 fn second_term_escalates_to_kill() {
     let env = Env::new();
     let ready = env.file("ready");
-    let script = format!("trap '' TERM; touch {}; while :; do sleep 0.02; done", ready.display());
-    let mut child = env.cmd().args(["res", "--", "sh", "-c", &script]).spawn().unwrap();
+    let script = format!(
+        "trap '' TERM; touch {}; while :; do sleep 0.02; done",
+        ready.display()
+    );
+    let mut child = env
+        .cmd()
+        .args(["res", "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
     assert!(eventually(Duration::from_secs(10), || ready.exists()));
     kill(child.id() as i32, libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(200));
-    assert!(child.try_wait().unwrap().is_none(), "the child ignores TERM");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the child ignores TERM"
+    );
     kill(child.id() as i32, libc::SIGTERM);
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(137));
@@ -147,7 +169,12 @@ fn lost_lease_stops_the_command() {
         i = id_file.display(),
         p = pid_file.display()
     );
-    let child = env.cmd().args(["--ttl", "3s", "res", "--", "sh", "-c", &script]).stderr(Stdio::piped()).spawn().unwrap();
+    let child = env
+        .cmd()
+        .args(["--ttl", "3s", "res", "--", "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     assert!(eventually(Duration::from_secs(10), || read_pid(&pid_file).is_some()));
     let id = std::fs::read_to_string(&id_file).unwrap();
     let o = env.run(&["release", "res", id.trim()]);
@@ -156,7 +183,11 @@ fn lost_lease_stops_the_command() {
     let o = child.wait_with_output().unwrap();
     assert_fails(&o, 124, "lost the lease");
     // Heartbeat every 1s, so loss is noticed within about a second.
-    assert!(released.elapsed() < Duration::from_secs(3), "{:?}", released.elapsed());
+    assert!(
+        released.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        released.elapsed()
+    );
     assert!(!alive(read_pid(&pid_file).unwrap()));
 }
 
@@ -165,21 +196,42 @@ fn lost_lease_stops_the_command() {
 fn kill_after_when_the_child_ignores_term() {
     let env = Env::new();
     let id_file = env.file("id");
-    let script = format!("trap '' TERM; echo $LOCKRUN_LEASE_ID > {}; while :; do sleep 0.02; done", id_file.display());
+    let script = format!(
+        "trap '' TERM; echo $LOCKRUN_LEASE_ID > {}; while :; do sleep 0.02; done",
+        id_file.display()
+    );
     let child = env
         .cmd()
-        .args(["--ttl", "6s", "--kill-after", "1s", "res", "--", "sh", "-c", &script])
+        .args([
+            "--ttl",
+            "6s",
+            "--kill-after",
+            "1s",
+            "res",
+            "--",
+            "sh",
+            "-c",
+            &script,
+        ])
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    assert!(eventually(Duration::from_secs(10), || std::fs::read_to_string(&id_file).is_ok_and(|s| s.len() > 1)));
+    assert!(eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(&id_file).is_ok_and(|s| s.len() > 1)
+    }));
     let id = std::fs::read_to_string(&id_file).unwrap();
-    assert_eq!(env.run(&["release", "res", id.trim()]).status.code(), Some(0));
+    assert_eq!(
+        env.run(&["release", "res", id.trim()]).status.code(),
+        Some(0)
+    );
     let t = Instant::now();
     let o = child.wait_with_output().unwrap();
     assert_fails(&o, 124, "lost the lease");
     let took = t.elapsed();
-    assert!(took >= Duration::from_millis(900), "KILL only after the grace: {took:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "KILL only after the grace: {took:?}"
+    );
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
@@ -189,10 +241,19 @@ fn sigkill_of_lockrun_leaves_no_descendants() {
     let env = Env::new();
     let pids = env.file("pids");
     let script = format!("sleep 300 & echo \"$$ $!\" > {}; wait", pids.display());
-    let mut child = env.cmd().args(["res", "--", "sh", "-c", &script]).spawn().unwrap();
-    assert!(eventually(Duration::from_secs(10), || std::fs::read_to_string(&pids).is_ok_and(|s| s.ends_with('\n'))));
+    let mut child = env
+        .cmd()
+        .args(["res", "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(&pids).is_ok_and(|s| s.ends_with('\n'))
+    }));
     let text = std::fs::read_to_string(&pids).unwrap();
-    let procs: Vec<i32> = text.split_whitespace().map(|p| p.parse().unwrap()).collect();
+    let procs: Vec<i32> = text
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
     assert!(procs.iter().all(|&p| alive(p)));
     kill(child.id() as i32, libc::SIGKILL);
     child.wait().unwrap();
@@ -220,17 +281,32 @@ fn waits_for_the_holder_then_runs() {
     let env = Env::new();
     let id = stdout(&env.run(&["acquire", "--ttl", "1m", "res"]));
     let start = Instant::now();
-    let waiter = env.cmd().args(["res", "--", "true"]).stderr(Stdio::piped()).spawn().unwrap();
+    let waiter = env
+        .cmd()
+        .args(["res", "--", "true"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(env.run(&["release", "res", id.trim()]).status.code(), Some(0));
+    assert_eq!(
+        env.run(&["release", "res", id.trim()]).status.code(),
+        Some(0)
+    );
     let released = Instant::now();
     let o = waiter.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(0));
     assert!(start.elapsed() >= Duration::from_millis(300));
     // Woken by the release (inotify), not by a slow poll.
-    assert!(released.elapsed() < Duration::from_millis(500), "{:?}", released.elapsed());
+    assert!(
+        released.elapsed() < Duration::from_millis(500),
+        "{:?}",
+        released.elapsed()
+    );
     let err = stderr(&o);
-    assert!(err.contains("waiting for res") && err.contains("held by"), "{err}");
+    assert!(
+        err.contains("waiting for res") && err.contains("held by"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -20,12 +20,31 @@ fn round_trip_across_processes() {
     let o = env.run(&["current", "db-migration"]);
     assert_eq!(o.status.code(), Some(0));
     let rows = stdout(&o);
-    for needle in ["resource:      db-migration", "principal:     alice@db1", &format!("lease_id:      {id}"), "fencing_token: 1", "acquired_at:", "expires_at:"] {
+    for needle in [
+        "resource:      db-migration",
+        "principal:     alice@db1",
+        &format!("lease_id:      {id}"),
+        "fencing_token: 1",
+        "acquired_at:",
+        "expires_at:",
+    ] {
         assert!(rows.contains(needle), "{needle:?} in {rows}");
     }
-    assert_eq!(stdout(&env.run(&["current", "--id-only", "db-migration"])).trim(), id);
-    assert_eq!(stdout(&env.run(&["current", "-f", "id", "db-migration"])).trim(), id);
-    let json: serde_json::Value = serde_json::from_str(&stdout(&env.run(&["current", "-f", "json", "db-migration"]))).unwrap();
+    assert_eq!(
+        stdout(&env.run(&["current", "--id-only", "db-migration"])).trim(),
+        id
+    );
+    assert_eq!(
+        stdout(&env.run(&["current", "-f", "id", "db-migration"])).trim(),
+        id
+    );
+    let json: serde_json::Value = serde_json::from_str(&stdout(&env.run(&[
+        "current",
+        "-f",
+        "json",
+        "db-migration",
+    ])))
+    .unwrap();
     assert_eq!(json["lease_id"], id.as_str());
     assert_eq!(json["principal"], "alice@db1");
     assert_eq!(json["fencing_token"], 1);
@@ -33,17 +52,29 @@ fn round_trip_across_processes() {
     let line = stdout(&env.run(&["current", "-f", "oneline", "db-migration"]));
     assert_eq!(line.trim_end().split('\t').count(), 6);
 
-    assert_eq!(env.run(&["is-held", "db-migration", &id]).status.code(), Some(0));
+    assert_eq!(
+        env.run(&["is-held", "db-migration", &id]).status.code(),
+        Some(0)
+    );
     let before = json["expires_at"].as_str().unwrap().to_owned();
     std::thread::sleep(Duration::from_millis(20));
     let o = env.run(&["renew", "db-migration", &id, "--ttl", "3h"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(stdout(&o).is_empty());
-    let json: serde_json::Value = serde_json::from_str(&stdout(&env.run(&["current", "-f", "json", "db-migration"]))).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&stdout(&env.run(&[
+        "current",
+        "-f",
+        "json",
+        "db-migration",
+    ])))
+    .unwrap();
     assert_eq!(json["lease_id"], id.as_str(), "renew keeps the id");
     assert!(json["expires_at"].as_str().unwrap() > before.as_str());
 
-    assert_eq!(env.run(&["release", "db-migration", &id]).status.code(), Some(0));
+    assert_eq!(
+        env.run(&["release", "db-migration", &id]).status.code(),
+        Some(0)
+    );
     let o = env.run(&["is-held", "db-migration", &id]);
     assert_fails(&o, 1, "does not hold");
     let o = env.run(&["current", "db-migration"]);
@@ -73,7 +104,10 @@ fn wrong_id_changes_nothing() {
     assert_fails(&env.run(&["renew", "res", wrong]), 1, "does not hold");
     assert_fails(&env.run(&["is-held", "res", wrong]), 1, "does not hold");
     assert_eq!(env.run(&["is-held", "res", &id]).status.code(), Some(0));
-    assert_eq!(stdout(&env.run(&["current", "--id-only", "res"])).trim(), id);
+    assert_eq!(
+        stdout(&env.run(&["current", "--id-only", "res"])).trim(),
+        id
+    );
     // A lease id for another resource releases nothing.
     env.run(&["acquire", "other"]);
     assert_fails(&env.run(&["release", "other", &id]), 1, "does not hold");
@@ -83,7 +117,9 @@ fn wrong_id_changes_nothing() {
 #[test]
 fn expiry_lets_a_new_holder_in() {
     let env = Env::new();
-    let first = stdout(&env.run(&["acquire", "--ttl", "1s", "res"])).trim().to_owned();
+    let first = stdout(&env.run(&["acquire", "--ttl", "1s", "res"]))
+        .trim()
+        .to_owned();
     assert_fails(&env.run(&["acquire", "-n", "res"]), 75, "busy");
     std::thread::sleep(Duration::from_millis(1100));
     let o = env.run(&["acquire", "-n", "--json", "res"]);
@@ -143,12 +179,18 @@ fn config_file_supplies_defaults() {
     .unwrap();
     let mut c = env.cmd();
     c.env_remove("LOCKRUN_BACKEND");
-    let o = c.args(["-c", cfg.to_str().unwrap(), "acquire", "--json", "res"]).output().unwrap();
+    let o = c
+        .args(["-c", cfg.to_str().unwrap(), "acquire", "--json", "res"])
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let json: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(json["principal"], "from-config");
     assert_eq!(json["ttl_seconds"], 120.0);
-    assert!(env.path().join("other").is_dir(), "the named backend was used");
+    assert!(
+        env.path().join("other").is_dir(),
+        "the named backend was used"
+    );
     let mut c = env.cmd();
     c.env_remove("LOCKRUN_BACKEND").env("LOCKRUN_CONFIG", &cfg);
     let o = c.args(["acquire", "--json", "special"]).output().unwrap();
@@ -156,13 +198,29 @@ fn config_file_supplies_defaults() {
     assert_eq!(json["principal"], "special-config");
     // Flag beats environment beats config.
     let mut c = env.cmd();
-    c.env_remove("LOCKRUN_BACKEND").env("LOCKRUN_PRINCIPAL", "from-env");
-    let o = c.args(["-c", cfg.to_str().unwrap(), "acquire", "--json", "r2"]).output().unwrap();
+    c.env_remove("LOCKRUN_BACKEND")
+        .env("LOCKRUN_PRINCIPAL", "from-env");
+    let o = c
+        .args(["-c", cfg.to_str().unwrap(), "acquire", "--json", "r2"])
+        .output()
+        .unwrap();
     let json: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(json["principal"], "from-env");
     let mut c = env.cmd();
-    c.env_remove("LOCKRUN_BACKEND").env("LOCKRUN_PRINCIPAL", "from-env");
-    let o = c.args(["-c", cfg.to_str().unwrap(), "-p", "from-flag", "acquire", "--json", "r3"]).output().unwrap();
+    c.env_remove("LOCKRUN_BACKEND")
+        .env("LOCKRUN_PRINCIPAL", "from-env");
+    let o = c
+        .args([
+            "-c",
+            cfg.to_str().unwrap(),
+            "-p",
+            "from-flag",
+            "acquire",
+            "--json",
+            "r3",
+        ])
+        .output()
+        .unwrap();
     let json: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(json["principal"], "from-flag");
 }

@@ -17,7 +17,16 @@ pub async fn acquire(ctx: &Ctx, args: AcquireArgs) -> Result<Exit, Failure> {
     check_ttl(ttl)?;
     let backend = ctx.open(&plan).await?;
     let wait = wait_policy(&args.wait, &plan);
-    let granted = obtain(ctx, &*backend, &resource, &plan.principal, ttl, wait, &args.wait).await?;
+    let granted = obtain(
+        ctx,
+        &*backend,
+        &resource,
+        &plan.principal,
+        ttl,
+        wait,
+        &args.wait,
+    )
+    .await?;
     if args.json {
         let json = serde_json::to_string(&granted.lease.to_json())
             .map_err(|e| Failure::new(Exit::Internal, format!("cannot encode JSON: {e}")))?;
@@ -51,7 +60,12 @@ pub(super) async fn obtain(
     wait_args: &WaitArgs,
 ) -> Result<Granted, Failure> {
     let id = LeaseId::generate();
-    let req = AcquireRequest { resource, id: &id, principal, ttl };
+    let req = AcquireRequest {
+        resource,
+        id: &id,
+        principal,
+        ttl,
+    };
     let status = Mutex::new(Status::new(resource, ctx.chatty()));
     let tick_every = status.lock().map(|s| s.tick_every()).unwrap_or(None);
     let mut on_event = |e: lock::Event<'_>| {
@@ -83,7 +97,10 @@ pub(super) async fn obtain(
     match outcome? {
         Outcome::Granted(g) => {
             if g.waited > Duration::from_millis(500) {
-                tracing::info!("acquired {resource} after {}", crate::duration::format(g.waited));
+                tracing::info!(
+                    "acquired {resource} after {}",
+                    crate::duration::format(g.waited)
+                );
             }
             Ok(g)
         }
@@ -97,7 +114,10 @@ pub(super) async fn obtain(
             };
             Err(Failure::outcome(
                 Exit::Busy(wait_args.conflict_exit_code),
-                format!("{} is busy{why}: {who}", crate::lease::escape(resource.as_str())),
+                format!(
+                    "{} is busy{why}: {who}",
+                    crate::lease::escape(resource.as_str())
+                ),
             ))
         }
     }

@@ -16,15 +16,24 @@ pub async fn current(ctx: &Ctx, args: CurrentArgs) -> Result<Exit, Failure> {
             format!("{} is not held", escape(resource.as_str())),
         ));
     };
-    let format = if args.id_only { Format::Id } else { args.format };
-    println!("{}", render(&lease, format, std::io::stdout().is_terminal())?);
+    let format = if args.id_only {
+        Format::Id
+    } else {
+        args.format
+    };
+    println!(
+        "{}",
+        render(&lease, format, std::io::stdout().is_terminal())?
+    );
     Ok(Exit::Success)
 }
 
 /// Renders a lease. Text read back from the store is escaped when it goes to a terminal.
 pub fn render(lease: &Lease, format: Format, tty: bool) -> Result<String, Failure> {
     let text = |s: &str| if tty { escape(s) } else { s.to_owned() };
-    let token = lease.fencing_token.map_or_else(|| "-".to_owned(), |t| t.to_string());
+    let token = lease
+        .fencing_token
+        .map_or_else(|| "-".to_owned(), |t| t.to_string());
     Ok(match format {
         Format::Id => text(lease.id.as_str()),
         Format::Json => serde_json::to_string(&lease.to_json())
@@ -77,13 +86,24 @@ mod tests {
         assert_eq!(render(&l, Format::Id, false).unwrap(), "abc123");
         let rows = render(&l, Format::Rows, true).unwrap();
         assert!(rows.contains("fencing_token: 7"), "{rows}");
-        assert!(rows.contains("acquired_at:   2027-01-15T08:00:00.000Z"), "{rows}");
+        assert!(
+            rows.contains("acquired_at:   2027-01-15T08:00:00.000Z"),
+            "{rows}"
+        );
         assert!(!rows.contains('\x1b'), "escaped on a terminal");
         let one = render(&l, Format::Oneline, false).unwrap();
         assert_eq!(one.split('\t').count(), 6);
         assert!(!one.contains('\x1b'));
-        let json: serde_json::Value = serde_json::from_str(&render(&l, Format::Json, false).unwrap()).unwrap();
-        for k in ["resource", "principal", "lease_id", "fencing_token", "acquired_at", "expires_at"] {
+        let json: serde_json::Value =
+            serde_json::from_str(&render(&l, Format::Json, false).unwrap()).unwrap();
+        for k in [
+            "resource",
+            "principal",
+            "lease_id",
+            "fencing_token",
+            "acquired_at",
+            "expires_at",
+        ] {
             assert!(json.get(k).is_some(), "{k}");
         }
         assert_eq!(json["fencing_token"], 7);

@@ -33,12 +33,20 @@ pub struct Failure {
 
 impl Failure {
     pub fn new(exit: Exit, message: impl Into<String>) -> Self {
-        Failure { exit, message: message.into(), outcome: false }
+        Failure {
+            exit,
+            message: message.into(),
+            outcome: false,
+        }
     }
 
     /// A non-zero outcome that is not an error (busy, not held).
     pub fn outcome(exit: Exit, message: impl Into<String>) -> Self {
-        Failure { exit, message: message.into(), outcome: true }
+        Failure {
+            exit,
+            message: message.into(),
+            outcome: true,
+        }
     }
 
     pub fn usage(message: impl Into<String>) -> Self {
@@ -107,10 +115,7 @@ pub fn wait_policy(args: &WaitArgs, plan: &Plan) -> Wait {
     } else if let Some(d) = args.wait {
         Wait::AtMost(d)
     } else {
-        match plan.wait {
-            config::Wait::Forever => Wait::Forever,
-            config::Wait::AtMost(d) => Wait::AtMost(d),
-        }
+        plan.wait
     }
 }
 
@@ -143,7 +148,11 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
         principal: cli.global.principal.clone(),
     };
     let config = Config::load(&flags, &env)?;
-    let ctx = Ctx { global: cli.global, flags, config };
+    let ctx = Ctx {
+        global: cli.global,
+        flags,
+        config,
+    };
     match cli.verb {
         Verb::Run(a) => run::run(&ctx, a).await,
         Verb::Acquire(a) => acquire::acquire(&ctx, a).await,
@@ -183,7 +192,11 @@ fn clap_exit(e: clap::Error) -> Exit {
 
 /// Keeps a message to one line.
 fn one_line(s: &str) -> String {
-    s.split(['\n', '\r']).map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join("; ")
+    s.split(['\n', '\r'])
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn init_logging(g: &Global) {

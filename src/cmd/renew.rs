@@ -15,8 +15,9 @@ pub async fn renew(ctx: &Ctx, args: RenewArgs) -> Result<Exit, Failure> {
     match backend.renew(&resource, &id, ttl).await? {
         Renewal::Renewed(lease) => {
             if args.json {
-                let json = serde_json::to_string(&lease.to_json())
-                    .map_err(|e| Failure::new(Exit::Internal, format!("cannot encode JSON: {e}")))?;
+                let json = serde_json::to_string(&lease.to_json()).map_err(|e| {
+                    Failure::new(Exit::Internal, format!("cannot encode JSON: {e}"))
+                })?;
                 println!("{json}");
             }
             Ok(Exit::Success)

@@ -18,8 +18,12 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
     if backend.capabilities().may_evict && ctx.chatty() {
         tracing::warn!("this backend may evict a lock under memory pressure; use it only where a duplicate run is harmless");
     }
-    let mut signals = Signals::install()
-        .map_err(|e| Failure::new(Exit::Internal, format!("cannot install signal handlers: {e}")))?;
+    let mut signals = Signals::install().map_err(|e| {
+        Failure::new(
+            Exit::Internal,
+            format!("cannot install signal handlers: {e}"),
+        )
+    })?;
     let wait = wait_policy(&args.wait, &plan);
     let granted = tokio::select! {
         g = super::acquire::obtain(ctx, &*backend, &resource, &plan.principal, ttl, wait, &args.wait) => g?,
@@ -81,7 +85,10 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
 async fn release(backend: &dyn Backend, resource: &Resource, lease: &Lease) {
     match backend.release(resource, &lease.id).await {
         Ok(true) => {}
-        Ok(false) => tracing::warn!("the lease on {} had already ended at release", esc(resource)),
+        Ok(false) => tracing::warn!(
+            "the lease on {} had already ended at release",
+            esc(resource)
+        ),
         Err(e) => tracing::warn!("could not release the lease on {}: {e}", esc(resource)),
     }
 }

@@ -36,13 +36,17 @@ impl Status {
     pub fn event(&mut self, e: Event<'_>) {
         match e {
             Event::Busy { holder } => {
-                self.holder = Some(holder.map_or_else(|| "held by someone".into(), Lease::holder_summary));
+                self.holder =
+                    Some(holder.map_or_else(|| "held by someone".into(), Lease::holder_summary));
                 self.draw();
             }
             Event::Retrying { error } => {
                 if self.enabled {
                     self.clear();
-                    eprintln!("lockrun: warning: still waiting for {}: {error}", self.resource);
+                    eprintln!(
+                        "lockrun: warning: still waiting for {}: {error}",
+                        self.resource
+                    );
                 }
             }
         }
@@ -67,8 +71,13 @@ impl Status {
         let Some(holder) = &self.holder else { return };
         let mut err = std::io::stderr().lock();
         if self.tty {
-            let elapsed = crate::duration::format(Duration::from_secs(self.start.elapsed().as_secs()));
-            let _ = write!(err, "\r\x1b[Klockrun: waiting for {} ({elapsed}): {holder}", self.resource);
+            let elapsed =
+                crate::duration::format(Duration::from_secs(self.start.elapsed().as_secs()));
+            let _ = write!(
+                err,
+                "\r\x1b[Klockrun: waiting for {} ({elapsed}): {holder}",
+                self.resource
+            );
             self.live = true;
         } else if self.printed_for.as_deref() != Some(holder) {
             let _ = writeln!(err, "lockrun: waiting for {}: {holder}", self.resource);
