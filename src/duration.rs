@@ -20,7 +20,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 }
 
 fn from_secs(secs: f64, text: &str) -> Result<Duration, String> {
-    if !secs.is_finite() || secs < 0.0 || secs > 1e12 {
+    if !secs.is_finite() || !(0.0..=1e12).contains(&secs) {
         return Err(format!("invalid duration '{text}': out of range"));
     }
     Ok(Duration::from_secs_f64(secs))

@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: run the real binary in an isolated environment.
 #![allow(dead_code)]
 
+pub mod server;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
