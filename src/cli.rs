@@ -95,6 +95,15 @@ pub enum Verb {
     Current(CurrentArgs),
     /// Exit 0 if this lease id holds the resource, 1 if not
     IsHeld(LeaseArgs),
+    /// Create what the backend needs (e.g. the PostgreSQL table); safe to run again
+    Init(InitArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Resource whose configured backend to set up (its [resource."NAME"] section decides)
+    #[arg(value_name = "RESOURCE")]
+    pub resource: Option<String>,
 }
 
 /// How long to wait for a busy resource.

@@ -130,6 +130,12 @@ pub trait Backend: Send + Sync {
     /// The live lease on `resource`, if any.
     async fn current(&self, resource: &Resource) -> Result<Option<Lease>, Error>;
 
+    /// Creates what the backend needs in the store (tables, indexes), idempotently, and says
+    /// what it did in one line. Backends that need nothing return `Ok(None)`.
+    async fn init(&self) -> Result<Option<String>, Error> {
+        Ok(None)
+    }
+
     /// Subscribes to changes of `resource`; `None` means the caller must poll.
     async fn watch(&self, _resource: &Resource) -> Result<Option<Box<dyn Watch>>, Error> {
         Ok(None)

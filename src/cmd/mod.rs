@@ -16,6 +16,7 @@ use crate::lock::Wait;
 
 mod acquire;
 mod current;
+mod init;
 mod is_held;
 mod release;
 mod renew;
@@ -160,6 +161,7 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
         Verb::Release(a) => release::release(&ctx, a).await,
         Verb::Current(a) => current::current(&ctx, a).await,
         Verb::IsHeld(a) => is_held::is_held(&ctx, a).await,
+        Verb::Init(a) => init::init(&ctx, a).await,
     }
 }
 

@@ -1,0 +1,17 @@
+//! `lockrun init`: create what the configured backend needs (tables, indexes). Idempotent.
+
+use super::{Ctx, Failure};
+use crate::cli::InitArgs;
+use crate::exit::Exit;
+
+pub async fn init(ctx: &Ctx, args: InitArgs) -> Result<Exit, Failure> {
+    // The backend is chosen per resource; without one, the [default] section decides.
+    let name = args.resource.as_deref().unwrap_or("lockrun-init");
+    let (_, plan) = ctx.plan(name)?;
+    let backend = ctx.open(&plan).await?;
+    match backend.init().await? {
+        Some(done) => eprintln!("lockrun: {}: {done}", plan.backend),
+        None => eprintln!("lockrun: {}: nothing to set up", plan.backend),
+    }
+    Ok(Exit::Success)
+}
