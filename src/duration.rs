@@ -20,7 +20,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 }
 
 fn from_secs(secs: f64, text: &str) -> Result<Duration, String> {
-    if !secs.is_finite() || secs < 0.0 || secs > 1e12 {
+    if !secs.is_finite() || !(0.0..=1e12).contains(&secs) {
         return Err(format!("invalid duration '{text}': out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -100,7 +100,9 @@ mod tests {
 
     #[test]
     fn rejected_forms() {
-        for bad in ["", " ", "5x", "abc", "-5", "h", "1e400", "NaN", "inf", "5 m x"] {
+        for bad in [
+            "", " ", "5x", "abc", "-5", "h", "1e400", "NaN", "inf", "5 m x",
+        ] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }
     }

@@ -42,7 +42,11 @@ impl BackendUrl {
             return Err(Error::Config(format!(
                 "unknown backend '{scheme}' in '{}' (known: {})",
                 redact_text(text),
-                SCHEMES.iter().map(|(s, _)| *s).collect::<Vec<_>>().join(", ")
+                SCHEMES
+                    .iter()
+                    .map(|(s, _)| *s)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )));
         }
         Ok(BackendUrl { url })
@@ -126,16 +130,33 @@ mod tests {
     fn parses_known_schemes() {
         assert_eq!(BackendUrl::parse("file:///tmp/x").unwrap().scheme(), "file");
         assert_eq!(BackendUrl::parse("/tmp/x").unwrap().scheme(), "file");
-        assert_eq!(BackendUrl::parse("redis://127.0.0.1:6379/0").unwrap().scheme(), "redis");
-        assert_eq!(BackendUrl::parse("postgresql://u@h/db").unwrap().scheme(), "postgresql");
+        assert_eq!(
+            BackendUrl::parse("redis://127.0.0.1:6379/0")
+                .unwrap()
+                .scheme(),
+            "redis"
+        );
+        assert_eq!(
+            BackendUrl::parse("postgresql://u@h/db").unwrap().scheme(),
+            "postgresql"
+        );
     }
 
     #[test]
     fn rejects_bad_urls() {
         assert!(matches!(BackendUrl::parse(""), Err(Error::Config(_))));
-        assert!(matches!(BackendUrl::parse("nope://x"), Err(Error::Config(_))));
-        assert!(matches!(BackendUrl::parse("not a url"), Err(Error::Config(_))));
-        assert!(matches!(BackendUrl::parse("redis://[::1"), Err(Error::Config(_))));
+        assert!(matches!(
+            BackendUrl::parse("nope://x"),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            BackendUrl::parse("not a url"),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            BackendUrl::parse("redis://[::1"),
+            Err(Error::Config(_))
+        ));
     }
 
     #[test]
