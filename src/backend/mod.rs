@@ -13,6 +13,9 @@ use async_trait::async_trait;
 
 use crate::lease::{Lease, LeaseId, Resource};
 
+#[doc(hidden)]
+pub mod conformance;
+pub mod file;
 mod settings;
 mod url;
 
@@ -116,8 +119,12 @@ pub trait Backend: Send + Sync {
     async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Acquire, Error>;
 
     /// Extends the lease `id` on `resource` to `ttl` from now, keeping the id.
-    async fn renew(&self, resource: &Resource, id: &LeaseId, ttl: Duration)
-        -> Result<Renewal, Error>;
+    async fn renew(
+        &self,
+        resource: &Resource,
+        id: &LeaseId,
+        ttl: Duration,
+    ) -> Result<Renewal, Error>;
 
     /// Ends the lease `id` on `resource`. Returns false, and changes nothing, when `id` does not
     /// hold the resource. Never frees someone else's lease.
@@ -133,8 +140,9 @@ pub trait Backend: Send + Sync {
 }
 
 /// Opens the backend named by `url`, with backend-specific `settings` from the config file.
-pub async fn open(url: &BackendUrl, _settings: &Settings) -> Result<Arc<dyn Backend>, Error> {
+pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Arc<dyn Backend>, Error> {
     match url.scheme() {
+        "file" => Ok(Arc::new(file::File::open(url, settings)?)),
         other => Err(url::unsupported(other)),
     }
 }
