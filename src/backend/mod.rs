@@ -13,6 +13,9 @@ use async_trait::async_trait;
 
 use crate::lease::{Lease, LeaseId, Resource};
 
+#[doc(hidden)]
+pub mod conformance;
+pub mod file;
 mod settings;
 mod url;
 
@@ -143,8 +146,9 @@ pub trait Backend: Send + Sync {
 }
 
 /// Opens the backend named by `url`, with backend-specific `settings` from the config file.
-pub async fn open(url: &BackendUrl, _settings: &Settings) -> Result<Arc<dyn Backend>, Error> {
+pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Arc<dyn Backend>, Error> {
     match url.scheme() {
+        "file" => Ok(Arc::new(file::File::open(url, settings)?)),
         other => Err(url::unsupported(other)),
     }
 }
