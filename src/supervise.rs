@@ -222,7 +222,7 @@ pub async fn supervise(
             }
             changed = lease.changed(), if !matches!(*lease.borrow(), State::Lost) => {
                 if changed.is_ok() && *lease.borrow() == State::Lost {
-                    tracing::warn!("the lease was lost: stopping the command");
+                    tracing::info!("the lease was lost: stopping the command");
                     stopped = Some(Stop::Lost);
                     term_sent = true;
                     killpg(pgid, libc::SIGTERM);

@@ -21,8 +21,21 @@ fn man_page_and_completions_match_the_cli() {
 
 #[test]
 fn readme_documents_every_exit_code() {
-    let readme = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    for code in ["| 0 |", "| 1 |", "| 2 |", "| 65 |", "| 69 |", "| 70 |", "| 75 |", "| 78 |", "| 124 |", "126 / 127"] {
+    let readme =
+        std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    for code in [
+        "| 0 |",
+        "| 1 |",
+        "| 2 |",
+        "| 65 |",
+        "| 69 |",
+        "| 70 |",
+        "| 75 |",
+        "| 78 |",
+        "| 124 |",
+        "126 / 127",
+    ] {
         assert!(readme.contains(code), "README exit-code table lacks {code}");
     }
 }

@@ -18,12 +18,22 @@ pub fn generate() -> Vec<(PathBuf, Vec<u8>)> {
     for sub in cmd.get_subcommands() {
         let name = format!("lockrun-{}", sub.get_name());
         let mut page = Vec::new();
-        clap_mangen::Man::new(sub.clone().name(name.clone()).version(cmd.get_version().unwrap_or_default().to_owned()))
-            .render(&mut page)
-            .expect("render man page");
+        clap_mangen::Man::new(
+            sub.clone()
+                .name(leak(&name))
+                .version(env!("CARGO_PKG_VERSION")),
+        )
+        .render(&mut page)
+        .expect("render man page");
         out.push((PathBuf::from(format!("man/{name}.1")), page));
     }
-    for shell in [Shell::Bash, Shell::Zsh, Shell::Fish, Shell::Elvish, Shell::PowerShell] {
+    for shell in [
+        Shell::Bash,
+        Shell::Zsh,
+        Shell::Fish,
+        Shell::Elvish,
+        Shell::PowerShell,
+    ] {
         let mut buf = Vec::new();
         clap_complete::generate(shell, &mut cmd.clone(), "lockrun", &mut buf);
         let name = match shell {
@@ -36,4 +46,9 @@ pub fn generate() -> Vec<(PathBuf, Vec<u8>)> {
         out.push((Path::new("completions").join(name), buf));
     }
     out
+}
+
+/// clap names are `&'static str`; the generator runs once, so leaking a few names is fine.
+fn leak(s: &str) -> &'static str {
+    Box::leak(s.to_owned().into_boxed_str())
 }
