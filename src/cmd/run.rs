@@ -1,20 +1,21 @@
 //! `lockrun run` (and `lockrun RESOURCE -- CMD`): acquire, run, renew, release.
 
-use std::sync::Arc;
-
 use super::{wait_policy, Ctx, Failure};
-use crate::backend::Backend;
 use crate::cli::RunArgs;
 use crate::exit::Exit;
-use crate::heartbeat::{self, Timing};
 use crate::lease::{Lease, Resource};
+use crate::lock::{Guard, Lock};
 use crate::supervise::{self, Signals, SpawnError, Spec, Status, Stop};
 
 pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
     let (resource, plan) = ctx.plan(&args.resource)?;
     let ttl = args.ttl.unwrap_or(plan.run_ttl);
-    let timing = Timing::new(ttl, args.heartbeat, args.kill_after).map_err(Failure::usage)?;
     let backend = ctx.open(&plan).await?;
+    let lock = Lock::new(backend.clone(), resource.as_str())?
+        .ttl(ttl)
+        .principal(plan.principal.clone())
+        .heartbeat(args.heartbeat, args.kill_after);
+    let timing = lock.timing().map_err(|e| Failure::usage(e.to_string()))?;
     if backend.capabilities().may_evict && ctx.chatty() {
         tracing::warn!("this backend may evict a lock under memory pressure; use it only where a duplicate run is harmless");
     }
@@ -25,28 +26,18 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
         )
     })?;
     let wait = wait_policy(&args.wait, &plan);
-    let granted = tokio::select! {
-        g = super::acquire::obtain(ctx, &*backend, &resource, &plan.principal, ttl, wait, &args.wait) => g?,
+    let guard = tokio::select! {
+        g = super::acquire::obtain(ctx, &lock, wait, &args.wait) => g?,
         sig = signals.next_stop_request() => return Ok(Exit::ChildSignal(sig)),
     };
-    let lease = granted.lease;
-    tracing::debug!("acquired {resource} (token {:?})", lease.fencing_token);
+    tracing::debug!("acquired {resource} (token {:?})", guard.fencing_token());
 
-    let (state, beat) = heartbeat::spawn(
-        Arc::clone(&backend),
-        resource.clone(),
-        lease.id.clone(),
-        timing,
-        granted.sent_at,
-        None,
-    );
     let spec = Spec {
         program: args.command[0].clone(),
         args: args.command[1..].to_vec(),
-        env: child_env(&lease, &plan.backend.redacted()),
+        env: child_env(guard.lease(), &plan.backend.redacted()),
     };
-    let outcome = supervise::supervise(&spec, &mut signals, state, timing.kill_after).await;
-    beat.abort();
+    let outcome = supervise::supervise(&spec, &mut signals, guard.state(), timing.kill_after).await;
 
     let exit = match &outcome {
         Err(SpawnError::NotFound { .. }) => Exit::NotFound,
@@ -58,9 +49,10 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
             (_, Status::Signaled(s)) => Exit::ChildSignal(s),
         },
     };
-    let lost = matches!(&outcome, Ok(o) if o.stopped == Some(Stop::Lost));
-    if !lost {
-        release(&*backend, &resource, &lease).await;
+    if matches!(&outcome, Ok(o) if o.stopped == Some(Stop::Lost)) {
+        drop(guard.into_lease()); // someone else's now: nothing to release
+    } else {
+        release(guard, &resource).await;
     }
     match outcome {
         Err(e) => Err(Failure::new(exit, e.to_string())),
@@ -82,8 +74,8 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
 }
 
 /// Releases after the command's group is reaped; a failure is a warning, not a changed exit code.
-async fn release(backend: &dyn Backend, resource: &Resource, lease: &Lease) {
-    match backend.release(resource, &lease.id).await {
+async fn release(guard: Guard, resource: &Resource) {
+    match guard.release().await {
         Ok(true) => {}
         Ok(false) => tracing::warn!(
             "the lease on {} had already ended at release",
@@ -92,7 +84,6 @@ async fn release(backend: &dyn Backend, resource: &Resource, lease: &Lease) {
         Err(e) => tracing::warn!("could not release the lease on {}: {e}", esc(resource)),
     }
 }
-
 fn esc(r: &Resource) -> String {
     crate::lease::escape(r.as_str())
 }
