@@ -23,13 +23,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::backend::{AcquireRequest, Backend};
 use crate::error::Error;
-use crate::heartbeat::{self, State, Timing};
+use crate::heartbeat::{self, Beat, State, Timing};
 use crate::lease::{Lease, LeaseId, Resource};
 use crate::wait::{self, Event, Outcome, Wait};
 
@@ -44,6 +44,7 @@ pub struct Lock {
     renew: bool,
     heartbeat: Option<Duration>,
     kill_after: Option<Duration>,
+    beats: Option<mpsc::UnboundedSender<Beat>>,
 }
 
 impl Lock {
@@ -59,6 +60,7 @@ impl Lock {
             renew: true,
             heartbeat: None,
             kill_after: None,
+            beats: None,
         })
     }
 
@@ -92,6 +94,13 @@ impl Lock {
     /// lease simply ends at its TTL unless renewed by other means (`lockrun renew`).
     pub fn renew(mut self, renew: bool) -> Self {
         self.renew = renew;
+        self
+    }
+
+    /// Reports every renewal attempt of the guards this lock grants (round-trip times, failures,
+    /// loss). The receiver must be drained.
+    pub fn report_renewals(mut self, to: mpsc::UnboundedSender<Beat>) -> Self {
+        self.beats = Some(to);
         self
     }
 
@@ -162,7 +171,7 @@ impl Lock {
                 g.lease,
                 g.sent_at,
                 self.ttl,
-                timing,
+                timing.map(|t| (t, self.beats.clone())),
             )),
         }
     }
@@ -195,17 +204,17 @@ impl Guard {
         lease: Lease,
         sent_at: Instant,
         ttl: Duration,
-        timing: Option<Timing>,
+        timing: Option<(Timing, Option<mpsc::UnboundedSender<Beat>>)>,
     ) -> Guard {
         let (state, renewer) = match timing {
-            Some(t) => {
+            Some((t, beats)) => {
                 let (rx, task) = heartbeat::spawn(
                     Arc::clone(&backend),
                     lease.resource.clone(),
                     lease.id.clone(),
                     t,
                     sent_at,
-                    None,
+                    beats,
                 );
                 (rx, Some(task))
             }

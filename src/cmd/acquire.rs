@@ -3,6 +3,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::events::Events;
 use super::status::Status;
 use super::{wait_policy, Ctx, Failure};
 use crate::cli::{AcquireArgs, WaitArgs};
@@ -20,7 +21,9 @@ pub async fn acquire(ctx: &Ctx, args: AcquireArgs) -> Result<Exit, Failure> {
         .principal(plan.principal.clone())
         .renew(false);
     let wait = wait_policy(&args.wait, &plan);
-    let lease = obtain(ctx, &lock, wait, &args.wait).await?.into_lease();
+    let lease = obtain(ctx, &lock, wait, &args.wait, None)
+        .await?
+        .into_lease();
     if args.json {
         let json = serde_json::to_string(&lease.to_json())
             .map_err(|e| Failure::new(Exit::Internal, format!("cannot encode JSON: {e}")))?;
@@ -49,11 +52,18 @@ pub(super) async fn obtain(
     lock: &Lock,
     wait: Wait,
     wait_args: &WaitArgs,
+    events: Option<&Events>,
 ) -> Result<Guard, Failure> {
     let resource = lock.resource();
     let status = Mutex::new(Status::new(resource, ctx.chatty()));
     let tick_every = status.lock().map(|s| s.tick_every()).unwrap_or(None);
     let mut on_event = |e: wait::Event<'_>| {
+        if let (Some(ev), wait::Event::Busy { holder }) = (events, &e) {
+            ev.emit(
+                "waiting",
+                serde_json::json!({ "holder": Events::holder(*holder) }),
+            );
+        }
         if let Ok(mut s) = status.lock() {
             s.event(e);
         }

@@ -16,6 +16,7 @@ use crate::wait::Wait;
 
 mod acquire;
 mod current;
+mod events;
 mod init;
 mod is_held;
 mod release;
