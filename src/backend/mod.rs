@@ -16,6 +16,8 @@ use crate::lease::{Lease, LeaseId, Resource};
 #[doc(hidden)]
 pub mod conformance;
 pub mod file;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod settings;
 mod url;
 
@@ -149,6 +151,8 @@ pub trait Backend: Send + Sync {
 pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Arc<dyn Backend>, Error> {
     match url.scheme() {
         "file" => Ok(Arc::new(file::File::open(url, settings)?)),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" | "redis+unix" => Ok(Arc::new(redis::Redis::open(url, settings).await?)),
         other => Err(url::unsupported(other)),
     }
 }
