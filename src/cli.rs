@@ -207,7 +207,7 @@ pub enum Format {
 
 /// Verbs, so that `lockrun RESOURCE -- CMD` can be told from `lockrun VERB ...`.
 const VERBS: &[&str] = &[
-    "run", "acquire", "renew", "release", "current", "is-held", "help",
+    "run", "acquire", "renew", "release", "current", "is-held", "init", "help",
 ];
 /// Global options that take a value.
 const GLOBAL_WITH_VALUE: &[&str] = &["-c", "--config", "-b", "--backend", "-p", "--principal"];
@@ -288,6 +288,7 @@ mod tests {
 
     #[test]
     fn implied_run() {
+        assert_eq!(norm(&["lockrun", "init"]), ["lockrun", "init"]);
         assert_eq!(
             norm(&["lockrun", "res", "--", "true"]),
             ["lockrun", "run", "res", "--", "true"]
