@@ -315,6 +315,7 @@ mod tests {
 
     #[test]
     fn implied_run() {
+        assert_eq!(norm(&["lockrun", "init"]), ["lockrun", "init"]);
         assert_eq!(
             norm(&["lockrun", "res", "--", "true"]),
             ["lockrun", "run", "res", "--", "true"]

@@ -15,6 +15,8 @@ use crate::lease::{Lease, LeaseId, Resource};
 
 #[doc(hidden)]
 pub mod conformance;
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
 pub mod file;
 #[cfg(feature = "redis")]
 pub mod redis;
@@ -153,6 +155,8 @@ pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Arc<dyn Backe
         "file" => Ok(Arc::new(file::File::open(url, settings)?)),
         #[cfg(feature = "redis")]
         "redis" | "rediss" | "redis+unix" => Ok(Arc::new(redis::Redis::open(url, settings).await?)),
+        #[cfg(feature = "dynamodb")]
+        "dynamodb" => Ok(Arc::new(dynamodb::DynamoDb::open(url, settings).await?)),
         other => Err(url::unsupported(other)),
     }
 }

@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests: run the real binary in an isolated environment.
 #![allow(dead_code)]
 
+#[cfg(feature = "dynamodb")]
+pub mod dynamodb;
 pub mod server;
 
 use std::path::{Path, PathBuf};

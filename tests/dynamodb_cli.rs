@@ -1,0 +1,263 @@
+//! The real binary against DynamoDB (a local moto server): init, the verb cycle, both takeover
+//! rules, a lease overwritten while `run` runs, and bad input.
+#![cfg(feature = "dynamodb")]
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::dynamodb::{self as ddb, lease_item, now_ms};
+use common::server::Server;
+use common::{assert_fails, eventually, stderr, stdout, Env};
+use lockrun::backend::dynamodb::DynamoDb;
+use lockrun::backend::Backend;
+
+/// lockrun with the dummy AWS environment and `url` as its backend.
+fn lockrun(env: &Env, url: &str) -> Command {
+    let mut c = env.cmd();
+    ddb::aws_env(&mut c).env("LOCKRUN_BACKEND", url);
+    c
+}
+
+fn run(env: &Env, url: &str, args: &[&str]) -> Output {
+    lockrun(env, url)
+        .args(args)
+        .output()
+        .expect("spawn lockrun")
+}
+
+#[track_caller]
+fn ok(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
+    stdout(o)
+}
+
+/// A fresh table on the shared server, created with the backend's own init.
+fn ready_table(server: &Server) -> String {
+    let table = ddb::table();
+    rt().block_on(async {
+        DynamoDb::with_client(ddb::client(server), &table)
+            .expect("backend")
+            .init()
+            .await
+            .expect("init");
+    });
+    table
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+fn token_of(json: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(json).expect("json");
+    v["fencing_token"].as_u64().expect("token")
+}
+
+#[test]
+fn init_is_idempotent_and_verbs_need_it() {
+    let (server, env, table) = (ddb::moto(), Env::new(), ddb::table());
+    let url = ddb::url(server, &table);
+    let o = run(&env, &url, &["current", "res"]);
+    assert_fails(&o, 78, &format!("DynamoDB table '{table}' does not exist"));
+    assert!(stderr(&o).contains("run 'lockrun init'"), "{}", stderr(&o));
+    let o = run(&env, &url, &["init"]);
+    ok(&o);
+    assert!(stderr(&o).contains("created table"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("enabled TTL on 'ttl_epoch'"),
+        "{}",
+        stderr(&o)
+    );
+    let o = run(&env, &url, &["init"]);
+    ok(&o);
+    assert!(stderr(&o).contains("already exists"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("already enabled"), "{}", stderr(&o));
+    // Init never took a lease, and no verb created anything but the table.
+    let o = run(&env, &url, &["current", "res"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+}
+
+#[test]
+fn round_trip() {
+    let (server, env) = (ddb::moto(), Env::new());
+    let url = ddb::url(server, &ready_table(server));
+    let id = ok(&run(&env, &url, &["acquire", "--ttl", "30s", "res"]));
+    let id = id.trim();
+    assert_eq!(id.len(), 32, "{id}");
+    let cur = ok(&run(&env, &url, &["current", "res"]));
+    assert!(
+        cur.contains(id) && cur.contains("fencing_token: 1"),
+        "{cur}"
+    );
+    ok(&run(&env, &url, &["is-held", "res", id]));
+    let o = run(&env, &url, &["-n", "res", "--", "true"]);
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    let renewed = ok(&run(
+        &env,
+        &url,
+        &["renew", "--json", "--ttl", "2m", "res", id],
+    ));
+    assert_eq!(token_of(&renewed), 1);
+    ok(&run(&env, &url, &["release", "res", id]));
+    assert_eq!(
+        run(&env, &url, &["release", "res", id]).status.code(),
+        Some(1)
+    );
+    assert_eq!(
+        run(&env, &url, &["is-held", "res", id]).status.code(),
+        Some(1)
+    );
+    assert_eq!(run(&env, &url, &["current", "res"]).status.code(), Some(1));
+    let out = ok(&run(
+        &env,
+        &url,
+        &["-n", "res", "--", "sh", "-c", "echo $LOCKRUN_FENCING_TOKEN"],
+    ));
+    assert_eq!(out.trim(), "2");
+    let json = ok(&run(&env, &url, &["acquire", "--json", "res"]));
+    assert_eq!(token_of(&json), 3);
+}
+
+/// The test: another client overwrites the item while `run` holds it; the next renewal
+/// finds another lease id, so lockrun stops the command and exits 124, leaving the item alone.
+#[test]
+fn overwritten_item_stops_the_command_with_124() {
+    let (server, env) = (ddb::moto(), Env::new());
+    let table = ready_table(server);
+    let url = ddb::url(server, &table);
+    let child = lockrun(&env, &url)
+        .args(["--ttl", "3s", "res", "--", "sleep", "60"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let client = ddb::client(server);
+    let rt = rt();
+    let held = eventually(Duration::from_secs(10), || {
+        rt.block_on(ddb::get(&client, &table, "res")).is_some()
+    });
+    assert!(held, "the run never acquired");
+    let other = lease_item("res", 99, "other-version", now_ms() + 3_600_000, 3_600_000);
+    rt.block_on(ddb::put(&client, &table, other.clone()));
+    let overwritten = Instant::now();
+    let o = child.wait_with_output().expect("wait");
+    assert_fails(&o, 124, "lost the lease");
+    assert!(
+        overwritten.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        overwritten.elapsed()
+    );
+    let now = rt.block_on(ddb::get(&client, &table, "res")).expect("item");
+    assert_eq!(now, other, "lockrun touched the other client's item");
+}
+
+/// Rule (a): a stored expiry more than the skew allowance in the past is taken over at once;
+/// one within the allowance is not, unless the allowance is zero.
+#[test]
+fn stale_expiry_is_taken_over_by_rule_a() {
+    let (server, env) = (ddb::moto(), Env::new());
+    let table = ready_table(server);
+    let url = ddb::url(server, &table);
+    let (client, rt) = (ddb::client(server), rt());
+    let hour = 3_600_000;
+    rt.block_on(ddb::put(
+        &client,
+        &table,
+        lease_item("stale", 41, "v", now_ms() - 10_000, hour),
+    ));
+    let json = ok(&run(&env, &url, &["acquire", "-n", "--json", "stale"]));
+    assert_eq!(token_of(&json), 42);
+    rt.block_on(ddb::put(
+        &client,
+        &table,
+        lease_item("recent", 7, "v", now_ms() - 1_000, hour),
+    ));
+    let o = run(&env, &url, &["acquire", "-n", "recent"]);
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("someone-else@elsewhere"),
+        "{}",
+        stderr(&o)
+    );
+    let no_skew = format!("{url}&skew_allowance=0s");
+    let json = ok(&run(&env, &no_skew, &["acquire", "-n", "--json", "recent"]));
+    assert_eq!(token_of(&json), 8);
+}
+
+/// Rule (b): an expiry an hour ahead (a holder whose clock is wrong, or that died) is taken over
+/// once the same record version has been seen for a full lease duration; a holder that keeps
+/// writing new versions is never taken over.
+#[test]
+fn unchanged_record_is_taken_over_by_rule_b() {
+    let (server, env) = (ddb::moto(), Env::new());
+    let table = ready_table(server);
+    let url = ddb::url(server, &table);
+    let (client, rt) = (ddb::client(server), rt());
+    let ahead = now_ms() + 3_600_000;
+    rt.block_on(ddb::put(
+        &client,
+        &table,
+        lease_item("dead", 9, "v1", ahead, 2_000),
+    ));
+    let o = run(&env, &url, &["acquire", "-n", "dead"]);
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    let start = Instant::now();
+    let json = ok(&run(
+        &env,
+        &url,
+        &["acquire", "-w", "20s", "--json", "dead"],
+    ));
+    let took = start.elapsed();
+    assert_eq!(token_of(&json), 10);
+    assert!(
+        took >= Duration::from_secs(2),
+        "taken over after {took:?}, before a full TTL"
+    );
+
+    // A live holder: a new version every 500 ms, so the waiter's observation keeps restarting.
+    rt.block_on(ddb::put(
+        &client,
+        &table,
+        lease_item("alive", 3, "w0", ahead, 2_000),
+    ));
+    let waiter = lockrun(&env, &url)
+        .args(["acquire", "-w", "4s", "alive"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    for i in 1..=10 {
+        std::thread::sleep(Duration::from_millis(500));
+        let version = format!("w{i}");
+        rt.block_on(ddb::put(
+            &client,
+            &table,
+            lease_item("alive", 3, &version, ahead, 2_000),
+        ));
+    }
+    let o = waiter.wait_with_output().expect("wait");
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+}
+
+/// Every verb, on a foreign item: exit 65, and the item is left alone.
+#[test]
+fn foreign_item_is_corrupt_and_left_alone() {
+    let (server, env) = (ddb::moto(), Env::new());
+    let table = ready_table(server);
+    let url = ddb::url(server, &table);
+    let (client, rt) = (ddb::client(server), rt());
+    let foreign = ddb::item(&[("resource", ddb::s("res")), ("owner", ddb::s("terraform"))]);
+    rt.block_on(ddb::put(&client, &table, foreign.clone()));
+    for args in [
+        &["current", "res"][..],
+        &["acquire", "-n", "res"],
+        &["renew", "res", "00000000000000000000000000000bad"],
+    ] {
+        let o = run(&env, &url, args);
+        assert_fails(&o, 65, "is not a lockrun lease");
+    }
+    assert_eq!(rt.block_on(ddb::get(&client, &table, "res")), Some(foreign));
+}
