@@ -207,7 +207,7 @@ pub enum Format {
 
 /// Verbs, so that `lockrun RESOURCE -- CMD` can be told from `lockrun VERB ...`.
 const VERBS: &[&str] = &[
-    "run", "acquire", "renew", "release", "current", "is-held", "help",
+    "run", "acquire", "renew", "release", "current", "is-held", "init", "help",
 ];
 /// Global options that take a value.
 const GLOBAL_WITH_VALUE: &[&str] = &["-c", "--config", "-b", "--backend", "-p", "--principal"];
@@ -319,6 +319,10 @@ mod tests {
         assert_eq!(
             norm(&["lockrun", "run", "acquire", "--", "true"]),
             ["lockrun", "run", "acquire", "--", "true"]
+        );
+        assert_eq!(
+            norm(&["lockrun", "-b", "pg", "init"]),
+            ["lockrun", "-b", "pg", "init"]
         );
         assert_eq!(norm(&["lockrun", "--help"]), ["lockrun", "--help"]);
         assert_eq!(norm(&["lockrun"]), ["lockrun"]);

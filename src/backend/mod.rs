@@ -13,6 +13,8 @@ use async_trait::async_trait;
 
 use crate::lease::{Lease, LeaseId, Resource};
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod settings;
 mod url;
 
@@ -143,8 +145,11 @@ pub trait Backend: Send + Sync {
 }
 
 /// Opens the backend named by `url`, with backend-specific `settings` from the config file.
-pub async fn open(url: &BackendUrl, _settings: &Settings) -> Result<Arc<dyn Backend>, Error> {
+pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Arc<dyn Backend>, Error> {
+    let _ = settings; // unused when no backend that takes settings is compiled in
     match url.scheme() {
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Arc::new(postgres::Postgres::open(url, settings).await?)),
         other => Err(url::unsupported(other)),
     }
 }
