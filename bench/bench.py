@@ -107,12 +107,12 @@ def main():
     for url in backends:
         name = url.split("://")[0]
         res = f"bench-{os.getpid()}"
-        med, best = cycle([args.binary, "-b", url, res, "--", "true"], args.runs, env)
+        med, best = cycle([args.binary, "-q", "-b", url, res, "--", "true"], args.runs, env)
         ratio = f", {med / flock_med:.2f}x flock" if flock else ""
         rows.append((f"lockrun {name}", "uncontended cycle", f"{med * 1e3:.2f} ms median ({best * 1e3:.2f} min){ratio}"))
         stamps = os.path.join(tmp, f"{name}.stamps")
         total, tput, hand, ov = contention(
-            lambda: [args.binary, "-b", url, res + "-c", "--", "sh", "-c", stamp_sh.format(f=stamps)],
+            lambda: [args.binary, "-q", "-b", url, res + "-c", "--", "sh", "-c", stamp_sh.format(f=stamps)],
             args.workers, args.iterations, env, stamps)
         ratio = f", {tput / flock_tput:.2f}x flock" if flock else ""
         rows.append((f"lockrun {name}", "contention", f"{tput:.0f} cycles/s ({total:.2f} s), median handoff {hand:.2f} ms, overlaps {ov}{ratio}"))

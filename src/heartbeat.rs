@@ -155,7 +155,7 @@ async fn run(
                 next = sent + timing.heartbeat;
             }
             Ok(Ok(Renewal::Lost)) => {
-                tracing::warn!("lease on {resource} was lost");
+                tracing::info!("lease on {resource} was lost");
                 state.send_replace(State::Lost);
                 report(Beat::Lost);
                 return;

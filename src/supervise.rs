@@ -33,8 +33,8 @@ use crate::heartbeat::State;
 pub struct Spec {
     pub program: OsString,
     pub args: Vec<OsString>,
-    /// Added to the inherited environment.
-    pub env: Vec<(String, String)>,
+    /// Changes to the inherited environment: set to `Some(value)`, or remove on `None`.
+    pub env: Vec<(String, Option<String>)>,
 }
 
 /// Why the command could not be started.
@@ -222,7 +222,7 @@ pub async fn supervise(
             }
             changed = lease.changed(), if !matches!(*lease.borrow(), State::Lost) => {
                 if changed.is_ok() && *lease.borrow() == State::Lost {
-                    tracing::warn!("the lease was lost: stopping the command");
+                    tracing::info!("the lease was lost: stopping the command");
                     stopped = Some(Stop::Lost);
                     term_sent = true;
                     killpg(pgid, libc::SIGTERM);
@@ -252,7 +252,10 @@ fn spawn(spec: &Spec, tty: Option<RawFd>) -> Result<i32, SpawnError> {
     let mut cmd = std::process::Command::new(&spec.program);
     cmd.args(&spec.args);
     for (k, v) in &spec.env {
-        cmd.env(k, v);
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
     }
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };

@@ -13,6 +13,9 @@ use async_trait::async_trait;
 
 use crate::lease::{Lease, LeaseId, Resource};
 
+#[doc(hidden)]
+pub mod conformance;
+pub mod file;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod settings;
@@ -146,8 +149,8 @@ pub trait Backend: Send + Sync {
 
 /// Opens the backend named by `url`, with backend-specific `settings` from the config file.
 pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Arc<dyn Backend>, Error> {
-    let _ = settings; // unused when no backend that takes settings is compiled in
     match url.scheme() {
+        "file" => Ok(Arc::new(file::File::open(url, settings)?)),
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => Ok(Arc::new(postgres::Postgres::open(url, settings).await?)),
         other => Err(url::unsupported(other)),

@@ -12,6 +12,9 @@ const SCHEMES: &[(&str, &str)] = &[
     ("redis+unix", "redis"),
     ("postgres", "postgres"),
     ("postgresql", "postgres"),
+    ("etcd", "etcd"),
+    ("etcd+https", "etcd"),
+    ("dynamodb", "dynamodb"),
 ];
 
 /// A backend URL such as `file:///var/lock/lockrun` or `redis://:pw@127.0.0.1:6379/0`.

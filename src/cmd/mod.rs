@@ -180,12 +180,21 @@ fn clap_exit(e: clap::Error) -> Exit {
         }
         _ => {
             let text = e.render().to_string();
+            // The message, plus its continuation lines (e.g. the missing arguments), up to the
+            // first blank line; the usage and tips that follow are dropped.
             let first = text
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid usage")
-                .trim_start_matches("error: ")
-                .to_owned();
+                .skip_while(|l| l.trim().is_empty())
+                .take_while(|l| !l.trim().is_empty())
+                .map(|l| l.trim().trim_start_matches("error: "))
+                .filter(|l| !l.starts_with("tip:"))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let first = if first.is_empty() {
+                "invalid usage".to_owned()
+            } else {
+                first
+            };
             eprintln!("lockrun: {} (see 'lockrun --help')", first.trim());
             Exit::Usage
         }

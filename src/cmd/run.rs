@@ -97,16 +97,17 @@ fn esc(r: &Resource) -> String {
     crate::lease::escape(r.as_str())
 }
 
-/// What the command learns about its lease. No secrets: the backend URL is redacted.
-fn child_env(lease: &Lease, backend: &str) -> Vec<(String, String)> {
-    let mut env = vec![
-        ("LOCKRUN_RESOURCE".to_owned(), lease.resource.to_string()),
-        ("LOCKRUN_LEASE_ID".to_owned(), lease.id.to_string()),
-        ("LOCKRUN_PRINCIPAL".to_owned(), lease.principal.clone()),
-        ("LOCKRUN_BACKEND".to_owned(), backend.to_owned()),
-    ];
-    if let Some(t) = lease.fencing_token {
-        env.push(("LOCKRUN_FENCING_TOKEN".to_owned(), t.to_string()));
-    }
-    env
+/// What the command learns about its lease. No secrets: the backend URL is redacted. Variables
+/// an outer lockrun may have set are overwritten or removed, never inherited.
+fn child_env(lease: &Lease, backend: &str) -> Vec<(String, Option<String>)> {
+    vec![
+        ("LOCKRUN_RESOURCE".into(), Some(lease.resource.to_string())),
+        ("LOCKRUN_LEASE_ID".into(), Some(lease.id.to_string())),
+        ("LOCKRUN_PRINCIPAL".into(), Some(lease.principal.clone())),
+        ("LOCKRUN_BACKEND".into(), Some(backend.to_owned())),
+        (
+            "LOCKRUN_FENCING_TOKEN".into(),
+            lease.fencing_token.map(|t| t.to_string()),
+        ),
+    ]
 }

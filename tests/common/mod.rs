@@ -81,6 +81,20 @@ pub fn assert_fails(o: &Output, code: i32, needle: &str) {
     assert!(!err.contains("panicked"), "{err}");
 }
 
+/// Asserts the exit code and that the last stderr line is the `lockrun: ` line with `needle`
+/// (progress lines such as "waiting for" may come before it).
+#[track_caller]
+pub fn assert_fails_last(o: &Output, code: i32, needle: &str) {
+    let err = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "exit code; stderr: {err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("lockrun: ") && last.contains(needle),
+        "{needle:?} not in last line of {err:?}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
 /// Polls `f` until it returns true or `limit` passes.
 pub fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;

@@ -14,8 +14,9 @@ use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// Write ends of the watchdog pipes: held until the process exits.
-static WATCHDOGS: Mutex<Vec<ChildStdin>> = Mutex::new(Vec::new());
+/// Write ends of the watchdog pipes and the process handles: held until the process exits (the
+/// watchdogs stop and reap the servers then).
+static WATCHDOGS: Mutex<Vec<(ChildStdin, Child, Child)>> = Mutex::new(Vec::new());
 
 /// A running server.
 #[derive(Debug)]
@@ -79,7 +80,8 @@ pub fn server_dir(kind: &str) -> PathBuf {
 }
 
 /// Starts `cmd` as a managed server: stopped and its `dir` removed when this process ends.
-pub fn spawn_managed(mut cmd: Command, dir: &Path) -> Child {
+/// Returns the server's pid.
+pub fn spawn_managed(mut cmd: Command, dir: &Path) -> u32 {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::from(
             std::fs::File::create(dir.join("server.log")).expect("log file"),
@@ -108,11 +110,12 @@ pub fn spawn_managed(mut cmd: Command, dir: &Path) -> Child {
         .spawn()
         .expect("watchdog");
     let pipe = watchdog.stdin.take().expect("watchdog pipe");
+    let pid = child.id();
     WATCHDOGS
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .push(pipe);
-    child
+        .push((pipe, child, watchdog));
+    pid
 }
 
 /// Waits until something accepts connections on the port.
@@ -164,13 +167,9 @@ pub fn start_redis(extra: &[&str]) -> Server {
     std::fs::write(dir.join("redis.conf"), conf).expect("redis.conf");
     let mut cmd = Command::new(bin);
     cmd.arg(dir.join("redis.conf"));
-    let child = spawn_managed(cmd, &dir);
+    let pid = spawn_managed(cmd, &dir);
     wait_for_port(port, "redis-server", &dir);
-    Server {
-        port,
-        dir,
-        pid: child.id(),
-    }
+    Server { port, dir, pid }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -278,13 +277,9 @@ pub fn start_postgres() -> Server {
     .args(["-c", "max_connections=200"])
     .env("LC_ALL", "C");
     unprivileged(&mut cmd);
-    let child = spawn_managed(cmd, &dir);
+    let pid = spawn_managed(cmd, &dir);
     wait_for_port(port, "postgres", &dir);
-    let server = Server {
-        port,
-        dir,
-        pid: child.id(),
-    };
+    let server = Server { port, dir, pid };
     psql(
         &server,
         "CREATE ROLE plain LOGIN PASSWORD 'plain-pw'; REVOKE CREATE ON SCHEMA public FROM PUBLIC;",

@@ -1,0 +1,318 @@
+//! The lock directory: opening and checking it, the per-resource kernel lock, and reading and
+//! atomically replacing records.
+
+use std::fs;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::sys::stat::Mode;
+use nix::unistd::{AccessFlags, UnlinkatFlags};
+
+use super::name;
+use super::record::Record;
+use crate::backend::Error;
+use crate::lease::Resource;
+
+/// Records are a few hundred bytes; anything much larger is not ours.
+const MAX_RECORD: u64 = 64 * 1024;
+
+/// How often to retry when the lock file is replaced under us.
+const LOCK_ATTEMPTS: usize = 8;
+
+/// An open, checked lock directory. Every file is reached relative to the directory descriptor,
+/// so swapping the path for a symlink after opening changes nothing.
+#[derive(Debug)]
+pub(super) struct Dir {
+    pub path: PathBuf,
+    fd: OwnedFd,
+}
+
+fn config(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Config(format!("lock directory {} {what}: {e}", path.display()))
+}
+
+impl Dir {
+    /// Opens `path`, creating it (and missing parents) with mode 0700 when absent, and refuses
+    /// a directory that is unsafe to keep leases in.
+    pub fn open(path: &Path) -> Result<Dir, Error> {
+        let meta = match fs::symlink_metadata(path) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(path)
+                    .map_err(|e| config(path, "cannot be created", e))?;
+                fs::symlink_metadata(path).map_err(|e| config(path, "cannot be read", e))?
+            }
+            Err(e) => return Err(config(path, "cannot be read", e)),
+        };
+        if meta.file_type().is_symlink() {
+            return Err(Error::Config(format!(
+                "lock directory {} is a symbolic link; give the real path",
+                path.display()
+            )));
+        }
+        if !meta.is_dir() {
+            return Err(Error::Config(format!(
+                "lock directory {} is not a directory",
+                path.display()
+            )));
+        }
+        nix::unistd::faccessat(
+            None,
+            path,
+            AccessFlags::W_OK | AccessFlags::X_OK,
+            nix::fcntl::AtFlags::AT_EACCESS,
+        )
+        .map_err(|e| config(path, "is not writable", e.desc()))?;
+        let raw = nix::fcntl::open(
+            path,
+            OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| config(path, "cannot be opened", e.desc()))?;
+        // SAFETY: `open` just returned this descriptor and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let st = nix::sys::stat::fstat(fd.as_raw_fd())
+            .map_err(|e| config(path, "cannot be read", e.desc()))?;
+        check_mode(path, st.st_mode, st.st_uid, nix::unistd::geteuid().as_raw())?;
+        Ok(Dir {
+            path: path.to_owned(),
+            fd,
+        })
+    }
+
+    fn open_at(&self, name: &str, flags: OFlag, mode: u32) -> Result<fs::File, Errno> {
+        let raw = nix::fcntl::openat(
+            Some(self.fd.as_raw_fd()),
+            name,
+            flags | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::from_bits_truncate(mode),
+        )?;
+        // SAFETY: `openat` just returned this descriptor and nothing else owns it.
+        Ok(unsafe { fs::File::from_raw_fd(raw) })
+    }
+
+    fn file_path(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Takes the exclusive kernel lock of `resource` (flock on its `.lock` file, which is never
+    /// replaced). The lock is released when the guard drops, or by the kernel if we die.
+    pub fn lock<'a>(&'a self, resource: &'a Resource) -> Result<Locked<'a>, Error> {
+        let lock_name = name::lock(resource.as_str());
+        let path = self.file_path(&lock_name);
+        for _ in 0..LOCK_ATTEMPTS {
+            let file = self
+                .open_at(
+                    &lock_name,
+                    OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_NONBLOCK,
+                    0o600,
+                )
+                .map_err(|e| io_error("lock file", &path, "cannot be opened", e.into()))?;
+            let meta = file
+                .metadata()
+                .map_err(|e| io_error("lock file", &path, "cannot be read", e))?;
+            if !meta.is_file() {
+                return Err(Error::Corrupt(format!(
+                    "lock file {} is not a regular file; inspect or delete it",
+                    path.display()
+                )));
+            }
+            let guard = flock(file)
+                .map_err(|e| io_error("lock file", &path, "cannot be locked", e.into()))?;
+            // Someone may have deleted or replaced the lock file between our open and our lock;
+            // then we hold a lock nobody else will look at. Check and start over.
+            match nix::sys::stat::fstatat(
+                Some(self.fd.as_raw_fd()),
+                lock_name.as_str(),
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            ) {
+                Ok(st) if st.st_dev == meta.dev() && st.st_ino == meta.ino() => {
+                    return Ok(Locked {
+                        dir: self,
+                        resource,
+                        _guard: guard,
+                    })
+                }
+                Ok(_) | Err(Errno::ENOENT) => continue,
+                Err(e) => return Err(io_error("lock file", &path, "cannot be read", e.into())),
+            }
+        }
+        Err(Error::Other(format!(
+            "lock file {} keeps being replaced; is something deleting files in the lock directory?",
+            path.display()
+        )))
+    }
+}
+
+fn flock(file: fs::File) -> Result<Flock<fs::File>, Errno> {
+    let mut file = file;
+    loop {
+        match Flock::lock(file, FlockArg::LockExclusive) {
+            Ok(guard) => return Ok(guard),
+            Err((f, Errno::EINTR)) => file = f,
+            Err((_, e)) => return Err(e),
+        }
+    }
+}
+
+/// Refuses directories where other users could tamper with records.
+pub(super) fn check_mode(path: &Path, mode: u32, owner: u32, euid: u32) -> Result<(), Error> {
+    let shared = mode & 0o022 != 0;
+    let sticky = mode & 0o1000 != 0;
+    if shared && !sticky {
+        return Err(Error::Config(format!(
+            "lock directory {} is writable by group or others without the sticky bit \
+             (mode {:04o}); run chmod go-w or chmod +t on it",
+            path.display(),
+            mode & 0o7777
+        )));
+    }
+    if shared && owner != euid && owner != 0 {
+        return Err(Error::Config(format!(
+            "lock directory {} is owned by uid {owner} and writable by others; \
+             use a directory owned by you or by root",
+            path.display()
+        )));
+    }
+    Ok(())
+}
+
+/// A resource whose kernel lock we hold.
+pub(super) struct Locked<'a> {
+    dir: &'a Dir,
+    resource: &'a Resource,
+    _guard: Flock<fs::File>,
+}
+
+impl Locked<'_> {
+    fn record_path(&self) -> PathBuf {
+        self.dir.file_path(&name::record(self.resource.as_str()))
+    }
+
+    fn corrupt(&self, why: impl std::fmt::Display) -> Error {
+        Error::Corrupt(format!(
+            "lease record {} is corrupt: {why}; inspect or delete it",
+            self.record_path().display()
+        ))
+    }
+
+    /// The stored record, `None` if there is none. Anything we cannot trust is `Corrupt`.
+    pub fn read(&self) -> Result<Option<Record>, Error> {
+        let path = self.record_path();
+        let file = match self.dir.open_at(
+            &name::record(self.resource.as_str()),
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK,
+            0,
+        ) {
+            Ok(f) => f,
+            Err(Errno::ENOENT) => return Ok(None),
+            Err(Errno::ELOOP) => return Err(self.corrupt("it is a symbolic link")),
+            Err(e) => {
+                return Err(io_error(
+                    "lease record",
+                    &path,
+                    "cannot be opened",
+                    e.into(),
+                ))
+            }
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| io_error("lease record", &path, "cannot be read", e))?;
+        if !meta.is_file() {
+            return Err(self.corrupt("it is not a regular file"));
+        }
+        if meta.len() > MAX_RECORD {
+            return Err(self.corrupt(format!("it is {} bytes long", meta.len())));
+        }
+        let mut bytes = Vec::new();
+        file.take(MAX_RECORD + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| io_error("lease record", &path, "cannot be read", e))?;
+        Record::decode(&bytes, self.resource)
+            .map(Some)
+            .map_err(|why| self.corrupt(why))
+    }
+
+    /// Replaces the record atomically: write a temporary file, fsync it, rename it over the
+    /// record, fsync the directory.
+    pub fn write(&self, record: &Record) -> Result<(), Error> {
+        let bytes = record
+            .encode(self.resource)
+            .map_err(|e| Error::Other(format!("cannot encode lease record: {e}")))?;
+        if bytes.len() as u64 > MAX_RECORD {
+            return Err(Error::Config(format!(
+                "lease record would be {} bytes; is the principal that long?",
+                bytes.len()
+            )));
+        }
+        let tmp = name::temp(self.resource.as_str());
+        let tmp_path = self.dir.file_path(&tmp);
+        let mut file = self
+            .dir
+            .open_at(
+                &tmp,
+                OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
+                0o600,
+            )
+            .map_err(|e| io_error("temporary file", &tmp_path, "cannot be created", e.into()))?;
+        let written = file
+            .write_all(&bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| io_error("temporary file", &tmp_path, "cannot be written", e))
+            .and_then(|()| {
+                let dirfd = Some(self.dir.fd.as_raw_fd());
+                let target = name::record(self.resource.as_str());
+                nix::fcntl::renameat(dirfd, tmp.as_str(), dirfd, target.as_str()).map_err(|e| {
+                    io_error(
+                        "lease record",
+                        &self.record_path(),
+                        "cannot be replaced",
+                        e.into(),
+                    )
+                })
+            });
+        if let Err(e) = written {
+            let _ = nix::unistd::unlinkat(
+                Some(self.dir.fd.as_raw_fd()),
+                tmp.as_str(),
+                UnlinkatFlags::NoRemoveDir,
+            );
+            return Err(e);
+        }
+        // Make the rename durable: a grant forgotten by a power cut could hand out the same
+        // fencing token twice.
+        nix::unistd::fsync(self.dir.fd.as_raw_fd()).map_err(|e| {
+            io_error(
+                "lock directory",
+                &self.dir.path,
+                "cannot be synced",
+                e.into(),
+            )
+        })
+    }
+}
+
+/// Permission problems do not go away by retrying; other I/O errors are reported as they are.
+fn io_error(kind: &str, path: &Path, what: &str, e: io::Error) -> Error {
+    let text = format!("{kind} {} {what}: {}", path.display(), strip_os_error(&e));
+    match e.raw_os_error().map(Errno::from_raw) {
+        Some(Errno::EACCES | Errno::EPERM | Errno::EROFS) => Error::Config(text),
+        _ => Error::Other(text),
+    }
+}
+
+/// `Permission denied (os error 13)` → `Permission denied`.
+fn strip_os_error(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => Errno::from_raw(code).desc().to_owned(),
+        None => e.to_string(),
+    }
+}

@@ -1,0 +1,333 @@
+use std::fs;
+use std::os::unix::fs::{symlink, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use super::*;
+use crate::backend::conformance::Suite;
+
+fn res(name: &str) -> Resource {
+    Resource::new(name).unwrap()
+}
+
+fn record_path(dir: &Path, r: &Resource) -> PathBuf {
+    dir.join(name::record(r.as_str()))
+}
+
+async fn grant(b: &File, r: &Resource) -> Lease {
+    let id = LeaseId::generate();
+    let req = AcquireRequest {
+        resource: r,
+        id: &id,
+        principal: "me@here",
+        ttl: Duration::from_secs(60),
+    };
+    match b.try_acquire(&req).await.unwrap() {
+        Acquire::Acquired(l) => l,
+        busy => panic!("{busy:?}"),
+    }
+}
+
+fn config_error(r: Result<File, Error>) -> String {
+    match r {
+        Err(Error::Config(m)) => m,
+        other => panic!("expected a config error, got {other:?}"),
+    }
+}
+
+#[test]
+fn creates_missing_directory_private() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("a/b/locks");
+    File::at(&dir).unwrap();
+    let mode = fs::metadata(&dir).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o700, "{mode:o}");
+    // Opening an existing good directory again is fine.
+    File::at(&dir).unwrap();
+}
+
+#[test]
+fn refuses_symlink_and_non_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let real = tmp.path().join("real");
+    fs::create_dir(&real).unwrap();
+    let link = tmp.path().join("link");
+    symlink(&real, &link).unwrap();
+    let m = config_error(File::at(&link));
+    assert!(m.contains("symbolic link") && m.contains("/link"), "{m}");
+
+    let plain = tmp.path().join("plain");
+    fs::write(&plain, "x").unwrap();
+    let m = config_error(File::at(&plain));
+    assert!(m.ends_with("is not a directory"), "{m}");
+    let m = config_error(File::at(&plain.join("sub")));
+    assert!(m.contains("cannot be"), "{m}");
+}
+
+#[test]
+fn refuses_shared_directory_without_sticky_bit() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("shared");
+    fs::create_dir(&dir).unwrap();
+    for mode in [0o777, 0o770, 0o757] {
+        fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).unwrap();
+        let m = config_error(File::at(&dir));
+        assert!(m.contains("without the sticky bit"), "{m}");
+    }
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o1777)).unwrap();
+    File::at(&dir).unwrap();
+}
+
+#[test]
+fn ownership_rules() {
+    let p = Path::new("/x");
+    assert!(store::check_mode(p, 0o40700, 1000, 1000).is_ok());
+    assert!(
+        store::check_mode(p, 0o41777, 0, 1000).is_ok(),
+        "root-owned like /run/lock"
+    );
+    assert!(store::check_mode(p, 0o41777, 1000, 1000).is_ok());
+    let e = store::check_mode(p, 0o41777, 1001, 1000).unwrap_err();
+    assert!(e.to_string().contains("owned by uid 1001"), "{e}");
+    assert!(store::check_mode(p, 0o43770, 1001, 1000).is_err());
+    // Owned by someone else but not writable by others: only they can write; access() decides.
+    assert!(store::check_mode(p, 0o40755, 1001, 1000).is_ok());
+}
+
+#[test]
+fn refuses_unwritable_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("ro");
+    fs::create_dir(&dir).unwrap();
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o500)).unwrap();
+    let result = File::at(&dir);
+    fs::set_permissions(&dir, fs::Permissions::from_mode(0o700)).unwrap();
+    // root passes access checks on any directory, so only unprivileged runs can see the refusal.
+    if nix::unistd::geteuid().is_root() {
+        eprintln!("running as root: skipping the unwritable-directory assertion");
+        return;
+    }
+    let m = config_error(result);
+    assert_eq!(
+        m,
+        format!(
+            "lock directory {} is not writable: Permission denied",
+            dir.display()
+        )
+    );
+}
+
+#[tokio::test]
+async fn opens_from_url_and_checks_settings() {
+    let tmp = tempfile::tempdir().unwrap();
+    let url = BackendUrl::parse(&format!("file://{}/locks", tmp.path().display())).unwrap();
+    let b = crate::backend::open(&url, &Settings::default())
+        .await
+        .unwrap();
+    assert_eq!(b.capabilities().fencing, Fencing::Strict);
+    assert!(tmp.path().join("locks").is_dir());
+
+    let mut table = toml::Table::new();
+    table.insert("dir".into(), toml::Value::String("/x".into()));
+    let e = File::open(&url, &Settings::new("config.toml [backend.f]", table)).unwrap_err();
+    assert!(
+        matches!(e, Error::Config(ref m) if m.contains("unknown key 'dir'")),
+        "{e:?}"
+    );
+
+    let remote = BackendUrl::parse("file://otherhost/locks").unwrap();
+    assert!(matches!(
+        File::open(&remote, &Settings::default()),
+        Err(Error::Config(_))
+    ));
+}
+
+#[tokio::test]
+async fn records_are_private_and_survive_release() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = File::at(tmp.path()).unwrap();
+    let r = res("db/migrate");
+    let l = grant(&b, &r).await;
+    assert!(b.release(&r, &l.id).await.unwrap());
+    let path = record_path(tmp.path(), &r);
+    let mode = fs::metadata(&path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    let text = fs::read_to_string(&path).unwrap();
+    assert!(
+        text.contains("\"released\":true") && text.contains("\"token\":1"),
+        "{text}"
+    );
+    // Only the record and its lock file: no temporary files left behind.
+    let mut names: Vec<String> = fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["db%2Fmigrate.lease", "db%2Fmigrate.lock"]);
+}
+
+#[tokio::test]
+async fn survives_a_deleted_lock_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = File::at(tmp.path()).unwrap();
+    let r = res("x");
+    let l = grant(&b, &r).await;
+    fs::remove_file(tmp.path().join(name::lock("x"))).unwrap();
+    assert_eq!(b.current(&r).await.unwrap().map(|c| c.id), Some(l.id));
+}
+
+/// Damages the record with `damage`, then checks every operation reports it and leaves it alone.
+async fn assert_corrupt(damage: impl FnOnce(&Path, &Path), why: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = File::at(tmp.path()).unwrap();
+    let r = res("damaged record");
+    let l = grant(&b, &r).await;
+    let path = record_path(tmp.path(), &r);
+    damage(&path, tmp.path());
+    let before = fs::symlink_metadata(&path).map(|m| (m.ino(), m.len())).ok();
+    let bytes = fs::read(&path).ok();
+    let check = |e: Error| match e {
+        Error::Corrupt(m) => {
+            assert!(m.contains(&path.display().to_string()), "{m}");
+            assert!(m.contains(why), "{m}");
+            assert!(m.ends_with("inspect or delete it"), "{m}");
+        }
+        other => panic!("{other:?}"),
+    };
+    let id = LeaseId::generate();
+    let req = AcquireRequest {
+        resource: &r,
+        id: &id,
+        principal: "p",
+        ttl: Duration::from_secs(1),
+    };
+    check(b.try_acquire(&req).await.unwrap_err());
+    check(b.current(&r).await.unwrap_err());
+    check(
+        b.renew(&r, &l.id, Duration::from_secs(9))
+            .await
+            .unwrap_err(),
+    );
+    check(b.release(&r, &l.id).await.unwrap_err());
+    let after = fs::symlink_metadata(&path).map(|m| (m.ino(), m.len())).ok();
+    assert_eq!(before, after, "the damaged record was replaced");
+    assert_eq!(
+        bytes,
+        fs::read(&path).ok(),
+        "the damaged record was rewritten"
+    );
+}
+
+#[tokio::test]
+async fn garbage_record() {
+    assert_corrupt(
+        |p, _| fs::write(p, b"\x00\xffnot a lease").unwrap(),
+        "not JSON",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn empty_record() {
+    assert_corrupt(|p, _| fs::write(p, b"").unwrap(), "empty").await;
+}
+
+#[tokio::test]
+async fn torn_record() {
+    assert_corrupt(
+        |p, _| {
+            let bytes = fs::read(p).unwrap();
+            fs::write(p, &bytes[..bytes.len() / 2]).unwrap();
+        },
+        "not JSON",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn edited_record() {
+    assert_corrupt(
+        |p, _| {
+            let text = fs::read_to_string(p).unwrap();
+            fs::write(p, text.replace("\"released\":false", "\"released\":true")).unwrap();
+        },
+        "checksum mismatch",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn record_of_another_resource() {
+    assert_corrupt(
+        |p, _| {
+            let rec = record::Record::decode(&fs::read(p).unwrap(), &res("damaged record"));
+            fs::write(p, rec.unwrap().encode(&res("other")).unwrap()).unwrap();
+        },
+        "belongs to resource \"other\"",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn symlinked_record() {
+    assert_corrupt(
+        |p, dir| {
+            let target = dir.join("target");
+            fs::rename(p, &target).unwrap();
+            symlink(&target, p).unwrap();
+        },
+        "symbolic link",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn directory_instead_of_record() {
+    assert_corrupt(
+        |p, _| {
+            fs::remove_file(p).unwrap();
+            fs::create_dir(p).unwrap();
+        },
+        "not a regular file",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn watch_ignores_other_resources() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = File::at(tmp.path()).unwrap();
+    let mut w = b.watch(&res("mine")).await.unwrap().expect("inotify");
+    let other = grant(&b, &res("other")).await;
+    b.release(&res("other"), &other.id).await.unwrap();
+    let quiet = tokio::time::timeout(Duration::from_millis(200), w.changed()).await;
+    assert!(quiet.is_err(), "woke up for another resource");
+    let mine = grant(&b, &res("mine")).await;
+    tokio::time::timeout(Duration::from_secs(5), w.changed())
+        .await
+        .expect("no event for the watched resource")
+        .unwrap();
+    b.release(&res("mine"), &mine.id).await.unwrap();
+}
+
+#[tokio::test]
+async fn conformance_smoke() {
+    // The full suite runs in tests/conformance_file.rs; this keeps the unit run honest.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_owned();
+    let suite = Suite::new("unit", move || {
+        let dir = dir.clone();
+        Box::pin(async move { File::at(&dir).map(|f| Arc::new(f) as Arc<dyn Backend>) })
+    })
+    .race(4, 5);
+    for p in [
+        "exclusive_acquire",
+        "race_one_winner_per_round",
+        "resource_names",
+    ] {
+        assert_eq!(
+            suite.run(p).await,
+            crate::backend::conformance::Outcome::Passed,
+            "{p}"
+        );
+    }
+}

@@ -1,0 +1,66 @@
+//! Interactive use through a real pseudo-terminal (util-linux `script` allocates it): the command
+//! becomes the terminal's foreground job, reads its answer, and gets Ctrl-C itself.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn in_pty(env: &Env, inner: &str) -> std::process::Child {
+    server::require("script", "util-linux");
+    let line = format!("{} {inner}", env!("CARGO_BIN_EXE_lockrun"));
+    let mut c = Command::new("script");
+    c.args(["-qec", &line, "/dev/null"])
+        .env("LOCKRUN_BACKEND", env.backend())
+        .env("HOME", env.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    c.spawn().expect("script")
+}
+
+#[test]
+fn a_prompt_reads_the_terminal() {
+    let env = Env::new();
+    let mut child = in_pty(
+        &env,
+        "res -- sh -c 'printf \"Apply? \"; read ans; echo \"answer=$ans\"; ps -o pgid=,tpgid= -p $$'",
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    child.stdin.as_mut().unwrap().write_all(b"yes\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("answer=yes"), "{text}");
+    let ids: Vec<&str> = text.lines().last().unwrap().split_whitespace().collect();
+    assert_eq!(
+        ids[0], ids[1],
+        "the command's group is the terminal's foreground group: {text}"
+    );
+}
+
+#[test]
+fn ctrl_c_reaches_the_command() {
+    let env = Env::new();
+    let mut child = in_pty(
+        &env,
+        "res -- sh -c 'trap \"echo got-int; exit 9\" INT; echo ready; while :; do sleep 0.05; done'",
+    );
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 256];
+    while !seen.contains("ready") {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "no output: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    child.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("got-int"), "{seen}{rest}");
+    assert_eq!(status.code(), Some(9));
+}
