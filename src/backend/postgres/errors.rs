@@ -92,8 +92,6 @@ fn from_db(db: &DbError, endpoint: &str) -> Error {
     match (class, code) {
         // Authentication, unknown database, privileges, missing or misshapen objects.
         ("28", _) | (_, "3D000" | "42501") => Error::Config(msg),
-        // A TTL so long that the expiry leaves the timestamp range.
-        (_, "22008") => Error::Config(format!("{msg} (is the TTL too long?)")),
         (_, c) if MISSING_TABLE.contains(&c) || WRONG_SHAPE.contains(&c) => Error::Config(msg),
         // Connection trouble, shutdowns, overload, conflicts a retry resolves, a read-only
         // standby during failover.

@@ -49,11 +49,14 @@ fn cols(a: &str) -> String {
     )
 }
 
-/// Liveness and time left of alias `a`, by the server's clock.
+/// Liveness and time left of alias `a`, by the server's clock (time left is NULL for the
+/// infinite timestamps of a foreign row, which cannot be subtracted).
 fn clock(a: &str) -> String {
     format!(
         "(NOT {a}.released AND {a}.expires_at > clock_timestamp()) AS live, \
-         (extract(epoch FROM {a}.expires_at - clock_timestamp()) * 1000)::float8 AS left_ms"
+         CASE WHEN isfinite({a}.acquired_at) AND isfinite({a}.expires_at) \
+           THEN (extract(epoch FROM {a}.expires_at - clock_timestamp()) * 1000)::float8 \
+         END AS left_ms"
     )
 }
 
@@ -239,6 +242,9 @@ impl Stored {
         };
         let acquired_at = self.acquired_at.ok_or("acquired_at is NULL")?;
         let expires_at = self.expires_at.ok_or("expires_at is NULL")?;
+        if self.left_ms.is_none() {
+            return Err("acquired_at or expires_at is not a finite time".into());
+        }
         if self.released.is_none() {
             return Err("released is NULL".into());
         }
@@ -337,6 +343,13 @@ mod tests {
                     ..stored()
                 },
                 "released",
+            ),
+            (
+                Stored {
+                    left_ms: None,
+                    ..stored()
+                },
+                "not a finite time",
             ),
         ];
         for (s, needle) in cases {
