@@ -53,6 +53,7 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
             [CompletionResult]::new('--conflict-exit-code', '--conflict-exit-code', [CompletionResultType]::ParameterName, 'Exit code when the lease was not acquired')
             [CompletionResult]::new('--heartbeat', '--heartbeat', [CompletionResultType]::ParameterName, 'Renew this often [default: TTL/3]')
             [CompletionResult]::new('--kill-after', '--kill-after', [CompletionResultType]::ParameterName, 'Grace between TERM and KILL when lockrun stops the command [default: min(TTL/6, 10s)]')
+            [CompletionResult]::new('--events', '--events', [CompletionResultType]::ParameterName, 'Write one JSON object per line for each state change (waiting, acquired, renewed, renewal_failed, lost, child_exited, released) to file descriptor FD, or to stderr with -')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]')
             [CompletionResult]::new('-b', '-b', [CompletionResultType]::ParameterName, 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]')

@@ -495,7 +495,7 @@ _lockrun() {
             return 0
             ;;
         lockrun__subcmd__run)
-            opts="-w -n -E -c -b -p -v -q -h --ttl --wait --no-wait --conflict-exit-code --heartbeat --kill-after --config --backend --principal --verbose --quiet --help"
+            opts="-w -n -E -c -b -p -v -q -h --ttl --wait --no-wait --conflict-exit-code --heartbeat --kill-after --events --config --backend --principal --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -526,6 +526,10 @@ _lockrun() {
                     return 0
                     ;;
                 --kill-after)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --events)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

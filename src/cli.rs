@@ -133,6 +133,10 @@ pub struct RunArgs {
     /// Grace between TERM and KILL when lockrun stops the command [default: min(TTL/6, 10s)]
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub kill_after: Option<Duration>,
+    /// Write one JSON object per line for each state change (waiting, acquired, renewed,
+    /// renewal_failed, lost, child_exited, released) to file descriptor FD, or to stderr with -
+    #[arg(long, value_name = "FD|-")]
+    pub events: Option<String>,
     /// The resource to lock
     #[arg(value_name = "RESOURCE")]
     pub resource: String,

@@ -68,7 +68,7 @@ pub fn process_env(key: &str) -> Option<String> {
     std::env::var(key).ok()
 }
 
-pub use crate::lock::Wait;
+pub use crate::wait::Wait;
 
 /// Everything needed to work on one resource, validated.
 #[derive(Clone, PartialEq)]

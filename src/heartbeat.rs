@@ -165,14 +165,14 @@ async fn run(
                 report(Beat::Failed {
                     error: e.to_string(),
                 });
-                next = Instant::now() + crate::lock::jitter(retry);
+                next = Instant::now() + crate::wait::jitter(retry);
             }
             Err(_) => {
                 tracing::warn!("renewing the lease on {resource} timed out after {limit:?}");
                 report(Beat::Failed {
                     error: format!("timed out after {limit:?}"),
                 });
-                next = Instant::now() + crate::lock::jitter(retry);
+                next = Instant::now() + crate::wait::jitter(retry);
             }
         }
     }

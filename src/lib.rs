@@ -24,8 +24,37 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod duration;
+mod error;
 pub mod exit;
 pub mod heartbeat;
 pub mod lease;
 pub mod lock;
 pub mod supervise;
+pub mod wait;
+
+pub use error::Error;
+pub use lease::{Lease, LeaseId, Resource};
+pub use lock::{Guard, Lock};
+pub use wait::Wait;
+
+/// Opens a backend from its URL (`file:///var/lock/lockrun`, `redis://host:6379/0`, ...), with
+/// no extra settings.
+pub async fn open(url: &str) -> Result<std::sync::Arc<dyn backend::Backend>, Error> {
+    let url = backend::BackendUrl::parse(url)?;
+    Ok(backend::open(&url, &backend::Settings::default()).await?)
+}
+
+/// Opens the backend the lockrun configuration (the same files, environment variables and
+/// precedence as the CLI) chooses for `resource`.
+pub async fn open_configured(
+    resource: &str,
+) -> Result<
+    (std::sync::Arc<dyn backend::Backend>, config::Plan),
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    let flags = config::Flags::default();
+    let cfg = config::Config::load(&flags, &config::process_env)?;
+    let plan = cfg.plan(&Resource::new(resource)?, &flags, &config::process_env)?;
+    let backend = backend::open(&plan.backend, &plan.settings).await?;
+    Ok((backend, plan))
+}

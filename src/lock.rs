@@ -1,335 +1,338 @@
-//! The waiting policy, written once for every backend.
+//! The library API: a [`Lock`] on a named resource, and the [`Guard`] that holds it.
 //!
-//! [`acquire`] tries to take a lease and, while the resource is busy, sleeps until the earliest
-//! of: a change event from the backend's [`Watch`](crate::backend::Watch) (a release), the
-//! moment the holder's lease runs out (so a crashed holder is replaced exactly at its expiry, not
-//! at the next poll), a jittered poll as a fallback, and the caller's deadline.
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), lockrun::Error> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! use std::time::Duration;
+//!
+//! let backend = lockrun::open(&format!("file://{}", dir.path().display())).await?;
+//! let lock = lockrun::Lock::new(backend, "nightly-report")?.ttl(Duration::from_secs(30));
+//! let guard = lock.acquire().await?; // waits while someone else holds it
+//! let token = guard.fencing_token(); // pass it to whatever you protect
+//! assert!(lock.try_acquire().await?.is_none()); // a second owner gets nothing
+//! tokio::select! {
+//!     _ = tokio::time::sleep(Duration::from_millis(10)) => {} // the work
+//!     _ = guard.lost() => panic!("stop working: the lease is gone"),
+//! }
+//! guard.release().await?;
+//! # assert!(token.is_some());
+//! # Ok(()) }
+//! ```
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::backend::{Acquire, AcquireRequest, Backend, Error, Watch};
-use crate::lease::Lease;
+use crate::backend::{AcquireRequest, Backend};
+use crate::error::Error;
+use crate::heartbeat::{self, Beat, State, Timing};
+use crate::lease::{Lease, LeaseId, Resource};
+use crate::wait::{self, Event, Outcome, Wait};
 
-/// How long to wait for a busy resource.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Wait {
-    /// Until the lease is granted.
-    Forever,
-    /// At most this long; zero means a single attempt.
-    AtMost(Duration),
-}
-
-impl Wait {
-    /// Parses `forever` or a duration (`0` = try once).
-    pub fn parse(text: &str) -> Result<Wait, String> {
-        if text.trim().eq_ignore_ascii_case("forever") {
-            Ok(Wait::Forever)
-        } else {
-            crate::duration::parse(text)
-                .map(Wait::AtMost)
-                .map_err(|e| format!("{e} (a duration, 0 to try once, or 'forever')"))
-        }
-    }
-}
-
-/// A granted lease plus the facts the safety deadline is computed from.
-#[derive(Debug, Clone)]
-pub struct Granted {
-    pub lease: Lease,
-    /// When the request that was granted was sent: the lease is trusted from here, never from
-    /// when the answer arrived.
-    pub sent_at: Instant,
-    /// How long the caller waited in all.
-    pub waited: Duration,
-}
-
-/// The result of [`acquire`].
-#[derive(Debug, Clone)]
-pub enum Outcome {
-    Granted(Granted),
-    /// Still busy when the wait ran out.
-    Busy(Option<Lease>),
-}
-
-/// What happens while waiting, for progress reports.
-#[derive(Debug, Clone)]
-pub enum Event<'a> {
-    /// The resource is busy; `holder` is the current holder when it could be read.
-    Busy { holder: Option<&'a Lease> },
-    /// An attempt failed with an error that may go away; the wait goes on.
-    Retrying { error: &'a Error },
-}
-
-/// Poll intervals when the backend offers no watch.
-const POLL_MIN: Duration = Duration::from_millis(25);
-const POLL_MAX: Duration = Duration::from_secs(1);
-/// A safety net for lost notifications when the backend does offer a watch.
-const WATCH_SAFETY_POLL: Duration = Duration::from_secs(5);
-/// Wake a hair after the holder's expiry, so the attempt does not land just before it.
-const EXPIRY_SLACK: Duration = Duration::from_millis(2);
-
-/// Acquires a lease, waiting as `wait` says. The first attempt's errors are returned at once
-/// (a backend that is down at start is reported, not waited on); later retryable errors are
-/// retried with backoff until the deadline.
-pub async fn acquire(
-    backend: &dyn Backend,
-    req: &AcquireRequest<'_>,
+/// A lock on one resource of one backend: the settings for acquiring it. Cheap to clone.
+#[derive(Clone)]
+pub struct Lock {
+    backend: Arc<dyn Backend>,
+    resource: Resource,
+    ttl: Duration,
+    principal: Option<String>,
     wait: Wait,
-    on_event: &mut (dyn FnMut(Event<'_>) + Send),
-) -> Result<Outcome, Error> {
-    let start = Instant::now();
-    let deadline = match wait {
-        Wait::Forever => None,
-        Wait::AtMost(d) => Some(start + d),
-    };
-    let mut watch: Option<Box<dyn Watch>> = None;
-    let mut watch_tried = false;
-    let mut poll = POLL_MIN;
-    let mut attempts = 0u32;
-    let mut last_holder: Option<Lease> = None;
-    loop {
-        let sent_at = Instant::now();
-        let result = backend.try_acquire(req).await;
-        attempts += 1;
-        let wake = match result {
-            Ok(Acquire::Acquired(lease)) => {
-                return Ok(Outcome::Granted(Granted {
-                    lease,
-                    sent_at,
-                    waited: sent_at.duration_since(start),
-                }));
-            }
-            Ok(Acquire::Busy { holder, expires_in }) => {
-                if deadline.is_some_and(|d| Instant::now() >= d)
-                    || wait == Wait::AtMost(Duration::ZERO)
-                {
-                    return Ok(Outcome::Busy(holder));
-                }
-                if holder.as_ref().map(|h| &h.id) != last_holder.as_ref().map(|h| &h.id) {
-                    poll = POLL_MIN; // a new holder: start polling fast again
-                }
-                on_event(Event::Busy {
-                    holder: holder.as_ref(),
-                });
-                last_holder = holder;
-                if !watch_tried {
-                    // Subscribe now, then try once more at once, so a release that happened
-                    // between the attempt and the subscription is not missed.
-                    watch_tried = true;
-                    watch = match backend.watch(req.resource).await {
-                        Ok(w) => w,
-                        Err(e) => {
-                            tracing::debug!("watch unavailable, polling: {e}");
-                            None
-                        }
-                    };
-                    continue;
-                }
-                let mut wake = Instant::now()
-                    + if watch.is_some() {
-                        jitter(WATCH_SAFETY_POLL)
-                    } else {
-                        let p = jitter(poll);
-                        poll = (poll * 3 / 2).min(POLL_MAX);
-                        p
-                    };
-                if let Some(left) = expires_in {
-                    wake = wake.min(Instant::now() + left + EXPIRY_SLACK);
-                }
-                wake
-            }
-            Err(e) if e.is_retryable() && attempts > 1 => {
-                on_event(Event::Retrying { error: &e });
-                let p = jitter(poll);
-                poll = (poll * 2).min(POLL_MAX);
-                Instant::now() + p
-            }
-            Err(e) => return Err(e),
+    renew: bool,
+    heartbeat: Option<Duration>,
+    kill_after: Option<Duration>,
+    beats: Option<mpsc::UnboundedSender<Beat>>,
+}
+
+impl Lock {
+    /// A lock on `resource` (validated: 1..=255 bytes, no control characters). Defaults: TTL 30s,
+    /// renewed every TTL/3 while the guard lives, principal `user@host`, wait forever.
+    pub fn new(backend: Arc<dyn Backend>, resource: &str) -> Result<Lock, Error> {
+        Ok(Lock {
+            backend,
+            resource: Resource::new(resource)?,
+            ttl: Duration::from_secs(30),
+            principal: None,
+            wait: Wait::Forever,
+            renew: true,
+            heartbeat: None,
+            kill_after: None,
+            beats: None,
+        })
+    }
+
+    /// The lease TTL.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Who holds it, shown to people who wait (default `user@host`).
+    pub fn principal(mut self, principal: impl Into<String>) -> Self {
+        self.principal = Some(principal.into());
+        self
+    }
+
+    /// How long [`Lock::acquire`] waits for a busy resource.
+    pub fn wait(mut self, wait: Wait) -> Self {
+        self.wait = wait;
+        self
+    }
+
+    /// Renewal cadence (default TTL/3) and the grace the CLI gives a command between TERM and
+    /// KILL; validated against the TTL at acquire time.
+    pub fn heartbeat(mut self, every: Option<Duration>, kill_after: Option<Duration>) -> Self {
+        self.heartbeat = every;
+        self.kill_after = kill_after;
+        self
+    }
+
+    /// Whether the guard renews the lease in the background (default true). Without renewal the
+    /// lease simply ends at its TTL unless renewed by other means (`lockrun renew`).
+    pub fn renew(mut self, renew: bool) -> Self {
+        self.renew = renew;
+        self
+    }
+
+    /// Reports every renewal attempt of the guards this lock grants (round-trip times, failures,
+    /// loss). The receiver must be drained.
+    pub fn report_renewals(mut self, to: mpsc::UnboundedSender<Beat>) -> Self {
+        self.beats = Some(to);
+        self
+    }
+
+    /// The resource.
+    pub fn resource(&self) -> &Resource {
+        &self.resource
+    }
+
+    /// The renewal timing this lock would use, validated.
+    pub fn timing(&self) -> Result<Timing, Error> {
+        Timing::new(self.ttl, self.heartbeat, self.kill_after)
+            .map_err(|e| Error::Invalid(crate::lease::InvalidInput(e)))
+    }
+
+    /// Acquires the lease, waiting as configured ([`Wait::Forever`] by default).
+    /// Returns [`Error::Busy`] when a limited wait runs out.
+    pub async fn acquire(&self) -> Result<Guard, Error> {
+        self.acquire_reporting(self.wait, &mut |_| {}).await
+    }
+
+    /// One attempt: `None` when the resource is busy.
+    pub async fn try_acquire(&self) -> Result<Option<Guard>, Error> {
+        self.acquire_at_most(Duration::ZERO).await
+    }
+
+    /// Waits at most `limit`: `None` when the resource is still busy then.
+    pub async fn acquire_timeout(&self, limit: Duration) -> Result<Option<Guard>, Error> {
+        self.acquire_at_most(limit).await
+    }
+
+    async fn acquire_at_most(&self, limit: Duration) -> Result<Option<Guard>, Error> {
+        match self
+            .acquire_reporting(Wait::AtMost(limit), &mut |_| {})
+            .await
+        {
+            Ok(g) => Ok(Some(g)),
+            Err(Error::Busy(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Acquires under `wait`, reporting progress (busy holders, retried errors) to `on_event`.
+    pub async fn acquire_reporting(
+        &self,
+        wait: Wait,
+        on_event: &mut (dyn FnMut(Event<'_>) + Send),
+    ) -> Result<Guard, Error> {
+        let timing = if self.renew {
+            Some(self.timing()?)
+        } else {
+            None
         };
-        let wake = deadline.map_or(wake, |d| wake.min(d));
-        match watch.as_mut() {
-            Some(w) => {
-                tokio::select! {
-                    r = w.changed() => {
-                        if let Err(e) = r {
-                            tracing::debug!("watch failed, falling back to polling: {e}");
-                            watch = None;
-                        }
-                    }
-                    _ = tokio::time::sleep_until(wake) => {}
-                }
-            }
-            None => tokio::time::sleep_until(wake).await,
-        }
-    }
-}
-
-/// `d` scaled by a random factor in [0.75, 1.25), so waiters do not poll in lockstep.
-pub fn jitter(d: Duration) -> Duration {
-    let mut b = [0u8; 2];
-    let r = if getrandom::getrandom(&mut b).is_ok() {
-        u16::from_le_bytes(b)
-    } else {
-        32768
-    };
-    d.mul_f64(0.75 + 0.5 * f64::from(r) / 65536.0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::backend::{Capabilities, Fencing, Renewal};
-    use crate::lease::{LeaseId, Resource};
-    use async_trait::async_trait;
-    use std::sync::Mutex;
-    use std::time::SystemTime;
-
-    /// A scripted backend: answers try_acquire from a list.
-    struct Scripted {
-        answers: Mutex<Vec<Result<bool, Error>>>,
-        busy_for: Duration,
-        calls: Mutex<Vec<Instant>>,
-    }
-
-    fn lease(r: &Resource, id: &LeaseId) -> Lease {
-        Lease {
-            resource: r.clone(),
-            id: id.clone(),
-            principal: "p".into(),
-            fencing_token: Some(1),
-            acquired_at: SystemTime::now(),
-            expires_at: SystemTime::now(),
-            ttl: Duration::from_secs(1),
-        }
-    }
-
-    #[async_trait]
-    impl Backend for Scripted {
-        fn capabilities(&self) -> Capabilities {
-            Capabilities {
-                fencing: Fencing::Strict,
-                server_time: true,
-                watch: false,
-                may_evict: false,
-            }
-        }
-        async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Acquire, Error> {
-            self.calls.lock().unwrap().push(Instant::now());
-            let next = self.answers.lock().unwrap().remove(0);
-            match next {
-                Ok(true) => Ok(Acquire::Acquired(lease(req.resource, req.id))),
-                Ok(false) => Ok(Acquire::Busy {
-                    holder: Some(lease(req.resource, &LeaseId::generate())),
-                    expires_in: Some(self.busy_for),
-                }),
-                Err(e) => Err(e),
-            }
-        }
-        async fn renew(&self, _: &Resource, _: &LeaseId, _: Duration) -> Result<Renewal, Error> {
-            Ok(Renewal::Lost)
-        }
-        async fn release(&self, _: &Resource, _: &LeaseId) -> Result<bool, Error> {
-            Ok(false)
-        }
-        async fn current(&self, _: &Resource) -> Result<Option<Lease>, Error> {
-            Ok(None)
-        }
-    }
-
-    fn scripted(answers: Vec<Result<bool, Error>>, busy_for: Duration) -> Scripted {
-        Scripted {
-            answers: Mutex::new(answers),
-            busy_for,
-            calls: Mutex::new(vec![]),
-        }
-    }
-
-    async fn run(b: &Scripted, wait: Wait) -> Result<Outcome, Error> {
-        let r = Resource::new("r").unwrap();
+        let principal = self
+            .principal
+            .clone()
+            .unwrap_or_else(crate::lease::default_principal);
         let id = LeaseId::generate();
         let req = AcquireRequest {
-            resource: &r,
+            resource: &self.resource,
             id: &id,
-            principal: "me",
-            ttl: Duration::from_secs(5),
+            principal: &principal,
+            ttl: self.ttl,
         };
-        acquire(b, &req, wait, &mut |_| {}).await
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn no_wait_tries_once() {
-        let b = scripted(vec![Ok(false)], Duration::from_secs(10));
-        assert!(matches!(
-            run(&b, Wait::AtMost(Duration::ZERO)).await,
-            Ok(Outcome::Busy(Some(_)))
-        ));
-        assert_eq!(b.calls.lock().unwrap().len(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn wakes_at_holder_expiry() {
-        // Busy with 3s left, then granted: the retry lands right after the expiry, not at a
-        // poll interval (the first retry is immediate, to subscribe).
-        let b = scripted(
-            vec![Ok(false), Ok(false), Ok(true)],
-            Duration::from_millis(300),
-        );
-        let out = run(&b, Wait::Forever).await.unwrap();
-        let Outcome::Granted(g) = out else {
-            panic!("not granted")
-        };
-        let calls = b.calls.lock().unwrap();
-        let gap = calls[2] - calls[1];
-        assert!(gap <= Duration::from_millis(300) + EXPIRY_SLACK, "{gap:?}");
-        assert!(g.waited >= Duration::from_millis(25));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn gives_up_at_the_deadline() {
-        let b = scripted(vec![Ok(false); 1000], Duration::from_secs(3600));
-        let start = Instant::now();
-        let out = run(&b, Wait::AtMost(Duration::from_secs(2))).await.unwrap();
-        assert!(matches!(out, Outcome::Busy(_)));
-        let took = start.elapsed();
-        assert!(
-            took >= Duration::from_secs(2) && took < Duration::from_millis(2100),
-            "{took:?}"
-        );
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn first_error_is_returned_later_ones_retried() {
-        let down = || Err(Error::Unavailable("down".into()));
-        let b = scripted(vec![down()], Duration::ZERO);
-        assert!(matches!(
-            run(&b, Wait::Forever).await,
-            Err(Error::Unavailable(_))
-        ));
-        let b = scripted(
-            vec![Ok(false), down(), down(), Ok(true)],
-            Duration::from_millis(10),
-        );
-        assert!(matches!(
-            run(&b, Wait::Forever).await,
-            Ok(Outcome::Granted(_))
-        ));
-        let b = scripted(
-            vec![Ok(false), Err(Error::Config("bad".into()))],
-            Duration::ZERO,
-        );
-        assert!(matches!(
-            run(&b, Wait::Forever).await,
-            Err(Error::Config(_))
-        ));
-    }
-
-    #[test]
-    fn jitter_stays_in_range() {
-        for _ in 0..1000 {
-            let j = jitter(Duration::from_millis(1000));
-            assert!(j >= Duration::from_millis(750) && j < Duration::from_millis(1250));
+        match wait::acquire(&*self.backend, &req, wait, on_event).await? {
+            Outcome::Busy(holder) => Err(Error::Busy(holder.map(Box::new))),
+            Outcome::Granted(g) => Ok(Guard::new(
+                Arc::clone(&self.backend),
+                g.lease,
+                g.sent_at,
+                self.ttl,
+                timing.map(|t| (t, self.beats.clone())),
+            )),
         }
+    }
+
+    /// Whether anyone holds the resource now.
+    pub async fn is_locked(&self) -> Result<bool, Error> {
+        Ok(self.current().await?.is_some())
+    }
+
+    /// The current holder's lease, if any.
+    pub async fn current(&self) -> Result<Option<Lease>, Error> {
+        Ok(self.backend.current(&self.resource).await?)
+    }
+}
+
+/// A held lease. While it lives it renews the lease in the background; [`Guard::lost`] resolves
+/// when the lease can no longer be trusted. [`Guard::release`] ends it; dropping the guard
+/// releases on a best-effort basis (a task on the current runtime, never blocking).
+pub struct Guard {
+    backend: Arc<dyn Backend>,
+    lease: Lease,
+    state: watch::Receiver<State>,
+    renewer: Option<JoinHandle<()>>,
+    done: bool,
+}
+
+impl Guard {
+    fn new(
+        backend: Arc<dyn Backend>,
+        lease: Lease,
+        sent_at: Instant,
+        ttl: Duration,
+        timing: Option<(Timing, Option<mpsc::UnboundedSender<Beat>>)>,
+    ) -> Guard {
+        let (state, renewer) = match timing {
+            Some((t, beats)) => {
+                let (rx, task) = heartbeat::spawn(
+                    Arc::clone(&backend),
+                    lease.resource.clone(),
+                    lease.id.clone(),
+                    t,
+                    sent_at,
+                    beats,
+                );
+                (rx, Some(task))
+            }
+            // Not renewed: trusted for the TTL from when the grant was requested.
+            None => (
+                watch::channel(State::Held {
+                    trusted_until: sent_at + ttl,
+                })
+                .1,
+                None,
+            ),
+        };
+        Guard {
+            backend,
+            lease,
+            state,
+            renewer,
+            done: false,
+        }
+    }
+
+    /// The lease as granted (the expiry is that of the grant, not of later renewals).
+    pub fn lease(&self) -> &Lease {
+        &self.lease
+    }
+
+    /// The lease id: with the resource name, all another process needs to renew, check or
+    /// release this lease.
+    pub fn id(&self) -> &LeaseId {
+        &self.lease.id
+    }
+
+    /// The fencing token, on backends that provide one.
+    pub fn fencing_token(&self) -> Option<u64> {
+        self.lease.fencing_token
+    }
+
+    /// The renewal state, for supervisors that act on it.
+    pub fn state(&self) -> watch::Receiver<State> {
+        self.state.clone()
+    }
+
+    /// A cheap check: true once a renewal found the lease gone or someone else's, or the local
+    /// safety deadline passed without a successful renewal.
+    pub fn is_lost(&self) -> bool {
+        match *self.state.borrow() {
+            State::Lost => true,
+            State::Held { trusted_until } => Instant::now() >= trusted_until,
+        }
+    }
+
+    /// Resolves when the lease is lost (see [`Guard::is_lost`]).
+    pub async fn lost(&self) {
+        let mut rx = self.state.clone();
+        loop {
+            let deadline = match *rx.borrow_and_update() {
+                State::Lost => return,
+                State::Held { trusted_until } => trusted_until,
+            };
+            tokio::select! {
+                changed = rx.changed() => {
+                    if changed.is_err() {
+                        // The renewer stopped: the deadline is final.
+                        tokio::time::sleep_until(deadline).await;
+                        return;
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
+    /// Stops renewing and releases the lease. `Ok(false)` when it had already ended.
+    pub async fn release(mut self) -> Result<bool, Error> {
+        self.stop_renewing();
+        self.done = true;
+        Ok(self
+            .backend
+            .release(&self.lease.resource, &self.lease.id)
+            .await?)
+    }
+
+    /// Stops renewing and keeps the lease: it lasts until its TTL runs out or someone releases
+    /// it by id (what `lockrun acquire` does).
+    pub fn into_lease(mut self) -> Lease {
+        self.stop_renewing();
+        self.done = true;
+        self.lease.clone()
+    }
+
+    fn stop_renewing(&mut self) {
+        if let Some(t) = self.renewer.take() {
+            t.abort();
+        }
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.stop_renewing();
+        if self.done {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (backend, lease) = (Arc::clone(&self.backend), self.lease.clone());
+            rt.spawn(async move {
+                if let Err(e) = backend.release(&lease.resource, &lease.id).await {
+                    tracing::warn!("releasing {} on drop failed: {e}", lease.resource);
+                }
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("lease", &self.lease)
+            .finish_non_exhaustive()
     }
 }

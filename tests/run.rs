@@ -346,3 +346,70 @@ fn interrupted_while_waiting() {
     kill(waiter.id() as i32, libc::SIGTERM);
     assert_eq!(waiter.wait().unwrap().code(), Some(143));
 }
+
+fn events_of(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).expect(l))
+        .collect()
+}
+
+#[test]
+fn events_stream_every_state_change() {
+    let env = Env::new();
+    let holder = stdout(&env.run(&["acquire", "--ttl", "1s", "res"]));
+    assert!(!holder.is_empty());
+    let o = env.run(&[
+        "run", "--events", "-", "--ttl", "1500ms", "res", "--", "sleep", "1.2",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let events = events_of(&stderr(&o));
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"waiting"), "{kinds:?}");
+    assert!(events[0]["holder"]["principal"].is_string());
+    let acquired = events
+        .iter()
+        .find(|e| e["event"] == "acquired")
+        .expect("acquired");
+    assert_eq!(acquired["fencing_token"], 2);
+    assert!(acquired["waited_ms"].as_f64().unwrap() > 0.0);
+    let renewed = events
+        .iter()
+        .find(|e| e["event"] == "renewed")
+        .expect("renewed");
+    assert!(renewed["round_trip_ms"].as_f64().unwrap() >= 0.0);
+    let n = kinds.len();
+    assert_eq!(&kinds[n - 2..], ["child_exited", "released"]);
+    assert_eq!(events[n - 2]["code"], 0);
+    assert_eq!(events[n - 1]["released"], true);
+    for e in &events {
+        assert_eq!(e["resource"], "res");
+        assert!(e["time"].as_str().unwrap().ends_with('Z'));
+    }
+}
+
+#[test]
+fn events_to_a_file_descriptor() {
+    let env = Env::new();
+    let log = env.file("events.log");
+    let line = format!(
+        "{} --events 3 res -- true 3>{}",
+        env!("CARGO_BIN_EXE_lockrun"),
+        log.display()
+    );
+    let o = env.cmd_sh(&line);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let events = events_of(&std::fs::read_to_string(&log).unwrap());
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["acquired", "child_exited", "released"]);
+    let o = env.run(&["--events", "987", "res", "--", "true"]);
+    assert_fails(&o, 2, "not open");
+    let o = env.run(&["--events", "x", "res", "--", "true"]);
+    assert_fails(&o, 2, "--events");
+}

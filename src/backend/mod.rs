@@ -18,6 +18,8 @@ pub mod conformance;
 pub mod file;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 mod settings;
 mod url;
 
@@ -153,6 +155,8 @@ pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Arc<dyn Backe
         "file" => Ok(Arc::new(file::File::open(url, settings)?)),
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => Ok(Arc::new(postgres::Postgres::open(url, settings).await?)),
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" | "redis+unix" => Ok(Arc::new(redis::Redis::open(url, settings).await?)),
         other => Err(url::unsupported(other)),
     }
 }

@@ -3,36 +3,33 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use super::events::Events;
 use super::status::Status;
 use super::{wait_policy, Ctx, Failure};
-use crate::backend::{AcquireRequest, Backend};
 use crate::cli::{AcquireArgs, WaitArgs};
 use crate::exit::Exit;
-use crate::lease::{LeaseId, Resource};
-use crate::lock::{self, Granted, Outcome, Wait};
+use crate::lock::{Guard, Lock};
+use crate::wait::{self, Wait};
 
 pub async fn acquire(ctx: &Ctx, args: AcquireArgs) -> Result<Exit, Failure> {
     let (resource, plan) = ctx.plan(&args.resource)?;
     let ttl = args.ttl.unwrap_or(plan.ttl);
     check_ttl(ttl)?;
     let backend = ctx.open(&plan).await?;
+    let lock = Lock::new(backend, resource.as_str())?
+        .ttl(ttl)
+        .principal(plan.principal.clone())
+        .renew(false);
     let wait = wait_policy(&args.wait, &plan);
-    let granted = obtain(
-        ctx,
-        &*backend,
-        &resource,
-        &plan.principal,
-        ttl,
-        wait,
-        &args.wait,
-    )
-    .await?;
+    let lease = obtain(ctx, &lock, wait, &args.wait, None)
+        .await?
+        .into_lease();
     if args.json {
-        let json = serde_json::to_string(&granted.lease.to_json())
+        let json = serde_json::to_string(&lease.to_json())
             .map_err(|e| Failure::new(Exit::Internal, format!("cannot encode JSON: {e}")))?;
         println!("{json}");
     } else {
-        println!("{}", granted.lease.id);
+        println!("{}", lease.id);
     }
     Ok(Exit::Success)
 }
@@ -48,32 +45,30 @@ pub(super) fn check_ttl(ttl: Duration) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Acquires a lease under the wait policy, keeping the "waiting for" line up to date, and turns
-/// a busy outcome into the busy exit code.
+/// Acquires under the wait policy, keeping the "waiting for" line up to date, and turns a busy
+/// outcome into the busy exit code.
 pub(super) async fn obtain(
     ctx: &Ctx,
-    backend: &dyn Backend,
-    resource: &Resource,
-    principal: &str,
-    ttl: Duration,
+    lock: &Lock,
     wait: Wait,
     wait_args: &WaitArgs,
-) -> Result<Granted, Failure> {
-    let id = LeaseId::generate();
-    let req = AcquireRequest {
-        resource,
-        id: &id,
-        principal,
-        ttl,
-    };
+    events: Option<&Events>,
+) -> Result<Guard, Failure> {
+    let resource = lock.resource();
     let status = Mutex::new(Status::new(resource, ctx.chatty()));
     let tick_every = status.lock().map(|s| s.tick_every()).unwrap_or(None);
-    let mut on_event = |e: lock::Event<'_>| {
+    let mut on_event = |e: wait::Event<'_>| {
+        if let (Some(ev), wait::Event::Busy { holder }) = (events, &e) {
+            ev.emit(
+                "waiting",
+                serde_json::json!({ "holder": Events::holder(*holder) }),
+            );
+        }
         if let Ok(mut s) = status.lock() {
             s.event(e);
         }
     };
-    let attempt = lock::acquire(backend, &req, wait, &mut on_event);
+    let attempt = lock.acquire_reporting(wait, &mut on_event);
     tokio::pin!(attempt);
     let outcome = match tick_every {
         None => attempt.await,
@@ -94,17 +89,9 @@ pub(super) async fn obtain(
     if let Ok(mut s) = status.lock() {
         s.clear();
     }
-    match outcome? {
-        Outcome::Granted(g) => {
-            if g.waited > Duration::from_millis(500) {
-                tracing::info!(
-                    "acquired {resource} after {}",
-                    crate::duration::format(g.waited)
-                );
-            }
-            Ok(g)
-        }
-        Outcome::Busy(holder) => {
+    match outcome {
+        Ok(guard) => Ok(guard),
+        Err(crate::Error::Busy(holder)) => {
             let who = holder.map_or_else(|| "held by someone else".into(), |h| h.holder_summary());
             let why = match wait {
                 Wait::AtMost(d) if !d.is_zero() => {
@@ -120,5 +107,6 @@ pub(super) async fn obtain(
                 ),
             ))
         }
+        Err(e) => Err(e.into()),
     }
 }

@@ -12,10 +12,11 @@ use crate::cli::{Cli, Global, Verb, WaitArgs};
 use crate::config::{self, Config, Flags, Plan};
 use crate::exit::Exit;
 use crate::lease::{InvalidInput, Resource};
-use crate::lock::Wait;
+use crate::wait::Wait;
 
 mod acquire;
 mod current;
+mod events;
 mod init;
 mod is_held;
 mod release;
@@ -70,6 +71,18 @@ impl From<backend::Error> for Failure {
 impl From<config::Error> for Failure {
     fn from(e: config::Error) -> Self {
         Failure::new(Exit::Config, e.to_string())
+    }
+}
+
+impl From<crate::Error> for Failure {
+    fn from(e: crate::Error) -> Self {
+        match e {
+            crate::Error::Backend(b) => b.into(),
+            crate::Error::Invalid(i) => i.into(),
+            crate::Error::Busy(_) => {
+                Failure::outcome(Exit::Busy(crate::exit::BUSY_DEFAULT), e.to_string())
+            }
+        }
     }
 }
 

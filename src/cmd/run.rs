@@ -1,23 +1,34 @@
 //! `lockrun run` (and `lockrun RESOURCE -- CMD`): acquire, run, renew, release.
 
-use std::sync::Arc;
+use serde_json::json;
+use tokio::sync::mpsc;
 
+use super::events::Events;
 use super::{wait_policy, Ctx, Failure};
-use crate::backend::Backend;
 use crate::cli::RunArgs;
 use crate::exit::Exit;
-use crate::heartbeat::{self, Timing};
-use crate::lease::{Lease, Resource};
+use crate::heartbeat::Beat;
+use crate::lease::{rfc3339, Lease, Resource};
+use crate::lock::{Guard, Lock};
 use crate::supervise::{self, Signals, SpawnError, Spec, Status, Stop};
 
 pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
     let (resource, plan) = ctx.plan(&args.resource)?;
     let ttl = args.ttl.unwrap_or(plan.run_ttl);
-    let timing = Timing::new(ttl, args.heartbeat, args.kill_after).map_err(Failure::usage)?;
     let backend = ctx.open(&plan).await?;
+    let lock = Lock::new(backend.clone(), resource.as_str())?
+        .ttl(ttl)
+        .principal(plan.principal.clone())
+        .heartbeat(args.heartbeat, args.kill_after);
+    let timing = lock.timing().map_err(|e| Failure::usage(e.to_string()))?;
     if backend.capabilities().may_evict && ctx.chatty() {
         tracing::warn!("this backend may evict a lock under memory pressure; use it only where a duplicate run is harmless");
     }
+    let events = super::events::open_opt(args.events.as_deref(), &resource)?;
+    let lock = match &events {
+        Some(ev) => lock.report_renewals(beat_events(ev.clone())),
+        None => lock,
+    };
     let mut signals = Signals::install().map_err(|e| {
         Failure::new(
             Exit::Internal,
@@ -25,28 +36,31 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
         )
     })?;
     let wait = wait_policy(&args.wait, &plan);
-    let granted = tokio::select! {
-        g = super::acquire::obtain(ctx, &*backend, &resource, &plan.principal, ttl, wait, &args.wait) => g?,
+    let acquire_started = std::time::Instant::now();
+    let guard = tokio::select! {
+        g = super::acquire::obtain(ctx, &lock, wait, &args.wait, events.as_ref()) => g?,
         sig = signals.next_stop_request() => return Ok(Exit::ChildSignal(sig)),
     };
-    let lease = granted.lease;
-    tracing::debug!("acquired {resource} (token {:?})", lease.fencing_token);
+    tracing::debug!("acquired {resource} (token {:?})", guard.fencing_token());
+    if let Some(ev) = &events {
+        ev.emit(
+            "acquired",
+            json!({
+                "lease_id": guard.id().as_str(),
+                "fencing_token": guard.fencing_token(),
+                "principal": guard.lease().principal,
+                "expires_at": rfc3339(guard.lease().expires_at),
+                "waited_ms": ms(acquire_started.elapsed()),
+            }),
+        );
+    }
 
-    let (state, beat) = heartbeat::spawn(
-        Arc::clone(&backend),
-        resource.clone(),
-        lease.id.clone(),
-        timing,
-        granted.sent_at,
-        None,
-    );
     let spec = Spec {
         program: args.command[0].clone(),
         args: args.command[1..].to_vec(),
-        env: child_env(&lease, &plan.backend.redacted()),
+        env: child_env(guard.lease(), &plan.backend.redacted()),
     };
-    let outcome = supervise::supervise(&spec, &mut signals, state, timing.kill_after).await;
-    beat.abort();
+    let outcome = supervise::supervise(&spec, &mut signals, guard.state(), timing.kill_after).await;
 
     let exit = match &outcome {
         Err(SpawnError::NotFound { .. }) => Exit::NotFound,
@@ -58,9 +72,21 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
             (_, Status::Signaled(s)) => Exit::ChildSignal(s),
         },
     };
-    let lost = matches!(&outcome, Ok(o) if o.stopped == Some(Stop::Lost));
-    if !lost {
-        release(&*backend, &resource, &lease).await;
+    if let (Some(ev), Ok(o)) = (&events, &outcome) {
+        let status = match o.status {
+            Status::Exited(n) => json!({ "code": n }),
+            Status::Signaled(s) => json!({ "signal": s }),
+        };
+        ev.emit("child_exited", status);
+    }
+    let released = if matches!(&outcome, Ok(o) if o.stopped == Some(Stop::Lost)) {
+        drop(guard.into_lease()); // someone else's now: nothing to release
+        false
+    } else {
+        release(guard, &resource).await
+    };
+    if let Some(ev) = &events {
+        ev.emit("released", json!({ "released": released }));
     }
     match outcome {
         Err(e) => Err(Failure::new(exit, e.to_string())),
@@ -82,15 +108,42 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
 }
 
 /// Releases after the command's group is reaped; a failure is a warning, not a changed exit code.
-async fn release(backend: &dyn Backend, resource: &Resource, lease: &Lease) {
-    match backend.release(resource, &lease.id).await {
-        Ok(true) => {}
-        Ok(false) => tracing::warn!(
-            "the lease on {} had already ended at release",
-            esc(resource)
-        ),
-        Err(e) => tracing::warn!("could not release the lease on {}: {e}", esc(resource)),
+async fn release(guard: Guard, resource: &Resource) -> bool {
+    match guard.release().await {
+        Ok(true) => true,
+        Ok(false) => {
+            tracing::warn!(
+                "the lease on {} had already ended at release",
+                esc(resource)
+            );
+            false
+        }
+        Err(e) => {
+            tracing::warn!("could not release the lease on {}: {e}", esc(resource));
+            false
+        }
     }
+}
+
+/// A channel whose renewal reports become `renewed` / `renewal_failed` / `lost` events.
+fn beat_events(ev: Events) -> mpsc::UnboundedSender<Beat> {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Some(beat) = rx.recv().await {
+            match beat {
+                Beat::Renewed { round_trip } => {
+                    ev.emit("renewed", json!({ "round_trip_ms": ms(round_trip) }))
+                }
+                Beat::Failed { error } => ev.emit("renewal_failed", json!({ "error": error })),
+                Beat::Lost => ev.emit("lost", json!({})),
+            }
+        }
+    });
+    tx
+}
+
+fn ms(d: std::time::Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
 }
 
 fn esc(r: &Resource) -> String {

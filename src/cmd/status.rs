@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::lease::{Lease, Resource};
-use crate::lock::Event;
+use crate::wait::Event;
 
 pub struct Status {
     resource: String,

@@ -38,6 +38,20 @@ impl Env {
         self.cmd().args(args).output().expect("spawn lockrun")
     }
 
+    /// Runs a shell command line in this environment (for redirections such as `3>file`).
+    pub fn cmd_sh(&self, line: &str) -> Output {
+        let c = cmd_in(self.path());
+        let mut sh = Command::new("sh");
+        sh.args(["-c", line]).stdin(Stdio::null());
+        for (k, v) in c.get_envs() {
+            match v {
+                Some(v) => sh.env(k, v),
+                None => sh.env_remove(k),
+            };
+        }
+        sh.output().expect("sh")
+    }
+
     pub fn file(&self, name: &str) -> PathBuf {
         self.path().join(name)
     }

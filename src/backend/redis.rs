@@ -1,0 +1,426 @@
+//! The Redis backend: leases in a single Redis node (`redis://`, `rediss://`, `redis+unix://`).
+//!
+//! # URLs and settings
+//!
+//! `redis://[user:password@]host[:port][/db]`, `rediss://…` for TLS (`#insecure` skips certificate
+//! and host name checks), `redis+unix:///path/to/redis.sock[?db=N]`. The password may instead
+//! come from `LOCKRUN_REDIS_PASSWORD` or from the file named by `password_file`; a password in the
+//! URL wins, then the environment, then the file. Keys of a `[backend.<name>]` section: `prefix`
+//! (default `lockrun:`), `password_file`, `username`, `connect_timeout` and `command_timeout`
+//! (both default 5s). A server that cannot be reached within `connect_timeout` is reported at once
+//! (exit 69); every call gets `command_timeout`, so a stalled server never hangs a caller, which
+//! is what lets a supervised command be stopped before its lease could expire.
+//!
+//! # Keys
+//!
+//! For a resource `R` and the prefix `P`:
+//!
+//! - `P` `lease:` `R`: a hash with `lockrun = 1`, `id`, `principal`, `token`, `acquired_ms`,
+//!   `ttl_ms` and `renewed_ms`, expiring with the lease (`PEXPIRE`, milliseconds). Redis deletes
+//!   it at expiry, so an expired lease can never be renewed back to life.
+//! - `P` `token:` `R`: the fencing counter, `INCR`ed by every grant and never expiring.
+//! - `P` `released:` `R`: the pub/sub channel a release publishes on.
+//!
+//! # Scripts
+//!
+//! Acquire, renew, release and current are each one Lua script (`EVALSHA`, loaded on first use):
+//! one round trip, atomic on the server. Acquire grants only when the lease key is absent;
+//! renew extends and release deletes only when the stored `id` is the caller's, so nobody ever
+//! frees or extends someone else's lease. Each script first checks that the key is a lockrun
+//! lease (type, marker field, numeric fields, an expiry) and reports anything else as
+//! [`Error::Corrupt`] without touching it. Acquire is idempotent for its lease id: if the answer
+//! to a grant is lost and the same request is retried, it is granted again from that moment.
+//!
+//! # Clocks
+//!
+//! Expiry is the server's (`PEXPIRE`); `acquired_at` and `expires_at` come from the server's
+//! `TIME` inside the scripts, never from this host's clock. Waiters are woken by the release's
+//! pub/sub message, or at the holder's remaining `PTTL`, whichever comes first.
+//!
+//! # Safety caveats
+//!
+//! - One Redis node is a single point of truth. With replication, a failover can promote a
+//!   replica that never saw a grant, and a second holder can then be granted the same resource.
+//!   Treat a Redis lease as an *efficiency* lock unless the command checks the fencing token
+//!   (`LOCKRUN_FENCING_TOKEN`) at the resource it protects.
+//! - Fencing tokens are declared [`Fencing::Strict`]: they strictly increase as long as the server
+//!   keeps the counter. With persistence off (no RDB/AOF), a restart resets the counters and the
+//!   leases together, and tokens start again from 1.
+//! - Eviction: under `maxmemory` with any policy but `noeviction`, Redis may delete live lease
+//!   keys (they have an expiry, so `volatile-*` policies pick them too) and `allkeys-*` policies
+//!   may delete the counters. lockrun reads `maxmemory*` when it connects and warns.
+//! - Redis Cluster is not supported (the two keys of a resource may live on different shards).
+//!
+//! # Errors
+//!
+//! Connection refused, a timeout or a broken connection is [`Error::Unavailable`] (exit 69, worth
+//! retrying; the next call opens a new connection). A wrong or missing password (`WRONGPASS`,
+//! `NOAUTH`), `NOPERM`, an unknown database, a failed TLS handshake, a read-only replica or a
+//! cluster redirect is [`Error::Config`] (exit 78). `rediss://` against a server without TLS on
+//! that port gets no answer at all, so it is reported as unavailable after `connect_timeout`,
+//! with a hint to use `redis://`. A key holding anything but a lockrun lease (or a counter holding
+//! anything but a number) is [`Error::Corrupt`] (exit 65) and is left as it is.
+
+use std::fmt;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use ::redis::aio::{MultiplexedConnection, PubSub};
+use ::redis::{AsyncConnectionConfig, Client, ErrorKind, Script, Value};
+use async_trait::async_trait;
+use futures_util::StreamExt;
+
+use super::{
+    Acquire, AcquireRequest, Backend, BackendUrl, Capabilities, Error, Fencing, Renewal, Settings,
+    Watch,
+};
+use crate::lease::{Lease, LeaseId, Resource};
+
+mod errors;
+mod options;
+mod script;
+
+use errors::Conn;
+use script::{corrupt, millis, Reply, Scripts};
+
+/// Leases in one Redis node.
+pub struct Redis {
+    /// Holds the password: never printed.
+    client: Client,
+    /// The shared connection; `None` after a failure that made it suspect.
+    conn: Mutex<Option<MultiplexedConnection>>,
+    scripts: Scripts,
+    prefix: String,
+    /// The URL with secrets redacted.
+    url: String,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+}
+
+impl fmt::Debug for Redis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Redis")
+            .field("url", &self.url)
+            .field("prefix", &self.prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Redis {
+    /// Connects to the server named by `url`, so that a server that is down, a wrong password or
+    /// an unknown database is reported here, before any lease is attempted.
+    pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Redis, Error> {
+        let opts = options::options(url, settings, &|k| std::env::var(k).ok())?;
+        let client = Client::open(opts.info)
+            .map_err(|e| Error::Config(format!("bad redis URL '{}': {e}", opts.display)))?;
+        let redis = Redis {
+            client,
+            conn: Mutex::new(None),
+            scripts: Scripts::new(),
+            prefix: opts.prefix,
+            url: opts.display,
+            connect_timeout: opts.connect_timeout,
+            command_timeout: opts.command_timeout,
+        };
+        let conn = redis.connect().await?;
+        redis.check_eviction(conn).await?;
+        Ok(redis)
+    }
+
+    /// `{prefix}{kind}:{resource}`.
+    fn key(&self, kind: &str, resource: &Resource) -> String {
+        format!("{}{kind}:{}", self.prefix, resource.as_str())
+    }
+
+    /// Opens a new shared connection (authenticated, on the right database).
+    async fn connect(&self) -> Result<MultiplexedConnection, Error> {
+        let config = AsyncConnectionConfig::new();
+        let attempt = self
+            .client
+            .get_multiplexed_async_connection_with_config(&config);
+        let conn = match tokio::time::timeout(self.connect_timeout, attempt).await {
+            Err(_) => {
+                // A server without TLS on the port never answers a TLS handshake: say so.
+                let hint = if self.url.starts_with("rediss://") {
+                    " (if the server does not speak TLS on this port, use redis://)"
+                } else {
+                    ""
+                };
+                return Err(Error::Unavailable(format!(
+                    "cannot connect to redis at {}: no answer within {}{hint}",
+                    self.url,
+                    crate::duration::format(self.connect_timeout)
+                )));
+            }
+            Ok(Err(e)) => return Err(errors::map(&e, &self.url).0),
+            Ok(Ok(c)) => c,
+        };
+        if let Ok(mut slot) = self.conn.lock() {
+            *slot = Some(conn.clone());
+        }
+        Ok(conn)
+    }
+
+    /// The shared connection, reconnecting if the last one failed.
+    async fn conn(&self) -> Result<MultiplexedConnection, Error> {
+        let existing = self.conn.lock().ok().and_then(|c| c.clone());
+        match existing {
+            Some(c) => Ok(c),
+            None => self.connect().await,
+        }
+    }
+
+    fn forget_conn(&self) {
+        if let Ok(mut slot) = self.conn.lock() {
+            *slot = None;
+        }
+    }
+
+    /// Runs a script with the command timeout and decodes its reply.
+    async fn eval(&self, script: &Script, keys: &[&str], args: &[&str]) -> Result<Reply, Error> {
+        let mut conn = self.conn().await?;
+        let mut call = script.prepare_invoke();
+        for k in keys {
+            call.key(*k);
+        }
+        for a in args {
+            call.arg(*a);
+        }
+        let answer =
+            tokio::time::timeout(self.command_timeout, call.invoke_async::<Value>(&mut conn)).await;
+        match answer {
+            Err(_) => {
+                // A stalled or half-open connection: use a new one next time.
+                self.forget_conn();
+                Err(errors::timeout(&self.url, Some(self.command_timeout)))
+            }
+            Ok(Err(e)) => {
+                let (err, conn) = errors::map(&e, &self.url);
+                if conn == Conn::Drop {
+                    self.forget_conn();
+                }
+                Err(err)
+            }
+            Ok(Ok(value)) => Reply::decode(value),
+        }
+    }
+
+    /// Warns when the server may evict lease keys. Servers that hide `CONFIG` are not checked.
+    async fn check_eviction(&self, mut conn: MultiplexedConnection) -> Result<(), Error> {
+        let mut cmd = ::redis::cmd("CONFIG");
+        cmd.arg("GET").arg("maxmemory*");
+        let answer = tokio::time::timeout(
+            self.command_timeout,
+            cmd.query_async::<Vec<String>>(&mut conn),
+        )
+        .await;
+        let pairs = match answer {
+            Err(_) => {
+                self.forget_conn();
+                return Err(errors::timeout(&self.url, Some(self.command_timeout)));
+            }
+            Ok(Err(e)) if e.code() == Some("NOPERM") || e.kind() == ErrorKind::ResponseError => {
+                tracing::debug!(
+                    "cannot read the eviction policy of redis at {}: {e}",
+                    self.url
+                );
+                return Ok(());
+            }
+            Ok(Err(e)) => return Err(errors::map(&e, &self.url).0),
+            Ok(Ok(pairs)) => pairs,
+        };
+        let get = |name: &str| {
+            pairs
+                .chunks(2)
+                .find(|kv| kv[0] == name)
+                .and_then(|kv| kv.get(1).cloned())
+        };
+        let (limit, policy) = (get("maxmemory"), get("maxmemory-policy"));
+        if let (Some(limit), Some(policy)) = (limit, policy) {
+            if limit != "0" && policy != "noeviction" {
+                tracing::warn!(
+                    "redis at {} may evict keys (maxmemory {limit}, maxmemory-policy {policy}): \
+                     a live lease could vanish; set maxmemory-policy noeviction",
+                    self.url
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn unexpected(&self, op: &str, reply: &Reply) -> Error {
+        Error::Other(format!(
+            "unexpected answer from redis at {} to {op}: {reply:?}",
+            self.url
+        ))
+    }
+}
+
+#[async_trait]
+impl Backend for Redis {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            fencing: Fencing::Strict,
+            server_time: true,
+            watch: true,
+            may_evict: false,
+        }
+    }
+
+    async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Acquire, Error> {
+        let lease_key = self.key("lease", req.resource);
+        let counter = self.key("token", req.resource);
+        let ttl = millis(req.ttl).to_string();
+        let reply = self
+            .eval(
+                &self.scripts.acquire,
+                &[&lease_key, &counter],
+                &[req.id.as_str(), req.principal, &ttl],
+            )
+            .await?;
+        match reply {
+            Reply::Lease(status, rec) if status == "acquired" => {
+                Ok(Acquire::Acquired(rec.lease(req.resource, &lease_key)?))
+            }
+            Reply::Lease(status, rec) if status == "busy" => Ok(Acquire::Busy {
+                holder: Some(rec.lease(req.resource, &lease_key)?),
+                expires_in: Some(rec.expires_in()),
+            }),
+            Reply::Corrupt { key, reason } => Err(corrupt(&key, &reason, key == counter)),
+            other => Err(self.unexpected("acquire", &other)),
+        }
+    }
+
+    async fn renew(
+        &self,
+        resource: &Resource,
+        id: &LeaseId,
+        ttl: Duration,
+    ) -> Result<Renewal, Error> {
+        let lease_key = self.key("lease", resource);
+        let ttl = millis(ttl).to_string();
+        let reply = self
+            .eval(&self.scripts.renew, &[&lease_key], &[id.as_str(), &ttl])
+            .await?;
+        match reply {
+            Reply::Lease(status, rec) if status == "renewed" => {
+                Ok(Renewal::Renewed(rec.lease(resource, &lease_key)?))
+            }
+            Reply::Plain(status) if status == "lost" => Ok(Renewal::Lost),
+            Reply::Corrupt { key, reason } => Err(corrupt(&key, &reason, false)),
+            other => Err(self.unexpected("renew", &other)),
+        }
+    }
+
+    async fn release(&self, resource: &Resource, id: &LeaseId) -> Result<bool, Error> {
+        let lease_key = self.key("lease", resource);
+        let channel = self.key("released", resource);
+        let reply = self
+            .eval(
+                &self.scripts.release,
+                &[&lease_key],
+                &[id.as_str(), &channel],
+            )
+            .await?;
+        match reply {
+            Reply::Plain(status) if status == "released" => Ok(true),
+            Reply::Plain(status) if status == "not-held" => Ok(false),
+            Reply::Corrupt { key, reason } => Err(corrupt(&key, &reason, false)),
+            other => Err(self.unexpected("release", &other)),
+        }
+    }
+
+    async fn current(&self, resource: &Resource) -> Result<Option<Lease>, Error> {
+        let lease_key = self.key("lease", resource);
+        let reply = self.eval(&self.scripts.current, &[&lease_key], &[]).await?;
+        match reply {
+            Reply::Lease(status, rec) if status == "held" => {
+                Ok(Some(rec.lease(resource, &lease_key)?))
+            }
+            Reply::Plain(status) if status == "none" => Ok(None),
+            Reply::Corrupt { key, reason } => Err(corrupt(&key, &reason, false)),
+            other => Err(self.unexpected("current", &other)),
+        }
+    }
+
+    async fn watch(&self, resource: &Resource) -> Result<Option<Box<dyn Watch>>, Error> {
+        let channel = self.key("released", resource);
+        let mut pubsub = match tokio::time::timeout(
+            self.connect_timeout,
+            self.client.get_async_pubsub(),
+        )
+        .await
+        {
+            Err(_) => return Err(errors::timeout(&self.url, Some(self.connect_timeout))),
+            Ok(Err(e)) => return Err(errors::map(&e, &self.url).0),
+            Ok(Ok(p)) => p,
+        };
+        match tokio::time::timeout(self.command_timeout, pubsub.subscribe(&channel)).await {
+            Err(_) => Err(errors::timeout(&self.url, Some(self.command_timeout))),
+            Ok(Err(e)) => Err(errors::map(&e, &self.url).0),
+            Ok(Ok(())) => Ok(Some(Box::new(Released {
+                pubsub,
+                url: self.url.clone(),
+            }))),
+        }
+    }
+}
+
+/// A subscription to a resource's release channel, on a connection of its own.
+struct Released {
+    pubsub: PubSub,
+    url: String,
+}
+
+#[async_trait]
+impl Watch for Released {
+    async fn changed(&mut self) -> Result<(), Error> {
+        match self.pubsub.on_message().next().await {
+            Some(_) => Ok(()),
+            None => Err(Error::Unavailable(format!(
+                "the pub/sub connection to redis at {} closed",
+                self.url
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_server_that_is_down_is_unavailable_at_open() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let url = BackendUrl::parse(&format!("redis://:hunter2@127.0.0.1:{port}/0")).unwrap();
+        let err = Redis::open(&url, &Settings::default()).await.unwrap_err();
+        assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
+        assert!(err.to_string().contains("127.0.0.1"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_silent_server_times_out_at_open() {
+        // A listener that accepts (the kernel does) but never answers.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let url = BackendUrl::parse(&format!("redis://127.0.0.1:{port}/0")).unwrap();
+        let settings = Settings::new(
+            "test",
+            "connect_timeout = \"300ms\""
+                .parse::<toml::Table>()
+                .unwrap(),
+        );
+        let start = std::time::Instant::now();
+        let err = Redis::open(&url, &settings).await.unwrap_err();
+        assert!(matches!(err, Error::Unavailable(_)), "{err:?}");
+        assert!(err.to_string().contains("no answer within 300ms"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(3));
+        drop(listener);
+    }
+}

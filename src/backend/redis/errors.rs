@@ -1,0 +1,240 @@
+//! Redis client errors → [`Error`]: unreachable (retryable), misconfigured, or other.
+
+use std::time::Duration;
+
+use ::redis::{ErrorKind, RedisError};
+
+use crate::backend::Error;
+
+/// What a failed call means for the connection it used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Conn {
+    /// The connection may still be used.
+    Keep,
+    /// The connection is broken or suspect: open a new one for the next call.
+    Drop,
+}
+
+/// Maps a client error; `url` is the redacted URL for the message.
+pub(super) fn map(e: &RedisError, url: &str) -> (Error, Conn) {
+    let text = e.to_string();
+    let code = e.code().unwrap_or_default();
+    if text.starts_with("TLS error") {
+        let why = e.detail().unwrap_or("handshake failed");
+        return (
+            Error::Config(format!(
+                "TLS handshake with redis at {url} failed: {why} (does the server speak TLS \
+                 on this port? use redis:// for a plain server)"
+            )),
+            Conn::Drop,
+        );
+    }
+    if e.is_connection_refusal() {
+        return (
+            Error::Unavailable(format!("cannot connect to redis at {url}: {text}")),
+            Conn::Drop,
+        );
+    }
+    if e.is_timeout() {
+        return (timeout(url, None), Conn::Drop);
+    }
+    if e.is_io_error() {
+        let hint = if url.starts_with("redis://") && e.is_connection_dropped() {
+            " (if the server requires TLS, use rediss://)"
+        } else {
+            ""
+        };
+        return (
+            Error::Unavailable(format!("connection to redis at {url} failed: {text}{hint}")),
+            Conn::Drop,
+        );
+    }
+    if code == "NOAUTH" || text.contains("NOAUTH") {
+        return (
+            Error::Config(format!(
+                "redis authentication failed for {url}: the server requires a password \
+                 (give it in the URL, LOCKRUN_REDIS_PASSWORD or password_file)"
+            )),
+            Conn::Drop,
+        );
+    }
+    if e.kind() == ErrorKind::AuthenticationFailed || code == "WRONGPASS" {
+        return (
+            Error::Config(format!(
+                "redis authentication failed for {url}: the server rejected the username or password"
+            )),
+            Conn::Drop,
+        );
+    }
+    if code == "NOPERM" {
+        let why = e.detail().unwrap_or("permission denied");
+        return (
+            Error::Config(format!(
+                "redis user is not allowed to use lockrun's keys or commands on {url}: {why}"
+            )),
+            Conn::Keep,
+        );
+    }
+    if text.contains("refused to switch database") {
+        let why = e.detail().unwrap_or("");
+        return (
+            Error::Config(format!(
+                "redis at {url} has no such database: {why} (see 'databases' in redis.conf)"
+            )),
+            Conn::Drop,
+        );
+    }
+    match e.kind() {
+        ErrorKind::ReadOnly => (
+            Error::Config(format!(
+                "redis at {url} is a read-only replica; point lockrun at the primary"
+            )),
+            Conn::Keep,
+        ),
+        ErrorKind::Moved | ErrorKind::Ask | ErrorKind::CrossSlot => (
+            Error::Config(format!(
+                "redis at {url} is a cluster; lockrun needs a single Redis node"
+            )),
+            Conn::Keep,
+        ),
+        ErrorKind::BusyLoadingError
+        | ErrorKind::TryAgain
+        | ErrorKind::ClusterDown
+        | ErrorKind::MasterDown => (
+            Error::Unavailable(format!("redis at {url} cannot serve now: {text}")),
+            Conn::Keep,
+        ),
+        _ if matches!(code, "BUSY" | "OOM") => (
+            Error::Unavailable(format!("redis at {url} cannot serve now: {text}")),
+            Conn::Keep,
+        ),
+        _ => (Error::Other(format!("redis at {url}: {text}")), Conn::Keep),
+    }
+}
+
+/// The error for a call that got no answer in time.
+pub(super) fn timeout(url: &str, after: Option<Duration>) -> Error {
+    match after {
+        Some(d) => Error::Unavailable(format!(
+            "redis at {url} did not answer within {}",
+            crate::duration::format(d)
+        )),
+        None => Error::Unavailable(format!("redis at {url} did not answer in time")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const URL: &str = "redis://127.0.0.1:6379/0";
+
+    /// A server error as the client parses it from the wire.
+    fn server(line: &str) -> RedisError {
+        let wire = format!("-{line}\r\n");
+        match ::redis::parse_redis_value(wire.as_bytes())
+            .unwrap()
+            .extract_error()
+        {
+            Err(e) => e,
+            Ok(v) => panic!("not an error: {v:?}"),
+        }
+    }
+
+    fn io(kind: std::io::ErrorKind) -> RedisError {
+        std::io::Error::new(kind, "boom").into()
+    }
+
+    #[test]
+    fn unreachable_is_retryable() {
+        for e in [
+            io(std::io::ErrorKind::ConnectionRefused),
+            io(std::io::ErrorKind::TimedOut),
+            io(std::io::ErrorKind::ConnectionReset),
+            io(std::io::ErrorKind::UnexpectedEof),
+            server("LOADING Redis is loading the dataset in memory"),
+            server("BUSY Redis is busy running a script"),
+            server("MASTERDOWN Link with MASTER is down"),
+        ] {
+            let (err, _) = map(&e, URL);
+            assert!(err.is_retryable(), "{e}: {err:?}");
+        }
+        let (err, conn) = map(&io(std::io::ErrorKind::ConnectionReset), URL);
+        assert_eq!(conn, Conn::Drop);
+        assert!(err.to_string().contains("use rediss://"), "{err}");
+    }
+
+    #[test]
+    fn credentials_and_setup_are_config() {
+        let cases = [
+            (
+                server("NOAUTH Authentication required."),
+                "requires a password",
+            ),
+            (
+                server("WRONGPASS invalid username-password pair"),
+                "rejected",
+            ),
+            (
+                RedisError::from((
+                    ErrorKind::AuthenticationFailed,
+                    "Password authentication failed",
+                )),
+                "rejected",
+            ),
+            (
+                server("NOPERM this user has no permissions to run the 'evalsha' command"),
+                "not allowed",
+            ),
+            (
+                RedisError::from((
+                    ErrorKind::ResponseError,
+                    "Redis server refused to switch database",
+                    "ERR DB index is out of range".to_owned(),
+                )),
+                "no such database",
+            ),
+            (
+                RedisError::from((
+                    ErrorKind::ResponseError,
+                    "Redis server refused to switch database",
+                    "NOAUTH Authentication required.".to_owned(),
+                )),
+                "requires a password",
+            ),
+            (
+                RedisError::from((
+                    ErrorKind::IoError,
+                    "TLS error",
+                    "wrong version number".to_owned(),
+                )),
+                "TLS handshake",
+            ),
+            (
+                server("READONLY You can't write against a read only replica."),
+                "read-only replica",
+            ),
+            (server("MOVED 3999 127.0.0.1:6381"), "cluster"),
+        ];
+        for (e, needle) in cases {
+            let (err, _) = map(&e, URL);
+            assert!(matches!(err, Error::Config(_)), "{e}: {err:?}");
+            assert!(err.to_string().contains(needle), "{err}");
+            assert!(err.to_string().contains(URL), "{err}");
+        }
+    }
+
+    #[test]
+    fn script_errors_are_other() {
+        let (err, conn) = map(&server("ERR Error running script"), URL);
+        assert!(matches!(err, Error::Other(_)), "{err:?}");
+        assert_eq!(conn, Conn::Keep);
+    }
+
+    #[test]
+    fn timeouts_say_how_long() {
+        let e = timeout(URL, Some(Duration::from_secs(5)));
+        assert!(e.is_retryable());
+        assert!(e.to_string().contains("did not answer within 5s"), "{e}");
+    }
+}

@@ -1,0 +1,87 @@
+//! `lockrun run --events FD|-`: one JSON object per line for each state change, to a file
+//! descriptor the caller opened (`--events 3 3>>events.log`) or to stderr (`-`).
+//!
+//! Every object has `event`, `time` (RFC 3339 UTC) and `resource`; the rest depends on the event:
+//! `waiting` (holder), `acquired` (waited_ms, fencing_token, lease_id), `renewed`
+//! (round_trip_ms), `renewal_failed` (error), `lost`, `child_exited` (code or signal),
+//! `released` (released: whether the lease was still ours).
+
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{FromRawFd, RawFd};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use serde_json::{json, Map, Value};
+
+use super::Failure;
+use crate::lease::{rfc3339, Lease, Resource};
+
+/// Where events go. Cheap to clone; writes are whole lines.
+#[derive(Clone)]
+pub struct Events {
+    out: Arc<Mutex<Box<dyn Write + Send>>>,
+    resource: String,
+}
+
+impl Events {
+    /// Opens `-` (stderr) or a file descriptor number.
+    pub fn open(spec: &str, resource: &Resource) -> Result<Events, Failure> {
+        let out: Box<dyn Write + Send> = if spec == "-" {
+            Box::new(std::io::stderr())
+        } else {
+            let fd: RawFd = spec.parse().ok().filter(|fd| *fd >= 0).ok_or_else(|| {
+                Failure::usage(format!(
+                    "--events takes '-' or a file descriptor number, not '{spec}'"
+                ))
+            })?;
+            // The descriptor must be open, and the command must not inherit it.
+            // SAFETY: fcntl on an integer descriptor has no memory-safety preconditions.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+            if flags < 0 {
+                return Err(Failure::usage(format!(
+                    "--events {fd}: file descriptor {fd} is not open"
+                )));
+            }
+            // SAFETY: as above.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) };
+            // SAFETY: the caller handed this descriptor to lockrun for exactly this use.
+            Box::new(unsafe { File::from_raw_fd(fd) })
+        };
+        Ok(Events {
+            out: Arc::new(Mutex::new(out)),
+            resource: resource.to_string(),
+        })
+    }
+
+    /// Writes one event with extra fields.
+    pub fn emit(&self, event: &str, fields: Value) {
+        let mut obj = Map::new();
+        obj.insert("event".into(), event.into());
+        obj.insert("time".into(), rfc3339(SystemTime::now()).into());
+        obj.insert("resource".into(), self.resource.clone().into());
+        if let Value::Object(extra) = fields {
+            obj.extend(extra);
+        }
+        if let Ok(mut out) = self.out.lock() {
+            let _ = writeln!(out, "{}", Value::Object(obj));
+            let _ = out.flush();
+        }
+    }
+
+    pub fn holder(lease: Option<&Lease>) -> Value {
+        lease.map_or(Value::Null, |l| {
+            json!({
+                "principal": l.principal,
+                "acquired_at": rfc3339(l.acquired_at),
+                "expires_at": rfc3339(l.expires_at),
+                "fencing_token": l.fencing_token,
+            })
+        })
+    }
+}
+
+/// Checks an `--events` value early, so a bad one is a usage error before anything is acquired.
+pub fn open_opt(spec: Option<&str>, resource: &Resource) -> Result<Option<Events>, Failure> {
+    spec.map(|s| Events::open(s, resource)).transpose()
+}

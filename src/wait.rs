@@ -1,0 +1,338 @@
+//! The waiting policy, written once for every backend.
+//!
+//! [`acquire`] tries to take a lease and, while the resource is busy, sleeps until the earliest
+//! of: a change event from the backend's [`Watch`](crate::backend::Watch) (a release), the
+//! moment the holder's lease runs out (so a crashed holder is replaced exactly at its expiry, not
+//! at the next poll), a jittered poll as a fallback, and the caller's deadline.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::backend::{Acquire, AcquireRequest, Backend, Error, Watch};
+use crate::lease::Lease;
+
+/// How long to wait for a busy resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wait {
+    /// Until the lease is granted.
+    Forever,
+    /// At most this long; zero means a single attempt.
+    AtMost(Duration),
+}
+
+impl Wait {
+    /// Parses `forever` or a duration (`0` = try once).
+    pub fn parse(text: &str) -> Result<Wait, String> {
+        if text.trim().eq_ignore_ascii_case("forever") {
+            Ok(Wait::Forever)
+        } else {
+            crate::duration::parse(text)
+                .map(Wait::AtMost)
+                .map_err(|e| format!("{e} (a duration, 0 to try once, or 'forever')"))
+        }
+    }
+}
+
+/// A granted lease plus the facts the safety deadline is computed from.
+#[derive(Debug, Clone)]
+pub struct Granted {
+    pub lease: Lease,
+    /// When the request that was granted was sent: the lease is trusted from here, never from
+    /// when the answer arrived.
+    pub sent_at: Instant,
+    /// How long the caller waited in all.
+    pub waited: Duration,
+}
+
+/// The result of [`acquire`].
+#[derive(Debug, Clone)]
+pub enum Outcome {
+    Granted(Granted),
+    /// Still busy when the wait ran out.
+    Busy(Option<Lease>),
+}
+
+/// What happens while waiting, for progress reports.
+#[derive(Debug, Clone)]
+pub enum Event<'a> {
+    /// The resource is busy; `holder` is the current holder when it could be read.
+    Busy { holder: Option<&'a Lease> },
+    /// An attempt failed with an error that may go away; the wait goes on.
+    Retrying { error: &'a Error },
+}
+
+/// Poll intervals when the backend offers no watch.
+const POLL_MIN: Duration = Duration::from_millis(25);
+const POLL_MAX: Duration = Duration::from_secs(1);
+/// A safety net for lost notifications when the backend does offer a watch.
+const WATCH_SAFETY_POLL: Duration = Duration::from_secs(5);
+/// Wake a hair after the holder's expiry, so the attempt does not land just before it.
+const EXPIRY_SLACK: Duration = Duration::from_millis(2);
+
+/// Acquires a lease, waiting as `wait` says. The first attempt's errors are returned at once
+/// (a backend that is down at start is reported, not waited on); later retryable errors are
+/// retried with backoff until the deadline.
+pub async fn acquire(
+    backend: &dyn Backend,
+    req: &AcquireRequest<'_>,
+    wait: Wait,
+    on_event: &mut (dyn FnMut(Event<'_>) + Send),
+) -> Result<Outcome, Error> {
+    let start = Instant::now();
+    let deadline = match wait {
+        Wait::Forever => None,
+        Wait::AtMost(d) => Some(start + d),
+    };
+    let mut watch: Option<Box<dyn Watch>> = None;
+    let mut watch_tried = false;
+    let mut poll = POLL_MIN;
+    let mut attempts = 0u32;
+    let mut last_holder: Option<Lease> = None;
+    loop {
+        let sent_at = Instant::now();
+        let result = backend.try_acquire(req).await;
+        attempts += 1;
+        let wake = match result {
+            Ok(Acquire::Acquired(lease)) => {
+                return Ok(Outcome::Granted(Granted {
+                    lease,
+                    sent_at,
+                    waited: sent_at.duration_since(start),
+                }));
+            }
+            Ok(Acquire::Busy { holder, expires_in }) => {
+                if deadline.is_some_and(|d| Instant::now() >= d)
+                    || wait == Wait::AtMost(Duration::ZERO)
+                {
+                    return Ok(Outcome::Busy(holder));
+                }
+                if holder.as_ref().map(|h| &h.id) != last_holder.as_ref().map(|h| &h.id) {
+                    poll = POLL_MIN; // a new holder: start polling fast again
+                }
+                on_event(Event::Busy {
+                    holder: holder.as_ref(),
+                });
+                last_holder = holder;
+                if !watch_tried {
+                    // Subscribe now, then try once more at once, so a release that happened
+                    // between the attempt and the subscription is not missed.
+                    watch_tried = true;
+                    watch = match backend.watch(req.resource).await {
+                        Ok(w) => w,
+                        Err(e) => {
+                            tracing::debug!("watch unavailable, polling: {e}");
+                            None
+                        }
+                    };
+                    continue;
+                }
+                let mut wake = Instant::now()
+                    + if watch.is_some() {
+                        jitter(WATCH_SAFETY_POLL)
+                    } else {
+                        let p = jitter(poll);
+                        poll = (poll * 3 / 2).min(POLL_MAX);
+                        p
+                    };
+                if let Some(left) = expires_in {
+                    wake = wake.min(Instant::now() + left + EXPIRY_SLACK);
+                }
+                wake
+            }
+            Err(e) if e.is_retryable() && attempts > 1 => {
+                on_event(Event::Retrying { error: &e });
+                let p = jitter(poll);
+                poll = (poll * 2).min(POLL_MAX);
+                Instant::now() + p
+            }
+            Err(e) => return Err(e),
+        };
+        let wake = deadline.map_or(wake, |d| wake.min(d));
+        match watch.as_mut() {
+            Some(w) => {
+                tokio::select! {
+                    r = w.changed() => {
+                        if let Err(e) = r {
+                            tracing::debug!("watch failed, falling back to polling: {e}");
+                            watch = None;
+                        }
+                    }
+                    _ = tokio::time::sleep_until(wake) => {}
+                }
+            }
+            None => tokio::time::sleep_until(wake).await,
+        }
+    }
+}
+
+/// `d` scaled by a random factor in [0.75, 1.25), so waiters do not poll in lockstep.
+pub fn jitter(d: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let r = if getrandom::getrandom(&mut b).is_ok() {
+        u16::from_le_bytes(b)
+    } else {
+        32768
+    };
+    d.mul_f64(0.75 + 0.5 * f64::from(r) / 65536.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::{Capabilities, Fencing, Renewal};
+    use crate::lease::{LeaseId, Resource};
+    use async_trait::async_trait;
+    use std::sync::Mutex;
+    use std::time::SystemTime;
+
+    /// A scripted backend: answers try_acquire from a list.
+    struct Scripted {
+        answers: Mutex<Vec<Result<bool, Error>>>,
+        busy_for: Duration,
+        calls: Mutex<Vec<Instant>>,
+    }
+
+    fn lease(r: &Resource, id: &LeaseId) -> Lease {
+        Lease {
+            resource: r.clone(),
+            id: id.clone(),
+            principal: "p".into(),
+            fencing_token: Some(1),
+            acquired_at: SystemTime::now(),
+            expires_at: SystemTime::now(),
+            ttl: Duration::from_secs(1),
+        }
+    }
+
+    #[async_trait]
+    impl Backend for Scripted {
+        fn capabilities(&self) -> Capabilities {
+            Capabilities {
+                fencing: Fencing::Strict,
+                server_time: true,
+                watch: false,
+                may_evict: false,
+            }
+        }
+        async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Acquire, Error> {
+            self.calls.lock().unwrap().push(Instant::now());
+            let next = self.answers.lock().unwrap().remove(0);
+            match next {
+                Ok(true) => Ok(Acquire::Acquired(lease(req.resource, req.id))),
+                Ok(false) => Ok(Acquire::Busy {
+                    holder: Some(lease(req.resource, &LeaseId::generate())),
+                    expires_in: Some(self.busy_for),
+                }),
+                Err(e) => Err(e),
+            }
+        }
+        async fn renew(&self, _: &Resource, _: &LeaseId, _: Duration) -> Result<Renewal, Error> {
+            Ok(Renewal::Lost)
+        }
+        async fn release(&self, _: &Resource, _: &LeaseId) -> Result<bool, Error> {
+            Ok(false)
+        }
+        async fn current(&self, _: &Resource) -> Result<Option<Lease>, Error> {
+            Ok(None)
+        }
+    }
+
+    fn scripted(answers: Vec<Result<bool, Error>>, busy_for: Duration) -> Scripted {
+        Scripted {
+            answers: Mutex::new(answers),
+            busy_for,
+            calls: Mutex::new(vec![]),
+        }
+    }
+
+    async fn run(b: &Scripted, wait: Wait) -> Result<Outcome, Error> {
+        let r = Resource::new("r").unwrap();
+        let id = LeaseId::generate();
+        let req = AcquireRequest {
+            resource: &r,
+            id: &id,
+            principal: "me",
+            ttl: Duration::from_secs(5),
+        };
+        acquire(b, &req, wait, &mut |_| {}).await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_wait_tries_once() {
+        let b = scripted(vec![Ok(false)], Duration::from_secs(10));
+        assert!(matches!(
+            run(&b, Wait::AtMost(Duration::ZERO)).await,
+            Ok(Outcome::Busy(Some(_)))
+        ));
+        assert_eq!(b.calls.lock().unwrap().len(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wakes_at_holder_expiry() {
+        // Busy with 3s left, then granted: the retry lands right after the expiry, not at a
+        // poll interval (the first retry is immediate, to subscribe).
+        // The holder's lease ends in 5ms, sooner than the first poll (>= 18ms): the retry must
+        // land right after that expiry.
+        let b = scripted(
+            vec![Ok(false), Ok(false), Ok(true)],
+            Duration::from_millis(5),
+        );
+        let out = run(&b, Wait::Forever).await.unwrap();
+        let Outcome::Granted(g) = out else {
+            panic!("not granted")
+        };
+        let calls = b.calls.lock().unwrap();
+        let gap = calls[2] - calls[1];
+        assert!(gap >= Duration::from_millis(5), "{gap:?}");
+        assert!(gap <= Duration::from_millis(5) + EXPIRY_SLACK, "{gap:?}");
+        assert_eq!(g.waited, gap);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn gives_up_at_the_deadline() {
+        let b = scripted(vec![Ok(false); 1000], Duration::from_secs(3600));
+        let start = Instant::now();
+        let out = run(&b, Wait::AtMost(Duration::from_secs(2))).await.unwrap();
+        assert!(matches!(out, Outcome::Busy(_)));
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_millis(2100),
+            "{took:?}"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn first_error_is_returned_later_ones_retried() {
+        let down = || Err(Error::Unavailable("down".into()));
+        let b = scripted(vec![down()], Duration::ZERO);
+        assert!(matches!(
+            run(&b, Wait::Forever).await,
+            Err(Error::Unavailable(_))
+        ));
+        let b = scripted(
+            vec![Ok(false), down(), down(), Ok(true)],
+            Duration::from_millis(10),
+        );
+        assert!(matches!(
+            run(&b, Wait::Forever).await,
+            Ok(Outcome::Granted(_))
+        ));
+        let b = scripted(
+            vec![Ok(false), Err(Error::Config("bad".into()))],
+            Duration::ZERO,
+        );
+        assert!(matches!(
+            run(&b, Wait::Forever).await,
+            Err(Error::Config(_))
+        ));
+    }
+
+    #[test]
+    fn jitter_stays_in_range() {
+        for _ in 0..1000 {
+            let j = jitter(Duration::from_millis(1000));
+            assert!(j >= Duration::from_millis(750) && j < Duration::from_millis(1250));
+        }
+    }
+}

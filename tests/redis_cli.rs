@@ -1,0 +1,426 @@
+//! The real binary against a real redis-server: verbs, lost leases, waking waiters, a stalled
+//! server, and every bad input with its exit code and one-line message.
+#![cfg(feature = "redis")]
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::server::{self, Server};
+use common::*;
+
+fn url(port: u16) -> String {
+    format!("redis://127.0.0.1:{port}/0")
+}
+
+/// `lockrun -b URL args...` in `env`.
+fn lockrun(env: &Env, url: &str, args: &[&str]) -> Output {
+    env.cmd()
+        .args(["-b", url])
+        .args(args)
+        .output()
+        .expect("spawn lockrun")
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// A resource name unique to this test.
+fn resource(what: &str) -> String {
+    format!("{}/{what}", server::prefix())
+}
+
+#[test]
+fn verbs_round_trip() {
+    let s = server::redis();
+    let (env, u, res) = (Env::new(), url(s.port), resource("verbs"));
+    let o = lockrun(
+        &env,
+        &u,
+        &["-p", "tester@here", "acquire", "--ttl", "1h", &res],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let id = stdout(&o).trim().to_owned();
+    assert_eq!(id.len(), 32);
+
+    let o = lockrun(&env, &u, &["current", "-f", "json", &res]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(json["lease_id"], id.as_str());
+    assert_eq!(json["principal"], "tester@here");
+    assert!(json["fencing_token"].as_u64().unwrap() >= 1);
+    assert_eq!(json["ttl_seconds"], 3600.0);
+
+    // Someone else is refused, with the holder named.
+    let o = lockrun(&env, &u, &["acquire", "-n", &res]);
+    assert_fails(&o, 75, "held by tester@here");
+
+    let o = lockrun(&env, &u, &["is-held", &res, &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let pttl: i64 = redis_cli(s.port, &["PTTL", &format!("lockrun:lease:{res}")])
+        .parse()
+        .unwrap();
+    assert!(pttl > 3_500_000, "server-side expiry in ms: {pttl}");
+
+    let o = lockrun(&env, &u, &["renew", "--ttl", "2h", "--json", &res, &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(json["lease_id"], id.as_str());
+    assert_eq!(json["ttl_seconds"], 7200.0);
+    let pttl: i64 = redis_cli(s.port, &["PTTL", &format!("lockrun:lease:{res}")])
+        .parse()
+        .unwrap();
+    assert!(pttl > 7_100_000, "renewed on the server: {pttl}");
+
+    let wrong = "0123456789abcdef0123456789abcdef";
+    assert_fails(
+        &lockrun(&env, &u, &["release", &res, wrong]),
+        1,
+        "does not hold",
+    );
+    let o = lockrun(&env, &u, &["release", &res, &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_fails(&lockrun(&env, &u, &["current", &res]), 1, "is not held");
+    assert_fails(
+        &lockrun(&env, &u, &["is-held", &res, &id]),
+        1,
+        "does not hold",
+    );
+    assert_fails(
+        &lockrun(&env, &u, &["renew", &res, &id]),
+        1,
+        "does not hold",
+    );
+    assert_eq!(
+        redis_cli(s.port, &["EXISTS", &format!("lockrun:lease:{res}")]),
+        "0"
+    );
+}
+
+#[test]
+fn run_gets_increasing_fencing_tokens() {
+    let s = server::redis();
+    let (env, u, res) = (Env::new(), url(s.port), resource("tokens"));
+    let echo = [
+        "--",
+        "sh",
+        "-c",
+        "echo $LOCKRUN_FENCING_TOKEN $LOCKRUN_BACKEND",
+    ];
+    let run = |env: &Env| {
+        let o = lockrun(env, &u, &[&["run", &res][..], &echo[..]].concat());
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let out = stdout(&o);
+        let mut parts = out.split_whitespace();
+        let token: u64 = parts.next().unwrap().parse().unwrap();
+        assert_eq!(parts.next(), Some(u.as_str()));
+        token
+    };
+    let (a, b) = (run(&env), run(&env));
+    assert!(b > a, "{a} then {b}");
+    // Released after each run.
+    assert_eq!(
+        redis_cli(s.port, &["EXISTS", &format!("lockrun:lease:{res}")]),
+        "0"
+    );
+}
+
+/// Starts `lockrun run` whose command writes its pid and lease id, then sleeps.
+fn start_holder(env: &Env, url: &str, res: &str, ttl: &str) -> (std::process::Child, i32, String) {
+    let info = env.file("holder");
+    let script = format!(
+        "echo \"$$ $LOCKRUN_LEASE_ID\" > {}.tmp; mv {0}.tmp {0}; exec sleep 60",
+        info.display()
+    );
+    let child = env
+        .cmd()
+        .args([
+            "-q", "-b", url, "run", "--ttl", ttl, res, "--", "sh", "-c", &script,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    assert!(
+        eventually(Duration::from_secs(10), || info.exists()),
+        "the command did not start"
+    );
+    let text = std::fs::read_to_string(&info).unwrap();
+    let mut parts = text.split_whitespace();
+    let pid = parts.next().unwrap().parse().unwrap();
+    let id = parts.next().unwrap().to_owned();
+    (child, pid, id)
+}
+
+#[test]
+fn a_run_whose_lease_is_deleted_stops_with_124() {
+    let s = server::redis();
+    let (env, u, res) = (Env::new(), url(s.port), resource("deleted"));
+    let (child, pid, _) = start_holder(&env, &u, &res, "3s");
+    assert_eq!(
+        redis_cli(s.port, &["DEL", &format!("lockrun:lease:{res}")]),
+        "1"
+    );
+    let o = child.wait_with_output().unwrap();
+    assert_fails(&o, 124, "lost the lease");
+    assert!(!alive(pid), "the command was stopped");
+}
+
+#[test]
+fn a_run_whose_lease_is_released_by_another_process_stops_with_124() {
+    let s = server::redis();
+    let (env, u, res) = (Env::new(), url(s.port), resource("released"));
+    let (child, pid, id) = start_holder(&env, &u, &res, "3s");
+    let o = lockrun(&env, &u, &["release", &res, &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = child.wait_with_output().unwrap();
+    assert_fails(&o, 124, "lost the lease");
+    assert!(!alive(pid));
+}
+
+#[test]
+fn a_waiter_is_woken_by_the_release() {
+    let s = server::redis();
+    let (env, u, res) = (Env::new(), url(s.port), resource("wake"));
+    let o = lockrun(&env, &u, &["acquire", "--ttl", "1h", &res]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let id = stdout(&o).trim().to_owned();
+    let mut waiter = env
+        .cmd()
+        .args(["-q", "-b", &u, "run", &res, "--", "true"])
+        .spawn()
+        .expect("spawn");
+    // Let it find the resource busy and subscribe.
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(waiter.try_wait().unwrap().is_none(), "the waiter waits");
+    let released = Instant::now();
+    let o = lockrun(&env, &u, &["release", &res, &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(eventually(Duration::from_secs(10), || waiter
+        .try_wait()
+        .unwrap()
+        .is_some()));
+    let took = released.elapsed();
+    assert_eq!(waiter.wait().unwrap().code(), Some(0));
+    eprintln!("waiter finished {took:?} after the release (includes its run of `true`)");
+    // The fallback poll with a watch is 5 s (jittered down to 3.75 s) and the holder's lease
+    // had an hour left: only the release message can explain a wake-up this soon.
+    assert!(took < Duration::from_millis(2500), "woken after {took:?}");
+}
+
+#[test]
+fn a_stalled_server_stops_the_command_before_the_lease_could_expire() {
+    let s: Server = server::start_redis(&[]);
+    let (env, u, res) = (Env::new(), url(s.port), resource("paused"));
+    let (child, pid, _) = start_holder(&env, &u, &res, "3s");
+    // Let one renewal succeed, then stop the server.
+    std::thread::sleep(Duration::from_millis(1200));
+    s.pause();
+    let paused = Instant::now();
+    let stopped = eventually(Duration::from_secs(10), || !alive(pid));
+    let took = paused.elapsed();
+    assert!(stopped, "the command still runs");
+    eprintln!("command stopped {took:?} after the server was paused (TTL 3s)");
+    // The last renewal was sent before the pause, so the key lives at least 3 s after it.
+    assert!(
+        took < Duration::from_secs(3),
+        "stopped {took:?} after the pause"
+    );
+    let o = child.wait_with_output().unwrap();
+    let total = paused.elapsed();
+    s.resume();
+    eprintln!("lockrun exited {total:?} after the pause");
+    assert_fails(&o, 124, "could not renew the lease");
+    // The final release gets the connect/command timeout (5 s), not forever.
+    assert!(
+        total < Duration::from_secs(15),
+        "lockrun exited {total:?} after the pause"
+    );
+}
+
+#[test]
+fn server_down_is_unavailable() {
+    let (env, port) = (Env::new(), server::free_port());
+    let u = format!("redis://:hunter2@127.0.0.1:{port}/0");
+    for args in [
+        &["acquire", "res"][..],
+        &["current", "res"],
+        &["res", "--", "true"],
+    ] {
+        let o = lockrun(&env, &u, args);
+        assert_fails(
+            &o,
+            69,
+            &format!("cannot connect to redis at redis://:***@127.0.0.1:{port}/0"),
+        );
+        assert!(!stderr(&o).contains("hunter2"));
+    }
+}
+
+#[test]
+fn passwords() {
+    let s = server::start_redis(&["requirepass s3cret-pw"]);
+    let env = Env::new();
+    let wrong = format!("redis://:hunter2-wrong@127.0.0.1:{}/0", s.port);
+    let o = lockrun(&env, &wrong, &["current", "res"]);
+    assert_fails(
+        &o,
+        78,
+        "redis authentication failed for redis://:***@127.0.0.1",
+    );
+    assert!(!stderr(&o).contains("hunter2"), "{}", stderr(&o));
+    let o = lockrun(&env, &url(s.port), &["current", "res"]);
+    assert_fails(&o, 78, "the server requires a password");
+
+    // The right password in the URL, in the environment, in a password file.
+    let right = format!("redis://:s3cret-pw@127.0.0.1:{}/0", s.port);
+    assert_fails(
+        &lockrun(&env, &right, &["current", "res"]),
+        1,
+        "is not held",
+    );
+    let o = env
+        .cmd()
+        .args(["-b", &url(s.port), "current", "res"])
+        .env("LOCKRUN_REDIS_PASSWORD", "s3cret-pw")
+        .output()
+        .unwrap();
+    assert_fails(&o, 1, "is not held");
+    let pw = env.file("redis.pw");
+    std::fs::write(&pw, "s3cret-pw\n").unwrap();
+    let config = env.file("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backend.shared]\nurl = \"{}\"\npassword_file = \"{}\"\n",
+            url(s.port),
+            pw.display()
+        ),
+    )
+    .unwrap();
+    let c = config.to_str().unwrap();
+    let o = env
+        .cmd()
+        .args(["-c", c, "-b", "shared", "acquire", "res"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // A wrong password in the environment is still wrong, and never shown.
+    let o = env
+        .cmd()
+        .args(["-b", &url(s.port), "current", "res"])
+        .env("LOCKRUN_REDIS_PASSWORD", "hunter2-env")
+        .output()
+        .unwrap();
+    assert_fails(&o, 78, "authentication failed");
+    assert!(!stderr(&o).contains("hunter2"));
+}
+
+#[test]
+fn bad_urls_and_settings_are_config_errors() {
+    let s = server::redis();
+    let env = Env::new();
+    let p = s.port;
+    let cases: Vec<(String, &str)> = vec![
+        (format!("redis://127.0.0.1:{p}/99"), "has no such database"),
+        (
+            format!("redis://127.0.0.1:{p}/zero"),
+            "database must be a number",
+        ),
+        (
+            format!("redis://127.0.0.1:{p}/0?timeout=1"),
+            "unexpected parameters",
+        ),
+        ("redis:///0".to_owned(), "no host"),
+        (
+            "redis+unix:///nonexistent/redis.sock?tls=1".to_owned(),
+            "unknown parameter",
+        ),
+    ];
+    for (u, needle) in cases {
+        assert_fails(&lockrun(&env, &u, &["current", "res"]), 78, needle);
+    }
+    let config = env.file("config.toml");
+    std::fs::write(
+        &config,
+        format!("[backend.r]\nurl = \"{}\"\npasword_file = \"/x\"\n", url(p)),
+    )
+    .unwrap();
+    let o = env
+        .cmd()
+        .args(["-c", config.to_str().unwrap(), "-b", "r", "current", "res"])
+        .output()
+        .unwrap();
+    assert_fails(&o, 78, "unknown key 'pasword_file'");
+    // A socket that does not exist is a server that is not there.
+    let o = lockrun(
+        &env,
+        "redis+unix:///nonexistent/redis.sock",
+        &["current", "res"],
+    );
+    assert_fails(
+        &o,
+        69,
+        "cannot connect to redis at redis+unix:///nonexistent/redis.sock",
+    );
+}
+
+/// `rediss://` against a plain server: the server never answers the TLS handshake, so this is
+/// reported as unavailable (69) after the connect timeout, with a hint to use redis://.
+#[test]
+fn tls_against_a_plain_server() {
+    let s = server::redis();
+    let env = Env::new();
+    let config = env.file("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backend.tls]\nurl = \"rediss://127.0.0.1:{}/0\"\nconnect_timeout = \"500ms\"\n",
+            s.port
+        ),
+    )
+    .unwrap();
+    let o = env
+        .cmd()
+        .args([
+            "-c",
+            config.to_str().unwrap(),
+            "-b",
+            "tls",
+            "current",
+            "res",
+        ])
+        .output()
+        .unwrap();
+    assert_fails(
+        &o,
+        69,
+        "if the server does not speak TLS on this port, use redis://",
+    );
+}
+
+#[test]
+fn a_foreign_value_under_the_key_is_corrupt_and_left_alone() {
+    let s = server::redis();
+    let (env, u, res) = (Env::new(), url(s.port), resource("foreign"));
+    let key = format!("lockrun:lease:{res}");
+    assert_eq!(redis_cli(s.port, &["SET", &key, "hello"]), "OK");
+    let needle = format!("redis key '{key}' holds a value that is not a lockrun lease");
+    for args in [
+        &["acquire", "-n", &res][..],
+        &["current", &res],
+        &["renew", &res, "0123456789abcdef0123456789abcdef"],
+        &["run", &res, "--", "true"],
+    ] {
+        assert_fails(&lockrun(&env, &u, args), 65, &needle);
+    }
+    assert_eq!(redis_cli(s.port, &["GET", &key]), "hello");
+    assert_eq!(redis_cli(s.port, &["TTL", &key]), "-1");
+}
