@@ -255,3 +255,41 @@ async fn a_wrong_password_never_shows() {
     assert!(matches!(err, Error::Config(_)), "{err:?}");
     assert!(!format!("{err} {err:?}").contains("hunter2"), "{err:?}");
 }
+
+#[tokio::test]
+async fn first_use_creates_schema_and_table_once_under_contention() {
+    let s = server::postgres();
+    let schema = format!("s_{}", server::prefix());
+    let (url, settings, table) = target(s, &format!("schema = \"{schema}\""));
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let (url, settings) = (url.clone(), settings.clone());
+            tokio::spawn(async move {
+                let b = Postgres::open(&url, &settings).await.expect("open");
+                let res = Resource::new(format!("first-use-{i}")).unwrap();
+                let id = LeaseId::generate();
+                let req = AcquireRequest {
+                    resource: &res,
+                    id: &id,
+                    principal: "tester",
+                    ttl: Duration::from_secs(60),
+                };
+                b.try_acquire(&req).await
+            })
+        })
+        .collect();
+    for t in futures_util::future::join_all(tasks).await {
+        let out = t.expect("task");
+        assert!(matches!(out, Ok(Acquire::Acquired(_))), "{out:?}");
+    }
+    let n = superuser(s)
+        .await
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".\"{table}\""),
+            &[],
+        )
+        .await
+        .expect("count")
+        .get::<_, i64>(0);
+    assert_eq!(n, 8);
+}

@@ -78,6 +78,13 @@ impl Pg {
     }
 }
 
+/// Asserts the exit code, showing stderr when it differs.
+#[track_caller]
+fn exits(o: &Output, code: i32) {
+    assert_eq!(o.status.code(), Some(code), "stderr: {}", stderr(o));
+}
+
+#[track_caller]
 fn ok(o: &Output) -> String {
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
     stdout(o).trim().to_owned()
@@ -137,7 +144,7 @@ fn verbs_round_trip() {
         assert!(rows.contains(needle), "{needle:?} in {rows}");
     }
     let o = pg.run(&["acquire", "-n", &res]);
-    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    exits(&o, 75);
     assert!(stderr(&o).contains("alice@db1"), "{}", stderr(&o));
 
     ok(&pg.run(&["renew", "--ttl", "30m", &res, &id]));
@@ -148,19 +155,13 @@ fn verbs_round_trip() {
     ));
     assert_eq!(left, "30");
     ok(&pg.run(&["is-held", &res, &id]));
-    assert_eq!(
-        pg.run(&["is-held", &res, "0123456789abcdef"]).status.code(),
-        Some(1)
-    );
-    assert_eq!(
-        pg.run(&["release", &res, "0123456789abcdef"]).status.code(),
-        Some(1)
-    );
+    exits(&pg.run(&["is-held", &res, "0123456789abcdef"]), 1);
+    exits(&pg.run(&["release", &res, "0123456789abcdef"]), 1);
     ok(&pg.run(&["release", &res, &id]));
-    assert_eq!(pg.run(&["is-held", &res, &id]).status.code(), Some(1));
-    assert_eq!(pg.run(&["current", &res]).status.code(), Some(1));
-    assert_eq!(pg.run(&["release", &res, &id]).status.code(), Some(1));
-    assert_eq!(pg.run(&["renew", &res, &id]).status.code(), Some(1));
+    exits(&pg.run(&["is-held", &res, &id]), 1);
+    exits(&pg.run(&["current", &res]), 1);
+    exits(&pg.run(&["release", &res, &id]), 1);
+    exits(&pg.run(&["renew", &res, &id]), 1);
 
     // The row stays, so the next grant gets the next token.
     let json: serde_json::Value =
@@ -211,7 +212,7 @@ fn a_waiter_wakes_on_release() {
     let released = Instant::now();
     let out = waiter.wait_with_output().expect("wait");
     let woke = released.elapsed();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    exits(&out, 0);
     // Without the notification it would wait for the safety poll (>= 3.75 s) or the 1h expiry.
     assert!(woke < Duration::from_millis(3500), "woke after {woke:?}");
     assert_ne!(stdout(&out).trim(), id);
@@ -260,14 +261,14 @@ fn password_from_the_environment_or_a_file() {
         .env("PGPASSWORD", PG_PASSWORD)
         .output()
         .expect("spawn");
-    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    exits(&o, 1);
     let file = pg.env.file("pgpw");
     std::fs::write(&file, format!("{PG_PASSWORD}\n")).expect("pw file");
     pg.config(
         &format!("postgres://postgres@127.0.0.1:{}/postgres", s.port),
         &format!("table = \"{}\"\npassword_file = {:?}", pg.table, file),
     );
-    assert_eq!(pg.run(&["current", "x"]).status.code(), Some(1));
+    exits(&pg.run(&["current", "x"]), 1);
 }
 
 #[test]
@@ -314,7 +315,7 @@ fn tls_required_but_not_offered() {
         ),
         &format!("table = \"{}\"", pg.table),
     );
-    assert_eq!(pg.run(&["current", "x"]).status.code(), Some(1));
+    exits(&pg.run(&["current", "x"]), 1);
 }
 
 #[test]
@@ -423,7 +424,7 @@ fn a_paused_server_is_unavailable_after_the_connect_timeout() {
         &server::postgres_url(&s),
         &format!("table = \"{}\"\nconnect_timeout = \"1s\"", pg.table),
     );
-    assert_eq!(pg.run(&["current", "x"]).status.code(), Some(1));
+    exits(&pg.run(&["current", "x"]), 1);
     s.pause();
     let start = Instant::now();
     let o = pg.run(&["current", "x"]);

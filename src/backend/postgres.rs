@@ -106,10 +106,10 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use postgres_native_tls::TlsStream;
-use tokio::sync::{mpsc, Mutex};
+use tokio::sync::Mutex;
 use tokio::task::AbortHandle;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{AsyncMessage, Client, Connection, Row, Socket};
+use tokio_postgres::{Client, Connection, Row, Socket};
 
 use super::{
     Acquire, AcquireRequest, Backend, BackendUrl, Capabilities, Error, Fencing, Renewal, Settings,
@@ -119,7 +119,9 @@ use crate::lease::{escape, Lease, LeaseId, Resource};
 
 mod errors;
 mod options;
+mod setup;
 mod sql;
+mod watch;
 
 pub use options::{identifier, DEFAULT_TABLE, KEYS};
 
@@ -336,78 +338,6 @@ impl Postgres {
             ))
         })
     }
-
-    /// Creates the schema (when configured and missing), the table and the index.
-    async fn create(&self) -> Result<String, Failed> {
-        let client = self.client().await.map_err(Failed::Mapped)?;
-        let mut ddl = String::new();
-        if let Some(schema) = &self.opts.table.schema {
-            let exists = self
-                .query(
-                    "SELECT 1 FROM pg_namespace WHERE nspname = $1",
-                    &[(schema, Type::TEXT)],
-                )
-                .await?;
-            if exists.is_empty() {
-                ddl.push_str(&sql::create_schema(schema));
-                ddl.push_str(";\n");
-            }
-        }
-        ddl.push_str(&self.sql.create);
-        let run = client.batch_execute(&ddl);
-        match tokio::time::timeout(self.opts.statement_timeout, run).await {
-            Ok(Ok(())) => {}
-            // Someone else created it at the same moment.
-            Ok(Err(e)) if sqlstate(&e).is_some_and(|c| errors::ALREADY_EXISTS.contains(&c)) => {}
-            Ok(Err(e)) => return Err(Failed::Pg(e)),
-            Err(_) => {
-                self.discard(&client).await;
-                return Err(Failed::Mapped(Error::Unavailable(format!(
-                    "PostgreSQL at {}: creating table {} took longer than {}",
-                    self.opts.endpoint,
-                    self.table(),
-                    crate::duration::format(self.opts.statement_timeout)
-                ))));
-            }
-        }
-        Ok(format!(
-            "created table {} and its expires_at index",
-            self.table()
-        ))
-    }
-
-    /// Checks an existing table's columns against [`sql::EXPECTED`].
-    async fn check_columns(&self, name: &str) -> Result<(), Error> {
-        let rows = self
-            .query(&self.sql.columns, &[(&name, Type::TEXT)])
-            .await
-            .map_err(|f| self.map_failed(f))?;
-        let mut have = Vec::new();
-        for r in &rows {
-            let col: String = r.try_get(0).map_err(|e| self.map(&e))?;
-            let ty: String = r.try_get(1).map_err(|e| self.map(&e))?;
-            have.push((col, ty));
-        }
-        for (col, ty) in sql::EXPECTED {
-            match have.iter().find(|(c, _)| c == col) {
-                Some((_, t)) if t == ty => {}
-                Some((_, t)) => {
-                    return Err(self.shape_error(&format!("column {col} is {t}, not {ty}")))
-                }
-                None => return Err(self.shape_error(&format!("it has no column {col}"))),
-            }
-        }
-        Ok(())
-    }
-
-    fn shape_error(&self, why: &str) -> Error {
-        Error::Config(format!(
-            "table {} in PostgreSQL at {} is not a lockrun lease table ({why}); \
-             configure another 'table' and run 'lockrun init'",
-            self.table(),
-            self.opts.endpoint
-        ))
-    }
 }
 
 fn ttl_ms(ttl: Duration) -> i64 {
@@ -501,94 +431,14 @@ impl Backend for Postgres {
     }
 
     async fn init(&self) -> Result<Option<String>, Error> {
-        let name = self.opts.table.sql();
-        let rows = self
-            .query(&self.sql.inspect, &[(&name, Type::TEXT)])
-            .await
-            .map_err(|f| self.map_failed(f))?;
-        let (exists, indexed) = match rows.first() {
-            Some(r) => (
-                r.try_get::<_, bool>(0).map_err(|e| self.map(&e))?,
-                r.try_get::<_, bool>(1).map_err(|e| self.map(&e))?,
-            ),
-            None => (false, false),
-        };
-        if exists {
-            self.check_columns(&name).await?;
-            if indexed {
-                return Ok(Some(format!(
-                    "table {} is already set up; nothing to do",
-                    self.table()
-                )));
-            }
-        }
-        self.create().await.map(Some).map_err(|f| match f {
-            Failed::Pg(e) if sqlstate(&e) == Some("42501") => Error::Config(format!(
-                "role '{}' may not create table {} in PostgreSQL at {}: {}; \
-                     run 'lockrun init' as a role with CREATE rights on the schema",
-                self.opts.user,
-                self.table(),
-                self.opts.endpoint,
-                e.as_db_error()
-                    .map(|d| d.message())
-                    .unwrap_or("permission denied")
-            )),
-            other => self.map_failed(other),
-        })
+        self.set_up().await.map(Some)
     }
 
     async fn watch(&self, resource: &Resource) -> Result<Option<Box<dyn Watch>>, Error> {
         if !self.opts.listen {
             return Ok(None);
         }
-        let (client, mut connection) = self.connect().await?;
-        let (tx, rx) = mpsc::unbounded_channel();
-        let want = resource.as_str().to_owned();
-        let endpoint = self.opts.endpoint.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let msg = std::future::poll_fn(|cx| connection.poll_message(cx)).await;
-                let sent = match msg {
-                    Some(Ok(AsyncMessage::Notification(n))) if n.payload() == want => {
-                        tx.send(Ok(()))
-                    }
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => {
-                        let _ = tx.send(Err(classify(&e, &endpoint)));
-                        break;
-                    }
-                    None => {
-                        let _ = tx.send(Err(Error::Unavailable(format!(
-                            "PostgreSQL at {endpoint}: the LISTEN connection closed"
-                        ))));
-                        break;
-                    }
-                };
-                if sent.is_err() {
-                    break;
-                }
-            }
-        });
-        let listen = format!("LISTEN {}", options::quote(&self.channel));
-        let watch = PgWatch {
-            rx,
-            client,
-            task: task.abort_handle(),
-        };
-        match tokio::time::timeout(
-            self.opts.statement_timeout,
-            watch.client.batch_execute(&listen),
-        )
-        .await
-        {
-            Ok(Ok(())) => Ok(Some(Box::new(watch))),
-            Ok(Err(e)) => Err(self.map(&e)),
-            Err(_) => Err(Error::Unavailable(format!(
-                "PostgreSQL at {}: LISTEN took longer than {}",
-                self.opts.endpoint,
-                crate::duration::format(self.opts.statement_timeout)
-            ))),
-        }
+        watch::listen(self, resource).await.map(Some)
     }
 }
 
@@ -618,32 +468,5 @@ impl Postgres {
             holder: None,
             expires_in: Some(Duration::ZERO),
         }
-    }
-}
-
-/// A LISTEN connection filtered to one resource.
-struct PgWatch {
-    rx: mpsc::UnboundedReceiver<Result<(), Error>>,
-    client: Client,
-    task: AbortHandle,
-}
-
-impl Drop for PgWatch {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-#[async_trait]
-impl Watch for PgWatch {
-    async fn changed(&mut self) -> Result<(), Error> {
-        let first = self
-            .rx
-            .recv()
-            .await
-            .unwrap_or_else(|| Err(Error::Unavailable("the LISTEN connection ended".into())));
-        // Several releases since the last call are one change.
-        while let Ok(Ok(())) = self.rx.try_recv() {}
-        first
     }
 }
