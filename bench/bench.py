@@ -7,11 +7,16 @@ Prints, for each backend asked for:
     median handoff (one holder's command ending to the next holder's command starting);
   - the resident memory of a `lockrun run` holding a lease while its child sleeps.
 
-Usage: bench/bench.py [--runs N] [--backend URL ...] [--binary PATH]
-Servers for network backends are started by tests/harness (see --help of that) or given by URL.
+Usage: bench/bench.py [--runs N] [--servers redis,postgres] [--backend URL ...] [--binary PATH]
+--servers starts the named servers itself, on free loopback ports in temporary directories, and
+stops them at the end; --backend adds any URL you already have.
 """
 import argparse
+import glob
 import os
+import pwd
+import signal
+import socket
 import shutil
 import statistics
 import subprocess
@@ -75,6 +80,73 @@ def rss_kib(cmd, env):
     return -1
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, what, limit=30):
+    end = time.time() + limit
+    while time.time() < end:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"{what} did not start on port {port}")
+
+
+def start_redis(tmp, procs):
+    port = free_port()
+    d = os.path.join(tmp, "redis")
+    os.mkdir(d)
+    procs.append(subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                                   "--appendonly", "no", "--dir", d], stdout=subprocess.DEVNULL))
+    wait_port(port, "redis-server")
+    return f"redis://127.0.0.1:{port}/0"
+
+
+def start_postgres(tmp, procs):
+    bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
+    d = os.path.join(tmp, "pg")
+    os.mkdir(d)
+    demote = None
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        os.chmod(tmp, 0o755)
+        os.chown(d, nobody.pw_uid, nobody.pw_gid)
+
+        def demote():
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+    subprocess.run([f"{bindir}/initdb", "-D", f"{d}/data", "-U", "postgres", "--auth=trust"],
+                   check=True, stdout=subprocess.DEVNULL, preexec_fn=demote, env={**os.environ, "LC_ALL": "C"})
+    port = free_port()
+    procs.append(subprocess.Popen([f"{bindir}/postgres", "-D", f"{d}/data", "-h", "127.0.0.1", "-p", str(port),
+                                   "-k", d, "-c", "fsync=off", "-c", "synchronous_commit=off"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=demote))
+    wait_port(port, "postgres")
+    time.sleep(0.5)
+    return f"postgres://postgres@127.0.0.1:{port}/postgres"
+
+
+def start_etcd(tmp, procs):
+    client, peer = free_port(), free_port()
+    d = os.path.join(tmp, "etcd")
+    procs.append(subprocess.Popen(["etcd", "--data-dir", d, "--listen-client-urls", f"http://127.0.0.1:{client}",
+                                   "--advertise-client-urls", f"http://127.0.0.1:{client}",
+                                   "--listen-peer-urls", f"http://127.0.0.1:{peer}",
+                                   "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+                                   "--initial-cluster", f"default=http://127.0.0.1:{peer}"],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    wait_port(client, "etcd")
+    return f"etcd://127.0.0.1:{client}"
+
+
+SERVERS = {"redis": start_redis, "postgres": start_postgres, "etcd": start_etcd}
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runs", type=int, default=200, help="runs for the uncontended median")
@@ -82,14 +154,27 @@ def main():
     ap.add_argument("--iterations", type=int, default=25)
     ap.add_argument("--backend", action="append", default=[], help="backend URL (repeatable); default: a file backend in a temp dir")
     ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "lockrun"))
+    ap.add_argument("--servers", default="", help="comma-separated servers to start: " + ",".join(SERVERS))
     args = ap.parse_args()
+    procs = []
+    try:
+        run(args, procs)
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGTERM)
+            p.wait()
+
+
+def run(args, procs):
     if not os.path.exists(args.binary):
         subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
     flock = shutil.which("flock")
     tmp = tempfile.mkdtemp(prefix="lockrun-bench-")
     env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKRUN_")}
     env["HOME"] = tmp
-    backends = args.backend or [f"file://{tmp}/locks"]
+    backends = [f"file://{tmp}/locks"] + args.backend
+    for name in filter(None, args.servers.split(",")):
+        backends.append(SERVERS[name](tmp, procs))
     stamp_sh = 'echo "start $(date +%s%N)" >> {f}; echo "end $(date +%s%N)" >> {f}'
 
     print(f"lockrun benchmark  ({os.cpu_count()} cores, {args.runs} runs, {args.workers}x{args.iterations} contention)")
@@ -118,6 +203,16 @@ def main():
         rows.append((f"lockrun {name}", "contention", f"{tput:.0f} cycles/s ({total:.2f} s), median handoff {hand:.2f} ms, overlaps {ov}{ratio}"))
         kib = rss_kib([args.binary, "-b", url, res + "-rss", "--", "sleep", "3"], env)
         rows.append((f"lockrun {name}", "RSS while holding", f"{kib / 1024:.1f} MiB"))
+        if name == "etcd" and shutil.which("etcdctl"):
+            endpoint = url.split("://", 1)[1]
+            ectl = ["etcdctl", f"--endpoints={endpoint}", "lock"]
+            med_e, best_e = cycle(ectl + [res + "-e", "true"], args.runs, {**env, "ETCDCTL_API": "3"})
+            rows.append(("etcdctl lock", "uncontended cycle", f"{med_e * 1e3:.2f} ms median ({best_e * 1e3:.2f} min); lockrun is {med / med_e:.2f}x"))
+            stamps_e = os.path.join(tmp, "etcdctl.stamps")
+            total, tput_e, hand, ov = contention(
+                lambda: ectl + [res + "-ec", "sh", "-c", stamp_sh.format(f=stamps_e)],
+                args.workers, args.iterations, {**env, "ETCDCTL_API": "3"}, stamps_e)
+            rows.append(("etcdctl lock", "contention", f"{tput_e:.0f} cycles/s ({total:.2f} s), median handoff {hand:.2f} ms, overlaps {ov}; lockrun is {tput / tput_e:.2f}x"))
     width = max(len(r[0]) for r in rows)
     for who, what, fig in rows:
         print(f"{who:<{width}}  {what:<18}  {fig}")

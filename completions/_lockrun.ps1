@@ -42,6 +42,7 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
             [CompletionResult]::new('current', 'current', [CompletionResultType]::ParameterValue, 'Show who holds a resource')
             [CompletionResult]::new('is-held', 'is-held', [CompletionResultType]::ParameterValue, 'Exit 0 if this lease id holds the resource, 1 if not')
             [CompletionResult]::new('init', 'init', [CompletionResultType]::ParameterValue, 'Create what the backend needs (e.g. the PostgreSQL table); safe to run again')
+            [CompletionResult]::new('doctor', 'doctor', [CompletionResultType]::ParameterValue, 'Check the configured backend end to end and warn about unsafe settings')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -173,6 +174,24 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
         }
+        'lockrun;doctor' {
+            [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'The run TTL to check [default: the configured run_ttl, 30s]')
+            [CompletionResult]::new('--heartbeat', '--heartbeat', [CompletionResultType]::ParameterName, 'The heartbeat to check [default: TTL/3]')
+            [CompletionResult]::new('--kill-after', '--kill-after', [CompletionResultType]::ParameterName, 'The kill-after grace to check [default: min(TTL/6, 10s)]')
+            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]')
+            [CompletionResult]::new('-b', '-b', [CompletionResultType]::ParameterName, 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]')
+            [CompletionResult]::new('--backend', '--backend', [CompletionResultType]::ParameterName, 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]')
+            [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]')
+            [CompletionResult]::new('--principal', '--principal', [CompletionResultType]::ParameterName, 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output on stderr (-v info, -vv debug, -vvv trace)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output on stderr (-v info, -vv debug, -vvv trace)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'No progress or warnings on stderr, only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'No progress or warnings on stderr, only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            break
+        }
         'lockrun;help' {
             [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Acquire a lease, run a command, renew while it runs, release when it exits')
             [CompletionResult]::new('acquire', 'acquire', [CompletionResultType]::ParameterValue, 'Acquire a lease and print its id, for holding it across several commands')
@@ -181,6 +200,7 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
             [CompletionResult]::new('current', 'current', [CompletionResultType]::ParameterValue, 'Show who holds a resource')
             [CompletionResult]::new('is-held', 'is-held', [CompletionResultType]::ParameterValue, 'Exit 0 if this lease id holds the resource, 1 if not')
             [CompletionResult]::new('init', 'init', [CompletionResultType]::ParameterValue, 'Create what the backend needs (e.g. the PostgreSQL table); safe to run again')
+            [CompletionResult]::new('doctor', 'doctor', [CompletionResultType]::ParameterValue, 'Check the configured backend end to end and warn about unsafe settings')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -203,6 +223,9 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
             break
         }
         'lockrun;help;init' {
+            break
+        }
+        'lockrun;help;doctor' {
             break
         }
         'lockrun;help;help' {

@@ -39,6 +39,7 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand current 'Show who holds a resource'
             cand is-held 'Exit 0 if this lease id holds the resource, 1 if not'
             cand init 'Create what the backend needs (e.g. the PostgreSQL table); safe to run again'
+            cand doctor 'Check the configured backend end to end and warn about unsafe settings'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'lockrun;run'= {
@@ -162,6 +163,23 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand -h 'Print help'
             cand --help 'Print help'
         }
+        &'lockrun;doctor'= {
+            cand --ttl 'The run TTL to check [default: the configured run_ttl, 30s]'
+            cand --heartbeat 'The heartbeat to check [default: TTL/3]'
+            cand --kill-after 'The kill-after grace to check [default: min(TTL/6, 10s)]'
+            cand -c 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]'
+            cand --config 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]'
+            cand -b 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]'
+            cand --backend 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]'
+            cand -p 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]'
+            cand --principal 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand -q 'No progress or warnings on stderr, only errors'
+            cand --quiet 'No progress or warnings on stderr, only errors'
+            cand -h 'Print help'
+            cand --help 'Print help'
+        }
         &'lockrun;help'= {
             cand run 'Acquire a lease, run a command, renew while it runs, release when it exits'
             cand acquire 'Acquire a lease and print its id, for holding it across several commands'
@@ -170,6 +188,7 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand current 'Show who holds a resource'
             cand is-held 'Exit 0 if this lease id holds the resource, 1 if not'
             cand init 'Create what the backend needs (e.g. the PostgreSQL table); safe to run again'
+            cand doctor 'Check the configured backend end to end and warn about unsafe settings'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'lockrun;help;run'= {
@@ -185,6 +204,8 @@ set edit:completion:arg-completer[lockrun] = {|@words|
         &'lockrun;help;is-held'= {
         }
         &'lockrun;help;init'= {
+        }
+        &'lockrun;help;doctor'= {
         }
         &'lockrun;help;help'= {
         }

@@ -97,6 +97,24 @@ pub enum Verb {
     IsHeld(LeaseArgs),
     /// Create what the backend needs (e.g. the PostgreSQL table); safe to run again
     Init(InitArgs),
+    /// Check the configured backend end to end and warn about unsafe settings
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    /// The run TTL to check [default: the configured run_ttl, 30s]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub ttl: Option<Duration>,
+    /// The heartbeat to check [default: TTL/3]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub heartbeat: Option<Duration>,
+    /// The kill-after grace to check [default: min(TTL/6, 10s)]
+    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    pub kill_after: Option<Duration>,
+    /// Check the backend and settings configured for this resource [default: the [default] section]
+    #[arg(value_name = "RESOURCE")]
+    pub resource: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -209,10 +227,6 @@ pub enum Format {
     Oneline,
 }
 
-/// Verbs, so that `lockrun RESOURCE -- CMD` can be told from `lockrun VERB ...`.
-const VERBS: &[&str] = &[
-    "run", "acquire", "renew", "release", "current", "is-held", "init", "help",
-];
 /// Global options that take a value.
 const GLOBAL_WITH_VALUE: &[&str] = &["-c", "--config", "-b", "--backend", "-p", "--principal"];
 /// Global options without a value (and help/version).
@@ -252,7 +266,7 @@ pub fn with_implied_run(args: Vec<OsString>) -> Vec<OsString> {
             }
             return insert_run(args, i); // a run option before the resource
         }
-        if VERBS.contains(&a.as_ref()) {
+        if is_verb(&a) {
             return args;
         }
         return insert_run(args, i);
@@ -262,6 +276,15 @@ pub fn with_implied_run(args: Vec<OsString>) -> Vec<OsString> {
         return insert_run(args, i);
     }
     args
+}
+
+/// Whether `word` names a verb (taken from the clap definition, so it cannot drift).
+fn is_verb(word: &str) -> bool {
+    use clap::CommandFactory;
+    word == "help"
+        || Cli::command()
+            .get_subcommands()
+            .any(|c| c.get_name() == word)
 }
 
 fn is_verbose_cluster(a: &str) -> bool {

@@ -61,7 +61,8 @@ fn fractional(t: &str) -> Option<Duration> {
 
 /// Formats a duration for people: `30s`, `1h 5m`, `250ms`.
 pub fn format(d: Duration) -> String {
-    let d = if d >= Duration::from_secs(1) {
+    // Whole milliseconds; drop sub-millisecond noise, and milliseconds past a minute.
+    let d = if d >= Duration::from_secs(60) {
         Duration::from_secs(d.as_secs())
     } else {
         Duration::from_millis(d.as_millis() as u64)
@@ -112,6 +113,7 @@ mod tests {
         assert_eq!(format(s(30)), "30s");
         assert_eq!(format(s(3900)), "1h 5m");
         assert_eq!(format(Duration::from_millis(250)), "250ms");
-        assert_eq!(format(Duration::from_millis(1500)), "1s");
+        assert_eq!(format(Duration::from_millis(1500)), "1s 500ms");
+        assert_eq!(format(Duration::from_millis(61_500)), "1m 1s");
     }
 }

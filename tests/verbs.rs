@@ -224,3 +224,46 @@ fn config_file_supplies_defaults() {
     let json: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert_eq!(json["principal"], "from-flag");
 }
+
+#[test]
+fn doctor_checks_the_backend_end_to_end() {
+    let env = Env::new();
+    let o = env.run(&["doctor"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    for needle in [
+        "ok    connect",
+        "ok    round trips",
+        "acquire",
+        "release",
+        "ok    run timing: TTL 30s",
+        "no problems found",
+    ] {
+        assert!(out.contains(needle), "{needle:?} in {out}");
+    }
+    // The scratch lease was released.
+    assert_eq!(
+        env.run(&["current", "lockrun.doctor"]).status.code(),
+        Some(1)
+    );
+    let o = env.run(&["doctor", "--ttl", "3s", "--heartbeat", "2900ms"]);
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    assert!(out.contains("warn  run settings are rejected"), "{out}");
+    let o = env.run(&[
+        "doctor",
+        "--ttl",
+        "10s",
+        "--heartbeat",
+        "6s",
+        "--kill-after",
+        "1s",
+    ]);
+    assert!(
+        stdout(&o).contains("more than half the TTL"),
+        "{}",
+        stdout(&o)
+    );
+    let o = env.run(&["-b", "nosuch://x", "doctor"]);
+    assert_fails(&o, 78, "unknown backend");
+}

@@ -16,6 +16,7 @@ use crate::wait::Wait;
 
 mod acquire;
 mod current;
+mod doctor;
 mod events;
 mod init;
 mod is_held;
@@ -175,6 +176,7 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
         Verb::Current(a) => current::current(&ctx, a).await,
         Verb::IsHeld(a) => is_held::is_held(&ctx, a).await,
         Verb::Init(a) => init::init(&ctx, a).await,
+        Verb::Doctor(a) => doctor::doctor(&ctx, a).await,
     }
 }
 

@@ -12,6 +12,9 @@ use crate::lease::{rfc3339, Lease, Resource};
 use crate::lock::{Guard, Lock};
 use crate::supervise::{self, Signals, SpawnError, Spec, Status, Stop};
 
+/// How long a release may take after renewals failed until the deadline.
+const DEADLINE_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
     let (resource, plan) = ctx.plan(&args.resource)?;
     let ttl = args.ttl.unwrap_or(plan.run_ttl);
@@ -82,6 +85,11 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
     let released = if matches!(&outcome, Ok(o) if o.stopped == Some(Stop::Lost)) {
         drop(guard.into_lease()); // someone else's now: nothing to release
         false
+    } else if matches!(&outcome, Ok(o) if o.stopped == Some(Stop::Deadline)) {
+        // The backend did not answer renewals; do not wait long for it to answer a release.
+        tokio::time::timeout(DEADLINE_RELEASE_WAIT, release(guard, &resource))
+            .await
+            .unwrap_or(false)
     } else {
         release(guard, &resource).await
     };

@@ -1,0 +1,215 @@
+//! `lockrun doctor`: checks the configured backend end to end on a scratch resource (connect,
+//! acquire, renew, current, release), measures the round trips, and warns about settings that
+//! are unsafe for what it measured.
+
+use std::time::{Duration, Instant};
+
+use super::{Ctx, Failure};
+use crate::backend::{Acquire, AcquireRequest, Fencing, Renewal};
+use crate::cli::DoctorArgs;
+use crate::duration::format as human;
+use crate::exit::Exit;
+use crate::heartbeat::Timing;
+use crate::lease::{LeaseId, Resource};
+
+/// The scratch resource doctor locks (one record, reused by every run).
+const SCRATCH: &str = "lockrun.doctor";
+const ROUNDS: usize = 5;
+
+pub async fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<Exit, Failure> {
+    let name = args.resource.as_deref().unwrap_or(SCRATCH);
+    let (_, plan) = ctx.plan(name)?;
+    let scratch = Resource::new(SCRATCH)?;
+    let mut warnings = 0;
+    let mut warn = |msg: String| {
+        warnings += 1;
+        println!("warn  {msg}");
+    };
+    match ctx.config.path() {
+        Some(p) => println!("ok    config {}", p.display()),
+        None => println!("ok    config: none found, built-in defaults"),
+    }
+    println!(
+        "ok    backend {} (principal {})",
+        plan.backend,
+        crate::lease::escape(&plan.principal)
+    );
+
+    let t = Instant::now();
+    let backend = ctx.open(&plan).await?;
+    println!("ok    connect {}", ms(t.elapsed()));
+    let caps = backend.capabilities();
+    println!(
+        "ok    capabilities: fencing {:?}, expiry by {}, waiters wake by {}",
+        caps.fencing,
+        if caps.server_time {
+            "the server's clock"
+        } else {
+            "lockrun's clocks"
+        },
+        if caps.watch {
+            "notification"
+        } else {
+            "polling"
+        }
+    );
+    if caps.fencing == Fencing::None {
+        warn(
+            "this backend gives no fencing token: the command cannot fence off a late predecessor"
+                .into(),
+        );
+    }
+    if caps.may_evict {
+        warn("this backend may evict a lock under memory pressure: use it only where a duplicate run is harmless".into());
+    }
+    if plan.backend.scheme() == "file" {
+        if let Ok(path) = plan.backend.secret_url().to_file_path() {
+            if let Some(fs) = network_filesystem(&path) {
+                warn(format!("the lock directory is on {fs}: its locks are only as good as that filesystem's rename and flock across hosts; use a network backend for locks across machines"));
+            }
+        }
+    }
+
+    // Round trips on the scratch resource.
+    let mut rtts = Vec::new();
+    for _ in 0..ROUNDS {
+        rtts.push(round(&*backend, &scratch, &plan.principal).await?);
+    }
+    let worst = rtts.iter().map(|r| r.worst()).max().unwrap_or_default();
+    let median = |f: fn(&Round) -> Duration| {
+        let mut v: Vec<Duration> = rtts.iter().map(f).collect();
+        v.sort();
+        v[v.len() / 2]
+    };
+    println!(
+        "ok    round trips (median of {ROUNDS}): acquire {}, renew {}, current {}, release {}; worst {}",
+        ms(median(|r| r.acquire)),
+        ms(median(|r| r.renew)),
+        ms(median(|r| r.current)),
+        ms(median(|r| r.release)),
+        ms(worst)
+    );
+
+    // The settings `run` would use.
+    let ttl = args.ttl.unwrap_or(plan.run_ttl);
+    match Timing::new(ttl, args.heartbeat, args.kill_after) {
+        Err(e) => warn(format!("run settings are rejected: {e}")),
+        Ok(t) => {
+            println!(
+                "ok    run timing: TTL {}, heartbeat {}, kill-after {}, safety margin {}",
+                human(t.ttl),
+                human(t.heartbeat),
+                human(t.kill_after),
+                human(t.margin)
+            );
+            // A renewal that takes longer than the slack before the deadline cannot save the lease.
+            let slack = t.ttl.saturating_sub(t.heartbeat + t.kill_after + t.margin);
+            if worst * 4 > slack {
+                warn(format!(
+                    "the worst round trip ({}) is large next to the {} between the last heartbeat and the kill deadline: raise --ttl",
+                    ms(worst),
+                    human(slack)
+                ));
+            }
+            if t.heartbeat * 2 > t.ttl {
+                warn(format!("the heartbeat ({}) is more than half the TTL ({}): one lost renewal stops the command", human(t.heartbeat), human(t.ttl)));
+            }
+        }
+    }
+    if warnings == 0 {
+        println!("ok    no problems found");
+    } else {
+        println!("{warnings} warning(s)");
+    }
+    Ok(Exit::Success)
+}
+
+struct Round {
+    acquire: Duration,
+    renew: Duration,
+    current: Duration,
+    release: Duration,
+}
+
+impl Round {
+    fn worst(&self) -> Duration {
+        self.acquire
+            .max(self.renew)
+            .max(self.current)
+            .max(self.release)
+    }
+}
+
+/// One acquire/renew/current/release cycle, each step checked.
+async fn round(
+    b: &dyn crate::backend::Backend,
+    r: &Resource,
+    principal: &str,
+) -> Result<Round, Failure> {
+    let id = LeaseId::generate();
+    let ttl = Duration::from_secs(30);
+    let req = AcquireRequest {
+        resource: r,
+        id: &id,
+        principal,
+        ttl,
+    };
+    let fail = |what: &str| {
+        Failure::new(
+            Exit::Internal,
+            format!("doctor: {what} on the scratch resource '{SCRATCH}' failed"),
+        )
+    };
+    let t = Instant::now();
+    let acquire = match b.try_acquire(&req).await? {
+        Acquire::Acquired(_) => t.elapsed(),
+        Acquire::Busy { holder, .. } => {
+            let who = holder.map_or_else(|| "someone".into(), |h| h.holder_summary());
+            return Err(Failure::new(
+                Exit::Busy(crate::exit::BUSY_DEFAULT),
+                format!("the scratch resource '{SCRATCH}' is {who}; is another doctor running?"),
+            ));
+        }
+    };
+    let t = Instant::now();
+    if !matches!(b.renew(r, &id, ttl).await?, Renewal::Renewed(_)) {
+        return Err(fail("renew"));
+    }
+    let renew = t.elapsed();
+    let t = Instant::now();
+    if b.current(r).await?.map(|l| l.id) != Some(id.clone()) {
+        return Err(fail("current"));
+    }
+    let current = t.elapsed();
+    let t = Instant::now();
+    if !b.release(r, &id).await? {
+        return Err(fail("release"));
+    }
+    Ok(Round {
+        acquire,
+        renew,
+        current,
+        release: t.elapsed(),
+    })
+}
+
+/// The name of the network filesystem `path` is on, if it is on one.
+fn network_filesystem(path: &std::path::Path) -> Option<&'static str> {
+    let st = nix::sys::statfs::statfs(path).ok()?;
+    let magic = st.filesystem_type().0 as i64;
+    match magic {
+        0x6969 => Some("NFS"),
+        0xFF534D42 | 0xFE534D42 => Some("CIFS/SMB"),
+        0x65735546 => Some("a FUSE filesystem"),
+        0x564c => Some("NCP"),
+        0x6B414653 => Some("AFS"),
+        0x47504653 => Some("GPFS"),
+        0x0BD00BD0 => Some("Lustre"),
+        0x00C36400 => Some("CephFS"),
+        _ => None,
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.2} ms", d.as_secs_f64() * 1e3)
+}
