@@ -348,6 +348,10 @@ mod tests {
             norm(&["lockrun", "run", "acquire", "--", "true"]),
             ["lockrun", "run", "acquire", "--", "true"]
         );
+        assert_eq!(
+            norm(&["lockrun", "-b", "pg", "init"]),
+            ["lockrun", "-b", "pg", "init"]
+        );
         assert_eq!(norm(&["lockrun", "--help"]), ["lockrun", "--help"]);
         assert_eq!(norm(&["lockrun"]), ["lockrun"]);
         assert_eq!(

@@ -18,6 +18,8 @@ pub mod conformance;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 pub mod file;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod settings;
@@ -153,6 +155,8 @@ pub trait Backend: Send + Sync {
 pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Arc<dyn Backend>, Error> {
     match url.scheme() {
         "file" => Ok(Arc::new(file::File::open(url, settings)?)),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Arc::new(postgres::Postgres::open(url, settings).await?)),
         #[cfg(feature = "redis")]
         "redis" | "rediss" | "redis+unix" => Ok(Arc::new(redis::Redis::open(url, settings).await?)),
         #[cfg(feature = "dynamodb")]

@@ -306,7 +306,8 @@ pub fn psql(server: &Server, sql: &str) {
     ])
     .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", sql, "postgres"]);
     unprivileged(&mut cmd);
-    // Wait out "the database system is starting up".
+    // Wait out "the database system is starting up", and the moment between the TCP port
+    // accepting and the Unix socket appearing.
     let end = Instant::now() + Duration::from_secs(30);
     loop {
         let out = cmd.output().expect("psql");
@@ -314,7 +315,8 @@ pub fn psql(server: &Server, sql: &str) {
             return;
         }
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
-        if Instant::now() > end || !err.contains("starting up") {
+        let starting = err.contains("starting up") || err.contains("No such file or directory");
+        if Instant::now() > end || !starting {
             panic!("psql {sql:?} failed: {err}");
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -1,0 +1,472 @@
+//! The PostgreSQL backend: one row per resource in a lease table, every time from the server's
+//! clock, LISTEN/NOTIFY to wake waiters.
+//!
+//! # URL and settings
+//!
+//! `postgres://user[:password]@host[:port]/db?sslmode=...` (or `postgresql://`), with the
+//! parameters tokio-postgres accepts (`host=/run/postgresql` for a socket, `connect_timeout`,
+//! `options`, `application_name`, ...). A missing user is `PGUSER`, then `USER`; a missing host
+//! is `PGHOST`, then `/var/run/postgresql` when it exists, then `localhost`. The password is
+//! taken from the URL, else the `password_file` setting, else `LOCKRUN_POSTGRES_PASSWORD`, else
+//! `PGPASSWORD` (`~/.pgpass` is not read). Passwords never appear in messages or `Debug`.
+//!
+//! `sslmode` follows libpq: `disable`; `prefer` (the default: TLS when the server offers it);
+//! `require` (TLS or fail). Like libpq, `prefer` and `require` encrypt but do **not** verify
+//! the server certificate, unless `sslrootcert=FILE` is given, which makes them check the chain
+//! against that file. `verify-ca` checks the chain (roots: `sslrootcert`, else
+//! `~/.postgresql/root.crt`, else the system store; `sslrootcert=system` for the system store),
+//! `verify-full` also the host name. `allow` is treated as `prefer`. Client certificates
+//! (`sslcert`, `sslkey`) are not supported.
+//!
+//! `[backend.<name>]` keys: `table` (default `lockrun_leases`), `schema` (default: none, so the
+//! `search_path` decides), `password_file`, `connect_timeout` (default 5s, or the URL's),
+//! `statement_timeout` or its alias `command_timeout` (default 5s), `listen` (default true;
+//! false turns LISTEN off, for poolers). Table and schema must be plain identifiers
+//! (`[A-Za-z_][A-Za-z0-9_]*`, at most 63 bytes); they are always double-quoted, so case is kept.
+//!
+//! # Table
+//!
+//! ```sql
+//! CREATE TABLE IF NOT EXISTS lockrun_leases (
+//!     resource    text PRIMARY KEY,
+//!     lease_id    text NOT NULL,
+//!     principal   text NOT NULL,
+//!     token       bigint NOT NULL,          -- fencing token: +1 with every grant
+//!     acquired_at timestamptz NOT NULL,
+//!     expires_at  timestamptz NOT NULL,
+//!     ttl_ms      bigint NOT NULL,          -- TTL of the last grant or renewal
+//!     released    boolean NOT NULL DEFAULT false
+//! );
+//! CREATE INDEX IF NOT EXISTS lockrun_leases_expires_at_idx ON lockrun_leases (expires_at);
+//! ```
+//!
+//! `lockrun init` creates both (and the schema, if one is configured and missing). Ordinary
+//! verbs create them on first use when the role may; a role without CREATE rights gets a
+//! configuration error that points to `lockrun init`. Rows are never deleted: a release marks
+//! the row released, so the token of a resource keeps increasing forever.
+//!
+//! # Statements
+//!
+//! Each operation is a single statement (so a single implicit transaction):
+//!
+//! - acquire: `INSERT ... ON CONFLICT (resource) DO UPDATE SET ..., token = t.token + 1 WHERE
+//!   (t.released OR t.expires_at <= clock_timestamp()) AND <row is valid> RETURNING ...`, in a
+//!   CTE; when it returns nothing, the same statement returns the holder's row with
+//!   `expires_at - clock_timestamp()`, which becomes `Busy.expires_in`.
+//! - renew: `UPDATE ... SET expires_at = clock_timestamp() + ttl WHERE resource AND lease_id AND
+//!   NOT released AND expires_at > clock_timestamp()`, so an expired lease is never revived.
+//! - release: the same guard, `SET released = true, expires_at = clock_timestamp()`, and
+//!   `pg_notify('lockrun_<table>', resource)` for each freed row, in the same statement.
+//! - current: the row, with liveness judged by the server.
+//!
+//! A row that lockrun did not write (token below 1, malformed lease id, NULLs) is never taken
+//! over, renewed or released: the statements carry a validity guard, and the row is reported as
+//! [`Error::Corrupt`]. A table with other columns is an [`Error::Config`].
+//!
+//! # Clocks
+//!
+//! Every time comes from the server's `clock_timestamp()` (not `now()`, which is frozen at the
+//! start of the transaction); the client's clock is never used. Lease times are the server's.
+//!
+//! # Waiting
+//!
+//! [`Backend::watch`] opens a dedicated connection that `LISTEN`s on the table's channel and
+//! wakes on notifications whose payload is the resource. NOTIFY is sent only at commit, is not
+//! durable, and expiry sends none: the generic policy in [`crate::lock`] also wakes at the
+//! holder's expiry (from `expires_in`) and polls as a safety net.
+//!
+//! # Connection poolers
+//!
+//! No session state is relied upon: no `SET`, no advisory locks, no temporary objects, and no
+//! named prepared statements. Statements are sent with tokio-postgres' `query_typed`, which
+//! parses, binds and executes the *unnamed* statement in one round trip ending in `Sync`, so
+//! they work through PgBouncer in transaction mode. LISTEN does not work through a
+//! transaction pooler: notifications are then lost and waiting degrades to the expiry timer and
+//! polling (set `listen = false` to poll quickly instead of relying on the 5 s safety poll).
+//!
+//! # Timeouts
+//!
+//! Connecting (including TLS and authentication) is bounded by `connect_timeout`, each
+//! statement by `statement_timeout`, on the client side, so a paused or partitioned server never
+//! hangs a heartbeat. A statement that timed out is cancelled on a best-effort basis and its
+//! connection is dropped; it may still commit on the server (an acquire then leaves a lease
+//! nobody knows the id of, which ends at its TTL).
+//!
+//! # Errors
+//!
+//! Refused or timed-out connections, I/O errors, server shutdowns (57P01...) and overload are
+//! [`Error::Unavailable`]. Authentication failures (28P01, 28000), an unknown database (3D000),
+//! missing privileges (42501), a server that does not offer TLS when `sslmode` requires it, and a
+//! table of the wrong shape are [`Error::Config`]. A damaged or foreign row is
+//! [`Error::Corrupt`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use postgres_native_tls::TlsStream;
+use tokio::sync::Mutex;
+use tokio::task::AbortHandle;
+use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::{Client, Connection, Row, Socket};
+
+use super::{
+    Acquire, AcquireRequest, Backend, BackendUrl, Capabilities, Error, Fencing, Renewal, Settings,
+    Watch,
+};
+use crate::lease::{escape, Lease, LeaseId, Resource};
+
+mod errors;
+mod options;
+mod setup;
+mod sql;
+mod watch;
+
+pub use options::{identifier, DEFAULT_TABLE, KEYS};
+
+use errors::{classify, sqlstate};
+use options::Options;
+use sql::{Sql, Stored};
+
+/// A lease table in a PostgreSQL database. One connection, opened at once and re-opened when
+/// it breaks; each watch gets a connection of its own.
+pub struct Postgres {
+    opts: Options,
+    sql: Sql,
+    channel: String,
+    conn: Mutex<Option<Live>>,
+}
+
+struct Live {
+    client: Arc<Client>,
+    task: AbortHandle,
+}
+
+impl fmt::Debug for Postgres {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Postgres")
+            .field("options", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a statement failed: a raw server error (so callers can look at the SQLSTATE), or one
+/// already mapped.
+enum Failed {
+    Pg(tokio_postgres::Error),
+    Mapped(Error),
+}
+
+type Params<'a> = [(&'a (dyn ToSql + Sync), Type)];
+
+impl Postgres {
+    /// Opens the backend and connects at once, so a server that is down or a wrong password is
+    /// reported before anything else happens.
+    pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Postgres, Error> {
+        let opts = Options::new(url, settings, &|k| std::env::var(k).ok())?;
+        let pg = Postgres {
+            sql: Sql::new(&opts.table),
+            channel: opts.table.channel(),
+            opts,
+            conn: Mutex::new(None),
+        };
+        pg.client().await?;
+        Ok(pg)
+    }
+
+    /// The table, as `schema.table` or `table`.
+    pub fn table(&self) -> String {
+        self.opts.table.display()
+    }
+
+    async fn connect(&self) -> Result<(Client, Connection<Socket, TlsStream<Socket>>), Error> {
+        let connecting = self.opts.pg.connect(self.opts.tls.clone());
+        match tokio::time::timeout(self.opts.connect_timeout, connecting).await {
+            Ok(Ok(pair)) => Ok(pair),
+            Ok(Err(e)) => Err(self.map(&e)),
+            Err(_) => Err(Error::Unavailable(format!(
+                "PostgreSQL at {}: no answer within {} while connecting",
+                self.opts.endpoint,
+                crate::duration::format(self.opts.connect_timeout)
+            ))),
+        }
+    }
+
+    /// The shared connection, (re)connecting when there is none or it broke.
+    async fn client(&self) -> Result<Arc<Client>, Error> {
+        let mut slot = self.conn.lock().await;
+        if let Some(live) = slot.as_ref() {
+            if !live.client.is_closed() {
+                return Ok(Arc::clone(&live.client));
+            }
+        }
+        let (client, connection) = self.connect().await?;
+        let endpoint = self.opts.endpoint.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!("PostgreSQL connection to {endpoint} ended: {e}");
+            }
+        });
+        let client = Arc::new(client);
+        *slot = Some(Live {
+            client: Arc::clone(&client),
+            task: task.abort_handle(),
+        });
+        Ok(client)
+    }
+
+    /// Forgets a broken connection (and stops its task) so the next call reconnects.
+    async fn discard(&self, client: &Arc<Client>) {
+        let mut slot = self.conn.lock().await;
+        if slot
+            .as_ref()
+            .is_some_and(|l| Arc::ptr_eq(&l.client, client))
+        {
+            if let Some(live) = slot.take() {
+                live.task.abort();
+            }
+        }
+    }
+
+    fn map(&self, e: &tokio_postgres::Error) -> Error {
+        classify(e, &self.opts.endpoint)
+    }
+
+    fn map_failed(&self, f: Failed) -> Error {
+        match f {
+            Failed::Mapped(e) => e,
+            Failed::Pg(e) => match sqlstate(&e) {
+                Some(c) if errors::WRONG_SHAPE.contains(&c) => self.wrong_shape(&e),
+                Some(c) if errors::MISSING_TABLE.contains(&c) => Error::Config(format!(
+                    "table {} does not exist in PostgreSQL at {}; run 'lockrun init'",
+                    self.table(),
+                    self.opts.endpoint
+                )),
+                Some("42501") => Error::Config(format!(
+                    "role '{}' may not use table {}: {} (grant it SELECT, INSERT and UPDATE)",
+                    self.opts.user,
+                    self.table(),
+                    e.as_db_error()
+                        .map(|d| d.message())
+                        .unwrap_or("permission denied")
+                )),
+                _ => self.map(&e),
+            },
+        }
+    }
+
+    fn wrong_shape(&self, e: &tokio_postgres::Error) -> Error {
+        match e.as_db_error() {
+            Some(db) => self.shape_error(db.message()),
+            None => self.map(e),
+        }
+    }
+
+    /// One statement with a client-side deadline.
+    async fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, Failed> {
+        let client = self.client().await.map_err(Failed::Mapped)?;
+        let limit = self.opts.statement_timeout;
+        match tokio::time::timeout(limit, client.query_typed(sql, params)).await {
+            Ok(Ok(rows)) => Ok(rows),
+            Ok(Err(e)) => {
+                if errors::is_connection_lost(&e) {
+                    self.discard(&client).await;
+                }
+                Err(Failed::Pg(e))
+            }
+            Err(_) => {
+                let token = client.cancel_token();
+                let tls = self.opts.tls.clone();
+                tokio::spawn(async move {
+                    let cancel = token.cancel_query(tls);
+                    let _ = tokio::time::timeout(Duration::from_secs(2), cancel).await;
+                });
+                self.discard(&client).await;
+                Err(Failed::Mapped(Error::Unavailable(format!(
+                    "PostgreSQL at {}: no answer within {}",
+                    self.opts.endpoint,
+                    crate::duration::format(limit)
+                ))))
+            }
+        }
+    }
+
+    /// Runs a lease statement, creating the table first when it is missing (once).
+    async fn rows(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, Error> {
+        match self.query(sql, params).await {
+            Err(Failed::Pg(e))
+                if sqlstate(&e).is_some_and(|c| errors::MISSING_TABLE.contains(&c)) =>
+            {
+                tracing::debug!("{}; creating table {}", self.map(&e), self.table());
+                self.create().await.map_err(|f| match f {
+                    Failed::Pg(e) if sqlstate(&e) == Some("42501") => Error::Config(format!(
+                        "table {} does not exist in PostgreSQL at {} and role '{}' may not \
+                         create it; run 'lockrun init' as a role that can",
+                        self.table(),
+                        self.opts.endpoint,
+                        self.opts.user
+                    )),
+                    other => self.map_failed(other),
+                })?;
+                self.query(sql, params)
+                    .await
+                    .map_err(|f| self.map_failed(f))
+            }
+            other => other.map_err(|f| self.map_failed(f)),
+        }
+    }
+
+    /// Runs a lease statement and decodes its rows.
+    async fn stored(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Stored>, Error> {
+        self.rows(sql, params)
+            .await?
+            .iter()
+            .map(|r| Stored::decode(r).map_err(|why| self.shape_error(&why)))
+            .collect()
+    }
+
+    /// The lease in `row`, or a Corrupt error naming the row.
+    fn lease(&self, resource: &Resource, row: &Stored) -> Result<Lease, Error> {
+        row.lease(resource).map_err(|why| {
+            Error::Corrupt(format!(
+                "table {} in PostgreSQL at {}: the row of resource '{}' is not a lockrun lease \
+                 ({why}); lockrun leaves it untouched",
+                self.table(),
+                self.opts.endpoint,
+                escape(resource.as_str())
+            ))
+        })
+    }
+}
+
+fn ttl_ms(ttl: Duration) -> i64 {
+    i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX).max(1)
+}
+
+#[async_trait]
+impl Backend for Postgres {
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            fencing: Fencing::Strict,
+            server_time: true,
+            watch: self.opts.listen,
+            may_evict: false,
+        }
+    }
+
+    async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Acquire, Error> {
+        let (res, id, ms) = (req.resource.as_str(), req.id.as_str(), ttl_ms(req.ttl));
+        let params: &Params<'_> = &[
+            (&res, Type::TEXT),
+            (&id, Type::TEXT),
+            (&req.principal, Type::TEXT),
+            (&ms, Type::INT8),
+        ];
+        let rows = self.stored(&self.sql.acquire, params).await?;
+        let Some(row) = rows.first() else {
+            // Busy, but the statement's snapshot predates the holder's row: read it anew.
+            return self.busy_now(req.resource).await;
+        };
+        let lease = self.lease(req.resource, row)?;
+        if row.done {
+            return Ok(Acquire::Acquired(lease));
+        }
+        if !row.live {
+            // Freed or expired after this statement's snapshot was taken, by a writer the
+            // INSERT waited for: look again.
+            return self.busy_now(req.resource).await;
+        }
+        Ok(Acquire::Busy {
+            expires_in: row.expires_in(),
+            holder: Some(lease),
+        })
+    }
+
+    async fn renew(
+        &self,
+        resource: &Resource,
+        id: &LeaseId,
+        ttl: Duration,
+    ) -> Result<Renewal, Error> {
+        let (res, lid, ms) = (resource.as_str(), id.as_str(), ttl_ms(ttl));
+        let params: &Params<'_> = &[(&res, Type::TEXT), (&lid, Type::TEXT), (&ms, Type::INT8)];
+        let rows = self.stored(&self.sql.renew, params).await?;
+        match rows.first() {
+            Some(row) => {
+                let lease = self.lease(resource, row)?;
+                Ok(if row.done {
+                    Renewal::Renewed(lease)
+                } else {
+                    Renewal::Lost
+                })
+            }
+            None => Ok(Renewal::Lost),
+        }
+    }
+
+    async fn release(&self, resource: &Resource, id: &LeaseId) -> Result<bool, Error> {
+        let (res, lid, ch) = (resource.as_str(), id.as_str(), self.channel.as_str());
+        let params: &Params<'_> = &[(&res, Type::TEXT), (&lid, Type::TEXT), (&ch, Type::TEXT)];
+        let rows = self.stored(&self.sql.release, params).await?;
+        match rows.first() {
+            Some(row) if row.done => Ok(true),
+            Some(row) if row.exists() => self.lease(resource, row).map(|_| false),
+            _ => Ok(false),
+        }
+    }
+
+    async fn current(&self, resource: &Resource) -> Result<Option<Lease>, Error> {
+        let res = resource.as_str();
+        let rows = self
+            .stored(&self.sql.current, &[(&res, Type::TEXT)])
+            .await?;
+        match rows.first() {
+            Some(row) => {
+                let lease = self.lease(resource, row)?;
+                Ok(row.live.then_some(lease))
+            }
+            None => Ok(None),
+        }
+    }
+
+    async fn init(&self) -> Result<Option<String>, Error> {
+        self.set_up().await.map(Some)
+    }
+
+    async fn watch(&self, resource: &Resource) -> Result<Option<Box<dyn Watch>>, Error> {
+        if !self.opts.listen {
+            return Ok(None);
+        }
+        watch::listen(self, resource).await.map(Some)
+    }
+}
+
+impl Postgres {
+    /// A fresh look at a resource the acquire statement found busy.
+    async fn busy_now(&self, resource: &Resource) -> Result<Acquire, Error> {
+        let res = resource.as_str();
+        let rows = self
+            .stored(&self.sql.current, &[(&res, Type::TEXT)])
+            .await?;
+        match rows.first() {
+            Some(row) if row.live => Ok(Acquire::Busy {
+                holder: Some(self.lease(resource, row)?),
+                expires_in: row.expires_in(),
+            }),
+            Some(row) => {
+                self.lease(resource, row)?;
+                Ok(Self::free_again())
+            }
+            None => Ok(Self::free_again()),
+        }
+    }
+
+    /// Busy a moment ago, free now: the caller should try again at once.
+    fn free_again() -> Acquire {
+        Acquire::Busy {
+            holder: None,
+            expires_in: Some(Duration::ZERO),
+        }
+    }
+}

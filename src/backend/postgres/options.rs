@@ -1,0 +1,631 @@
+//! Connection options: the URL, the `[backend.<name>]` keys, password sources, TLS and the
+//! table name.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use postgres_native_tls::MakeTlsConnector;
+use tokio_postgres::config::Host;
+
+use crate::backend::{BackendUrl, Error, Settings};
+
+/// The keys a `[backend.<name>]` section may hold for PostgreSQL (besides `url`).
+pub const KEYS: &[&str] = &[
+    "table",
+    "schema",
+    "password_file",
+    "connect_timeout",
+    "statement_timeout",
+    "command_timeout",
+    "listen",
+];
+
+/// The table used when the settings name none.
+pub const DEFAULT_TABLE: &str = "lockrun_leases";
+/// Connect and statement timeouts when the settings give none.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+/// PostgreSQL's identifier limit (NAMEDATALEN - 1), in bytes.
+const MAX_IDENT: usize = 63;
+
+/// `sslmode` as libpq knows it (tokio-postgres itself understands only the first four).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SslMode {
+    Disable,
+    /// Like libpq: plaintext first would be `allow`; lockrun treats it as `prefer`.
+    Allow,
+    Prefer,
+    Require,
+    VerifyCa,
+    VerifyFull,
+}
+
+impl SslMode {
+    fn parse(text: &str) -> Result<SslMode, Error> {
+        Ok(match text {
+            "disable" => SslMode::Disable,
+            "allow" => SslMode::Allow,
+            "prefer" => SslMode::Prefer,
+            "require" => SslMode::Require,
+            "verify-ca" => SslMode::VerifyCa,
+            "verify-full" => SslMode::VerifyFull,
+            other => {
+                return Err(Error::Config(format!(
+                    "bad PostgreSQL URL: sslmode '{other}' is not one of disable, allow, prefer, \
+                     require, verify-ca, verify-full"
+                )))
+            }
+        })
+    }
+
+    /// What tokio-postgres is told: whether TLS is tried and whether it is mandatory.
+    fn wire(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Allow | SslMode::Prefer => "prefer",
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => "require",
+        }
+    }
+}
+
+/// A validated table, optionally schema-qualified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Table {
+    pub schema: Option<String>,
+    pub name: String,
+}
+
+impl Table {
+    /// The quoted, possibly schema-qualified name for SQL text.
+    pub fn sql(&self) -> String {
+        match &self.schema {
+            Some(s) => format!("{}.{}", quote(s), quote(&self.name)),
+            None => quote(&self.name),
+        }
+    }
+
+    /// The name for messages: `schema.table` or `table`.
+    pub fn display(&self) -> String {
+        match &self.schema {
+            Some(s) => format!("{s}.{}", self.name),
+            None => self.name.clone(),
+        }
+    }
+
+    /// The quoted name of the expiry index. Unqualified: PostgreSQL always puts an index in
+    /// its table's schema.
+    pub fn index_sql(&self) -> String {
+        let suffix = "_expires_at_idx";
+        let base = &self.name[..self.name.len().min(MAX_IDENT - suffix.len())];
+        quote(&format!("{base}{suffix}"))
+    }
+
+    /// The NOTIFY channel of this table: `lockrun_<schema>_<table>`, cut to 63 bytes.
+    pub fn channel(&self) -> String {
+        let mut c = match &self.schema {
+            Some(s) => format!("lockrun_{s}_{}", self.name),
+            None => format!("lockrun_{}", self.name),
+        };
+        c.truncate(MAX_IDENT); // ASCII only, so any byte is a char boundary
+        c
+    }
+}
+
+/// Checks that `name` is a plain SQL identifier: 1..=63 bytes of ASCII letters, digits and `_`,
+/// not starting with a digit. Names are always double-quoted in SQL, so case is kept.
+pub fn identifier(key: &str, name: &str) -> Result<String, Error> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_IDENT
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        && !name.as_bytes()[0].is_ascii_digit();
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(Error::Config(format!(
+            "PostgreSQL {key} '{}' is not a plain SQL identifier (1 to 63 ASCII letters, digits \
+             or underscores, not starting with a digit)",
+            crate::lease::escape(name)
+        )))
+    }
+}
+
+/// Double-quotes an identifier.
+pub fn quote(ident: &str) -> String {
+    format!("\"{}\"", ident.replace('"', "\"\""))
+}
+
+/// Everything needed to connect and to name things. `Debug` never shows the password.
+pub struct Options {
+    pub pg: tokio_postgres::Config,
+    pub tls: MakeTlsConnector,
+    pub ssl: SslMode,
+    pub table: Table,
+    pub connect_timeout: Duration,
+    pub statement_timeout: Duration,
+    pub listen: bool,
+    /// `host:port/db`, for messages.
+    pub endpoint: String,
+    pub user: String,
+}
+
+impl fmt::Debug for Options {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Options")
+            .field("endpoint", &self.endpoint)
+            .field("user", &self.user)
+            .field("ssl", &self.ssl)
+            .field("table", &self.table.display())
+            .field("connect_timeout", &self.connect_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .field("listen", &self.listen)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Options {
+    /// Reads the URL and the settings; `env` looks up environment variables.
+    pub fn new(
+        url: &BackendUrl,
+        settings: &Settings,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Options, Error> {
+        settings.expect_only(KEYS)?;
+        let (wire_url, ssl, rootcert) = split_url(url.secret_url())?;
+        let mut pg = tokio_postgres::Config::from_str(&wire_url).map_err(|e| {
+            let why = std::error::Error::source(&e)
+                .map(|s| format!(": {s}"))
+                .unwrap_or_default();
+            Error::Config(format!("bad PostgreSQL URL '{url}': {e}{why}"))
+        })?;
+
+        if pg.get_hosts().is_empty() {
+            match env("PGHOST").filter(|h| !h.is_empty()) {
+                Some(h) => pg.host(&h),
+                None if Path::new("/var/run/postgresql").is_dir() => {
+                    pg.host_path("/var/run/postgresql")
+                }
+                None => pg.host("localhost"),
+            };
+        }
+        if pg.get_user().is_none() {
+            let user = env("PGUSER")
+                .or_else(|| env("USER"))
+                .filter(|u| !u.is_empty())
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "PostgreSQL URL '{url}' names no user (and neither PGUSER nor USER is set)"
+                    ))
+                })?;
+            pg.user(&user);
+        }
+        let user = pg.get_user().unwrap_or_default().to_owned();
+        if pg.get_password().is_none() {
+            if let Some(pw) = password(settings.path("password_file")?.as_deref(), env)? {
+                pg.password(pw);
+            }
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name("lockrun");
+        }
+
+        let connect_timeout = match settings.duration("connect_timeout")? {
+            Some(d) => d,
+            None => pg.get_connect_timeout().copied().unwrap_or(DEFAULT_TIMEOUT),
+        };
+        nonzero(settings, "connect_timeout", connect_timeout)?;
+        pg.connect_timeout(connect_timeout);
+        let statement_timeout = match (
+            settings.duration("statement_timeout")?,
+            settings.duration("command_timeout")?,
+        ) {
+            (Some(_), Some(_)) => {
+                return Err(Error::Config(format!(
+                    "{}: give only one of 'statement_timeout' and 'command_timeout'",
+                    settings.origin
+                )))
+            }
+            (Some(d), None) | (None, Some(d)) => d,
+            (None, None) => DEFAULT_TIMEOUT,
+        };
+        nonzero(settings, "statement_timeout", statement_timeout)?;
+
+        let schema = match settings.string("schema")? {
+            Some(s) => Some(identifier("schema", &s)?),
+            None => None,
+        };
+        let name = identifier(
+            "table",
+            &settings
+                .string("table")?
+                .unwrap_or_else(|| DEFAULT_TABLE.into()),
+        )?;
+        let tls = tls(ssl, rootcert.as_deref(), env)?;
+        let endpoint = endpoint(&pg, &user);
+        Ok(Options {
+            pg,
+            tls,
+            ssl,
+            table: Table { schema, name },
+            connect_timeout,
+            statement_timeout,
+            listen: settings.boolean("listen")?.unwrap_or(true),
+            endpoint,
+            user,
+        })
+    }
+}
+
+fn nonzero(settings: &Settings, key: &str, d: Duration) -> Result<(), Error> {
+    if d.is_zero() {
+        Err(Error::Config(format!(
+            "{}: '{key}' must be longer than zero",
+            settings.origin
+        )))
+    } else {
+        Ok(())
+    }
+}
+
+/// Takes out what tokio-postgres does not understand (libpq's `verify-*` modes, `sslrootcert`)
+/// and returns the URL it does understand, the TLS mode and the root certificate setting.
+fn split_url(url: &url::Url) -> Result<(String, SslMode, Option<String>), Error> {
+    let mut ssl = SslMode::Prefer;
+    let mut rootcert = None;
+    let mut kept: Vec<(String, String)> = Vec::new();
+    for (k, v) in url.query_pairs() {
+        match &*k {
+            "sslmode" => ssl = SslMode::parse(&v)?,
+            "sslrootcert" => rootcert = Some(v.into_owned()),
+            _ => kept.push((k.into_owned(), v.into_owned())),
+        }
+    }
+    kept.push(("sslmode".into(), ssl.wire().into()));
+    let mut wire = url.clone();
+    wire.query_pairs_mut().clear().extend_pairs(kept);
+    Ok((wire.to_string(), ssl, rootcert))
+}
+
+/// The password when the URL has none: `password_file`, then `LOCKRUN_POSTGRES_PASSWORD`, then
+/// `PGPASSWORD` (the more specific source wins).
+pub fn password(
+    file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, Error> {
+    if let Some(path) = file {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::Config(format!(
+                "cannot read PostgreSQL password_file {}: {e}",
+                path.display()
+            ))
+        })?;
+        let pw = text
+            .strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text);
+        if pw.is_empty() {
+            return Err(Error::Config(format!(
+                "PostgreSQL password_file {} is empty",
+                path.display()
+            )));
+        }
+        return Ok(Some(pw.to_owned()));
+    }
+    Ok(["LOCKRUN_POSTGRES_PASSWORD", "PGPASSWORD"]
+        .iter()
+        .find_map(|k| env(k).filter(|v| !v.is_empty())))
+}
+
+/// The TLS connector for `mode`, with libpq's certificate semantics:
+///
+/// - `prefer`/`require` (and `allow`): encrypted, but the certificate is *not* verified, unless
+///   `sslrootcert` is given, in which case the chain is checked against it (like libpq).
+/// - `verify-ca`: the chain is checked (roots: `sslrootcert`, else `~/.postgresql/root.crt`,
+///   else the system store, or the system store for `sslrootcert=system`); host name not checked.
+/// - `verify-full`: chain and host name are checked.
+fn tls(
+    mode: SslMode,
+    rootcert: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<MakeTlsConnector, Error> {
+    let mut b = native_tls::TlsConnector::builder();
+    let verify = matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull);
+    let roots: Option<PathBuf> = match rootcert {
+        Some("system") => None,
+        Some(path) => Some(PathBuf::from(path)),
+        None if verify => env("HOME")
+            .map(|h| Path::new(&h).join(".postgresql/root.crt"))
+            .filter(|p| p.exists()),
+        None => None,
+    };
+    if !verify && rootcert.is_none() {
+        b.danger_accept_invalid_certs(true);
+    }
+    if mode != SslMode::VerifyFull {
+        b.danger_accept_invalid_hostnames(true);
+    }
+    if let Some(path) = roots {
+        let pem = std::fs::read(&path).map_err(|e| {
+            Error::Config(format!("cannot read sslrootcert {}: {e}", path.display()))
+        })?;
+        let certs = pem_certificates(&pem);
+        if certs.is_empty() {
+            return Err(Error::Config(format!(
+                "sslrootcert {} holds no PEM certificate",
+                path.display()
+            )));
+        }
+        for der in certs {
+            let cert = native_tls::Certificate::from_pem(der.as_bytes())
+                .map_err(|e| Error::Config(format!("sslrootcert {}: {e}", path.display())))?;
+            b.add_root_certificate(cert);
+        }
+        b.disable_built_in_roots(true);
+    }
+    let connector = b
+        .build()
+        .map_err(|e| Error::Config(format!("cannot set up TLS: {e}")))?;
+    Ok(MakeTlsConnector::new(connector))
+}
+
+/// The PEM blocks of a certificate bundle, one per certificate.
+fn pem_certificates(pem: &[u8]) -> Vec<String> {
+    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
+    const END: &str = "-----END CERTIFICATE-----";
+    let text = String::from_utf8_lossy(pem);
+    let mut out = Vec::new();
+    let mut rest = &*text;
+    while let Some(start) = rest.find(BEGIN) {
+        let Some(len) = rest[start..].find(END) else {
+            break;
+        };
+        let end = start + len + END.len();
+        out.push(format!("{}\n", &rest[start..end]));
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// `host:port/db` of the first host, for messages (never the password).
+fn endpoint(pg: &tokio_postgres::Config, user: &str) -> String {
+    let host = match pg.get_hosts().first() {
+        Some(Host::Tcp(h)) if h.contains(':') => format!("[{h}]"),
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let port = pg.get_ports().first().copied().unwrap_or(5432);
+    let db = pg.get_dbname().unwrap_or(user);
+    format!("{host}:{port}/{db}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(toml: &str) -> Settings {
+        Settings::new("test [backend.pg]", toml.parse::<toml::Table>().unwrap())
+    }
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn opts(url: &str, toml: &str) -> Result<Options, Error> {
+        Options::new(&BackendUrl::parse(url).unwrap(), &settings(toml), &no_env)
+    }
+
+    #[test]
+    fn identifiers() {
+        for ok in ["lockrun_leases", "_x", "Leases2", &"a".repeat(63)] {
+            assert_eq!(identifier("table", ok).unwrap(), ok);
+        }
+        for bad in [
+            "",
+            "1abc",
+            "a-b",
+            "a b",
+            "a\"b",
+            "a;drop table x",
+            "ü",
+            "a.b",
+            &"a".repeat(64),
+        ] {
+            let e = identifier("table", bad).unwrap_err();
+            assert!(matches!(e, Error::Config(_)), "{bad:?}");
+        }
+        assert_eq!(quote("t"), "\"t\"");
+        assert_eq!(quote("a\"b"), "\"a\"\"b\"");
+    }
+
+    #[test]
+    fn table_names() {
+        let t = Table {
+            schema: None,
+            name: "lockrun_leases".into(),
+        };
+        assert_eq!(t.sql(), "\"lockrun_leases\"");
+        assert_eq!(t.index_sql(), "\"lockrun_leases_expires_at_idx\"");
+        assert_eq!(t.channel(), "lockrun_lockrun_leases");
+        let t = Table {
+            schema: Some("ops".into()),
+            name: "L".repeat(63),
+        };
+        assert_eq!(t.sql(), format!("\"ops\".\"{}\"", "L".repeat(63)));
+        assert_eq!(t.index_sql().len(), 63 + 2);
+        assert!(t.index_sql().ends_with("_expires_at_idx\""));
+        assert_eq!(t.channel().len(), 63);
+        assert_eq!(t.display(), format!("ops.{}", "L".repeat(63)));
+    }
+
+    #[test]
+    fn defaults() {
+        let o = opts("postgres://alice@db.example:6543/locks", "").unwrap();
+        assert_eq!(o.table.sql(), "\"lockrun_leases\"");
+        assert_eq!(o.endpoint, "db.example:6543/locks");
+        assert_eq!(o.user, "alice");
+        assert_eq!(o.connect_timeout, DEFAULT_TIMEOUT);
+        assert_eq!(o.statement_timeout, DEFAULT_TIMEOUT);
+        assert_eq!(o.ssl, SslMode::Prefer);
+        assert!(o.listen);
+        assert_eq!(o.pg.get_application_name(), Some("lockrun"));
+        let o = opts("postgresql://bob@[::1]/x?sslmode=disable", "").unwrap();
+        assert_eq!(o.endpoint, "[::1]:5432/x");
+        assert_eq!(o.ssl, SslMode::Disable);
+    }
+
+    #[test]
+    fn settings_keys() {
+        let o = opts(
+            "postgres://u@h/db?connect_timeout=9",
+            "table = \"leases\"\nschema = \"ops\"\nstatement_timeout = \"2s\"\nlisten = false",
+        )
+        .unwrap();
+        assert_eq!(o.table.sql(), "\"ops\".\"leases\"");
+        assert_eq!(o.statement_timeout, Duration::from_secs(2));
+        assert_eq!(o.connect_timeout, Duration::from_secs(9));
+        assert!(!o.listen);
+        let o = opts(
+            "postgres://u@h/db?connect_timeout=9",
+            "connect_timeout = 1\ncommand_timeout = \"1500ms\"",
+        )
+        .unwrap();
+        assert_eq!(o.connect_timeout, Duration::from_secs(1));
+        assert_eq!(o.statement_timeout, Duration::from_millis(1500));
+
+        for (toml, needle) in [
+            ("tabel = \"x\"", "unknown key 'tabel'"),
+            ("table = \"x; drop\"", "not a plain SQL identifier"),
+            ("schema = \"\"", "not a plain SQL identifier"),
+            ("table = 3", "must be a string"),
+            (
+                "statement_timeout = \"2s\"\ncommand_timeout = \"2s\"",
+                "only one",
+            ),
+            ("connect_timeout = 0", "longer than zero"),
+            ("statement_timeout = \"soon\"", "statement_timeout"),
+        ] {
+            match opts("postgres://u@h/db", toml) {
+                Err(Error::Config(m)) => assert!(m.contains(needle), "{toml}: {m}"),
+                other => panic!("{toml}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn url_handling() {
+        for mode in [
+            "disable",
+            "allow",
+            "prefer",
+            "require",
+            "verify-ca",
+            "verify-full",
+        ] {
+            let o = opts(&format!("postgres://u@h/db?sslmode={mode}"), "").unwrap();
+            assert_eq!(o.ssl, SslMode::parse(mode).unwrap());
+        }
+        match opts("postgres://u@h/db?sslmode=sometimes", "") {
+            Err(Error::Config(m)) => assert!(m.contains("sslmode 'sometimes'"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        match opts("postgres://u:hunter2@h/db?bogus=1", "") {
+            Err(Error::Config(m)) => {
+                assert!(m.contains("bogus"), "{m}");
+                assert!(!m.contains("hunter2"), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        match opts(
+            "postgres://u@h/db?sslmode=verify-full&sslrootcert=/nonexistent/ca",
+            "",
+        ) {
+            Err(Error::Config(m)) => assert!(m.contains("/nonexistent/ca"), "{m}"),
+            other => panic!("{other:?}"),
+        }
+        let (wire, ssl, root) = split_url(
+            &url::Url::parse("postgres://u@h/db?sslmode=verify-ca&sslrootcert=/ca&options=x")
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(ssl, SslMode::VerifyCa);
+        assert_eq!(root.as_deref(), Some("/ca"));
+        assert!(
+            wire.contains("sslmode=require") && wire.contains("options=x"),
+            "{wire}"
+        );
+        assert!(!wire.contains("sslrootcert"), "{wire}");
+    }
+
+    #[test]
+    fn user_and_host_defaults() {
+        let env = |k: &str| match k {
+            "PGUSER" => Some("carol".to_owned()),
+            "PGHOST" => Some("pg.internal".to_owned()),
+            _ => None,
+        };
+        let url = BackendUrl::parse("postgres:///db").unwrap();
+        let o = Options::new(&url, &settings(""), &env).unwrap();
+        assert_eq!(o.user, "carol");
+        assert_eq!(o.endpoint, "pg.internal:5432/db");
+    }
+
+    #[test]
+    fn password_sources() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "from-file\n").unwrap();
+        let env = |k: &str| match k {
+            "PGPASSWORD" => Some("from-pg".to_owned()),
+            "LOCKRUN_POSTGRES_PASSWORD" => Some("from-lockrun".to_owned()),
+            _ => None,
+        };
+        let pg_only = |k: &str| (k == "PGPASSWORD").then(|| "from-pg".to_owned());
+        assert_eq!(
+            password(Some(&file), &env).unwrap().as_deref(),
+            Some("from-file")
+        );
+        assert_eq!(
+            password(None, &env).unwrap().as_deref(),
+            Some("from-lockrun")
+        );
+        assert_eq!(
+            password(None, &pg_only).unwrap().as_deref(),
+            Some("from-pg")
+        );
+        assert_eq!(password(None, &no_env).unwrap(), None);
+        std::fs::write(&file, "crlf\r\n").unwrap();
+        assert_eq!(
+            password(Some(&file), &no_env).unwrap().as_deref(),
+            Some("crlf")
+        );
+        std::fs::write(&file, "").unwrap();
+        assert!(matches!(
+            password(Some(&file), &no_env),
+            Err(Error::Config(_))
+        ));
+        let missing = dir.path().join("missing");
+        assert!(matches!(
+            password(Some(&missing), &no_env),
+            Err(Error::Config(_))
+        ));
+
+        // The URL's password wins; the file's is used otherwise; Debug shows neither.
+        std::fs::write(&file, "s3cret-file").unwrap();
+        let toml = format!("password_file = {:?}", file.display().to_string());
+        let o = opts("postgres://u@h/db", &toml).unwrap();
+        assert_eq!(o.pg.get_password(), Some(&b"s3cret-file"[..]));
+        let o = opts("postgres://u:s3cret-url@h/db", &toml).unwrap();
+        assert_eq!(o.pg.get_password(), Some(&b"s3cret-url"[..]));
+        let dbg = format!("{o:?}");
+        assert!(!dbg.contains("s3cret"), "{dbg}");
+    }
+
+    #[test]
+    fn pem_bundles() {
+        let one = "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----";
+        let two = format!("junk\n{one}\n{one}\ntrailer");
+        assert_eq!(pem_certificates(two.as_bytes()).len(), 2);
+        assert!(pem_certificates(b"nothing").is_empty());
+    }
+}

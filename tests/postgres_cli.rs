@@ -1,0 +1,435 @@
+//! The real binary against a real PostgreSQL server: init, the verbs, `run` losing its lease,
+//! LISTEN/NOTIFY wake-ups, and every bad input with its exit code and one-line message.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::server::{self, Server, PG_PASSWORD};
+use common::*;
+
+/// A test's environment: its own table, reached through a `[backend.pg]` config section.
+struct Pg {
+    env: Env,
+    server: &'static Server,
+    table: String,
+    prefix: String,
+}
+
+impl Pg {
+    fn new() -> Pg {
+        Pg::with_url(&server::postgres_url(server::postgres()))
+    }
+
+    fn with_url(url: &str) -> Pg {
+        let prefix = server::prefix();
+        let pg = Pg {
+            env: Env::new(),
+            server: server::postgres(),
+            table: format!("t_{prefix}"),
+            prefix,
+        };
+        pg.config(url, &format!("table = \"{}\"", pg.table));
+        pg
+    }
+
+    fn config(&self, url: &str, extra: &str) {
+        std::fs::write(
+            self.env.file("config.toml"),
+            format!("[backend.pg]\nurl = \"{url}\"\n{extra}\n"),
+        )
+        .expect("config");
+    }
+
+    fn resource(&self, name: &str) -> String {
+        format!("{}/{name}", self.prefix)
+    }
+
+    /// `lockrun -c config.toml -b pg ARGS`, with no PostgreSQL variables from the outside.
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = self.env.cmd();
+        for k in ["PGPASSWORD", "PGUSER", "PGHOST", "PGDATABASE"] {
+            c.env_remove(k);
+        }
+        let config = self.env.file("config.toml");
+        c.arg("-c").arg(config).args(["-b", "pg"]).args(args);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().expect("spawn lockrun")
+    }
+
+    /// Runs SQL as the superuser and returns the unaligned output.
+    fn sql(&self, sql: &str) -> String {
+        let psql = server::pg_bin().join("psql");
+        let out = Command::new(if psql.exists() { psql } else { "psql".into() })
+            .arg(server::postgres_url(self.server))
+            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+            .output()
+            .expect("psql");
+        assert!(
+            out.status.success(),
+            "psql {sql:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout(&out).trim().to_owned()
+    }
+}
+
+/// Asserts the exit code, showing stderr when it differs.
+#[track_caller]
+fn exits(o: &Output, code: i32) {
+    assert_eq!(o.status.code(), Some(code), "stderr: {}", stderr(o));
+}
+
+#[track_caller]
+fn ok(o: &Output) -> String {
+    assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
+    stdout(o).trim().to_owned()
+}
+
+#[test]
+fn init_is_idempotent() {
+    let pg = Pg::new();
+    let o = pg.run(&["init"]);
+    ok(&o);
+    assert!(stderr(&o).contains("created table"), "{}", stderr(&o));
+    let o = pg.run(&["init"]);
+    ok(&o);
+    assert!(stderr(&o).contains("already set up"), "{}", stderr(&o));
+    let cols = pg.sql(&format!(
+        "SELECT string_agg(column_name, ',' ORDER BY ordinal_position) \
+         FROM information_schema.columns WHERE table_name = '{}'",
+        pg.table
+    ));
+    assert_eq!(
+        cols,
+        "resource,lease_id,principal,token,acquired_at,expires_at,ttl_ms,released"
+    );
+    let idx = pg.sql(&format!(
+        "SELECT count(*) FROM pg_indexes WHERE tablename = '{}' AND indexdef LIKE '%(expires_at)%'",
+        pg.table
+    ));
+    assert_eq!(idx, "1");
+}
+
+#[test]
+fn init_creates_a_configured_schema() {
+    let pg = Pg::new();
+    let schema = format!("s_{}", pg.prefix);
+    pg.config(
+        &server::postgres_url(pg.server),
+        &format!("table = \"leases\"\nschema = \"{schema}\""),
+    );
+    ok(&pg.run(&["init"]));
+    let res = pg.resource("in-schema");
+    let id = ok(&pg.run(&["acquire", &res]));
+    let n = pg.sql(&format!(
+        "SELECT count(*) FROM \"{schema}\".leases WHERE lease_id = '{id}'"
+    ));
+    assert_eq!(n, "1");
+}
+
+#[test]
+fn verbs_round_trip() {
+    let pg = Pg::new();
+    let res = pg.resource("db-migration");
+    // No init: the superuser's first verb creates the table.
+    let id = ok(&pg.run(&["-p", "alice@db1", "acquire", "--ttl", "2h", &res]));
+    assert_eq!(id.len(), 32, "{id:?}");
+    let rows = ok(&pg.run(&["current", &res]));
+    for needle in ["principal:     alice@db1", &id, "fencing_token: 1"] {
+        assert!(rows.contains(needle), "{needle:?} in {rows}");
+    }
+    let o = pg.run(&["acquire", "-n", &res]);
+    exits(&o, 75);
+    assert!(stderr(&o).contains("alice@db1"), "{}", stderr(&o));
+
+    ok(&pg.run(&["renew", "--ttl", "30m", &res, &id]));
+    let left = pg.sql(&format!(
+        "SELECT round(extract(epoch FROM expires_at - clock_timestamp()) / 60) \
+         FROM {} WHERE resource = '{res}'",
+        pg.table
+    ));
+    assert_eq!(left, "30");
+    ok(&pg.run(&["is-held", &res, &id]));
+    exits(&pg.run(&["is-held", &res, "0123456789abcdef"]), 1);
+    exits(&pg.run(&["release", &res, "0123456789abcdef"]), 1);
+    ok(&pg.run(&["release", &res, &id]));
+    exits(&pg.run(&["is-held", &res, &id]), 1);
+    exits(&pg.run(&["current", &res]), 1);
+    exits(&pg.run(&["release", &res, &id]), 1);
+    exits(&pg.run(&["renew", &res, &id]), 1);
+
+    // The row stays, so the next grant gets the next token.
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&pg.run(&["acquire", "--json", &res]))).expect("json");
+    assert_eq!(json["fencing_token"], 2);
+}
+
+#[test]
+fn run_stops_the_command_when_the_row_is_taken_away() {
+    let pg = Pg::new();
+    let res = pg.resource("taken");
+    let idfile = pg.env.file("id");
+    let script = format!(
+        "echo \"$LOCKRUN_LEASE_ID\" > '{}.tmp' && mv '{0}.tmp' '{0}' && exec sleep 60",
+        idfile.display()
+    );
+    let child = pg
+        .cmd(&["-q", "run", "--ttl", "3s", &res, "--", "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn run");
+    assert!(
+        eventually(Duration::from_secs(20), || idfile.exists()),
+        "the command did not start"
+    );
+    let id = std::fs::read_to_string(&idfile).expect("id");
+    ok(&pg.run(&["release", &res, id.trim()]));
+    let start = Instant::now();
+    let out = child.wait_with_output().expect("wait");
+    assert!(start.elapsed() < Duration::from_secs(30));
+    assert_fails(&out, 124, "lost the lease");
+}
+
+#[test]
+fn a_waiter_wakes_on_release() {
+    let pg = Pg::new();
+    let res = pg.resource("wake");
+    let id = ok(&pg.run(&["acquire", "--ttl", "1h", &res]));
+    let waiter = pg
+        .cmd(&["acquire", "-w", "60s", &res])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn waiter");
+    // Give it time to find the resource busy and LISTEN.
+    std::thread::sleep(Duration::from_millis(1500));
+    ok(&pg.run(&["release", &res, &id]));
+    let released = Instant::now();
+    let out = waiter.wait_with_output().expect("wait");
+    let woke = released.elapsed();
+    exits(&out, 0);
+    // Without the notification it would wait for the safety poll (>= 3.75 s) or the 1h expiry.
+    assert!(woke < Duration::from_millis(3500), "woke after {woke:?}");
+    assert_ne!(stdout(&out).trim(), id);
+}
+
+#[test]
+fn server_down_is_unavailable() {
+    let port = server::free_port();
+    let pg = Pg::with_url(&format!(
+        "postgres://postgres:{PG_PASSWORD}@127.0.0.1:{port}/postgres"
+    ));
+    let o = pg.run(&["current", "x"]);
+    assert_fails(&o, 69, &format!("127.0.0.1:{port}"));
+    assert!(!stderr(&o).contains(PG_PASSWORD));
+}
+
+#[test]
+fn wrong_password_is_a_config_error() {
+    let s = server::postgres();
+    let pg = Pg::with_url(&format!(
+        "postgres://postgres:wrong-xyzzy@127.0.0.1:{}/postgres",
+        s.port
+    ));
+    let o = pg.run(&["acquire", "x"]);
+    assert_fails(&o, 78, "password authentication failed for user");
+    assert!(!stderr(&o).contains("wrong-xyzzy"), "{}", stderr(&o));
+}
+
+#[test]
+fn password_from_the_environment_or_a_file() {
+    let s = server::postgres();
+    let pg = Pg::with_url(&format!(
+        "postgres://postgres@127.0.0.1:{}/postgres",
+        s.port
+    ));
+    let o = pg.run(&["current", "x"]);
+    assert_fails(&o, 78, "password");
+    let o = pg
+        .cmd(&["init"])
+        .env("LOCKRUN_POSTGRES_PASSWORD", PG_PASSWORD)
+        .output()
+        .expect("spawn");
+    ok(&o);
+    let o = pg
+        .cmd(&["current", "x"])
+        .env("PGPASSWORD", PG_PASSWORD)
+        .output()
+        .expect("spawn");
+    exits(&o, 1);
+    let file = pg.env.file("pgpw");
+    std::fs::write(&file, format!("{PG_PASSWORD}\n")).expect("pw file");
+    pg.config(
+        &format!("postgres://postgres@127.0.0.1:{}/postgres", s.port),
+        &format!("table = \"{}\"\npassword_file = {:?}", pg.table, file),
+    );
+    exits(&pg.run(&["current", "x"]), 1);
+}
+
+#[test]
+fn unknown_database_is_a_config_error() {
+    let s = server::postgres();
+    let pg = Pg::with_url(&format!(
+        "postgres://postgres:{PG_PASSWORD}@127.0.0.1:{}/no_such_db",
+        s.port
+    ));
+    assert_fails(
+        &pg.run(&["current", "x"]),
+        78,
+        "\"no_such_db\" does not exist",
+    );
+}
+
+#[test]
+fn missing_table_without_ddl_rights_points_to_init() {
+    let s = server::postgres();
+    let pg = Pg::with_url(&format!(
+        "postgres://plain:plain-pw@127.0.0.1:{}/postgres",
+        s.port
+    ));
+    let o = pg.run(&["acquire", "x"]);
+    assert_fails(&o, 78, "lockrun init");
+    assert!(stderr(&o).contains("may not create it"), "{}", stderr(&o));
+    let o = pg.run(&["init"]);
+    assert_fails(&o, 78, "may not create table");
+}
+
+#[test]
+fn tls_required_but_not_offered() {
+    let s = server::postgres();
+    let pg = Pg::with_url(&format!(
+        "postgres://postgres:{PG_PASSWORD}@127.0.0.1:{}/postgres?sslmode=require",
+        s.port
+    ));
+    assert_fails(&pg.run(&["current", "x"]), 78, "does not offer TLS");
+    // prefer (the default) falls back to plaintext, like libpq.
+    pg.config(
+        &format!(
+            "postgres://postgres:{PG_PASSWORD}@127.0.0.1:{}/postgres?sslmode=prefer",
+            s.port
+        ),
+        &format!("table = \"{}\"", pg.table),
+    );
+    exits(&pg.run(&["current", "x"]), 1);
+}
+
+#[test]
+fn a_foreign_row_is_reported_and_left_alone() {
+    let pg = Pg::new();
+    ok(&pg.run(&["init"]));
+    let res = pg.resource("foreign");
+    let row = format!(
+        "'{res}', '', 'someone', -5, clock_timestamp(), clock_timestamp() - interval '1 hour', \
+         1000, false"
+    );
+    pg.sql(&format!("INSERT INTO {} VALUES ({row})", pg.table));
+    let before = pg.sql(&format!(
+        "SELECT * FROM {} WHERE resource = '{res}'",
+        pg.table
+    ));
+    assert_fails(&pg.run(&["current", &res]), 65, "not a lockrun lease");
+    assert_fails(&pg.run(&["acquire", "-n", &res]), 65, "lease_id");
+    assert_fails(
+        &pg.run(&["renew", &res, "0123456789abcdef"]),
+        65,
+        "leaves it untouched",
+    );
+    let after = pg.sql(&format!(
+        "SELECT * FROM {} WHERE resource = '{res}'",
+        pg.table
+    ));
+    assert_eq!(before, after);
+}
+
+#[test]
+fn a_table_of_another_shape_is_a_config_error() {
+    let pg = Pg::new();
+    pg.sql(&format!(
+        "CREATE TABLE {} (id serial PRIMARY KEY, name text)",
+        pg.table
+    ));
+    assert_fails(&pg.run(&["acquire", "x"]), 78, "not a lockrun lease table");
+    assert_fails(&pg.run(&["init"]), 78, "not a lockrun lease table");
+    assert_eq!(pg.sql(&format!("SELECT count(*) FROM {}", pg.table)), "0");
+}
+
+#[test]
+fn bad_settings_are_config_errors() {
+    let pg = Pg::new();
+    let url = server::postgres_url(pg.server);
+    for (extra, needle) in [
+        ("table = \"x; drop table y\"", "not a plain SQL identifier"),
+        ("tabel = \"x\"", "unknown key 'tabel'"),
+        ("statement_timeout = \"soon\"", "statement_timeout"),
+    ] {
+        pg.config(&url, extra);
+        let o = pg.run(&["current", "x"]);
+        assert_fails(&o, 78, needle);
+        assert!(!stderr(&o).contains(PG_PASSWORD), "{}", stderr(&o));
+    }
+    let o = pg
+        .env
+        .run(&["-b", "postgres://u@h/db?sslmode=sometimes", "current", "x"]);
+    assert_fails(&o, 78, "sslmode");
+}
+
+#[test]
+fn a_statement_that_hangs_times_out() {
+    let pg = Pg::new();
+    let res = pg.resource("hang");
+    let id = ok(&pg.run(&["acquire", &res]));
+    // Another session holds the row lock, so the renewal's UPDATE waits.
+    let psql = server::pg_bin().join("psql");
+    let mut blocker = Command::new(if psql.exists() { psql } else { "psql".into() })
+        .arg(server::postgres_url(pg.server))
+        .args(["-X", "-q", "-c"])
+        .arg(format!(
+            "BEGIN; SELECT 1 FROM {} WHERE resource = '{res}' FOR UPDATE; \
+             SELECT pg_sleep(30); COMMIT;",
+            pg.table
+        ))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("psql");
+    let locked = eventually(Duration::from_secs(10), || {
+        pg.sql("SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND granted")
+            != "0"
+            && pg.sql("SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(30)%' AND state = 'active' AND pid <> pg_backend_pid()") != "0"
+    });
+    assert!(locked, "the blocking session did not start");
+    pg.config(
+        &server::postgres_url(pg.server),
+        &format!("table = \"{}\"\nstatement_timeout = \"1s\"", pg.table),
+    );
+    let start = Instant::now();
+    let o = pg.run(&["renew", &res, &id]);
+    let took = start.elapsed();
+    let _ = blocker.kill();
+    let _ = blocker.wait();
+    assert_fails(&o, 69, "no answer within 1s");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+#[test]
+fn a_paused_server_is_unavailable_after_the_connect_timeout() {
+    let s = server::start_postgres();
+    let pg = Pg::with_url(&server::postgres_url(&s));
+    pg.config(
+        &server::postgres_url(&s),
+        &format!("table = \"{}\"\nconnect_timeout = \"1s\"", pg.table),
+    );
+    exits(&pg.run(&["current", "x"]), 1);
+    s.pause();
+    let start = Instant::now();
+    let o = pg.run(&["current", "x"]);
+    let took = start.elapsed();
+    s.resume();
+    assert_fails(&o, 69, "while connecting");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+}
