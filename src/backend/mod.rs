@@ -15,6 +15,8 @@ use crate::lease::{Lease, LeaseId, Resource};
 
 #[doc(hidden)]
 pub mod conformance;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod file;
 mod settings;
 mod url;
@@ -149,6 +151,8 @@ pub trait Backend: Send + Sync {
 pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Arc<dyn Backend>, Error> {
     match url.scheme() {
         "file" => Ok(Arc::new(file::File::open(url, settings)?)),
+        #[cfg(feature = "etcd")]
+        "etcd" | "etcd+https" => Ok(Arc::new(etcd::Etcd::open(url, settings).await?)),
         other => Err(url::unsupported(other)),
     }
 }
