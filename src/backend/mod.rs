@@ -17,6 +17,8 @@ use crate::lease::{Lease, LeaseId, Resource};
 pub mod conformance;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
+#[cfg(feature = "etcd")]
+pub mod etcd;
 pub mod file;
 #[cfg(feature = "postgres")]
 pub mod postgres;
@@ -161,6 +163,8 @@ pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Arc<dyn Backe
         "redis" | "rediss" | "redis+unix" => Ok(Arc::new(redis::Redis::open(url, settings).await?)),
         #[cfg(feature = "dynamodb")]
         "dynamodb" => Ok(Arc::new(dynamodb::DynamoDb::open(url, settings).await?)),
+        #[cfg(feature = "etcd")]
+        "etcd" | "etcd+https" => Ok(Arc::new(etcd::Etcd::open(url, settings).await?)),
         other => Err(url::unsupported(other)),
     }
 }

@@ -17,12 +17,20 @@ const SCHEMES: &[(&str, &str)] = &[
     ("dynamodb", "dynamodb"),
 ];
 
+/// Schemes whose URLs may name several hosts: `etcd://h1:2379,h2:2379`.
+const MULTI_HOST: &[&str] = &["etcd", "etcd+https"];
+
+/// A host and its port, if the URL gives one.
+type Host = (String, Option<u16>);
+
 /// A backend URL such as `file:///var/lock/lockrun` or `redis://:pw@127.0.0.1:6379/0`.
 ///
 /// `Display` and `Debug` never show a password.
 #[derive(Clone, PartialEq, Eq)]
 pub struct BackendUrl {
     url: url::Url,
+    /// The hosts after the first of a comma-separated host list (multi-host schemes only).
+    more_hosts: Vec<Host>,
 }
 
 impl BackendUrl {
@@ -32,6 +40,8 @@ impl BackendUrl {
         if text.is_empty() {
             return Err(Error::Config("backend URL is empty".into()));
         }
+        let (single, more_hosts) = split_hosts(text)?;
+        let text = single.as_str();
         let url = if text.starts_with('/') {
             url::Url::from_directory_path(text)
                 .map_err(|()| Error::Config(format!("bad backend path '{text}'")))?
@@ -52,7 +62,7 @@ impl BackendUrl {
                     .join(", ")
             )));
         }
-        Ok(BackendUrl { url })
+        Ok(BackendUrl { url, more_hosts })
     }
 
     /// The URL scheme, which selects the backend.
@@ -60,9 +70,17 @@ impl BackendUrl {
         self.url.scheme()
     }
 
-    /// The parsed URL, secrets included: for connecting, never for printing.
+    /// The parsed URL, secrets included: for connecting, never for printing. Of a host list,
+    /// it names the first host; see [`BackendUrl::hosts`].
     pub fn secret_url(&self) -> &url::Url {
         &self.url
+    }
+
+    /// Every host of the URL with its port, in order: more than one only for schemes that take a
+    /// host list (`etcd://h1:2379,h2:2379`).
+    pub fn hosts(&self) -> Vec<Host> {
+        let first = self.url.host_str().map(|h| (h.to_owned(), self.url.port()));
+        first.into_iter().chain(self.more_hosts.clone()).collect()
     }
 
     /// The URL with any password replaced by `***`.
@@ -84,13 +102,69 @@ impl BackendUrl {
         if changed {
             u.query_pairs_mut().clear().extend_pairs(pairs);
         }
-        u.to_string()
+        let mut text = u.to_string();
+        if !self.more_hosts.is_empty() {
+            let start = text.find("://").map_or(0, |i| i + 3);
+            let end = text[start..]
+                .find(['/', '?', '#'])
+                .map_or(text.len(), |i| start + i);
+            let more: String = self
+                .more_hosts
+                .iter()
+                .map(|(h, p)| p.map_or_else(|| format!(",{h}"), |p| format!(",{h}:{p}")))
+                .collect();
+            text.insert_str(end, &more);
+        }
+        text
     }
 }
 
 fn is_secret_key(k: &str) -> bool {
     let k = k.to_ascii_lowercase();
     k.contains("password") || k.contains("secret") || k.contains("token")
+}
+
+/// Splits a comma-separated host list (`scheme://[userinfo@]h1[:p1],h2[:p2]/...`) of a
+/// multi-host scheme into the URL with only the first host, and the other hosts.
+fn split_hosts(text: &str) -> Result<(String, Vec<Host>), Error> {
+    let unchanged = || Ok((text.to_owned(), Vec::new()));
+    let Some(i) = text.find("://") else {
+        return unchanged();
+    };
+    let scheme = &text[..i];
+    if !MULTI_HOST.contains(&scheme) {
+        return unchanged();
+    }
+    let rest = &text[i + 3..];
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..end];
+    let start = authority.rfind('@').map_or(0, |at| at + 1);
+    let list = &authority[start..];
+    if !list.contains(',') {
+        return unchanged();
+    }
+    let mut hosts = list.split(',');
+    let first = hosts.next().unwrap_or_default();
+    let mut more = Vec::new();
+    for host in hosts {
+        let bad = |why: &str| {
+            Error::Config(format!(
+                "bad backend URL '{}': {why} in the host list",
+                redact_text(text)
+            ))
+        };
+        if host.is_empty() {
+            return Err(bad("empty host"));
+        }
+        let u = url::Url::parse(&format!("{scheme}://{host}"))
+            .map_err(|e| bad(&format!("host '{host}': {e}")))?;
+        match u.host_str() {
+            Some(h) if !h.is_empty() && u.path().is_empty() => more.push((h.to_owned(), u.port())),
+            _ => return Err(bad(&format!("bad host '{host}'"))),
+        }
+    }
+    let single = format!("{scheme}://{}{first}{}", &authority[..start], &rest[end..]);
+    Ok((single, more))
 }
 
 /// Best-effort redaction of text that did not even parse as a URL: drop `user:pass@`.
@@ -172,5 +246,34 @@ mod tests {
         assert!(u.to_string().contains("sslmode=require"));
         let e = BackendUrl::parse("bogus://u:hunter2@h").unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn host_lists() {
+        let u = BackendUrl::parse("etcd://u:hunter2@10.0.0.1:2379,[::1]:2380,h3/").unwrap();
+        assert_eq!(
+            u.hosts(),
+            vec![
+                ("10.0.0.1".to_owned(), Some(2379)),
+                ("[::1]".to_owned(), Some(2380)),
+                ("h3".to_owned(), None)
+            ]
+        );
+        assert_eq!(u.to_string(), "etcd://u:***@10.0.0.1:2379,[::1]:2380,h3/");
+        assert_eq!(u.secret_url().password(), Some("hunter2"));
+        let one = BackendUrl::parse("etcd+https://h:1").unwrap();
+        assert_eq!(one.hosts(), vec![("h".to_owned(), Some(1))]);
+        assert_eq!(one.to_string(), "etcd+https://h:1");
+        for bad in [
+            "etcd://h1:1,,h2",
+            "etcd://h1:1,h2:x",
+            "etcd://h1,",
+            "redis://h1:1,h2:2",
+        ] {
+            assert!(
+                matches!(BackendUrl::parse(bad), Err(Error::Config(_))),
+                "{bad}"
+            );
+        }
     }
 }

@@ -3,6 +3,7 @@
 
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
+pub mod etcd;
 pub mod server;
 
 use std::path::{Path, PathBuf};

@@ -1,0 +1,231 @@
+//! The etcd backend: leases as etcd keys bound to etcd leases (`etcd://host:2379[,host2:2379]`,
+//! `etcd+https://...` for TLS).
+//!
+//! # Key layout
+//!
+//! One key per resource: the `prefix` setting (default `lockrun/`) followed by the resource name,
+//! byte for byte (`lockrun/deploy-prod`). Its value is a small JSON object (see the `record`
+//! submodule) with lockrun's lease id, the principal, when it was acquired, the TTL asked for,
+//! and the etcd lease the key is attached to. A key that is not such a value is reported as
+//! [`Error::Corrupt`] and never overwritten.
+//!
+//! # Operations
+//!
+//! - **acquire**: `LeaseGrant(ttl)`, then one transaction: *if* the key's `create_revision` is 0
+//!   (absent) *then* put the value attached to the new etcd lease, *else* read the key. Losing
+//!   the race revokes the etcd lease at once, so failed attempts leak nothing; a transaction
+//!   whose outcome is unknown (timeout) revokes it too, which undoes the grant if it happened.
+//!   The fencing token is the revision of the put, i.e. the key's `create_revision`: etcd's
+//!   revision is cluster-wide and only ever increases, so every grant gets a larger token.
+//! - **renew**: read the key and check that it holds our lease id, then one keep-alive of its etcd
+//!   lease. etcd refuses to keep an expired lease alive, so a renewal never resurrects one. A
+//!   different TTL (`renew --ttl`) cannot be set on an existing etcd lease, so after the
+//!   keep-alive the key is moved to a fresh etcd lease with the new TTL in one transaction guarded
+//!   by the key's `mod_revision`, and the old etcd lease is revoked.
+//! - **release**: read the key, check the lease id, delete it in a transaction guarded by its
+//!   `mod_revision` (so a key that changed hands in between is never deleted), then revoke the
+//!   etcd lease. A lease id that does not hold the resource releases nothing.
+//! - **current**: read the key, and `LeaseTimeToLive` of its etcd lease for the time left.
+//! - **watch**: an etcd watch on the key; any PUT or DELETE (release, expiry) wakes the waiter.
+//!
+//! # Clocks
+//!
+//! Expiry is enforced by the etcd leader's lease clock, never by a client. etcd TTLs are whole
+//! seconds: a TTL is rounded **up** (at least 1 s), and etcd may raise it further to its minimum
+//! (1.5 election timeouts, 2 s by default), so the server never expires a lease before lockrun's
+//! local deadline. etcd has no wall-clock API, so `acquired_at` is the acquiring client's wall
+//! clock and `expires_at` this client's clock plus the server's remaining TTL: both are for
+//! display only.
+//!
+//! # Safety
+//!
+//! Every call is bounded by `command_timeout` (default 5 s), so a paused or partitioned server
+//! cannot stall the heartbeat; `open` connects at once, within `connect_timeout` (default 5 s),
+//! and checks that the cluster serves a linearizable read. With several endpoints, a call that
+//! cannot connect moves on to the next one at once, and after a timeout the next call starts at
+//! the next endpoint (see the `cluster` submodule). Credentials come from the URL
+//! (`etcd://user:password@host`), or `username` with `password_file` or `$LOCKRUN_ETCD_PASSWORD`;
+//! they never appear in messages or `Debug` output. etcd's auth tokens lapse when idle: a call
+//! refused for that reason logs in again and is retried once. `etcd+https://` verifies the
+//! server against `ca_file` (default: the system's CA bundle) and presents `cert_file` and
+//! `key_file` when given; TLS failures are configuration errors.
+//!
+//! `--fair` (FIFO among waiters) is not offered: the trait grants by compare-and-set, and waiters
+//! are woken by a watch on the key.
+
+use std::fmt;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{ConnectOptions, GetOptions, WatchStream, Watcher};
+
+use super::{
+    Acquire, AcquireRequest, Backend, BackendUrl, Capabilities, Error, Fencing, Renewal, Settings,
+    Watch,
+};
+use crate::lease::{Lease, LeaseId, Resource};
+
+mod cluster;
+mod errors;
+mod ops;
+mod options;
+mod record;
+
+use cluster::{Limit, Member};
+use options::Options;
+
+/// Leases in an etcd cluster.
+pub struct Etcd {
+    opts: Options,
+    /// Connection options without the credentials (`ConnectOptions` would show them in `Debug`).
+    connect: ConnectOptions,
+    members: Vec<Member>,
+    /// The member calls go to first.
+    current: AtomicUsize,
+}
+
+impl fmt::Debug for Etcd {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Etcd")
+            .field("options", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Etcd {
+    /// Connects to the cluster of an `etcd://` or `etcd+https://` URL, with the settings
+    /// `prefix`, `connect_timeout`, `command_timeout`, `ca_file`, `cert_file`, `key_file`,
+    /// `username` and `password_file`. Fails with [`Error::Unavailable`] when no member answers
+    /// within the connect timeout, and [`Error::Config`] for bad settings, rejected credentials
+    /// or TLS failures.
+    pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Etcd, Error> {
+        let opts = Options::new(url, settings, &|k| std::env::var(k).ok())?;
+        let etcd = Etcd {
+            connect: opts.connect_options()?,
+            members: Etcd::members(&opts),
+            current: AtomicUsize::new(0),
+            opts,
+        };
+        // A linearizable read needs a quorum, and checks the credentials.
+        let limit = Limit(etcd.opts.connect_timeout, "connect_timeout");
+        let prefix = etcd.opts.prefix.clone();
+        etcd.call_raw("connecting", limit, |mut c| {
+            let prefix = prefix.clone();
+            async move {
+                c.get(prefix, Some(GetOptions::new().with_count_only()))
+                    .await
+            }
+        })
+        .await?
+        .map_err(|e| {
+            let tls = etcd.opts.tls.as_ref().map(|t| t.identity.is_some());
+            errors::map_connect(&etcd.opts.name, tls, e)
+        })?;
+        Ok(etcd)
+    }
+
+    /// The etcd key that holds `resource`'s lease: the prefix followed by the name.
+    pub fn key(&self, resource: &Resource) -> Vec<u8> {
+        let mut key = self.opts.prefix.clone();
+        key.extend_from_slice(resource.as_str().as_bytes());
+        key
+    }
+}
+
+#[async_trait]
+impl Backend for Etcd {
+    /// Strict fencing (etcd revisions), expiry by the server's lease clock, change events from
+    /// etcd watches, no eviction.
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            fencing: Fencing::Strict,
+            server_time: true,
+            watch: true,
+            may_evict: false,
+        }
+    }
+
+    async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Acquire, Error> {
+        self.acquire_once(req).await
+    }
+
+    async fn renew(
+        &self,
+        resource: &Resource,
+        id: &LeaseId,
+        ttl: Duration,
+    ) -> Result<Renewal, Error> {
+        self.renew_lease(resource, id, ttl).await
+    }
+
+    async fn release(&self, resource: &Resource, id: &LeaseId) -> Result<bool, Error> {
+        self.release_lease(resource, id).await
+    }
+
+    async fn current(&self, resource: &Resource) -> Result<Option<Lease>, Error> {
+        self.current_lease(resource).await
+    }
+
+    async fn watch(&self, resource: &Resource) -> Result<Option<Box<dyn Watch>>, Error> {
+        let key = self.key(resource);
+        let (watcher, stream) = self
+            .call("watching", |mut c| {
+                let key = key.clone();
+                async move { c.watch(key, None).await }
+            })
+            .await?;
+        Ok(Some(Box::new(KeyWatch::new(
+            watcher,
+            stream,
+            self.opts.name.clone(),
+        ))))
+    }
+}
+
+/// A watch on one key, created before the acquire attempt it backs up: etcd starts it at the
+/// current revision, so a release after the attempt is never missed.
+struct KeyWatch {
+    /// Keeps the watch's request stream open; dropping it ends the watch.
+    _watcher: Watcher,
+    stream: WatchStream,
+    name: String,
+}
+
+impl KeyWatch {
+    fn new(watcher: Watcher, stream: WatchStream, name: String) -> KeyWatch {
+        KeyWatch {
+            _watcher: watcher,
+            stream,
+            name,
+        }
+    }
+}
+
+#[async_trait]
+impl Watch for KeyWatch {
+    /// Resolves on the next PUT or DELETE of the key (a release, an expiry, a takeover, or a
+    /// renewal that moved the key to a new etcd lease).
+    async fn changed(&mut self) -> Result<(), Error> {
+        loop {
+            match self.stream.message().await {
+                Ok(Some(resp)) if resp.canceled() => {
+                    return Err(Error::Unavailable(format!(
+                        "{}: watch canceled by etcd: {}",
+                        self.name,
+                        resp.cancel_reason()
+                    )))
+                }
+                Ok(Some(resp)) if !resp.events().is_empty() => return Ok(()),
+                Ok(Some(_)) => {} // progress notifications
+                Ok(None) => {
+                    return Err(Error::Unavailable(format!(
+                        "{}: watch stream closed",
+                        self.name
+                    )))
+                }
+                Err(e) => return Err(errors::map(&self.name, "watching", e)),
+            }
+        }
+    }
+}

@@ -1,0 +1,321 @@
+//! The lease operations as etcd calls and transactions (see the module docs of
+//! [`crate::backend::etcd`] for the protocol).
+
+use std::time::{Duration, SystemTime};
+
+use etcd_client::{Compare, CompareOp, KeyValue, PutOptions, Txn, TxnOp, TxnOpResponse};
+
+use super::record::{epoch_ms, secs, ttl_secs, Record};
+use super::{errors, Etcd};
+use crate::backend::{Acquire, AcquireRequest, Error, Renewal};
+use crate::lease::{Lease, LeaseId, Resource};
+
+/// How often a guarded transaction is retried when the key changed between reading and writing
+/// but still holds our lease (a concurrent renewal of the same lease).
+const ATTEMPTS: usize = 3;
+
+/// The key of a resource as read: the decoded value and the revisions that guard writes.
+struct Held {
+    rec: Record,
+    create_revision: i64,
+    mod_revision: i64,
+}
+
+impl Etcd {
+    pub(super) async fn acquire_once(&self, req: &AcquireRequest<'_>) -> Result<Acquire, Error> {
+        let key = self.key(req.resource);
+        let want = ttl_secs(req.ttl);
+        let t0 = SystemTime::now();
+        let grant = self
+            .call("granting an etcd lease", |mut c| async move {
+                c.lease_grant(want, None).await
+            })
+            .await?;
+        let rec = Record {
+            id: req.id.clone(),
+            principal: req.principal.to_owned(),
+            acquired_at_ms: epoch_ms(t0),
+            ttl_s: want,
+            etcd_lease: grant.id(),
+            etcd_ttl_s: grant.ttl(),
+        };
+        let txn = Txn::new()
+            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(
+                key.clone(),
+                rec.encode(),
+                Some(PutOptions::new().with_lease(rec.etcd_lease)),
+            )])
+            .or_else([TxnOp::get(key.clone(), None)]);
+        let resp = match self.txn("acquiring", &txn).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                // Unknown outcome: revoking the etcd lease undoes the grant if it was made, and
+                // frees the lease if it was not.
+                self.revoke(rec.etcd_lease).await;
+                return Err(e);
+            }
+        };
+        if resp.succeeded() {
+            let token = resp.header().map_or(0, |h| h.revision());
+            let granted = secs(rec.etcd_ttl_s);
+            return Ok(Acquire::Acquired(rec.lease(
+                req.resource,
+                token,
+                t0 + granted,
+                granted,
+            )));
+        }
+        // Lost the race: give the fresh etcd lease back at once, and describe the holder.
+        let holder = first_kv(resp.op_responses());
+        let (_, described) = tokio::join!(
+            self.revoke(rec.etcd_lease),
+            self.describe(req.resource, holder)
+        );
+        let (holder, expires_in) = described?;
+        Ok(Acquire::Busy { holder, expires_in })
+    }
+
+    /// The holder's lease and an upper bound of its remaining time (etcd reports whole seconds,
+    /// rounded down).
+    async fn describe(
+        &self,
+        resource: &Resource,
+        kv: Option<KeyValue>,
+    ) -> Result<(Option<Lease>, Option<Duration>), Error> {
+        let Some(kv) = kv else {
+            return Ok((None, Some(Duration::ZERO))); // deleted meanwhile
+        };
+        let held = held(resource, &kv)?;
+        let ttl = self.time_to_live(held.rec.etcd_lease).await?;
+        let lease = held.rec.lease(
+            resource,
+            held.create_revision,
+            SystemTime::now() + secs(ttl.0),
+            secs(ttl.1),
+        );
+        let left = if ttl.0 < 0 {
+            Duration::ZERO // expired; the key is being deleted
+        } else {
+            secs(ttl.0) + Duration::from_secs(1)
+        };
+        Ok((Some(lease), Some(left)))
+    }
+
+    pub(super) async fn renew_lease(
+        &self,
+        resource: &Resource,
+        id: &LeaseId,
+        ttl: Duration,
+    ) -> Result<Renewal, Error> {
+        let want = ttl_secs(ttl);
+        for _ in 0..ATTEMPTS {
+            let Some(held) = self.read(resource).await? else {
+                return Ok(Renewal::Lost);
+            };
+            if held.rec.id != *id {
+                return Ok(Renewal::Lost);
+            }
+            let sent = SystemTime::now();
+            // Proves the etcd lease alive and restarts its TTL. etcd answers "not found" for an
+            // expired lease (it waits for the revocation first), so nothing is resurrected.
+            let lease = held.rec.etcd_lease;
+            match self
+                .call_raw("renewing", self.command_limit(), |mut c| async move {
+                    c.lease_keep_alive(lease).await
+                })
+                .await?
+            {
+                Ok(_) => {}
+                Err(e) if errors::is_lease_not_found(&e) => return Ok(Renewal::Lost),
+                Err(e) => return Err(errors::map(&self.opts.name, "renewing", e)),
+            }
+            if want == held.rec.ttl_s {
+                let granted = secs(held.rec.etcd_ttl_s);
+                return Ok(Renewal::Renewed(held.rec.lease(
+                    resource,
+                    held.create_revision,
+                    sent + granted,
+                    granted,
+                )));
+            }
+            if let Some(lease) = self.swap(resource, &held, want).await? {
+                return Ok(Renewal::Renewed(lease));
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "{}: renewing: the key kept changing",
+            self.opts.name
+        )))
+    }
+
+    /// Moves the key to a fresh etcd lease with a TTL of `want` seconds, if it is unchanged
+    /// since `held` was read; `None` if it changed.
+    async fn swap(
+        &self,
+        resource: &Resource,
+        held: &Held,
+        want: i64,
+    ) -> Result<Option<Lease>, Error> {
+        let key = self.key(resource);
+        let sent = SystemTime::now();
+        let grant = self
+            .call("granting an etcd lease", |mut c| async move {
+                c.lease_grant(want, None).await
+            })
+            .await?;
+        let rec = Record {
+            ttl_s: want,
+            etcd_lease: grant.id(),
+            etcd_ttl_s: grant.ttl(),
+            ..held.rec.clone()
+        };
+        let txn = Txn::new()
+            .when([Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                held.mod_revision,
+            )])
+            .and_then([TxnOp::put(
+                key,
+                rec.encode(),
+                Some(PutOptions::new().with_lease(rec.etcd_lease)),
+            )]);
+        // On an unknown outcome the new etcd lease is left to expire on its own: revoking it
+        // could delete the key if the put happened. A later renewal then finds and keeps
+        // whichever etcd lease the key is attached to.
+        if self.txn("renewing", &txn).await?.succeeded() {
+            self.revoke(held.rec.etcd_lease).await;
+            let granted = secs(rec.etcd_ttl_s);
+            Ok(Some(rec.lease(
+                resource,
+                held.create_revision,
+                sent + granted,
+                granted,
+            )))
+        } else {
+            self.revoke(rec.etcd_lease).await;
+            Ok(None)
+        }
+    }
+
+    pub(super) async fn release_lease(
+        &self,
+        resource: &Resource,
+        id: &LeaseId,
+    ) -> Result<bool, Error> {
+        let key = self.key(resource);
+        for _ in 0..ATTEMPTS {
+            let Some(held) = self.read(resource).await? else {
+                return Ok(false);
+            };
+            if held.rec.id != *id {
+                return Ok(false);
+            }
+            let txn = Txn::new()
+                .when([Compare::mod_revision(
+                    key.clone(),
+                    CompareOp::Equal,
+                    held.mod_revision,
+                )])
+                .and_then([TxnOp::delete(key.clone(), None)]);
+            if self.txn("releasing", &txn).await?.succeeded() {
+                self.revoke(held.rec.etcd_lease).await;
+                return Ok(true);
+            }
+        }
+        Err(Error::Unavailable(format!(
+            "{}: releasing: the key kept changing",
+            self.opts.name
+        )))
+    }
+
+    pub(super) async fn current_lease(&self, resource: &Resource) -> Result<Option<Lease>, Error> {
+        let Some(held) = self.read(resource).await? else {
+            return Ok(None);
+        };
+        let (left, granted) = self.time_to_live(held.rec.etcd_lease).await?;
+        if left < 0 {
+            return Ok(None); // expired; the key is being deleted
+        }
+        Ok(Some(held.rec.lease(
+            resource,
+            held.create_revision,
+            SystemTime::now() + secs(left),
+            secs(granted),
+        )))
+    }
+
+    /// Reads and decodes the key of `resource`.
+    async fn read(&self, resource: &Resource) -> Result<Option<Held>, Error> {
+        let key = self.key(resource);
+        let mut resp = self
+            .call("reading", |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
+        match resp.take_kvs().into_iter().next() {
+            Some(kv) => held(resource, &kv).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn txn(&self, what: &str, txn: &Txn) -> Result<etcd_client::TxnResponse, Error> {
+        self.call(what, |mut c| {
+            let txn = txn.clone();
+            async move { c.txn(txn).await }
+        })
+        .await
+    }
+
+    /// The remaining and granted TTL of an etcd lease, in seconds (remaining is -1 when the
+    /// lease no longer exists).
+    async fn time_to_live(&self, lease: i64) -> Result<(i64, i64), Error> {
+        let resp = self
+            .call("reading the lease's TTL", |mut c| async move {
+                c.lease_time_to_live(lease, None).await
+            })
+            .await?;
+        Ok((resp.ttl(), resp.granted_ttl()))
+    }
+
+    /// Revokes an etcd lease that holds nothing we need, best effort: if that fails, the lease
+    /// still expires on its own after its TTL.
+    async fn revoke(&self, lease: i64) {
+        match self
+            .call_raw(
+                "revoking an etcd lease",
+                self.command_limit(),
+                |mut c| async move { c.lease_revoke(lease).await },
+            )
+            .await
+        {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) if errors::is_lease_not_found(&e) => {}
+            Ok(Err(e)) => tracing::warn!(
+                "could not revoke etcd lease {lease:x} (it expires on its own): {}",
+                errors::map(&self.opts.name, "revoking", e)
+            ),
+            Err(e) => {
+                tracing::warn!("could not revoke etcd lease {lease:x} (it expires on its own): {e}")
+            }
+        }
+    }
+}
+
+fn held(resource: &Resource, kv: &KeyValue) -> Result<Held, Error> {
+    Ok(Held {
+        rec: Record::decode(resource, kv.value(), kv.lease())?,
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+    })
+}
+
+/// The key-value of a transaction's single `get`.
+fn first_kv(responses: Vec<TxnOpResponse>) -> Option<KeyValue> {
+    responses.into_iter().find_map(|r| match r {
+        TxnOpResponse::Get(mut get) => get.take_kvs().into_iter().next(),
+        _ => None,
+    })
+}

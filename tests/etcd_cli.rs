@@ -1,0 +1,380 @@
+//! The real binary against a real etcd server: the verbs, `run`, waiting, and bad input.
+#![cfg(feature = "etcd")]
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::etcd::{block_on, client, etcd, lease_count, start_etcd, start_etcd_with_auth, url};
+use common::server::{free_port, prefix, Server};
+use common::*;
+
+/// A test environment whose backend is an etcd URL.
+struct EtcdEnv {
+    env: Env,
+    url: String,
+}
+
+impl EtcdEnv {
+    fn new(server: &Server) -> EtcdEnv {
+        EtcdEnv::with_url(url(server))
+    }
+
+    fn with_url(url: String) -> EtcdEnv {
+        EtcdEnv {
+            env: Env::new(),
+            url,
+        }
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = self.env.cmd();
+        c.env("LOCKRUN_BACKEND", &self.url);
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("spawn lockrun")
+    }
+
+    fn acquire(&self, args: &[&str]) -> String {
+        let o = self.run(&[&["acquire"], args].concat());
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        stdout(&o).trim().to_owned()
+    }
+}
+
+/// The etcd lease of a resource's key (default prefix), and its granted TTL.
+fn key_lease(server: &Server, resource: &str) -> (i64, i64) {
+    block_on(async {
+        let mut c = client(server).await;
+        let got = c
+            .get(format!("lockrun/{resource}"), None)
+            .await
+            .expect("get");
+        let lease = got.kvs().first().expect("the key exists").lease();
+        let ttl = c.lease_time_to_live(lease, None).await.expect("ttl");
+        (lease, ttl.granted_ttl())
+    })
+}
+
+fn leases(server: &Server) -> usize {
+    block_on(async { lease_count(&mut client(server).await).await })
+}
+
+#[test]
+fn round_trip_across_processes() {
+    let server = etcd();
+    let e = EtcdEnv::new(server);
+    let res = format!("{}/db-migration", prefix());
+    let id = e.acquire(&["-p", "alice@db1", "--ttl", "30s", &res]);
+    assert_eq!(id.len(), 32, "only the id on stdout: {id:?}");
+    assert_eq!(key_lease(server, &res).1, 30);
+
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&e.run(&["current", "-f", "json", &res]))).unwrap();
+    assert_eq!(json["lease_id"], id.as_str());
+    assert_eq!(json["principal"], "alice@db1");
+    assert!(json["fencing_token"].as_u64().unwrap() > 0);
+    assert_eq!(json["ttl_seconds"], 30.0);
+    assert_eq!(e.run(&["is-held", &res, &id]).status.code(), Some(0));
+
+    // renew --ttl really changes the server-side TTL (stormlock ignored it).
+    let o = e.run(&["renew", &res, &id, "--ttl", "2m"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(key_lease(server, &res).1, 120);
+    let again: serde_json::Value =
+        serde_json::from_str(&stdout(&e.run(&["current", "-f", "json", &res]))).unwrap();
+    assert_eq!(again["lease_id"], id.as_str());
+    assert_eq!(again["fencing_token"], json["fencing_token"]);
+    assert_eq!(e.run(&["is-held", &res, &id]).status.code(), Some(0));
+
+    let o = e.run(&["release", &res, &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_fails(&e.run(&["is-held", &res, &id]), 1, "does not hold");
+    assert_fails(&e.run(&["renew", &res, &id]), 1, "");
+    assert_fails(&e.run(&["release", &res, &id]), 1, "");
+    assert_eq!(e.run(&["current", &res]).status.code(), Some(1));
+}
+
+#[test]
+fn failed_acquires_leak_no_etcd_leases() {
+    let server = start_etcd();
+    let e = EtcdEnv::new(&server);
+    let id = e.acquire(&["--ttl", "1h", "busy"]);
+    let before = leases(&server);
+    for _ in 0..5 {
+        assert_fails(&e.run(&["acquire", "-n", "busy"]), 75, "busy");
+        assert_fails(&e.run(&["-n", "busy", "--", "true"]), 75, "busy");
+    }
+    assert_eq!(
+        leases(&server),
+        before,
+        "failed acquires leaked etcd leases"
+    );
+    assert_eq!(e.run(&["release", "busy", &id]).status.code(), Some(0));
+    assert_eq!(leases(&server), before - 1);
+}
+
+#[test]
+fn child_gets_the_create_revision_as_fencing_token() {
+    let server = etcd();
+    let e = EtcdEnv::new(server);
+    let res = format!("{}/token", prefix());
+    let o = e.run(&[
+        &res,
+        "--",
+        "sh",
+        "-c",
+        "echo $LOCKRUN_FENCING_TOKEN $LOCKRUN_BACKEND",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let mut parts = out.split_whitespace();
+    let first: u64 = parts.next().unwrap().parse().unwrap();
+    assert_eq!(parts.next(), Some(e.url.as_str()));
+    let o = e.run(&[&res, "--", "sh", "-c", "echo $LOCKRUN_FENCING_TOKEN"]);
+    let second: u64 = stdout(&o).trim().parse().unwrap();
+    assert!(second > first, "{first} then {second}");
+}
+
+/// The test: revoke the etcd lease while `run` holds it -> the command is stopped, 124.
+#[test]
+fn revoked_etcd_lease_stops_the_command() {
+    let server = etcd();
+    let e = EtcdEnv::new(server);
+    let res = format!("{}/revoked", prefix());
+    let pid_file = e.env.file("pid");
+    let script = format!(
+        "echo $$ > {}; while :; do sleep 0.02; done",
+        pid_file.display()
+    );
+    let child = e
+        .cmd()
+        .args(["--ttl", "3s", &res, "--", "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || read_pid(&pid_file).is_some()));
+    let (lease, _) = key_lease(server, &res);
+    block_on(async {
+        client(server)
+            .await
+            .lease_revoke(lease)
+            .await
+            .expect("revoke")
+    });
+    let revoked = Instant::now();
+    let o = child.wait_with_output().unwrap();
+    assert_fails(&o, 124, "lost the lease");
+    assert!(
+        revoked.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        revoked.elapsed()
+    );
+    assert!(!alive(read_pid(&pid_file).unwrap()));
+}
+
+#[test]
+fn waiter_is_woken_by_the_release() {
+    let server = etcd();
+    let e = EtcdEnv::new(server);
+    let res = format!("{}/wait", prefix());
+    let id = e.acquire(&["--ttl", "1m", &res]);
+    let waiter = e
+        .cmd()
+        .args([&res, "--", "true"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(e.run(&["release", &res, &id]).status.code(), Some(0));
+    let released = Instant::now();
+    let o = waiter.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // Woken by the watch, not by a poll (the safety poll is 5 s).
+    assert!(
+        released.elapsed() < Duration::from_millis(1000),
+        "{:?}",
+        released.elapsed()
+    );
+    assert!(stderr(&o).contains("held by"), "{}", stderr(&o));
+}
+
+#[test]
+fn unreachable_endpoint_exits_69() {
+    let e = EtcdEnv::with_url(format!("etcd://127.0.0.1:{}", free_port()));
+    let t = Instant::now();
+    let o = e.run(&["acquire", "res"]);
+    assert_fails(&o, 69, "Connection refused");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    assert_fails(&e.run(&["current", "res"]), 69, "connecting");
+}
+
+#[test]
+fn bad_credentials_exit_78() {
+    let server = start_etcd_with_auth(&[]);
+    let port = server.port;
+    let e = EtcdEnv::with_url(format!("etcd://root:wrong-pw@127.0.0.1:{port}"));
+    let o = e.run(&["acquire", "res"]);
+    assert_fails(&o, 78, "authentication failed");
+    assert!(!stderr(&o).contains("wrong-pw"), "{}", stderr(&o));
+    // No credentials at all against a server with auth enabled.
+    assert_fails(
+        &EtcdEnv::new(&server).run(&["acquire", "res"]),
+        78,
+        "user name is empty",
+    );
+    // The right password from the environment works.
+    let e = EtcdEnv::with_url(format!("etcd://root@127.0.0.1:{port}"));
+    let o = e
+        .cmd()
+        .env("LOCKRUN_ETCD_PASSWORD", common::etcd::ROOT_PASSWORD)
+        .args(["acquire", "res"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_urls_and_settings_exit_78() {
+    let port = etcd().port;
+    let cases = [
+        ("etcd://127.0.0.1:notaport", "invalid port"),
+        ("etcd://127.0.0.1:1,,127.0.0.1:2", "empty host"),
+        (
+            &format!("etcd://127.0.0.1:{port}/some/path") as &str,
+            "takes no path",
+        ),
+        (
+            &format!("etcd://127.0.0.1:{port}?prefix=x"),
+            "takes no path or parameters",
+        ),
+        (&format!("etcd://user@127.0.0.1:{port}"), "has no password"),
+    ];
+    for (u, needle) in cases {
+        assert_fails(
+            &EtcdEnv::with_url(u.to_owned()).run(&["acquire", "res"]),
+            78,
+            needle,
+        );
+    }
+    let e = EtcdEnv::with_url("ci".into());
+    let config = e.env.file("config.toml");
+    let write = |body: &str| std::fs::write(&config, body).unwrap();
+    let run = |args: &[&str]| {
+        e.env
+            .cmd()
+            .arg("-c")
+            .arg(&config)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    write(&format!(
+        "[backend.ci]\nurl = \"etcd://127.0.0.1:{port}\"\ncolour = \"red\"\n"
+    ));
+    assert_fails(
+        &run(&["-b", "ci", "acquire", "res"]),
+        78,
+        "unknown key 'colour'",
+    );
+    write(&format!(
+        "[backend.ci]\nurl = \"etcd+https://127.0.0.1:{port}\"\nca_file = \"/nonexistent/ca.pem\"\n"
+    ));
+    assert_fails(&run(&["-b", "ci", "acquire", "res"]), 78, "ca_file");
+    // TLS against a plain-HTTP server is a configuration problem.
+    let ca = e.env.file("ca.pem");
+    std::fs::write(&ca, "").unwrap();
+    write(&format!(
+        "[backend.ci]\nurl = \"etcd+https://127.0.0.1:{port}\"\nca_file = \"{}\"\n",
+        ca.display()
+    ));
+    assert_fails(&run(&["-b", "ci", "acquire", "res"]), 78, "TLS");
+}
+
+#[test]
+fn a_foreign_key_is_corrupt_and_kept() {
+    let server = etcd();
+    let e = EtcdEnv::new(server);
+    let res = format!("{}/foreign", prefix());
+    let key = format!("lockrun/{res}");
+    block_on(async {
+        client(server)
+            .await
+            .put(key.clone(), "not ours", None)
+            .await
+            .expect("put")
+    });
+    assert_fails(
+        &e.run(&["acquire", "-n", &res]),
+        65,
+        "does not hold a lockrun lease",
+    );
+    assert_fails(&e.run(&["current", &res]), 65, "will not use or overwrite");
+    let value = block_on(async {
+        client(server)
+            .await
+            .get(key, None)
+            .await
+            .expect("get")
+            .kvs()[0]
+            .value()
+            .to_vec()
+    });
+    assert_eq!(value, b"not ours");
+}
+
+#[test]
+fn tls_with_a_client_certificate() {
+    let (server, certs) = common::etcd::start_etcd_tls();
+    let e = EtcdEnv::with_url("tls".into());
+    let config = e.env.file("config.toml");
+    let run = |body: &str, args: &[&str]| {
+        std::fs::write(&config, body).unwrap();
+        e.env
+            .cmd()
+            .arg("-c")
+            .arg(&config)
+            .args(["-b", "tls"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let url = format!("etcd+https://127.0.0.1:{}", server.port);
+    let full = format!(
+        "[backend.tls]\nurl = \"{url}\"\nca_file = \"{}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        certs.ca.display(),
+        certs.cert.display(),
+        certs.key.display()
+    );
+    let o = run(&full, &["acquire", "res"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let id = stdout(&o).trim().to_owned();
+    let o = run(&full, &["release", "res", &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // No client certificate.
+    let no_cert = format!(
+        "[backend.tls]\nurl = \"{url}\"\nca_file = \"{}\"\n",
+        certs.ca.display()
+    );
+    assert_fails(
+        &run(&no_cert, &["acquire", "res"]),
+        78,
+        "client certificate",
+    );
+    // The system's roots do not trust the test CA.
+    let no_ca = format!(
+        "[backend.tls]\nurl = \"{url}\"\ncert_file = \"{}\"\nkey_file = \"{}\"\n",
+        certs.cert.display(),
+        certs.key.display()
+    );
+    assert_fails(&run(&no_ca, &["acquire", "res"]), 78, "UnknownIssuer");
+    // Plain HTTP against the TLS port.
+    let plain = format!(
+        "[backend.tls]\nurl = \"etcd://127.0.0.1:{}\"\n",
+        server.port
+    );
+    assert_fails(&run(&plain, &["acquire", "res"]), 78, "expect TLS");
+}
