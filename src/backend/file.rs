@@ -2,13 +2,16 @@
 //!
 //! # Layout
 //!
-//! One directory, created with mode 0700 when missing. Each resource has two files, named by
+//! One directory, created with mode 0700 when missing. Each resource has three files, named by
 //! percent-encoding the resource name (long names get a readable prefix and a SHA-256; see the
 //! `name` submodule):
 //!
 //! - `<name>.lease`: the record, one JSON object with the lease id, principal, fencing token,
 //!   expiry and a checksum. It is never deleted: release only marks it `released`, so the fencing
 //!   token keeps increasing across release, expiry and takeover.
+//! - `<name>.token`: the fencing-token reservation, one JSON object with the highest token that
+//!   may be issued, the boot that wrote it and a checksum (see Durability). Never delete it: after
+//!   a power loss it is what keeps tokens from being handed out twice.
 //! - `<name>.lock`: an empty file used only for `flock(2)`. It is created once and never replaced.
 //!
 //! Temporary files are `.<name>.<random>.tmp`; a crash can leave one behind, which is harmless.
@@ -17,12 +20,40 @@
 //!
 //! Every operation takes the resource's exclusive `flock`, reads the record, decides, and, when
 //! something changes, writes the new record to a fresh temporary file (`O_CREAT|O_EXCL|O_NOFOLLOW`,
-//! mode 0600), fsyncs it, renames it over the record and fsyncs the directory, then unlocks.
-//! `rename` is atomic, so a reader or a crash sees the old record or the new one, never a torn
-//! one. The directory fsync makes a grant durable before it is reported, so a power cut cannot
-//! make the backend forget a grant and hand out its fencing token again. The kernel drops the
+//! mode 0600) and renames it over the record, then unlocks. `rename` is atomic, so a reader or a
+//! crashed process sees the old record or the new one, never a torn one. The kernel drops the
 //! `flock` of a process that dies, so a crash never leaves a resource locked: the lease then simply
 //! runs out at its expiry.
+//!
+//! # Durability
+//!
+//! Records are not fsynced: that would cost acquire, renew and release a disk flush each, several
+//! times the rest of the work. What a power loss (or an OS crash) does, by operation:
+//!
+//! - Renew and release are not durable. A power loss may forget a release, and the lease then
+//!   looks held until its wall-clock expiry, or a renewal, and the lease then expires at the
+//!   earlier expiry. Neither is fsynced.
+//! - A grant may be forgotten too (the resource then looks free, or held by the previous lease
+//!   until its expiry), but its fencing token never comes back. Tokens are handed out from a
+//!   reservation, like sequence caching in databases: `<name>.token` holds `reserved`, the highest
+//!   token that may be issued, and is always written durably (temporary file, fsync, rename,
+//!   directory fsync) under the resource's `flock`, before the first token above the old
+//!   reservation is used, reserving the next [`record::BLOCK`] tokens at once. So only about one
+//!   grant in `BLOCK` waits for the disk, and every token ever issued is at most `reserved`, even
+//!   if the record was rolled back. The first grant of a boot (the record or the reservation was
+//!   written by an earlier boot, or the record is gone) counts on from `max(record, reserved)`
+//!   instead of from the record. Tokens therefore increase strictly, across releases, expiries,
+//!   crashes and power losses, but may skip: after a reboot by up to `BLOCK`. Without a readable
+//!   boot id every grant counts on from `reserved` and pays for the fsyncs.
+//! - A missing reservation next to an existing record (first use, or a directory from a version
+//!   that fsynced every record) is fine: the record is trusted and a reservation is written from
+//!   its token. A reservation that is damaged is [`Error::Corrupt`], like a damaged record.
+//! - Rename without fsync is ordered after the file's data on ext4 (`auto_da_alloc`) and btrfs. On
+//!   file systems that do not order them, a power loss can leave an empty or torn record; it is
+//!   reported as [`Error::Corrupt`] and can be deleted, the reservation keeps tokens increasing.
+//!
+//! A lock directory on tmpfs (such as `/run/lock` on most distributions) is empty after every boot,
+//! so there tokens start again at 1.
 //!
 //! # Clocks
 //!
@@ -39,9 +70,10 @@
 //! group or others without the sticky bit, or shared and owned by someone other than us or root.
 //! Files are opened relative to the directory descriptor with `O_NOFOLLOW`; a symlink, a
 //! non-regular file or a record that does not parse, fails its checksum or names another resource
-//! is reported as [`Error::Corrupt`] and never overwritten. Records are mode 0600: the lease id is
-//! a bearer token. In a sticky shared directory such as `/run/lock`, users therefore cannot read or
-//! take over each other's records; they get a permission error instead.
+//! is reported as [`Error::Corrupt`] and never overwritten; so is a damaged reservation. Records
+//! and reservations are mode 0600: the lease id is a bearer token. In a sticky shared directory
+//! such as `/run/lock`, users therefore cannot read or take over each other's records; they get a
+//! permission error instead.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -95,16 +127,29 @@ impl File {
         })
     }
 
-    /// Runs one locked read-decide-write step on a blocking thread.
-    async fn step<T, F>(&self, resource: &Resource, decide: F) -> Result<T, Error>
+    /// Runs `f` with the resource's kernel lock held, on a blocking thread.
+    async fn locked<T, F>(&self, resource: &Resource, f: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(Option<&record::Record>, &Now) -> Result<Step<T>, Error> + Send + 'static,
+        F: FnOnce(&store::Locked<'_>, &Resource) -> Result<T, Error> + Send + 'static,
     {
         let dir = Arc::clone(&self.dir);
         let resource = resource.clone();
         tokio::task::spawn_blocking(move || {
             let locked = dir.lock(&resource)?;
+            f(&locked, &resource)
+        })
+        .await
+        .map_err(|e| Error::Other(format!("lock directory worker failed: {e}")))?
+    }
+
+    /// Runs one locked read-decide-write step.
+    async fn step<T, F>(&self, resource: &Resource, decide: F) -> Result<T, Error>
+    where
+        T: Send + 'static,
+        F: FnOnce(Option<&record::Record>, &Now) -> Result<Step<T>, Error> + Send + 'static,
+    {
+        self.locked(resource, move |locked, _| {
             let old = locked.read()?;
             match decide(old.as_ref(), &Now::read())? {
                 Step::Keep(out) => Ok(out),
@@ -115,7 +160,6 @@ impl File {
             }
         })
         .await
-        .map_err(|e| Error::Other(format!("lock directory worker failed: {e}")))?
     }
 }
 
@@ -133,20 +177,29 @@ impl Backend for File {
     }
 
     async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Acquire, Error> {
-        let (resource, id, principal, ttl) = (
-            req.resource.clone(),
-            req.id.clone(),
-            req.principal.to_owned(),
-            req.ttl,
-        );
-        self.step(req.resource, move |old, now| {
+        let (id, principal, ttl) = (req.id.clone(), req.principal.to_owned(), req.ttl);
+        self.locked(req.resource, move |locked, resource| {
+            let old = locked.read()?;
+            let now = Now::read();
+            if let Some(busy) = record::busy(old.as_ref(), resource, &now) {
+                return Ok(busy);
+            }
+            let reservation = locked.read_reservation()?;
+            let next = record::next_token(old.as_ref(), reservation.as_ref(), &now)
+                .map_err(Error::Other)?;
+            // The reservation must be on disk before the token it covers is.
+            if let Some(reserve) = &next.reserve {
+                locked.reserve(reserve)?;
+            }
             let req = AcquireRequest {
-                resource: &resource,
+                resource,
                 id: &id,
                 principal: &principal,
                 ttl,
             };
-            record::acquire(old, &req, now).map_err(Error::Other)
+            let (new, lease) = record::grant(next.token, &req, &now);
+            locked.write(&new)?;
+            Ok(Acquire::Acquired(lease))
         })
         .await
     }
@@ -179,7 +232,8 @@ impl Backend for File {
     }
 
     /// Watches the lock directory with inotify. Returns `None` (poll instead) when inotify is
-    /// unavailable, e.g. when the per-user watch limit is reached.
+    /// unavailable, e.g. when the per-user watch limit is reached. Only events for the record
+    /// file wake the waiter: temporary files and the `.token` reservation have other names.
     async fn watch(&self, resource: &Resource) -> Result<Option<Box<dyn Watch>>, Error> {
         let target = name::record(resource.as_str());
         let setup = || -> std::io::Result<FileWatch> {

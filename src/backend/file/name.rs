@@ -36,6 +36,11 @@ pub(super) fn record(resource: &str) -> String {
     format!("{}.lease", stem(resource))
 }
 
+/// The fencing-token reservation of `resource`.
+pub(super) fn reservation(resource: &str) -> String {
+    format!("{}.token", stem(resource))
+}
+
 /// The lock file of `resource`, created once and never replaced.
 pub(super) fn lock(resource: &str) -> String {
     format!("{}.lock", stem(resource))
@@ -174,6 +179,7 @@ mod tests {
         assert_eq!(stem("deploy-prod_2"), "deploy-prod_2");
         assert_eq!(record("db"), "db.lease");
         assert_eq!(lock("db"), "db.lock");
+        assert_eq!(reservation("db"), "db.token");
     }
 
     #[test]
@@ -230,6 +236,7 @@ mod tests {
             assert!(s.len() <= STEM_MAX, "{} bytes", s.len());
             assert!(temp(&r).len() <= 255);
             assert!(record(&r).len() <= 255);
+            assert!(reservation(&r).len() <= 255);
             // The prefix never ends in a broken escape.
             let prefix = s.split('~').next().unwrap_or("");
             let tail = prefix.len().saturating_sub(2);

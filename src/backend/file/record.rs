@@ -1,9 +1,10 @@
-//! The lease record: its on-disk form, clocks, and the decisions of each operation.
+//! The lease record and the fencing-token reservation: their on-disk forms, clocks, and the
+//! decisions of each operation.
 //!
-//! A record is one JSON object on one line. `sum` is the first 16 hex digits of the SHA-256 of
-//! the same object serialized with `sum` empty, so a damaged or hand-edited record is detected
-//! instead of trusted. The decisions are pure functions of (stored record, clocks, request), which
-//! keeps them testable without a file system.
+//! A record or reservation is one JSON object on one line. `sum` is the first 16 hex digits of the
+//! SHA-256 of the same object serialized with `sum` empty, so a damaged or hand-edited file is
+//! detected instead of trusted. The decisions are pure functions of (stored record, reservation,
+//! clocks, request), which keeps them testable without a file system.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -13,8 +14,12 @@ use super::name;
 use crate::backend::{Acquire, AcquireRequest, Renewal};
 use crate::lease::{Lease, LeaseId, Resource};
 
-/// Record format version.
+/// Record and reservation format version.
 const VERSION: u32 = 1;
+
+/// How many fencing tokens one durable reservation write covers. Only about one grant in `BLOCK`
+/// pays for fsyncs, and a power loss makes the tokens skip ahead by at most `BLOCK`.
+pub(super) const BLOCK: u64 = 1024;
 
 /// The on-disk form.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -34,12 +39,23 @@ struct Wire {
     sum: String,
 }
 
+/// The on-disk form of a reservation.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReservationWire {
+    v: u32,
+    resource: String,
+    reserved: u64,
+    boot_id: String,
+    sum: String,
+}
+
 /// A validated record of one resource (the resource name is checked on decoding).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Record {
     pub id: LeaseId,
     pub principal: String,
-    /// Fencing token of the latest grant; the next grant gets `token + 1`.
+    /// Fencing token of the latest grant; the next grant gets a higher one (see [`next_token`]).
     pub token: u64,
     /// Wall clock, milliseconds since the Unix epoch: for display and for other boots.
     pub acquired_at_ms: u64,
@@ -50,6 +66,16 @@ pub(super) struct Record {
     pub expires_boot_ms: u64,
     /// Set by release. The record stays so that the token keeps increasing.
     pub released: bool,
+}
+
+/// The highest fencing token that may be issued for a resource. It is only ever written durably
+/// (fsynced), and before any grant that uses a token above it, so it is an upper bound of every
+/// token ever handed out, whatever a power loss does to the (not fsynced) record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Reservation {
+    pub reserved: u64,
+    /// The boot that wrote the reservation; empty when unknown, which never matches.
+    pub boot_id: String,
 }
 
 /// The clocks at one instant.
@@ -198,7 +224,59 @@ impl Record {
     }
 }
 
-fn checksum(wire: &Wire) -> Result<String, String> {
+impl Reservation {
+    fn wire(&self, resource: &Resource) -> ReservationWire {
+        ReservationWire {
+            v: VERSION,
+            resource: resource.as_str().to_owned(),
+            reserved: self.reserved,
+            boot_id: self.boot_id.clone(),
+            sum: String::new(),
+        }
+    }
+
+    /// The bytes of the reservation file.
+    pub fn encode(&self, resource: &Resource) -> Result<Vec<u8>, String> {
+        let mut wire = self.wire(resource);
+        wire.sum = checksum(&wire)?;
+        let mut out = serde_json::to_vec(&wire).map_err(|e| e.to_string())?;
+        out.push(b'\n');
+        Ok(out)
+    }
+
+    /// Parses and checks the bytes of the reservation file of `resource`; the error says why the
+    /// reservation cannot be trusted.
+    pub fn decode(bytes: &[u8], resource: &Resource) -> Result<Reservation, String> {
+        if bytes.is_empty() {
+            return Err("the file is empty".into());
+        }
+        let wire: ReservationWire =
+            serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+        if wire.v != VERSION {
+            return Err(format!("unsupported reservation version {}", wire.v));
+        }
+        let mut unsummed = wire.clone();
+        unsummed.sum = String::new();
+        if checksum(&unsummed)? != wire.sum {
+            return Err("checksum mismatch".into());
+        }
+        if wire.resource != resource.as_str() {
+            return Err(format!(
+                "it belongs to resource {:?}",
+                crate::lease::escape(&wire.resource)
+            ));
+        }
+        if wire.reserved == 0 {
+            return Err("reserved token 0".into());
+        }
+        Ok(Reservation {
+            reserved: wire.reserved,
+            boot_id: wire.boot_id,
+        })
+    }
+}
+
+fn checksum<W: Serialize>(wire: &W) -> Result<String, String> {
     let body = serde_json::to_vec(wire).map_err(|e| e.to_string())?;
     Ok(name::hex(&name::sha256(&body)[..8]))
 }
@@ -222,26 +300,69 @@ pub(super) enum Step<T> {
     Write(Record, T),
 }
 
-/// Grants when there is no record or it is released or expired; the token goes up by one.
-pub(super) fn acquire(
+/// `Busy` when the stored lease is live; `None` when the resource can be granted (no record, or
+/// it is released or expired).
+pub(super) fn busy(old: Option<&Record>, resource: &Resource, now: &Now) -> Option<Acquire> {
+    let rec = old?;
+    let left = rec.live(now)?;
+    Some(Acquire::Busy {
+        holder: Some(rec.lease(resource)),
+        expires_in: Some(left),
+    })
+}
+
+/// The fencing token of the next grant, and the reservation to write durably before using it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct NextToken {
+    pub token: u64,
+    /// `Some` when `token` is above the stored reservation (or there is none).
+    pub reserve: Option<Reservation>,
+}
+
+/// Picks the next fencing token.
+///
+/// Within one boot the record, written without fsync but through the page cache, holds the latest
+/// token, so the next is `record + 1`. A power loss can roll the record back, but never past the
+/// durable reservation, which bounds every token ever issued. So unless both the record and the
+/// reservation were written during this boot (a grant of this boot has already moved past the
+/// reservation; a reboot since changes the boot id), count on from `max(record, reservation)`.
+/// Checking the reservation's boot id as well matters because a renewal stamps the current boot
+/// id onto a record that may have been rolled back by the power loss.
+///
+/// Without a reservation (first use, or a directory written by a version that fsynced every
+/// record) the record is trusted. Whenever the new token exceeds the reservation, the caller must
+/// first durably store `reserve`, which covers the next [`BLOCK`] tokens.
+pub(super) fn next_token(
     old: Option<&Record>,
-    req: &AcquireRequest<'_>,
+    reservation: Option<&Reservation>,
     now: &Now,
-) -> Result<Step<Acquire>, String> {
-    let token = match old {
-        Some(rec) => {
-            if let Some(left) = rec.live(now) {
-                return Ok(Step::Keep(Acquire::Busy {
-                    holder: Some(rec.lease(req.resource)),
-                    expires_in: Some(left),
-                }));
-            }
-            rec.token
-                .checked_add(1)
-                .ok_or("the fencing token is exhausted")?
+) -> Result<NextToken, String> {
+    let this_boot = |boot_id: &str| !now.boot_id.is_empty() && boot_id == now.boot_id;
+    let last = old.map_or(0, |rec| rec.token);
+    let (base, reserved) = match reservation {
+        None => (last, 0),
+        Some(res) => {
+            let current = this_boot(&res.boot_id) && old.is_some_and(|rec| this_boot(&rec.boot_id));
+            let base = if current {
+                last
+            } else {
+                last.max(res.reserved)
+            };
+            (base, res.reserved)
         }
-        None => 1,
     };
+    let token = base
+        .checked_add(1)
+        .ok_or("the fencing token is exhausted")?;
+    let reserve = (token > reserved).then(|| Reservation {
+        reserved: token.saturating_add(BLOCK - 1),
+        boot_id: now.boot_id.clone(),
+    });
+    Ok(NextToken { token, reserve })
+}
+
+/// The record of a new grant with fencing token `token`, and the lease it describes.
+pub(super) fn grant(token: u64, req: &AcquireRequest<'_>, now: &Now) -> (Record, Lease) {
     let ttl = ttl_ms(req.ttl);
     let rec = Record {
         id: req.id.clone(),
@@ -255,7 +376,7 @@ pub(super) fn acquire(
         released: false,
     };
     let lease = rec.lease(req.resource);
-    Ok(Step::Write(rec, Acquire::Acquired(lease)))
+    (rec, lease)
 }
 
 /// Extends a live lease held by `id`; never resurrects an expired or released one.
@@ -317,6 +438,20 @@ mod tests {
             boot_ms,
             boot_id: boot_id.into(),
         }
+    }
+
+    /// Acquire as the backend runs it, with no reservation on file.
+    fn acquire(
+        old: Option<&Record>,
+        req: &AcquireRequest<'_>,
+        now: &Now,
+    ) -> Result<Step<Acquire>, String> {
+        if let Some(b) = busy(old, req.resource, now) {
+            return Ok(Step::Keep(b));
+        }
+        let next = next_token(old, None, now)?;
+        let (rec, lease) = grant(next.token, req, now);
+        Ok(Step::Write(rec, Acquire::Acquired(lease)))
     }
 
     fn granted(at: &Now, ttl: Duration) -> (Record, LeaseId) {
@@ -472,6 +607,184 @@ mod tests {
             Step::Write(new, Acquire::Acquired(_)) => assert_eq!(new.token, 2),
             other => panic!("{other:?}"),
         }
+    }
+
+    fn record(token: u64, boot_id: &str) -> Record {
+        let (mut rec, _) = granted(&now(1_000, 1_000, boot_id), Duration::from_secs(1));
+        rec.token = token;
+        rec
+    }
+
+    fn reservation(reserved: u64, boot_id: &str) -> Reservation {
+        Reservation {
+            reserved,
+            boot_id: boot_id.into(),
+        }
+    }
+
+    fn next(old: Option<&Record>, res: Option<&Reservation>, now: &Now) -> (u64, Option<u64>) {
+        let n = next_token(old, res, now).unwrap();
+        if let Some(r) = &n.reserve {
+            assert_eq!(r.boot_id, now.boot_id);
+            assert!(r.reserved >= n.token);
+        }
+        (n.token, n.reserve.map(|r| r.reserved))
+    }
+
+    #[test]
+    fn reservation_round_trip_and_checks() {
+        let r = res();
+        let good = reservation(2048, "b1");
+        let bytes = good.encode(&r).unwrap();
+        assert_eq!(Reservation::decode(&bytes, &r).unwrap(), good);
+        assert_eq!(bytes.iter().filter(|b| **b == b'\n').count(), 1);
+        let text = String::from_utf8(bytes.clone()).unwrap();
+        let tampered = text.replace("\"reserved\":2048", "\"reserved\":4096");
+        assert_ne!(tampered, text);
+        let why = Reservation::decode(tampered.as_bytes(), &r).unwrap_err();
+        assert!(why.contains("checksum"), "{why}");
+        let why = Reservation::decode(&bytes, &Resource::new("other").unwrap()).unwrap_err();
+        assert!(why.contains("belongs to resource"), "{why}");
+        for cut in [0, 1, bytes.len() / 2, bytes.len() - 3] {
+            assert!(Reservation::decode(&bytes[..cut], &r).is_err(), "{cut}");
+        }
+        let zero = reservation(0, "b1").encode(&r).unwrap();
+        assert!(Reservation::decode(&zero, &r).unwrap_err().contains("0"));
+        // A record is not a reservation, nor the other way round.
+        let rec = record(5, "b1").encode(&r).unwrap();
+        assert!(Reservation::decode(&rec, &r).is_err());
+        assert!(Record::decode(&bytes, &r).is_err());
+    }
+
+    #[test]
+    fn tokens_are_reserved_a_block_at_a_time() {
+        let t = now(1_000, 1_000, "b");
+        // First use: reserve a block.
+        assert_eq!(next(None, None, &t), (1, Some(BLOCK)));
+        // Inside the block: no reservation write.
+        let res = reservation(BLOCK, "b");
+        for last in [1, 2, BLOCK - 1] {
+            assert_eq!(
+                next(Some(&record(last, "b")), Some(&res), &t),
+                (last + 1, None)
+            );
+        }
+        // The block is used up: the next grant reserves the following block first.
+        assert_eq!(
+            next(Some(&record(BLOCK, "b")), Some(&res), &t),
+            (BLOCK + 1, Some(2 * BLOCK))
+        );
+        // Count the reservation writes over many grants.
+        let mut stored = None::<Reservation>;
+        let mut rec = None::<Record>;
+        let mut writes = 0;
+        for expect in 1..=3 * BLOCK + 1 {
+            let n = next_token(rec.as_ref(), stored.as_ref(), &t).unwrap();
+            assert_eq!(n.token, expect);
+            if let Some(r) = n.reserve {
+                writes += 1;
+                stored = Some(r);
+            }
+            rec = Some(record(n.token, "b"));
+        }
+        assert_eq!(writes, 4);
+        assert_eq!(stored.unwrap().reserved, 4 * BLOCK);
+    }
+
+    #[test]
+    fn legacy_record_without_reservation_is_trusted() {
+        // Written by a version that fsynced every record: count on from it, and reserve.
+        for boot in ["b", "old", ""] {
+            let t = now(1_000, 1_000, "b");
+            assert_eq!(
+                next(Some(&record(41, boot)), None, &t),
+                (42, Some(42 + BLOCK - 1))
+            );
+        }
+    }
+
+    #[test]
+    fn after_a_reboot_tokens_jump_past_the_reservation() {
+        let t = now(1_000, 1_000, "new");
+        // The record survived as it was, or was rolled back: either way go past the reservation.
+        for last in [BLOCK, 5, 1] {
+            assert_eq!(
+                next(
+                    Some(&record(last, "old")),
+                    Some(&reservation(BLOCK, "old")),
+                    &t
+                ),
+                (BLOCK + 1, Some(2 * BLOCK))
+            );
+        }
+        // The record was lost altogether.
+        assert_eq!(
+            next(None, Some(&reservation(BLOCK, "old")), &t),
+            (BLOCK + 1, Some(2 * BLOCK))
+        );
+        // A renewal after the reboot stamped the new boot id onto a rolled-back record; the
+        // reservation still says the last jump was in another boot.
+        assert_eq!(
+            next(
+                Some(&record(5, "new")),
+                Some(&reservation(BLOCK, "old")),
+                &t
+            ),
+            (BLOCK + 1, Some(2 * BLOCK))
+        );
+        // A record from another boot with a reservation of this one (another host on a shared
+        // directory, or a hand-made mess): jump anyway; skipping is always safe.
+        assert_eq!(
+            next(
+                Some(&record(5, "old")),
+                Some(&reservation(BLOCK, "new")),
+                &t
+            ),
+            (BLOCK + 1, Some(2 * BLOCK))
+        );
+        // The record lost while the reservation is of this boot.
+        assert_eq!(
+            next(None, Some(&reservation(BLOCK, "new")), &t),
+            (BLOCK + 1, Some(2 * BLOCK))
+        );
+        // The record is ahead of the reservation (an older version granted meanwhile).
+        assert_eq!(
+            next(
+                Some(&record(5000, "old")),
+                Some(&reservation(BLOCK, "old")),
+                &t
+            ),
+            (5001, Some(5000 + BLOCK))
+        );
+        // An unknown boot id never matches: every grant jumps, and stays correct.
+        let unknown = now(1_000, 1_000, "");
+        assert_eq!(
+            next(
+                Some(&record(5, "")),
+                Some(&reservation(BLOCK, "")),
+                &unknown
+            ),
+            (BLOCK + 1, Some(2 * BLOCK))
+        );
+    }
+
+    #[test]
+    fn token_exhaustion() {
+        let t = now(1_000, 1_000, "b");
+        let why = next_token(Some(&record(u64::MAX, "b")), None, &t).unwrap_err();
+        assert!(why.contains("exhausted"), "{why}");
+        let why = next_token(
+            Some(&record(1, "old")),
+            Some(&reservation(u64::MAX, "old")),
+            &t,
+        )
+        .unwrap_err();
+        assert!(why.contains("exhausted"), "{why}");
+        // The last block is cut short instead of overflowing.
+        assert_eq!(
+            next(Some(&record(u64::MAX - 10, "b")), None, &t),
+            (u64::MAX - 9, Some(u64::MAX))
+        );
     }
 
     #[test]

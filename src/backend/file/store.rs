@@ -1,5 +1,5 @@
 //! The lock directory: opening and checking it, the per-resource kernel lock, and reading and
-//! atomically replacing records.
+//! atomically replacing records and token reservations.
 
 use std::fs;
 use std::io::{self, Read, Write};
@@ -13,11 +13,11 @@ use nix::sys::stat::Mode;
 use nix::unistd::{AccessFlags, UnlinkatFlags};
 
 use super::name;
-use super::record::Record;
+use super::record::{Record, Reservation};
 use crate::backend::Error;
 use crate::lease::Resource;
 
-/// Records are a few hundred bytes; anything much larger is not ours.
+/// Records and reservations are a few hundred bytes; anything much larger is not ours.
 const MAX_RECORD: u64 = 64 * 1024;
 
 /// How often to retry when the lock file is replaced under us.
@@ -191,58 +191,104 @@ pub(super) struct Locked<'a> {
     _guard: Flock<fs::File>,
 }
 
-impl Locked<'_> {
-    fn record_path(&self) -> PathBuf {
-        self.dir.file_path(&name::record(self.resource.as_str()))
+/// One of the two replaceable files of a resource.
+#[derive(Clone, Copy)]
+enum Kind {
+    Record,
+    Reservation,
+}
+
+impl Kind {
+    fn what(self) -> &'static str {
+        match self {
+            Kind::Record => "lease record",
+            Kind::Reservation => "fencing token reservation",
+        }
     }
 
-    fn corrupt(&self, why: impl std::fmt::Display) -> Error {
+    fn advice(self) -> &'static str {
+        match self {
+            Kind::Record => "inspect or delete it",
+            Kind::Reservation => {
+                "inspect or delete it (tokens then continue from the lease record)"
+            }
+        }
+    }
+
+    fn file_name(self, resource: &Resource) -> String {
+        match self {
+            Kind::Record => name::record(resource.as_str()),
+            Kind::Reservation => name::reservation(resource.as_str()),
+        }
+    }
+}
+
+impl Locked<'_> {
+    fn path(&self, kind: Kind) -> PathBuf {
+        self.dir.file_path(&kind.file_name(self.resource))
+    }
+
+    fn corrupt(&self, kind: Kind, why: impl std::fmt::Display) -> Error {
         Error::Corrupt(format!(
-            "lease record {} is corrupt: {why}; inspect or delete it",
-            self.record_path().display()
+            "{} {} is corrupt: {why}; {}",
+            kind.what(),
+            self.path(kind).display(),
+            kind.advice()
         ))
     }
 
     /// The stored record, `None` if there is none. Anything we cannot trust is `Corrupt`.
     pub fn read(&self) -> Result<Option<Record>, Error> {
-        let path = self.record_path();
+        let Some(bytes) = self.read_bytes(Kind::Record)? else {
+            return Ok(None);
+        };
+        Record::decode(&bytes, self.resource)
+            .map(Some)
+            .map_err(|why| self.corrupt(Kind::Record, why))
+    }
+
+    /// The stored token reservation, `None` if there is none. Anything we cannot trust is
+    /// `Corrupt`.
+    pub fn read_reservation(&self) -> Result<Option<Reservation>, Error> {
+        let Some(bytes) = self.read_bytes(Kind::Reservation)? else {
+            return Ok(None);
+        };
+        Reservation::decode(&bytes, self.resource)
+            .map(Some)
+            .map_err(|why| self.corrupt(Kind::Reservation, why))
+    }
+
+    fn read_bytes(&self, kind: Kind) -> Result<Option<Vec<u8>>, Error> {
+        let path = self.path(kind);
         let file = match self.dir.open_at(
-            &name::record(self.resource.as_str()),
+            &kind.file_name(self.resource),
             OFlag::O_RDONLY | OFlag::O_NONBLOCK,
             0,
         ) {
             Ok(f) => f,
             Err(Errno::ENOENT) => return Ok(None),
-            Err(Errno::ELOOP) => return Err(self.corrupt("it is a symbolic link")),
-            Err(e) => {
-                return Err(io_error(
-                    "lease record",
-                    &path,
-                    "cannot be opened",
-                    e.into(),
-                ))
-            }
+            Err(Errno::ELOOP) => return Err(self.corrupt(kind, "it is a symbolic link")),
+            Err(e) => return Err(io_error(kind.what(), &path, "cannot be opened", e.into())),
         };
         let meta = file
             .metadata()
-            .map_err(|e| io_error("lease record", &path, "cannot be read", e))?;
+            .map_err(|e| io_error(kind.what(), &path, "cannot be read", e))?;
         if !meta.is_file() {
-            return Err(self.corrupt("it is not a regular file"));
+            return Err(self.corrupt(kind, "it is not a regular file"));
         }
         if meta.len() > MAX_RECORD {
-            return Err(self.corrupt(format!("it is {} bytes long", meta.len())));
+            return Err(self.corrupt(kind, format!("it is {} bytes long", meta.len())));
         }
         let mut bytes = Vec::new();
         file.take(MAX_RECORD + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| io_error("lease record", &path, "cannot be read", e))?;
-        Record::decode(&bytes, self.resource)
-            .map(Some)
-            .map_err(|why| self.corrupt(why))
+            .map_err(|e| io_error(kind.what(), &path, "cannot be read", e))?;
+        Ok(Some(bytes))
     }
 
-    /// Replaces the record atomically: write a temporary file, fsync it, rename it over the
-    /// record, fsync the directory.
+    /// Replaces the record atomically (temporary file, rename), without fsync: a crash of the
+    /// process leaves the old record or the new one, and a power loss may roll it back, which the
+    /// token reservation makes safe.
     pub fn write(&self, record: &Record) -> Result<(), Error> {
         let bytes = record
             .encode(self.resource)
@@ -253,6 +299,19 @@ impl Locked<'_> {
                 bytes.len()
             )));
         }
+        self.replace(Kind::Record, &bytes, false)
+    }
+
+    /// Replaces the token reservation atomically and durably: temporary file, fsync, rename,
+    /// directory fsync. It must be on disk before any token it covers is handed out.
+    pub fn reserve(&self, reservation: &Reservation) -> Result<(), Error> {
+        let bytes = reservation
+            .encode(self.resource)
+            .map_err(|e| Error::Other(format!("cannot encode fencing token reservation: {e}")))?;
+        self.replace(Kind::Reservation, &bytes, true)
+    }
+
+    fn replace(&self, kind: Kind, bytes: &[u8], durable: bool) -> Result<(), Error> {
         let tmp = name::temp(self.resource.as_str());
         let tmp_path = self.dir.file_path(&tmp);
         let mut file = self
@@ -264,16 +323,16 @@ impl Locked<'_> {
             )
             .map_err(|e| io_error("temporary file", &tmp_path, "cannot be created", e.into()))?;
         let written = file
-            .write_all(&bytes)
-            .and_then(|()| file.sync_all())
+            .write_all(bytes)
+            .and_then(|()| if durable { file.sync_all() } else { Ok(()) })
             .map_err(|e| io_error("temporary file", &tmp_path, "cannot be written", e))
             .and_then(|()| {
                 let dirfd = Some(self.dir.fd.as_raw_fd());
-                let target = name::record(self.resource.as_str());
+                let target = kind.file_name(self.resource);
                 nix::fcntl::renameat(dirfd, tmp.as_str(), dirfd, target.as_str()).map_err(|e| {
                     io_error(
-                        "lease record",
-                        &self.record_path(),
+                        kind.what(),
+                        &self.path(kind),
                         "cannot be replaced",
                         e.into(),
                     )
@@ -287,8 +346,9 @@ impl Locked<'_> {
             );
             return Err(e);
         }
-        // Make the rename durable: a grant forgotten by a power cut could hand out the same
-        // fencing token twice.
+        if !durable {
+            return Ok(());
+        }
         nix::unistd::fsync(self.dir.fd.as_raw_fd()).map_err(|e| {
             io_error(
                 "lock directory",

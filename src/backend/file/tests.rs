@@ -156,13 +156,229 @@ async fn records_are_private_and_survive_release() {
         text.contains("\"released\":true") && text.contains("\"token\":1"),
         "{text}"
     );
-    // Only the record and its lock file: no temporary files left behind.
+    let reservation = reservation_path(tmp.path(), &r);
+    let mode = fs::metadata(&reservation).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    // Only the record, its reservation and its lock file: no temporary files left behind.
     let mut names: Vec<String> = fs::read_dir(tmp.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
     names.sort();
-    assert_eq!(names, ["db%2Fmigrate.lease", "db%2Fmigrate.lock"]);
+    assert_eq!(
+        names,
+        [
+            "db%2Fmigrate.lease",
+            "db%2Fmigrate.lock",
+            "db%2Fmigrate.token"
+        ]
+    );
+}
+
+fn reservation_path(dir: &Path, r: &Resource) -> PathBuf {
+    dir.join(name::reservation(r.as_str()))
+}
+
+/// The stored reservation and the inode of its file (every write replaces the file).
+fn stored_reservation(dir: &Path, r: &Resource) -> (record::Reservation, u64) {
+    let path = reservation_path(dir, r);
+    let bytes = fs::read(&path).unwrap();
+    let ino = fs::metadata(&path).unwrap().ino();
+    (record::Reservation::decode(&bytes, r).unwrap(), ino)
+}
+
+fn stored_record(dir: &Path, r: &Resource) -> record::Record {
+    record::Record::decode(&fs::read(record_path(dir, r)).unwrap(), r).unwrap()
+}
+
+fn store_record(dir: &Path, r: &Resource, rec: &record::Record) {
+    fs::write(record_path(dir, r), rec.encode(r).unwrap()).unwrap();
+}
+
+fn store_reservation(dir: &Path, r: &Resource, res: &record::Reservation) {
+    fs::write(reservation_path(dir, r), res.encode(r).unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn reservation_is_written_once_per_block() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = File::at(tmp.path()).unwrap();
+    let r = res("busy resource");
+    let boot_id = record::Now::read().boot_id;
+    let mut writes = 0;
+    let mut last: Option<(record::Reservation, u64)> = None;
+    for expect in 1..=record::BLOCK + 1 {
+        let l = grant(&b, &r).await;
+        assert_eq!(l.fencing_token, Some(expect));
+        let now = stored_reservation(tmp.path(), &r);
+        assert!(now.0.reserved >= expect);
+        assert_eq!(now.0.boot_id, boot_id);
+        if last.as_ref() != Some(&now) {
+            writes += 1;
+            last = Some(now);
+        }
+        assert!(b.release(&r, &l.id).await.unwrap());
+    }
+    // The first grant reserved 1..=BLOCK, grant BLOCK + 1 the next block.
+    assert_eq!(writes, 2);
+    assert_eq!(last.unwrap().0.reserved, 2 * record::BLOCK);
+}
+
+#[tokio::test]
+async fn tokens_jump_past_the_reservation_after_a_reboot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = File::at(tmp.path()).unwrap();
+    let r = res("rebooted");
+    let l = grant(&b, &r).await;
+    b.release(&r, &l.id).await.unwrap();
+    // Simulate a power loss: tokens up to 700 were issued in an earlier boot, the record was
+    // rolled back to token 5, and the reservation (fsynced) says 1024.
+    let mut rec = stored_record(tmp.path(), &r);
+    rec.token = 5;
+    rec.boot_id = "earlier-boot".into();
+    store_record(tmp.path(), &r, &rec);
+    let before = record::Reservation {
+        reserved: record::BLOCK,
+        boot_id: "earlier-boot".into(),
+    };
+    store_reservation(tmp.path(), &r, &before);
+
+    let l = grant(&b, &r).await;
+    assert_eq!(l.fencing_token, Some(before.reserved + 1));
+    let (after, _) = stored_reservation(tmp.path(), &r);
+    assert_eq!(after.reserved, before.reserved + record::BLOCK);
+    assert_eq!(after.boot_id, record::Now::read().boot_id);
+    // Back to counting by one within this boot.
+    b.release(&r, &l.id).await.unwrap();
+    assert_eq!(grant(&b, &r).await.fencing_token, Some(before.reserved + 2));
+}
+
+#[tokio::test]
+async fn lost_record_continues_above_the_reservation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = File::at(tmp.path()).unwrap();
+    let r = res("lost");
+    let l = grant(&b, &r).await;
+    b.release(&r, &l.id).await.unwrap();
+    fs::remove_file(record_path(tmp.path(), &r)).unwrap();
+    assert_eq!(grant(&b, &r).await.fencing_token, Some(record::BLOCK + 1));
+}
+
+/// A renewal after a reboot stamps the new boot id onto a record that a power loss may have
+/// rolled back; the next grant must still go past the reservation.
+#[tokio::test]
+async fn renewal_after_a_reboot_does_not_hide_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = File::at(tmp.path()).unwrap();
+    let r = res("renewed across boots");
+    let l = grant(&b, &r).await;
+    let mut rec = stored_record(tmp.path(), &r);
+    rec.token = 5;
+    rec.boot_id = "earlier-boot".into();
+    store_record(tmp.path(), &r, &rec);
+    store_reservation(
+        tmp.path(),
+        &r,
+        &record::Reservation {
+            reserved: record::BLOCK,
+            boot_id: "earlier-boot".into(),
+        },
+    );
+    // Still live by the wall clock: renew it in this boot, then release it.
+    let renewed = b.renew(&r, &l.id, Duration::from_secs(60)).await.unwrap();
+    assert!(matches!(renewed, Renewal::Renewed(_)), "{renewed:?}");
+    assert_eq!(
+        stored_record(tmp.path(), &r).boot_id,
+        record::Now::read().boot_id
+    );
+    assert!(b.release(&r, &l.id).await.unwrap());
+    assert_eq!(grant(&b, &r).await.fencing_token, Some(record::BLOCK + 1));
+}
+
+#[tokio::test]
+async fn missing_reservation_continues_from_the_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = File::at(tmp.path()).unwrap();
+    let r = res("legacy");
+    for _ in 0..3 {
+        let l = grant(&b, &r).await;
+        b.release(&r, &l.id).await.unwrap();
+    }
+    // As left by a version without reservations (which fsynced every record).
+    fs::remove_file(reservation_path(tmp.path(), &r)).unwrap();
+    assert_eq!(grant(&b, &r).await.fencing_token, Some(4));
+    let (res, _) = stored_reservation(tmp.path(), &r);
+    assert_eq!(res.reserved, 4 + record::BLOCK - 1);
+}
+
+#[tokio::test]
+async fn corrupt_reservation_is_reported_and_left_alone() {
+    for (damage, why) in [
+        (&b"\x00garbage"[..], "not JSON"),
+        (b"", "empty"),
+        (
+            b"{\"v\":1,\"resource\":\"damaged token\",\"reserved\":9999,\"boot_id\":\"\",\"sum\":\"0\"}",
+            "checksum mismatch",
+        ),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = File::at(tmp.path()).unwrap();
+        let r = res("damaged token");
+        let l = grant(&b, &r).await;
+        let path = reservation_path(tmp.path(), &r);
+        fs::write(&path, damage).unwrap();
+        // Only a grant needs the reservation.
+        assert!(matches!(
+            b.renew(&r, &l.id, Duration::from_secs(60)).await.unwrap(),
+            Renewal::Renewed(_)
+        ));
+        assert!(b.release(&r, &l.id).await.unwrap());
+        let id = LeaseId::generate();
+        let req = AcquireRequest {
+            resource: &r,
+            id: &id,
+            principal: "p",
+            ttl: Duration::from_secs(1),
+        };
+        match b.try_acquire(&req).await.unwrap_err() {
+            Error::Corrupt(m) => {
+                assert!(m.contains(&path.display().to_string()), "{m}");
+                assert!(m.contains("reservation") && m.contains(why), "{m}");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(fs::read(&path).unwrap(), damage, "the reservation was rewritten");
+        // The grant did not happen.
+        assert!(b.current(&r).await.unwrap().is_none());
+    }
+}
+
+#[tokio::test]
+async fn symlinked_reservation_is_corrupt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = File::at(tmp.path()).unwrap();
+    let r = res("linked token");
+    let l = grant(&b, &r).await;
+    b.release(&r, &l.id).await.unwrap();
+    let path = reservation_path(tmp.path(), &r);
+    let target = tmp.path().join("elsewhere");
+    fs::rename(&path, &target).unwrap();
+    symlink(&target, &path).unwrap();
+    let id = LeaseId::generate();
+    let req = AcquireRequest {
+        resource: &r,
+        id: &id,
+        principal: "p",
+        ttl: Duration::from_secs(1),
+    };
+    match b.try_acquire(&req).await.unwrap_err() {
+        Error::Corrupt(m) => assert!(m.contains("symbolic link"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(fs::symlink_metadata(&path)
+        .unwrap()
+        .file_type()
+        .is_symlink());
 }
 
 #[tokio::test]
@@ -301,6 +517,19 @@ async fn watch_ignores_other_resources() {
     b.release(&res("other"), &other.id).await.unwrap();
     let quiet = tokio::time::timeout(Duration::from_millis(200), w.changed()).await;
     assert!(quiet.is_err(), "woke up for another resource");
+    // Writing the reservation alone wakes no one: only the record counts.
+    {
+        let mine = res("mine");
+        let locked = b.dir.lock(&mine).unwrap();
+        locked
+            .reserve(&record::Reservation {
+                reserved: 7,
+                boot_id: String::new(),
+            })
+            .unwrap();
+    }
+    let quiet = tokio::time::timeout(Duration::from_millis(200), w.changed()).await;
+    assert!(quiet.is_err(), "woke up for the reservation");
     let mine = grant(&b, &res("mine")).await;
     tokio::time::timeout(Duration::from_secs(5), w.changed())
         .await
