@@ -20,6 +20,10 @@
 //! (or `~/.config/lockrun/config.toml`), [`SYSTEM_CONFIG`]. Finding none is fine; a file named
 //! explicitly that cannot be read is an error.
 //!
+//! A stormlock INI file (`*.cfg`, `*.ini`, or INI text that is not TOML) is read into the same
+//! tables by the `stormlock` module (`src/config/stormlock.rs`), so that everything after parsing
+//! is shared.
+//!
 //! Precedence, highest first: flag, environment (`LOCKRUN_BACKEND`, `LOCKRUN_PRINCIPAL`),
 //! `[resource."<name>"]`, `[default]`, built-in. The whole file is validated when it is loaded,
 //! so a typo is reported even in a section that does not apply to this resource. Every error is
@@ -228,14 +232,34 @@ impl Config {
     }
 
     /// Parses and validates config text; `path` is used in messages and by [`Config::path`].
+    ///
+    /// The text is lockrun's TOML, or a stormlock INI file: `src/config/stormlock.rs` says which.
     pub fn parse(text: &str, path: &Path) -> Result<Config, Error> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| Error::File {
-            path: path.to_owned(),
-            line: e.span().map(|s| line_of(text, s.start)),
-            message: format!("invalid TOML: {}", one_line(e.message())),
-        })?;
+        if stormlock::by_name(path) {
+            return stormlock::parse(text, path, None);
+        }
+        let table: toml::Table = match toml::from_str(text) {
+            Ok(table) => table,
+            Err(e) => {
+                let line = e.span().map(|s| line_of(text, s.start));
+                let message = format!("invalid TOML: {}", one_line(e.message()));
+                if stormlock::sniff(text) {
+                    return stormlock::parse(text, path, Some((line, &message)));
+                }
+                return Err(Error::File {
+                    path: path.to_owned(),
+                    line,
+                    message,
+                });
+            }
+        };
         let spans = Spans::read(text, &table);
-        Parser { path, text }.config(&table, &spans)
+        Parser {
+            path,
+            text,
+            format: Format::Toml,
+        }
+        .config(&table, &spans)
     }
 
     /// The file this configuration came from; `None` for the built-in defaults.
@@ -534,10 +558,20 @@ fn wait(value: &toml::Value) -> Result<Wait, String> {
     }
 }
 
+/// The syntax a file was written in, which decides how sections are named in messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// lockrun's own: `[resource."NAME"]`.
+    Toml,
+    /// stormlock's INI: `[NAME]`.
+    Stormlock,
+}
+
 /// Validates one file, with its path and text for messages.
 struct Parser<'a> {
     path: &'a Path,
     text: &'a str,
+    format: Format,
 }
 
 impl Parser<'_> {
@@ -608,7 +642,10 @@ impl Parser<'_> {
     ) -> Result<BTreeMap<String, Section>, Error> {
         let mut resources = BTreeMap::new();
         for (name, value, span, spans) in ordered(table, spans) {
-            let header = format!("[resource.{}]", quoted(name));
+            let header = match self.format {
+                Format::Toml => format!("[resource.{}]", quoted(name)),
+                Format::Stormlock => format!("[{name}]"),
+            };
             let Some(table) = value.as_table() else {
                 return Err(self.error(
                     span,
@@ -785,6 +822,8 @@ impl<'de> Visitor<'de> for TableSeed<'_> {
         Ok(Spans(spans))
     }
 }
+
+mod stormlock;
 
 #[cfg(test)]
 mod tests;
