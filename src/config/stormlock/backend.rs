@@ -197,18 +197,11 @@ fn dynamodb(keys: &Keys, out: &mut Out) -> Result<Url, Fail> {
             );
         }
     }
-    let (table, at) = keys.or("table", "stormlock")?;
-    let valid = (3..=255).contains(&table.len())
-        && table
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-    if !valid {
-        return keys.fail(
-            at,
-            "table",
-            format!("'{table}' is not a DynamoDB table name (3 to 255 of A-Z a-z 0-9 _ . -)"),
-        );
-    }
+    // stormlock's own table has another item layout (lockrun would report its items as
+    // corrupt), so lockrun keeps its own table; `lockrun init` creates it. The key is accepted
+    // so that a stormlock file reads unchanged.
+    let _ = keys.get("table")?;
+    let (table, at) = ("lockrun".to_owned(), keys.at);
     let mut query = Vec::new();
     if let Some((region, _)) = keys.get("region")? {
         query.push(format!("region={}", encode(&region)));
@@ -247,8 +240,9 @@ fn postgresql(keys: &Keys, out: &mut Out) -> Result<Url, Fail> {
     } else {
         conninfo_url(&conn).or_else(|why| keys.fail(at, "connection", why))?
     };
-    let (table, table_at) = keys.or("table", "stormlock")?;
-    out.set("table", table_at, table);
+    // As for DynamoDB: lockrun keeps its own table (lockrun_leases), not stormlock's.
+    let _ = keys.get("table")?;
+    let _ = out;
     Ok((url, "connection", at))
 }
 

@@ -165,7 +165,7 @@ fn all_four_backends() {
     let p = plan(&c, "deploy-dynamo");
     assert_eq!(
         secret(&p),
-        "dynamodb://ops-locks?region=eu-west-1&endpoint=http%3A%2F%2Flocalhost%3A8000"
+        "dynamodb://lockrun?region=eu-west-1&endpoint=http%3A%2F%2Flocalhost%3A8000"
     );
     let q: Vec<(String, String)> = p.backend.secret_url().query_pairs().into_owned().collect();
     assert_eq!(
@@ -191,11 +191,8 @@ fn all_four_backends() {
         decode(p.backend.secret_url().password().unwrap()),
         "p@ss w:rd/'%"
     );
-    assert_eq!(
-        p.settings.string("table").unwrap().as_deref(),
-        Some("leases")
-    );
-    assert!(p.settings.expect_only(&["table"]).is_ok());
+    // lockrun keeps its own table (stormlock's has another layout).
+    assert_eq!(p.settings.string("table").unwrap(), None);
     assert_eq!(p.principal, "dba");
     assert!(!format!("{p:?} {c:?}").contains("p%40ss"));
 }
@@ -211,21 +208,18 @@ fn backend_defaults_without_a_section() {
     assert_eq!(p.settings.string("prefix").unwrap().as_deref(), Some("/"));
     assert!(p.settings.expect_only(&["prefix"]).is_ok());
     let p = plan(&c, "b");
-    assert_eq!(secret(&p), "dynamodb://stormlock");
+    assert_eq!(secret(&p), "dynamodb://lockrun");
     assert!(p.settings.expect_only(&[]).is_ok());
 
-    // Table names keep their case; postgresql's table defaults to stormlock's.
+    // stormlock's table names are read but not used: lockrun keeps its own tables.
     let c = cfg("[default]\nbackend = dynamodb\n[backend.dynamodb]\ntable = Ops.Locks_2\n");
-    assert_eq!(secret(&plan(&c, "x")), "dynamodb://Ops.Locks_2");
+    assert_eq!(secret(&plan(&c, "x")), "dynamodb://lockrun");
     let c = cfg(
         "[default]\nbackend = postgresql\n[backend.postgresql]\nconnection = postgresql://u@h/db\n",
     );
     let p = plan(&c, "x");
     assert_eq!(secret(&p), "postgresql://u@h/db");
-    assert_eq!(
-        p.settings.string("table").unwrap().as_deref(),
-        Some("stormlock")
-    );
+    assert_eq!(p.settings.string("table").unwrap(), None);
 
     // redis-py's unix:// is lockrun's redis+unix://.
     let c = cfg("[default]\nbackend = redis\n[backend.redis]\nurl = unix:///run/redis.sock?db=3\n");
@@ -310,7 +304,7 @@ fn backend_names_from_flags_and_environment() {
     let p = plan_with(&c, "deploy-pg", &flags, &[]);
     assert_eq!(
         secret(&p),
-        "dynamodb://ops-locks?region=eu-west-1&endpoint=http%3A%2F%2Flocalhost%3A8000"
+        "dynamodb://lockrun?region=eu-west-1&endpoint=http%3A%2F%2Flocalhost%3A8000"
     );
     let p = plan_with(&c, "x", &Flags::default(), &[("LOCKRUN_BACKEND", "etcd")]);
     assert_eq!(p.backend.scheme(), "etcd+https");
@@ -612,10 +606,6 @@ fn backend_section_errors() {
         (
             "[backend.dynamodb]\naccess_key_id = AKIA\n",
             ":2: key 'access_key_id' in [backend.dynamodb]: lockrun takes AWS credentials only",
-        ),
-        (
-            "[backend.dynamodb]\ntable = ab\n",
-            ":2: key 'table' in [backend.dynamodb]: 'ab' is not a DynamoDB table name",
         ),
         (
             "[backend.dynamodb]\nendpoint = localhost\n",
