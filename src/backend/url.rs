@@ -15,6 +15,9 @@ const SCHEMES: &[(&str, &str)] = &[
     ("etcd", "etcd"),
     ("etcd+https", "etcd"),
     ("dynamodb", "dynamodb"),
+    ("memcached", "memcached"),
+    ("kubernetes", "kubernetes"),
+    ("k8s", "kubernetes"),
 ];
 
 /// Schemes whose URLs may name several hosts: `etcd://h1:2379,h2:2379`.
