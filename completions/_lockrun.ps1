@@ -43,6 +43,7 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
             [CompletionResult]::new('is-held', 'is-held', [CompletionResultType]::ParameterValue, 'Exit 0 if this lease id holds the resource, 1 if not')
             [CompletionResult]::new('init', 'init', [CompletionResultType]::ParameterValue, 'Create what the backend needs (e.g. the PostgreSQL table); safe to run again')
             [CompletionResult]::new('doctor', 'doctor', [CompletionResultType]::ParameterValue, 'Check the configured backend end to end and warn about unsafe settings')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List every live lease on the configured backend')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -192,6 +193,23 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             break
         }
+        'lockrun;list' {
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'Output format')
+            [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]')
+            [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]')
+            [CompletionResult]::new('-b', '-b', [CompletionResultType]::ParameterName, 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]')
+            [CompletionResult]::new('--backend', '--backend', [CompletionResultType]::ParameterName, 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]')
+            [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]')
+            [CompletionResult]::new('--principal', '--principal', [CompletionResultType]::ParameterName, 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]')
+            [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output on stderr (-v info, -vv debug, -vvv trace)')
+            [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output on stderr (-v info, -vv debug, -vvv trace)')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'No progress or warnings on stderr, only errors')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'No progress or warnings on stderr, only errors')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            break
+        }
         'lockrun;help' {
             [CompletionResult]::new('run', 'run', [CompletionResultType]::ParameterValue, 'Acquire a lease, run a command, renew while it runs, release when it exits')
             [CompletionResult]::new('acquire', 'acquire', [CompletionResultType]::ParameterValue, 'Acquire a lease and print its id, for holding it across several commands')
@@ -201,6 +219,7 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
             [CompletionResult]::new('is-held', 'is-held', [CompletionResultType]::ParameterValue, 'Exit 0 if this lease id holds the resource, 1 if not')
             [CompletionResult]::new('init', 'init', [CompletionResultType]::ParameterValue, 'Create what the backend needs (e.g. the PostgreSQL table); safe to run again')
             [CompletionResult]::new('doctor', 'doctor', [CompletionResultType]::ParameterValue, 'Check the configured backend end to end and warn about unsafe settings')
+            [CompletionResult]::new('list', 'list', [CompletionResultType]::ParameterValue, 'List every live lease on the configured backend')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -226,6 +245,9 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
             break
         }
         'lockrun;help;doctor' {
+            break
+        }
+        'lockrun;help;list' {
             break
         }
         'lockrun;help;help' {

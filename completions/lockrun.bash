@@ -34,6 +34,9 @@ _lockrun() {
             lockrun,is-held)
                 cmd="lockrun__subcmd__is__subcmd__held"
                 ;;
+            lockrun,list)
+                cmd="lockrun__subcmd__list"
+                ;;
             lockrun,release)
                 cmd="lockrun__subcmd__release"
                 ;;
@@ -61,6 +64,9 @@ _lockrun() {
             lockrun__subcmd__help,is-held)
                 cmd="lockrun__subcmd__help__subcmd__is__subcmd__held"
                 ;;
+            lockrun__subcmd__help,list)
+                cmd="lockrun__subcmd__help__subcmd__list"
+                ;;
             lockrun__subcmd__help,release)
                 cmd="lockrun__subcmd__help__subcmd__release"
                 ;;
@@ -77,7 +83,7 @@ _lockrun() {
 
     case "${cmd}" in
         lockrun)
-            opts="-c -b -p -v -q -h -V --config --backend --principal --verbose --quiet --help --version run acquire renew release current is-held init doctor help"
+            opts="-c -b -p -v -q -h -V --config --backend --principal --verbose --quiet --help --version run acquire renew release current is-held init doctor list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -269,7 +275,7 @@ _lockrun() {
             return 0
             ;;
         lockrun__subcmd__help)
-            opts="run acquire renew release current is-held init doctor help"
+            opts="run acquire renew release current is-held init doctor list help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -353,6 +359,20 @@ _lockrun() {
             return 0
             ;;
         lockrun__subcmd__help__subcmd__is__subcmd__held)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lockrun__subcmd__help__subcmd__list)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -453,6 +473,52 @@ _lockrun() {
                 return 0
             fi
             case "${prev}" in
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --backend)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -b)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --principal)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -p)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lockrun__subcmd__list)
+            opts="-f -c -b -p -v -q -h --format --config --backend --principal --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --format)
+                    COMPREPLY=($(compgen -W "rows json" -- "${cur}"))
+                    return 0
+                    ;;
+                -f)
+                    COMPREPLY=($(compgen -W "rows json" -- "${cur}"))
+                    return 0
+                    ;;
                 --config)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

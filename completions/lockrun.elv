@@ -40,6 +40,7 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand is-held 'Exit 0 if this lease id holds the resource, 1 if not'
             cand init 'Create what the backend needs (e.g. the PostgreSQL table); safe to run again'
             cand doctor 'Check the configured backend end to end and warn about unsafe settings'
+            cand list 'List every live lease on the configured backend'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'lockrun;run'= {
@@ -180,6 +181,22 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand -h 'Print help'
             cand --help 'Print help'
         }
+        &'lockrun;list'= {
+            cand -f 'Output format'
+            cand --format 'Output format'
+            cand -c 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]'
+            cand --config 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]'
+            cand -b 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]'
+            cand --backend 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]'
+            cand -p 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]'
+            cand --principal 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]'
+            cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+            cand -q 'No progress or warnings on stderr, only errors'
+            cand --quiet 'No progress or warnings on stderr, only errors'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+        }
         &'lockrun;help'= {
             cand run 'Acquire a lease, run a command, renew while it runs, release when it exits'
             cand acquire 'Acquire a lease and print its id, for holding it across several commands'
@@ -189,6 +206,7 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand is-held 'Exit 0 if this lease id holds the resource, 1 if not'
             cand init 'Create what the backend needs (e.g. the PostgreSQL table); safe to run again'
             cand doctor 'Check the configured backend end to end and warn about unsafe settings'
+            cand list 'List every live lease on the configured backend'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'lockrun;help;run'= {
@@ -206,6 +224,8 @@ set edit:completion:arg-completer[lockrun] = {|@words|
         &'lockrun;help;init'= {
         }
         &'lockrun;help;doctor'= {
+        }
+        &'lockrun;help;list'= {
         }
         &'lockrun;help;help'= {
         }

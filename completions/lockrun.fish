@@ -39,6 +39,7 @@ complete -c lockrun -n "__fish_lockrun_needs_command" -f -a "current" -d 'Show w
 complete -c lockrun -n "__fish_lockrun_needs_command" -f -a "is-held" -d 'Exit 0 if this lease id holds the resource, 1 if not'
 complete -c lockrun -n "__fish_lockrun_needs_command" -f -a "init" -d 'Create what the backend needs (e.g. the PostgreSQL table); safe to run again'
 complete -c lockrun -n "__fish_lockrun_needs_command" -f -a "doctor" -d 'Check the configured backend end to end and warn about unsafe settings'
+complete -c lockrun -n "__fish_lockrun_needs_command" -f -a "list" -d 'List every live lease on the configured backend'
 complete -c lockrun -n "__fish_lockrun_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l ttl -d 'Lease TTL; renewed every TTL/3 while the command runs [default: 30s]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s w -l wait -d 'Wait at most this long for the lease (e.g. 30s, 10m) [default: wait forever]' -r
@@ -110,12 +111,21 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -s p -l principa
 complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -s q -l quiet -d 'No progress or warnings on stderr, only errors'
 complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -s h -l help -d 'Print help'
-complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor help" -f -a "run" -d 'Acquire a lease, run a command, renew while it runs, release when it exits'
-complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor help" -f -a "acquire" -d 'Acquire a lease and print its id, for holding it across several commands'
-complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor help" -f -a "renew" -d 'Extend a lease acquired earlier, keeping its id'
-complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor help" -f -a "release" -d 'Release a lease (never someone else\'s)'
-complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor help" -f -a "current" -d 'Show who holds a resource'
-complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor help" -f -a "is-held" -d 'Exit 0 if this lease id holds the resource, 1 if not'
-complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor help" -f -a "init" -d 'Create what the backend needs (e.g. the PostgreSQL table); safe to run again'
-complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor help" -f -a "doctor" -d 'Check the configured backend end to end and warn about unsafe settings'
-complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s f -l format -d 'Output format' -r -f -a "rows\t'A header, then one tab-separated row per lease'
+json\t'One JSON array of lease objects'"
+complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
+complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
+complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r
+complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
+complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s q -l quiet -d 'No progress or warnings on stderr, only errors'
+complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor list help" -f -a "run" -d 'Acquire a lease, run a command, renew while it runs, release when it exits'
+complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor list help" -f -a "acquire" -d 'Acquire a lease and print its id, for holding it across several commands'
+complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor list help" -f -a "renew" -d 'Extend a lease acquired earlier, keeping its id'
+complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor list help" -f -a "release" -d 'Release a lease (never someone else\'s)'
+complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor list help" -f -a "current" -d 'Show who holds a resource'
+complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor list help" -f -a "is-held" -d 'Exit 0 if this lease id holds the resource, 1 if not'
+complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor list help" -f -a "init" -d 'Create what the backend needs (e.g. the PostgreSQL table); safe to run again'
+complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor list help" -f -a "doctor" -d 'Check the configured backend end to end and warn about unsafe settings'
+complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor list help" -f -a "list" -d 'List every live lease on the configured backend'
+complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor list help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'

@@ -99,6 +99,27 @@ pub enum Verb {
     Init(InitArgs),
     /// Check the configured backend end to end and warn about unsafe settings
     Doctor(DoctorArgs),
+    /// List every live lease on the configured backend
+    List(ListArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Output format
+    #[arg(short = 'f', long, value_enum, default_value_t = ListFormat::Rows)]
+    pub format: ListFormat,
+    /// List the backend configured for this resource [default: the [default] section]
+    #[arg(value_name = "RESOURCE")]
+    pub resource: Option<String>,
+}
+
+/// Output formats of `list`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ListFormat {
+    /// A header, then one tab-separated row per lease
+    Rows,
+    /// One JSON array of lease objects
+    Json,
 }
 
 #[derive(Debug, Args)]

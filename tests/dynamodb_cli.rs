@@ -261,3 +261,19 @@ fn foreign_item_is_corrupt_and_left_alone() {
     }
     assert_eq!(rt.block_on(ddb::get(&client, &table, "res")), Some(foreign));
 }
+
+#[test]
+fn list_shows_live_leases() {
+    let s = ddb::moto();
+    let (env, table) = (Env::new(), ready_table(s));
+    let u = ddb::url(s, &table);
+    ok(&run(&env, &u, &["-p", "alice", "acquire", "one"]));
+    let id = ok(&run(&env, &u, &["acquire", "two"]));
+    ok(&run(&env, &u, &["release", "two", id.trim()]));
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&run(&env, &u, &["list", "-f", "json"]))).unwrap();
+    let all = json.as_array().unwrap();
+    assert_eq!(all.len(), 1, "{json}");
+    assert_eq!(all[0]["resource"], "one");
+    assert_eq!(all[0]["principal"], "alice");
+}

@@ -378,3 +378,26 @@ fn tls_with_a_client_certificate() {
     );
     assert_fails(&run(&plain, &["acquire", "res"]), 78, "expect TLS");
 }
+
+#[test]
+fn list_shows_live_leases() {
+    let e = EtcdEnv::new(etcd());
+    let (a, b) = (format!("{}-a", prefix()), format!("{}-b", prefix()));
+    e.acquire(&[&a]);
+    let id = e.acquire(&[&b]);
+    assert_eq!(e.run(&["release", &b, &id]).status.code(), Some(0));
+    let o = e.run(&["list", "-f", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let names: Vec<&str> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["resource"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&a.as_str()), "{names:?}");
+    assert!(
+        !names.contains(&b.as_str()),
+        "released leases are not listed: {names:?}"
+    );
+}

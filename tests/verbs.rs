@@ -267,3 +267,28 @@ fn doctor_checks_the_backend_end_to_end() {
     let o = env.run(&["-b", "nosuch://x", "doctor"]);
     assert_fails(&o, 78, "unknown backend");
 }
+
+#[test]
+fn list_shows_every_live_lease() {
+    let env = Env::new();
+    let o = env.run(&["list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "", "nothing held: no output");
+    env.run(&["-p", "alice", "acquire", "b/one"]);
+    env.run(&["-p", "bob", "acquire", "a two"]);
+    let released = stdout(&env.run(&["acquire", "gone"])).trim().to_owned();
+    env.run(&["release", "gone", &released]);
+    let o = env.run(&["list"]);
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert!(lines[0].starts_with("RESOURCE\tPRINCIPAL\tTOKEN\tEXPIRES"));
+    assert!(lines[1].starts_with("a two\tbob\t1\t"), "{out}");
+    assert!(lines[2].starts_with("b/one\talice\t1\t"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&stdout(&env.run(&["list", "-f", "json"]))).unwrap();
+    let all = json.as_array().unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(all[0]["resource"], "a two");
+    assert_eq!(all[1]["principal"], "alice");
+}

@@ -234,4 +234,8 @@ impl Backend for DynamoDb {
     async fn init(&self) -> Result<Option<String>, Error> {
         table::init(self).await.map(Some)
     }
+
+    async fn resources(&self) -> Result<Option<Vec<Resource>>, Error> {
+        self.scan_resources().await.map(Some)
+    }
 }

@@ -167,6 +167,31 @@ impl Backend for Etcd {
         self.current_lease(resource).await
     }
 
+    /// Every key under the prefix (keys only, one range read).
+    async fn resources(&self) -> Result<Option<Vec<Resource>>, Error> {
+        let prefix = self.opts.prefix.clone();
+        let resp = self
+            .call("listing", |mut c| {
+                let prefix = prefix.clone();
+                async move {
+                    c.get(
+                        prefix,
+                        Some(GetOptions::new().with_prefix().with_keys_only()),
+                    )
+                    .await
+                }
+            })
+            .await?;
+        let names = resp
+            .kvs()
+            .iter()
+            .filter_map(|kv| kv.key().strip_prefix(self.opts.prefix.as_slice()))
+            .filter_map(|k| std::str::from_utf8(k).ok())
+            .filter_map(|k| Resource::new(k).ok())
+            .collect();
+        Ok(Some(names))
+    }
+
     async fn watch(&self, resource: &Resource) -> Result<Option<Box<dyn Watch>>, Error> {
         let key = self.key(resource);
         let (watcher, stream) = self

@@ -231,6 +231,15 @@ impl Backend for File {
         .await
     }
 
+    /// The resources that have a record in the lock directory (read from the records, whose file
+    /// names may be hashed).
+    async fn resources(&self) -> Result<Option<Vec<Resource>>, Error> {
+        let dir = Arc::clone(&self.dir);
+        tokio::task::spawn_blocking(move || dir.resources().map(Some))
+            .await
+            .map_err(|e| Error::Other(format!("lock directory worker failed: {e}")))?
+    }
+
     /// Watches the lock directory with inotify. Returns `None` (poll instead) when inotify is
     /// unavailable, e.g. when the per-user watch limit is reached. Only events for the record
     /// file wake the waiter: temporary files and the `.token` reservation have other names.

@@ -147,6 +147,12 @@ pub trait Backend: Send + Sync {
         Ok(None)
     }
 
+    /// The names of every resource that may hold a live lease (a superset is fine: callers check
+    /// each with [`Backend::current`]). `None`: this backend cannot enumerate its leases.
+    async fn resources(&self) -> Result<Option<Vec<Resource>>, Error> {
+        Ok(None)
+    }
+
     /// Subscribes to changes of `resource`; `None` means the caller must poll.
     async fn watch(&self, _resource: &Resource) -> Result<Option<Box<dyn Watch>>, Error> {
         Ok(None)

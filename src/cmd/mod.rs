@@ -20,6 +20,7 @@ mod doctor;
 mod events;
 mod init;
 mod is_held;
+mod list;
 mod release;
 mod renew;
 mod run;
@@ -177,6 +178,7 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
         Verb::IsHeld(a) => is_held::is_held(&ctx, a).await,
         Verb::Init(a) => init::init(&ctx, a).await,
         Verb::Doctor(a) => doctor::doctor(&ctx, a).await,
+        Verb::List(a) => list::list(&ctx, a).await,
     }
 }
 

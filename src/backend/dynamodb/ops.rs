@@ -238,4 +238,39 @@ impl DynamoDb {
             Err(e) => Err(self.fail(op, &e)),
         }
     }
+
+    /// Every resource with an item in the table (a paginated scan of the key attribute only).
+    pub(super) async fn scan_resources(&self) -> Result<Vec<Resource>, Error> {
+        let op = "listing";
+        let mut out = Vec::new();
+        let mut start: Option<
+            std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+        > = None;
+        loop {
+            let call = self
+                .client
+                .scan()
+                .table_name(&self.place.table)
+                .projection_expression("#r")
+                .expression_attribute_names("#r", item::RESOURCE)
+                .set_exclusive_start_key(start.take())
+                .send();
+            let page = match self.send(op, call).await? {
+                Ok(page) => page,
+                Err(e) => return Err(self.fail(op, &e)),
+            };
+            for it in page.items() {
+                if let Some(Ok(name)) = it.get(item::RESOURCE).map(|v| v.as_s()) {
+                    if let Ok(r) = Resource::new(name.as_str()) {
+                        out.push(r);
+                    }
+                }
+            }
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
 }

@@ -32,8 +32,11 @@ pub(super) fn stem(resource: &str) -> String {
 }
 
 /// The record file of `resource`.
+/// The suffix of record files.
+pub(super) const RECORD_SUFFIX: &str = ".lease";
+
 pub(super) fn record(resource: &str) -> String {
-    format!("{}.lease", stem(resource))
+    format!("{}{RECORD_SUFFIX}", stem(resource))
 }
 
 /// The fencing-token reservation of `resource`.

@@ -794,3 +794,15 @@ mod tests {
         assert_eq!(ttl_ms(Duration::MAX), u64::MAX);
     }
 }
+
+/// The resource name a record file says it belongs to, without checking anything else (for
+/// listing; every use then reads the record properly).
+pub(super) fn stored_resource(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        resource: String,
+    }
+    serde_json::from_slice::<Peek>(bytes)
+        .ok()
+        .map(|p| p.resource)
+}

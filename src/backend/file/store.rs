@@ -13,7 +13,7 @@ use nix::sys::stat::Mode;
 use nix::unistd::{AccessFlags, UnlinkatFlags};
 
 use super::name;
-use super::record::{Record, Reservation};
+use super::record::{self, Record, Reservation};
 use crate::backend::Error;
 use crate::lease::Resource;
 
@@ -85,6 +85,33 @@ impl Dir {
             path: path.to_owned(),
             fd,
         })
+    }
+
+    /// The resource names stored in the records of this directory. Records that cannot be read
+    /// are skipped here; reading them through [`Dir::lock`] reports them.
+    pub fn resources(&self) -> Result<Vec<Resource>, Error> {
+        let entries = fs::read_dir(&self.path)
+            .map_err(|e| io_error("lock directory", &self.path, "cannot be listed", e))?;
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if name.starts_with('.') || !name.ends_with(name::RECORD_SUFFIX) {
+                continue;
+            }
+            let Ok(file) = self.open_at(name, OFlag::O_RDONLY, 0) else {
+                continue;
+            };
+            let mut bytes = Vec::new();
+            if file.take(MAX_RECORD).read_to_end(&mut bytes).is_err() {
+                continue;
+            }
+            if let Some(r) = record::stored_resource(&bytes).and_then(|r| Resource::new(r).ok()) {
+                out.push(r);
+            }
+        }
+        out.sort();
+        Ok(out)
     }
 
     fn open_at(&self, name: &str, flags: OFlag, mode: u32) -> Result<fs::File, Errno> {
