@@ -424,6 +424,18 @@ pub(super) fn current(old: Option<&Record>, resource: &Resource, now: &Now) -> O
         .map(|rec| rec.lease(resource))
 }
 
+/// The resource name a record file says it belongs to, without checking anything else (for
+/// listing; every use then reads the record properly).
+pub(super) fn stored_resource(bytes: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Peek {
+        resource: String,
+    }
+    serde_json::from_slice::<Peek>(bytes)
+        .ok()
+        .map(|p| p.resource)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -795,14 +807,3 @@ mod tests {
     }
 }
 
-/// The resource name a record file says it belongs to, without checking anything else (for
-/// listing; every use then reads the record properly).
-pub(super) fn stored_resource(bytes: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Peek {
-        resource: String,
-    }
-    serde_json::from_slice::<Peek>(bytes)
-        .ok()
-        .map(|p| p.resource)
-}
