@@ -72,6 +72,12 @@ mod ops;
 mod options;
 mod record;
 
+/// Parses a stored etcd value as `resource`'s lease (for the fuzz targets): never panics.
+#[doc(hidden)]
+pub fn fuzz_decode(resource: &Resource, value: &[u8], key_lease: i64) {
+    let _ = record::Record::decode(resource, value, key_lease);
+}
+
 use cluster::{Limit, Member};
 use options::Options;
 

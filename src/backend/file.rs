@@ -96,6 +96,15 @@ mod store;
 use record::{Now, Step};
 use store::Dir;
 
+/// Parses a record file and a reservation file as `resource`'s (for the fuzz targets): never
+/// panics, whatever the bytes.
+#[doc(hidden)]
+pub fn fuzz_decode(bytes: &[u8], resource: &Resource) {
+    let _ = record::Record::decode(bytes, resource);
+    let _ = record::Reservation::decode(bytes, resource);
+    let _ = record::stored_resource(bytes);
+}
+
 /// Leases in a local lock directory.
 #[derive(Debug, Clone)]
 pub struct File {

@@ -806,4 +806,3 @@ mod tests {
         assert_eq!(ttl_ms(Duration::MAX), u64::MAX);
     }
 }
-
