@@ -29,7 +29,11 @@ Environment:
   LOCKRUN_PRINCIPAL  principal (like -p)
   LOCKRUN_LOG        log filter, e.g. debug or lockrun=trace (like -v)
   The command gets LOCKRUN_RESOURCE, LOCKRUN_LEASE_ID, LOCKRUN_FENCING_TOKEN,
-  LOCKRUN_PRINCIPAL and LOCKRUN_BACKEND.";
+  LOCKRUN_PRINCIPAL and LOCKRUN_BACKEND.
+
+Backends:
+  memcached may evict a lock under memory pressure: use memcached:// only where a duplicate run
+  is harmless.";
 
 /// Run a command while holding a lease on a named resource.
 ///

@@ -20,6 +20,8 @@ pub mod dynamodb;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod file;
+#[cfg(feature = "memcached")]
+pub mod memcached;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
@@ -171,6 +173,8 @@ pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Arc<dyn Backe
         "dynamodb" => Ok(Arc::new(dynamodb::DynamoDb::open(url, settings).await?)),
         #[cfg(feature = "etcd")]
         "etcd" | "etcd+https" => Ok(Arc::new(etcd::Etcd::open(url, settings).await?)),
+        #[cfg(feature = "memcached")]
+        "memcached" => Ok(Arc::new(memcached::Memcached::open(url, settings).await?)),
         other => Err(url::unsupported(other)),
     }
 }

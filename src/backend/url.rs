@@ -21,7 +21,7 @@ const SCHEMES: &[(&str, &str)] = &[
 ];
 
 /// Schemes whose URLs may name several hosts: `etcd://h1:2379,h2:2379`.
-const MULTI_HOST: &[&str] = &["etcd", "etcd+https"];
+const MULTI_HOST: &[&str] = &["etcd", "etcd+https", "memcached"];
 
 /// A host and its port, if the URL gives one.
 type Host = (String, Option<u16>);
@@ -80,7 +80,7 @@ impl BackendUrl {
     }
 
     /// Every host of the URL with its port, in order: more than one only for schemes that take a
-    /// host list (`etcd://h1:2379,h2:2379`).
+    /// host list (`etcd://h1:2379,h2:2379`, `memcached://h1,h2`).
     pub fn hosts(&self) -> Vec<Host> {
         let first = self.url.host_str().map(|h| (h.to_owned(), self.url.port()));
         first.into_iter().chain(self.more_hosts.clone()).collect()

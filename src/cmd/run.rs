@@ -25,7 +25,11 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
         .heartbeat(args.heartbeat, args.kill_after);
     let timing = lock.timing().map_err(|e| Failure::usage(e.to_string()))?;
     if backend.capabilities().may_evict && ctx.chatty() {
-        tracing::warn!("this backend may evict a lock under memory pressure; use it only where a duplicate run is harmless");
+        tracing::warn!(
+            "{} may evict a lock under memory pressure; use it only where a duplicate run is \
+             harmless",
+            plan.backend.scheme()
+        );
     }
     let events = super::events::open_opt(args.events.as_deref(), &resource)?;
     let lock = match &events {

@@ -4,6 +4,8 @@
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 pub mod etcd;
+#[cfg(feature = "memcached")]
+pub mod memcached;
 pub mod server;
 
 use std::path::{Path, PathBuf};

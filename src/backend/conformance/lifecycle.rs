@@ -162,7 +162,8 @@ impl Suite {
 
     pub(super) async fn fencing_tokens(&self) -> Check {
         let b = self.backend().await?;
-        if b.capabilities().fencing == Fencing::None {
+        let fencing = b.capabilities().fencing;
+        if fencing == Fencing::None {
             return Ok(Outcome::Skipped(
                 "the backend declares no fencing tokens".into(),
             ));
@@ -194,6 +195,15 @@ impl Suite {
             tokens.windows(2).all(|w| w[0] < w[1]),
             "tokens do not strictly increase: {tokens:?}"
         );
+        if fencing == Fencing::BestEffort {
+            // The store may lose its counter (eviction), and then tokens restart: strict increase
+            // forever is not promised, only while the counter is kept, which is what ran here.
+            return Ok(Outcome::Skipped(format!(
+                "best-effort fencing: tokens restart when the store loses its counter, so strict \
+                 increase is not promised; the weakened check (increase while the counter is \
+                 kept) passed: {tokens:?}"
+            )));
+        }
         Ok(Outcome::Passed)
     }
 

@@ -1,0 +1,252 @@
+//! The real binary against real memcached servers: verbs, the eviction warning, a lost lease,
+//! two servers, and every bad input with its exit code and one-line message.
+#![cfg(feature = "memcached")]
+
+mod common;
+
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use common::memcached::{self as mc, Raw};
+use common::server;
+use common::*;
+
+/// `lockrun -b URL args...` in `env`.
+fn lockrun(env: &Env, url: &str, args: &[&str]) -> Output {
+    env.cmd()
+        .args(["-b", url])
+        .args(args)
+        .output()
+        .expect("spawn lockrun")
+}
+
+/// A resource name unique to this test (plain characters: its key is readable).
+fn resource(what: &str) -> String {
+    format!("{}/{what}", server::prefix())
+}
+
+fn lease_key(res: &str) -> String {
+    format!("lockrun:lease:{res}")
+}
+
+const WARNING: &str = "memcached may evict a lock under memory pressure";
+
+#[test]
+fn verbs_round_trip() {
+    let s = mc::memcached();
+    let (env, u, res) = (Env::new(), mc::url(s), resource("verbs"));
+    let o = lockrun(
+        &env,
+        &u,
+        &["-p", "tester@here", "acquire", "--ttl", "1h", &res],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let id = stdout(&o).trim().to_owned();
+    assert_eq!(id.len(), 32);
+    assert!(
+        !stderr(&o).contains(WARNING),
+        "only run warns: {}",
+        stderr(&o)
+    );
+
+    let o = lockrun(&env, &u, &["current", "-f", "json", &res]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(json["lease_id"], id.as_str());
+    assert_eq!(json["principal"], "tester@here");
+    assert!(json["fencing_token"].as_u64().unwrap() >= 1);
+    assert_eq!(json["ttl_seconds"], 3600.0);
+    let record = Raw::connect(s.port).get_text(&lease_key(&res)).unwrap();
+    assert!(record.contains(&format!("\"id\":\"{id}\"")), "{record}");
+
+    assert_fails(
+        &lockrun(&env, &u, &["acquire", "-n", &res]),
+        75,
+        "held by tester@here",
+    );
+    let o = lockrun(&env, &u, &["is-held", &res, &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = lockrun(&env, &u, &["renew", "--ttl", "2h", "--json", &res, &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(json["ttl_seconds"], 7200.0);
+
+    let wrong = "0123456789abcdef0123456789abcdef";
+    assert_fails(
+        &lockrun(&env, &u, &["release", &res, wrong]),
+        1,
+        "does not hold",
+    );
+    assert_fails(
+        &lockrun(&env, &u, &["renew", &res, wrong]),
+        1,
+        "does not hold",
+    );
+    let o = lockrun(&env, &u, &["release", &res, &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_fails(&lockrun(&env, &u, &["current", &res]), 1, "is not held");
+    assert_fails(
+        &lockrun(&env, &u, &["is-held", &res, &id]),
+        1,
+        "does not hold",
+    );
+    assert_fails(
+        &lockrun(&env, &u, &["renew", &res, &id]),
+        1,
+        "does not hold",
+    );
+    // The tombstone does not block the next holder.
+    let o = lockrun(&env, &u, &["acquire", "-n", &res]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn run_warns_once_about_eviction() {
+    let s = mc::memcached();
+    let (env, u, res) = (Env::new(), mc::url(s), resource("warn"));
+    let echo = ["--", "sh", "-c", "echo $LOCKRUN_FENCING_TOKEN"];
+    let o = lockrun(&env, &u, &[&["run", &res][..], &echo[..]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert_eq!(err.matches(WARNING).count(), 1, "{err}");
+    assert!(err.starts_with("lockrun: warning: "), "{err}");
+    let first: u64 = stdout(&o).trim().parse().unwrap();
+    // -q silences it; tokens go on increasing.
+    let o = lockrun(&env, &u, &[&["-q", "run", &res][..], &echo[..]].concat());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "");
+    let second: u64 = stdout(&o).trim().parse().unwrap();
+    assert!(second > first, "{first} then {second}");
+    // --help says it too.
+    let o = env.run(&["--help"]);
+    assert!(stdout(&o).contains(WARNING), "{}", stdout(&o));
+}
+
+#[test]
+fn a_run_whose_lease_is_deleted_stops_with_124() {
+    let s = mc::memcached();
+    let (env, u, res) = (Env::new(), mc::url(s), resource("deleted"));
+    let info = env.file("holder");
+    let script = format!(
+        "echo $$ > {0}.tmp; mv {0}.tmp {0}; exec sleep 60",
+        info.display()
+    );
+    let child = env
+        .cmd()
+        .args([
+            "-q", "-b", &u, "run", "--ttl", "3s", &res, "--", "sh", "-c", &script,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    assert!(eventually(Duration::from_secs(10), || info.exists()));
+    let pid = read_pid(&info).unwrap();
+    let mut raw = Raw::connect(s.port);
+    assert_eq!(
+        raw.command(&format!("delete {}", lease_key(&res)), None),
+        "DELETED"
+    );
+    let o = child.wait_with_output().unwrap();
+    assert_fails(&o, 124, "lost the lease");
+    assert!(!alive(pid), "the command was stopped");
+}
+
+#[test]
+fn two_servers_spread_resources_and_still_exclude() {
+    let (a, b) = (mc::memcached(), mc::start_memcached(&[]));
+    let env = Env::new();
+    let ab = format!("memcached://127.0.0.1:{},127.0.0.1:{}", a.port, b.port);
+    let ba = format!("memcached://127.0.0.1:{},127.0.0.1:{}", b.port, a.port);
+    let (mut raw_a, mut raw_b) = (Raw::connect(a.port), Raw::connect(b.port));
+    let mut on = [0, 0];
+    for i in 0..12 {
+        let res = resource(&format!("spread-{i}"));
+        let o = lockrun(&env, &ab, &["acquire", "--ttl", "1m", &res]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let id = stdout(&o).trim().to_owned();
+        let (in_a, in_b) = (
+            raw_a.get(&lease_key(&res)).is_some(),
+            raw_b.get(&lease_key(&res)).is_some(),
+        );
+        assert!(in_a != in_b, "{res}: on exactly one server");
+        on[usize::from(in_b)] += 1;
+        // The order of the list does not matter.
+        assert_fails(&lockrun(&env, &ba, &["acquire", "-n", &res]), 75, "held by");
+        let o = lockrun(&env, &ba, &["release", &res, &id]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    assert!(on[0] > 0 && on[1] > 0, "spread: {on:?}");
+}
+
+#[test]
+fn bad_input() {
+    let s = mc::memcached();
+    let env = Env::new();
+    let port = server::free_port();
+    for args in [
+        &["acquire", "res"][..],
+        &["current", "res"],
+        &["res", "--", "true"],
+    ] {
+        let down = format!("memcached://127.0.0.1:{port}");
+        assert_fails(
+            &lockrun(&env, &down, args),
+            69,
+            &format!("cannot connect to memcached at 127.0.0.1:{port}"),
+        );
+    }
+    let up = mc::url(s);
+    let one_down = format!("{up},127.0.0.1:{port}");
+    assert_fails(
+        &lockrun(&env, &one_down, &["current", "res"]),
+        69,
+        "cannot connect",
+    );
+
+    for (url, needle) in [
+        ("memcached://h/0", "only hosts may follow"),
+        ("memcached://h?prefix=x", "[backend.NAME]"),
+        ("memcached://u:hunter2@h", "no authentication"),
+        ("memcached://h:1,h:1", "listed twice"),
+        ("memcached://h,,i", "empty host"),
+    ] {
+        let o = lockrun(&env, url, &["current", "res"]);
+        assert_fails(&o, 78, needle);
+        assert!(!stderr(&o).contains("hunter2"), "{}", stderr(&o));
+    }
+
+    // A foreign value under the lease key: reported, never overwritten.
+    let res = resource("foreign");
+    let mut raw = Raw::connect(s.port);
+    raw.set(&lease_key(&res), 0, 0, b"someone else's data");
+    for args in [
+        &["acquire", "-n", &res][..],
+        &["current", &res],
+        &["run", &res, "--", "true"],
+    ] {
+        let o = lockrun(&env, &up, args);
+        assert_fails_last(&o, 65, "is not a lockrun lease");
+        assert!(stderr(&o).contains(&lease_key(&res)), "{}", stderr(&o));
+    }
+    assert_eq!(
+        raw.get_text(&lease_key(&res)).as_deref(),
+        Some("someone else's data")
+    );
+
+    // memcached cannot express a TTL of 30 days or more.
+    let res = resource("month");
+    let o = lockrun(&env, &up, &["acquire", "--ttl", "30d", &res]);
+    assert_fails(&o, 78, "must be less than 30 days");
+    assert!(raw.get(&lease_key(&res)).is_none());
+    let o = lockrun(&env, &up, &["acquire", "--ttl", "29d", &res]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let id = stdout(&o).trim().to_owned();
+    assert_fails(
+        &lockrun(&env, &up, &["renew", "--ttl", "31d", &res, &id]),
+        78,
+        "too long for memcached",
+    );
+    let o = lockrun(&env, &up, &["release", &res, &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
