@@ -20,6 +20,8 @@ pub mod dynamodb;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod file;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
@@ -165,6 +167,8 @@ pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Arc<dyn Backe
         "dynamodb" => Ok(Arc::new(dynamodb::DynamoDb::open(url, settings).await?)),
         #[cfg(feature = "etcd")]
         "etcd" | "etcd+https" => Ok(Arc::new(etcd::Etcd::open(url, settings).await?)),
+        #[cfg(feature = "kubernetes")]
+        "kubernetes" | "k8s" => Ok(Arc::new(kubernetes::Kubernetes::open(url, settings).await?)),
         other => Err(url::unsupported(other)),
     }
 }

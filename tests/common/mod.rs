@@ -4,6 +4,8 @@
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 pub mod etcd;
+#[cfg(feature = "kubernetes")]
+pub mod k8s;
 pub mod server;
 
 use std::path::{Path, PathBuf};
