@@ -22,6 +22,8 @@ pub mod etcd;
 pub mod file;
 #[cfg(feature = "memcached")]
 pub mod memcached;
+#[cfg(feature = "kubernetes")]
+pub mod kubernetes;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
@@ -175,6 +177,8 @@ pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Arc<dyn Backe
         "etcd" | "etcd+https" => Ok(Arc::new(etcd::Etcd::open(url, settings).await?)),
         #[cfg(feature = "memcached")]
         "memcached" => Ok(Arc::new(memcached::Memcached::open(url, settings).await?)),
+        #[cfg(feature = "kubernetes")]
+        "kubernetes" | "k8s" => Ok(Arc::new(kubernetes::Kubernetes::open(url, settings).await?)),
         other => Err(url::unsupported(other)),
     }
 }

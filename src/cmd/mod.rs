@@ -239,8 +239,11 @@ fn init_logging(g: &Global) {
     let filter = match std::env::var("LOCKRUN_LOG") {
         Ok(f) if !f.is_empty() && g.verbose == 0 && !g.quiet => EnvFilter::try_new(f),
         // The AWS SDK logs recoverable credential-chain failures (no instance metadata off EC2)
-        // as multi-line warnings; the error lockrun reports says what matters.
-        _ => EnvFilter::try_new(format!("warn,aws=error,lockrun={default}")),
+        // as multi-line warnings; the error lockrun reports says what matters. kube logs every
+        // failed request as an error of its own before lockrun reports it.
+        _ => EnvFilter::try_new(format!(
+            "warn,aws=error,kube_client::client::builder=off,lockrun={default}"
+        )),
     }
     .unwrap_or_else(|_| EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()

@@ -6,6 +6,8 @@ pub mod dynamodb;
 pub mod etcd;
 #[cfg(feature = "memcached")]
 pub mod memcached;
+#[cfg(feature = "kubernetes")]
+pub mod k8s;
 pub mod server;
 
 use std::path::{Path, PathBuf};
