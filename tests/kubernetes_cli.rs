@@ -344,3 +344,20 @@ fn missing_configuration_and_bad_urls_are_config_errors() {
         assert!(!stderr(&o).contains("hunter2"), "{}", stderr(&o));
     }
 }
+
+#[test]
+fn list_shows_live_leases() {
+    let s = Setup::new();
+    ok(&s.run(URL, &["-p", "alice", "acquire", "Deploy/Prod"]));
+    let id = ok(&s.run(URL, &["acquire", "gone"]));
+    ok(&s.run(URL, &["release", "gone", id.trim()]));
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&s.run(URL, &["list", "-f", "json"]))).unwrap();
+    let all = json.as_array().unwrap();
+    assert_eq!(all.len(), 1, "{json}");
+    assert_eq!(
+        all[0]["resource"], "Deploy/Prod",
+        "the real name, not the object name"
+    );
+    assert_eq!(all[0]["principal"], "alice");
+}

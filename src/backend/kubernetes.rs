@@ -233,6 +233,10 @@ impl Backend for Kubernetes {
         self.end(resource, id).await
     }
 
+    async fn resources(&self) -> Result<Option<Vec<Resource>>, Error> {
+        self.list_resources().await.map(Some)
+    }
+
     async fn current(&self, resource: &Resource) -> Result<Option<Lease>, Error> {
         self.live(resource).await
     }

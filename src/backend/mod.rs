@@ -20,10 +20,10 @@ pub mod dynamodb;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod file;
-#[cfg(feature = "memcached")]
-pub mod memcached;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
+#[cfg(feature = "memcached")]
+pub mod memcached;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]

@@ -4,10 +4,10 @@
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 pub mod etcd;
-#[cfg(feature = "memcached")]
-pub mod memcached;
 #[cfg(feature = "kubernetes")]
 pub mod k8s;
+#[cfg(feature = "memcached")]
+pub mod memcached;
 pub mod server;
 
 use std::path::{Path, PathBuf};

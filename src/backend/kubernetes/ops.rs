@@ -189,6 +189,22 @@ impl Kubernetes {
         })
     }
 
+    /// The resources named by the lockrun Lease objects of the namespace (label-selected).
+    pub(super) async fn list_resources(&self) -> Result<Vec<Resource>, Error> {
+        let op = "listing";
+        let lp = kube::api::ListParams::default().labels("app.kubernetes.io/managed-by=lockrun");
+        let list = self
+            .call(op, self.api.list(&lp))
+            .await?
+            .map_err(|e| errors::map(&self.place, op, &e))?;
+        Ok(list
+            .items
+            .iter()
+            .filter_map(|o| o.metadata.annotations.as_ref()?.get(super::RESOURCE))
+            .filter_map(|name| Resource::new(name.as_str()).ok())
+            .collect())
+    }
+
     async fn read(&self, op: &str, name: &str) -> Result<Option<Object>, Error> {
         self.call(op, self.api.get_opt(name))
             .await?
