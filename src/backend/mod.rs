@@ -29,6 +29,8 @@ pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod settings;
+#[cfg(any(feature = "redis", feature = "postgres", feature = "etcd"))]
+pub(crate) mod tls;
 mod url;
 
 pub use settings::Settings;

@@ -16,7 +16,8 @@
 //! against that file. `verify-ca` checks the chain (roots: `sslrootcert`, else
 //! `~/.postgresql/root.crt`, else the system store; `sslrootcert=system` for the system store),
 //! `verify-full` also the host name. `allow` is treated as `prefer`. Client certificates
-//! (`sslcert`, `sslkey`) are not supported.
+//! (`sslcert`, `sslkey`) are not supported. TLS is rustls (TLS 1.2 and 1.3); the system store
+//! is the `ca-certificates` bundle, or `SSL_CERT_FILE` / `SSL_CERT_DIR`.
 //!
 //! `[backend.<name>]` keys: `table` (default `lockrun_leases`), `schema` (default: none, so the
 //! `search_path` decides), `password_file`, `connect_timeout` (default 5s, or the URL's),
@@ -105,7 +106,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use postgres_native_tls::TlsStream;
 use tokio::sync::Mutex;
 use tokio::task::AbortHandle;
 use tokio_postgres::types::{ToSql, Type};
@@ -121,6 +121,7 @@ mod errors;
 mod options;
 mod setup;
 mod sql;
+mod tls;
 mod watch;
 
 pub use options::{identifier, DEFAULT_TABLE, KEYS};
@@ -180,7 +181,7 @@ impl Postgres {
         self.opts.table.display()
     }
 
-    async fn connect(&self) -> Result<(Client, Connection<Socket, TlsStream<Socket>>), Error> {
+    async fn connect(&self) -> Result<(Client, Connection<Socket, tls::Stream>), Error> {
         let connecting = self.opts.pg.connect(self.opts.tls.clone());
         match tokio::time::timeout(self.opts.connect_timeout, connecting).await {
             Ok(Ok(pair)) => Ok(pair),

@@ -7,9 +7,15 @@
 //! come from `LOCKRUN_REDIS_PASSWORD` or from the file named by `password_file`; a password in the
 //! URL wins, then the environment, then the file. Keys of a `[backend.<name>]` section: `prefix`
 //! (default `lockrun:`), `password_file`, `username`, `connect_timeout` and `command_timeout`
-//! (both default 5s). A server that cannot be reached within `connect_timeout` is reported at once
-//! (exit 69); every call gets `command_timeout`, so a stalled server never hangs a caller, which
-//! is what lets a supervised command be stopped before its lease could expire.
+//! (both default 5s), and `ca_file` (`rediss://` only). A server that cannot be reached within
+//! `connect_timeout` is reported at once (exit 69); every call gets `command_timeout`, so a
+//! stalled server never hangs a caller, which is what lets a supervised command be stopped
+//! before its lease could expire.
+//!
+//! TLS is rustls (TLS 1.2 and 1.3). `rediss://` checks the server's certificate chain and its
+//! host name (or IP address) against the system's trusted roots (the `ca-certificates` bundle,
+//! or `SSL_CERT_FILE` / `SSL_CERT_DIR`), or against the PEM bundle named by `ca_file` instead.
+//! Client certificates are not supported.
 //!
 //! # Keys
 //!
@@ -66,7 +72,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use ::redis::aio::{MultiplexedConnection, PubSub};
-use ::redis::{AsyncConnectionConfig, Client, ErrorKind, Script, Value};
+use ::redis::{AsyncConnectionConfig, Client, ErrorKind, Script, TlsCertificates, Value};
 use async_trait::async_trait;
 use futures_util::StreamExt;
 
@@ -113,8 +119,21 @@ impl Redis {
     /// an unknown database is reported here, before any lease is attempted.
     pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Redis, Error> {
         let opts = options::options(url, settings, &|k| std::env::var(k).ok())?;
-        let client = Client::open(opts.info)
-            .map_err(|e| Error::Config(format!("bad redis URL '{}': {e}", opts.display)))?;
+        if opts.tls() {
+            // The redis client builds its rustls configuration from the process default.
+            super::tls::ensure_provider();
+        }
+        let client = match opts.ca {
+            None => Client::open(opts.info),
+            Some(pem) => Client::build_with_tls(
+                opts.info,
+                TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem),
+                },
+            ),
+        }
+        .map_err(|e| Error::Config(format!("bad redis URL '{}': {e}", opts.display)))?;
         let redis = Redis {
             client,
             conn: Mutex::new(None),

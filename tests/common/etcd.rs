@@ -92,74 +92,11 @@ fn launch(extra: &[&str], tls: bool) -> (Server, Option<Certs>) {
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, all signed by the CA.
 fn make_certs(dir: &Path) -> Certs {
-    let openssl = require("openssl", "openssl");
-    let run = |args: &[&str]| {
-        let out = Command::new(&openssl)
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl");
-        assert!(
-            out.status.success(),
-            "openssl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:prime256v1",
-        "-nodes",
-    ];
-    run(&[
-        &["req", "-x509", "-days", "2", "-subj", "/CN=lockrun test CA"],
-        &ec[..],
-        &["-keyout", "ca.key", "-out", "ca.pem"],
-    ]
-    .concat());
-    for (name, ext) in [
-        (
-            "server",
-            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth",
-        ),
-        ("client", "extendedKeyUsage=clientAuth\n"),
-    ] {
-        std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext");
-        let (key, csr, pem, ext) = (
-            format!("{name}.key"),
-            format!("{name}.csr"),
-            format!("{name}.pem"),
-            format!("{name}.ext"),
-        );
-        run(&[
-            &["req", "-subj", &format!("/CN={name}")],
-            &ec[..],
-            &["-keyout", &key, "-out", &csr],
-        ]
-        .concat());
-        run(&[
-            "x509",
-            "-req",
-            "-days",
-            "2",
-            "-in",
-            &csr,
-            "-CA",
-            "ca.pem",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-extfile",
-            &ext,
-            "-out",
-            &pem,
-        ]);
-    }
+    let made = super::certs::make(dir);
     Certs {
-        ca: dir.join("ca.pem"),
-        cert: dir.join("client.pem"),
-        key: dir.join("client.key"),
+        ca: made.ca,
+        cert: made.client_cert,
+        key: made.client_key,
     }
 }
 

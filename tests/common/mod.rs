@@ -1,6 +1,7 @@
 //! Shared helpers for integration tests: run the real binary in an isolated environment.
 #![allow(dead_code)]
 
+pub mod certs;
 #[cfg(feature = "dynamodb")]
 pub mod dynamodb;
 pub mod etcd;

@@ -153,11 +153,31 @@ pub fn redis() -> &'static Server {
 
 /// A Redis server of its own (for tests that stop or reconfigure it); `extra` are config lines.
 pub fn start_redis(extra: &[&str]) -> Server {
-    let bin = require("redis-server", "redis-server");
     let dir = server_dir("redis");
     let port = free_port();
+    launch_redis(dir, port, &format!("port {port}"), extra)
+}
+
+/// A Redis server that speaks only TLS, with a server certificate for 127.0.0.1 made in its
+/// directory (see [`super::certs`]); clients need no certificate. Returns the certificates too.
+pub fn start_redis_tls() -> (Server, super::certs::Certs) {
+    let dir = server_dir("redis-tls");
+    let certs = super::certs::make(&dir);
+    let port = free_port();
+    let tls = format!(
+        "port 0\ntls-port {port}\ntls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\n\
+         tls-auth-clients no",
+        certs.server_cert.display(),
+        certs.server_key.display(),
+        certs.ca.display()
+    );
+    (launch_redis(dir, port, &tls, &[]), certs)
+}
+
+fn launch_redis(dir: PathBuf, port: u16, listen: &str, extra: &[&str]) -> Server {
+    let bin = require("redis-server", "redis-server");
     let mut conf = format!(
-        "port {port}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {}\nprotected-mode yes\n",
+        "{listen}\nbind 127.0.0.1\nsave \"\"\nappendonly no\ndir {}\nprotected-mode yes\n",
         dir.display()
     );
     for line in extra {
@@ -221,8 +241,40 @@ fn chown_nobody(path: &Path) {
 }
 
 pub fn start_postgres() -> Server {
+    start_postgres_in(server_dir("postgres"), &[])
+}
+
+/// A PostgreSQL server of its own with `ssl=on`, its server certificate (for 127.0.0.1) made
+/// in its directory (see [`super::certs`]). TCP connections must use TLS (`hostssl` only in its
+/// pg_hba.conf), so a plain one is refused: no pg_hba.conf entry.
+pub fn start_postgres_tls() -> (Server, super::certs::Certs) {
+    let dir = server_dir("postgres-tls");
+    let certs = super::certs::make(&dir);
+    let hba = dir.join("pg_hba.conf");
+    std::fs::write(
+        &hba,
+        "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\n",
+    )
+    .expect("pg_hba.conf");
+    // The server (run as nobody under root) must own its key, readable by it alone.
+    chown_nobody(&certs.server_key);
+    std::fs::set_permissions(
+        &certs.server_key,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod key");
+    let settings = [
+        "ssl=on".to_owned(),
+        format!("ssl_cert_file={}", certs.server_cert.display()),
+        format!("ssl_key_file={}", certs.server_key.display()),
+        format!("hba_file={}", hba.display()),
+    ];
+    (start_postgres_in(dir, &settings), certs)
+}
+
+/// Starts a server in `dir`; `settings` are extra `-c name=value` settings.
+fn start_postgres_in(dir: PathBuf, settings: &[String]) -> Server {
     let bin = pg_bin();
-    let dir = server_dir("postgres");
     let data = dir.join("data");
     std::fs::create_dir(&data).expect("data dir");
     let pwfile = dir.join("pw");
@@ -275,6 +327,7 @@ pub fn start_postgres() -> Server {
         "full_page_writes=off",
     ])
     .args(["-c", "max_connections=200"])
+    .args(settings.iter().flat_map(|s| ["-c", s]))
     .env("LC_ALL", "C");
     unprivileged(&mut cmd);
     let pid = spawn_managed(cmd, &dir);

@@ -129,9 +129,8 @@ impl Options {
             .with_connect_timeout(self.connect_timeout)
             .with_keep_alive(Duration::from_secs(10), self.command_timeout);
         if let Some(tls) = &self.tls {
-            // Both ring and aws-lc-rs may be linked in; rustls then needs to be told which one
-            // to use. An error only means a provider was installed already.
-            let _ = rustls::crypto::ring::default_provider().install_default();
+            // Both ring and aws-lc-rs are linked in; rustls needs to be told which one to use.
+            crate::backend::tls::ensure_provider();
             let mut config = TlsOptions::new()
                 .ca_certificate(Certificate::from_pem(read(&tls.ca_file, "ca_file")?));
             if let Some((cert, key)) = &tls.identity {

@@ -62,6 +62,13 @@ pub fn classify(e: &tokio_postgres::Error, endpoint: &str) -> Error {
             Some("server does not support TLS") => {
                 format!("{at} does not offer TLS, but sslmode requires it")
             }
+            Some(c) if c.contains("not valid for name") => format!(
+                "{at}: {what} (sslmode=verify-full needs a certificate for the host in the URL; \
+                 verify-ca does not check the name)"
+            ),
+            Some(c) if c.starts_with("invalid peer certificate") => format!(
+                "{at}: {what} (sslrootcert must name the CA that signed the server's certificate)"
+            ),
             _ => format!("{at}: {what}"),
         });
     }

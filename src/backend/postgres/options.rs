@@ -2,11 +2,10 @@
 //! table name.
 
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use postgres_native_tls::MakeTlsConnector;
 use tokio_postgres::config::Host;
 
 use crate::backend::{BackendUrl, Error, Settings};
@@ -138,7 +137,7 @@ pub fn quote(ident: &str) -> String {
 /// Everything needed to connect and to name things. `Debug` never shows the password.
 pub struct Options {
     pub pg: tokio_postgres::Config,
-    pub tls: MakeTlsConnector,
+    pub tls: super::tls::Connector,
     pub ssl: SslMode,
     pub table: Table,
     pub connect_timeout: Duration,
@@ -240,7 +239,7 @@ impl Options {
                 .string("table")?
                 .unwrap_or_else(|| DEFAULT_TABLE.into()),
         )?;
-        let tls = tls(ssl, rootcert.as_deref(), env)?;
+        let tls = super::tls::connector(ssl, rootcert.as_deref(), env)?;
         let endpoint = endpoint(&pg, &user);
         Ok(Options {
             pg,
@@ -314,76 +313,6 @@ pub fn password(
     Ok(["LOCKRUN_POSTGRES_PASSWORD", "PGPASSWORD"]
         .iter()
         .find_map(|k| env(k).filter(|v| !v.is_empty())))
-}
-
-/// The TLS connector for `mode`, with libpq's certificate semantics:
-///
-/// - `prefer`/`require` (and `allow`): encrypted, but the certificate is *not* verified, unless
-///   `sslrootcert` is given, in which case the chain is checked against it (like libpq).
-/// - `verify-ca`: the chain is checked (roots: `sslrootcert`, else `~/.postgresql/root.crt`,
-///   else the system store, or the system store for `sslrootcert=system`); host name not checked.
-/// - `verify-full`: chain and host name are checked.
-fn tls(
-    mode: SslMode,
-    rootcert: Option<&str>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<MakeTlsConnector, Error> {
-    let mut b = native_tls::TlsConnector::builder();
-    let verify = matches!(mode, SslMode::VerifyCa | SslMode::VerifyFull);
-    let roots: Option<PathBuf> = match rootcert {
-        Some("system") => None,
-        Some(path) => Some(PathBuf::from(path)),
-        None if verify => env("HOME")
-            .map(|h| Path::new(&h).join(".postgresql/root.crt"))
-            .filter(|p| p.exists()),
-        None => None,
-    };
-    if !verify && rootcert.is_none() {
-        b.danger_accept_invalid_certs(true);
-    }
-    if mode != SslMode::VerifyFull {
-        b.danger_accept_invalid_hostnames(true);
-    }
-    if let Some(path) = roots {
-        let pem = std::fs::read(&path).map_err(|e| {
-            Error::Config(format!("cannot read sslrootcert {}: {e}", path.display()))
-        })?;
-        let certs = pem_certificates(&pem);
-        if certs.is_empty() {
-            return Err(Error::Config(format!(
-                "sslrootcert {} holds no PEM certificate",
-                path.display()
-            )));
-        }
-        for der in certs {
-            let cert = native_tls::Certificate::from_pem(der.as_bytes())
-                .map_err(|e| Error::Config(format!("sslrootcert {}: {e}", path.display())))?;
-            b.add_root_certificate(cert);
-        }
-        b.disable_built_in_roots(true);
-    }
-    let connector = b
-        .build()
-        .map_err(|e| Error::Config(format!("cannot set up TLS: {e}")))?;
-    Ok(MakeTlsConnector::new(connector))
-}
-
-/// The PEM blocks of a certificate bundle, one per certificate.
-fn pem_certificates(pem: &[u8]) -> Vec<String> {
-    const BEGIN: &str = "-----BEGIN CERTIFICATE-----";
-    const END: &str = "-----END CERTIFICATE-----";
-    let text = String::from_utf8_lossy(pem);
-    let mut out = Vec::new();
-    let mut rest = &*text;
-    while let Some(start) = rest.find(BEGIN) {
-        let Some(len) = rest[start..].find(END) else {
-            break;
-        };
-        let end = start + len + END.len();
-        out.push(format!("{}\n", &rest[start..end]));
-        rest = &rest[end..];
-    }
-    out
 }
 
 /// `host:port/db` of the first host, for messages (never the password).
@@ -619,13 +548,5 @@ mod tests {
         assert_eq!(o.pg.get_password(), Some(&b"s3cret-url"[..]));
         let dbg = format!("{o:?}");
         assert!(!dbg.contains("s3cret"), "{dbg}");
-    }
-
-    #[test]
-    fn pem_bundles() {
-        let one = "-----BEGIN CERTIFICATE-----\nAAA\n-----END CERTIFICATE-----";
-        let two = format!("junk\n{one}\n{one}\ntrailer");
-        assert_eq!(pem_certificates(two.as_bytes()).len(), 2);
-        assert!(pem_certificates(b"nothing").is_empty());
     }
 }

@@ -19,12 +19,25 @@ pub(super) enum Conn {
 pub(super) fn map(e: &RedisError, url: &str) -> (Error, Conn) {
     let text = e.to_string();
     let code = e.code().unwrap_or_default();
-    if text.starts_with("TLS error") {
-        let why = e.detail().unwrap_or("handshake failed");
+    if text.starts_with("TLS error") || text.starts_with("TLS Error") || is_tls_failure(&text) {
+        let why = match e.detail() {
+            Some(d) => d,
+            None if is_tls_failure(&text) => &text,
+            None => "handshake failed",
+        };
+        let lower = why.to_ascii_lowercase();
+        let hint = if lower.contains("not valid for name") || lower.contains("notvalidforname") {
+            "the server's certificate is not for the host in the URL: connect by a name or \
+             address it was issued for, or add #insecure to the URL to skip verification"
+        } else if lower.contains("certificate") || lower.contains("unknownissuer") {
+            "the server's certificate is not trusted: set ca_file to the CA that signed it, \
+             or add #insecure to the URL to skip verification"
+        } else {
+            "does the server speak TLS on this port? use redis:// for a plain server"
+        };
         return (
             Error::Config(format!(
-                "TLS handshake with redis at {url} failed: {why} (does the server speak TLS \
-                 on this port? use redis:// for a plain server)"
+                "TLS handshake with redis at {url} failed: {why} ({hint})"
             )),
             Conn::Drop,
         );
@@ -39,7 +52,9 @@ pub(super) fn map(e: &RedisError, url: &str) -> (Error, Conn) {
         return (timeout(url, None), Conn::Drop);
     }
     if e.is_io_error() {
-        let hint = if url.starts_with("redis://") && e.is_connection_dropped() {
+        // A TLS-only server hangs up on a plain client; the client reports either.
+        let dropped = e.is_connection_dropped() || text.contains("unexpectedly terminated");
+        let hint = if url.starts_with("redis://") && dropped {
             " (if the server requires TLS, use rediss://)"
         } else {
             ""
@@ -110,6 +125,26 @@ pub(super) fn map(e: &RedisError, url: &str) -> (Error, Conn) {
         ),
         _ => (Error::Other(format!("redis at {url}: {text}")), Conn::Keep),
     }
+}
+
+/// Whether an I/O error's text is a failed TLS handshake. rustls reports those as I/O errors
+/// carrying a `rustls::Error`, which the redis client flattens to its text; these are the
+/// beginnings of the texts of rustls's handshake errors, and of tokio-rustls's early EOF.
+fn is_tls_failure(text: &str) -> bool {
+    const TLS: &[&str] = &[
+        "invalid peer certificate",
+        "peer sent no certificates",
+        "received fatal alert",
+        "received corrupt message",
+        "received unexpected",
+        "peer is incompatible",
+        "peer misbehaved",
+        "peer sent excess record size",
+        "cannot decrypt peer's message",
+        "presented server name type",
+        "tls handshake eof",
+    ];
+    TLS.iter().any(|p| text.starts_with(p))
 }
 
 /// The error for a call that got no answer in time.
@@ -221,6 +256,62 @@ mod tests {
             assert!(matches!(err, Error::Config(_)), "{e}: {err:?}");
             assert!(err.to_string().contains(needle), "{err}");
             assert!(err.to_string().contains(URL), "{err}");
+        }
+    }
+
+    /// What rustls's handshake errors become, as the redis client hands them over.
+    #[test]
+    fn tls_failures_are_config() {
+        use rustls::{AlertDescription, CertificateError, InvalidMessage, PeerIncompatible};
+        let rustls_io = |e: rustls::Error| -> RedisError {
+            std::io::Error::new(std::io::ErrorKind::InvalidData, e).into()
+        };
+        let cases = [
+            (
+                rustls_io(rustls::Error::InvalidCertificate(
+                    CertificateError::UnknownIssuer,
+                )),
+                "set ca_file",
+            ),
+            (
+                rustls_io(rustls::Error::InvalidCertificate(
+                    CertificateError::NotValidForName,
+                )),
+                "not for the host in the URL",
+            ),
+            (
+                rustls_io(rustls::Error::InvalidCertificate(CertificateError::Expired)),
+                "set ca_file",
+            ),
+            (
+                rustls_io(rustls::Error::AlertReceived(
+                    AlertDescription::HandshakeFailure,
+                )),
+                "use redis://",
+            ),
+            (
+                rustls_io(rustls::Error::InvalidMessage(
+                    InvalidMessage::InvalidContentType,
+                )),
+                "use redis://",
+            ),
+            (
+                rustls_io(rustls::Error::PeerIncompatible(
+                    PeerIncompatible::Tls12NotOffered,
+                )),
+                "use redis://",
+            ),
+            (
+                std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "tls handshake eof").into(),
+                "use redis://",
+            ),
+        ];
+        for (e, needle) in cases {
+            let (err, conn) = map(&e, URL);
+            assert!(matches!(err, Error::Config(_)), "{e}: {err:?}");
+            assert_eq!(conn, Conn::Drop);
+            assert!(err.to_string().contains("TLS handshake"), "{err}");
+            assert!(err.to_string().contains(needle), "{err}");
         }
     }
 

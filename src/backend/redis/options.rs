@@ -15,6 +15,7 @@ pub(super) const KEYS: &[&str] = &[
     "username",
     "connect_timeout",
     "command_timeout",
+    "ca_file",
 ];
 /// The environment variable that may hold the password.
 pub(super) const PASSWORD_ENV: &str = "LOCKRUN_REDIS_PASSWORD";
@@ -29,8 +30,18 @@ pub(super) struct Options {
     pub prefix: String,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
+    /// The PEM bundle of `ca_file`: the roots a `rediss://` server is checked against instead
+    /// of the system's. Holds at least one certificate.
+    pub ca: Option<Vec<u8>>,
     /// The URL with secrets redacted, for messages.
     pub display: String,
+}
+
+impl Options {
+    /// Whether the connection is TLS.
+    pub fn tls(&self) -> bool {
+        matches!(self.info.addr, ConnectionAddr::TcpTls { .. })
+    }
 }
 
 /// Builds the connection options. `env` looks up environment variables (a parameter for tests).
@@ -130,6 +141,7 @@ pub(super) fn options(
             Some(d) => Ok(d),
         }
     };
+    let ca = ca_file(settings, matches!(addr, ConnectionAddr::TcpTls { .. }))?;
     Ok(Options {
         info: ConnectionInfo {
             addr,
@@ -145,8 +157,32 @@ pub(super) fn options(
             .unwrap_or_else(|| DEFAULT_PREFIX.to_owned()),
         connect_timeout: timeout("connect_timeout")?,
         command_timeout: timeout("command_timeout")?,
+        ca,
         display,
     })
+}
+
+/// Reads `ca_file` (only meaningful with `rediss://`) and checks that it holds a certificate.
+fn ca_file(settings: &Settings, tls: bool) -> Result<Option<Vec<u8>>, Error> {
+    let Some(path) = settings.path("ca_file")? else {
+        return Ok(None);
+    };
+    let why = if !tls {
+        "is only used with a rediss:// URL".to_owned()
+    } else {
+        match std::fs::read(&path) {
+            Err(e) => format!("cannot be read: {e}"),
+            Ok(pem) if crate::backend::tls::pem_certificates(&pem).is_empty() => {
+                "holds no PEM certificate".to_owned()
+            }
+            Ok(pem) => return Ok(Some(pem)),
+        }
+    };
+    Err(Error::Config(format!(
+        "{}: ca_file {} {why}",
+        settings.origin,
+        path.display()
+    )))
 }
 
 /// The database index: empty means 0.
@@ -346,5 +382,27 @@ mod tests {
         assert!(config_err("redis://h/0", "passwd = \"x\"").contains("unknown key 'passwd'"));
         assert!(config_err("redis://h/0", "command_timeout = \"0s\"").contains("longer than zero"));
         assert!(config_err("redis://h/0", "prefix = 3").contains("must be a string"));
+    }
+
+    #[test]
+    fn ca_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let pem = "-----BEGIN CERTIFICATE-----\nAAEC\n-----END CERTIFICATE-----\n";
+        std::fs::write(&ca, pem).unwrap();
+        let toml = format!("ca_file = {:?}", ca.display().to_string());
+        let o = opts("rediss://h/0", &toml).unwrap();
+        assert!(o.tls());
+        assert_eq!(o.ca.as_deref(), Some(pem.as_bytes()));
+        assert!(opts("rediss://h/0", "").unwrap().ca.is_none());
+        assert!(!opts("redis://h/0", "").unwrap().tls());
+        let e = config_err("redis://h/0", &toml);
+        assert!(e.contains("only used with a rediss:// URL"), "{e}");
+        std::fs::write(&ca, "not a certificate").unwrap();
+        let e = config_err("rediss://h/0", &toml);
+        assert!(e.contains("holds no PEM certificate"), "{e}");
+        std::fs::remove_file(&ca).unwrap();
+        let e = config_err("rediss://h/0", &toml);
+        assert!(e.contains("cannot be read"), "{e}");
     }
 }
