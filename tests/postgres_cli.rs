@@ -433,3 +433,18 @@ fn a_paused_server_is_unavailable_after_the_connect_timeout() {
     assert_fails(&o, 69, "while connecting");
     assert!(took < Duration::from_secs(10), "{took:?}");
 }
+
+#[test]
+fn list_shows_live_leases() {
+    let pg = Pg::new();
+    let (a, b) = (pg.resource("a"), pg.resource("b"));
+    ok(&pg.run(&["-p", "alice", "acquire", &a]));
+    let id = ok(&pg.run(&["acquire", &b]));
+    ok(&pg.run(&["release", &b, id.trim()]));
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&pg.run(&["list", "-f", "json"]))).unwrap();
+    let all = json.as_array().unwrap();
+    assert_eq!(all.len(), 1, "{json}");
+    assert_eq!(all[0]["resource"], a.as_str());
+    assert_eq!(all[0]["principal"], "alice");
+}

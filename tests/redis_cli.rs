@@ -425,3 +425,26 @@ fn a_foreign_value_under_the_key_is_corrupt_and_left_alone() {
     assert_eq!(redis_cli(s.port, &["GET", &key]), "hello");
     assert_eq!(redis_cli(s.port, &["TTL", &key]), "-1");
 }
+
+#[test]
+fn list_shows_live_leases() {
+    // A private server, so other tests' leases do not show up.
+    let s = server::start_redis(&[]);
+    let (env, u) = (Env::new(), url(s.port));
+    let o = lockrun(&env, &u, &["-p", "alice", "acquire", "a*b [x]"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let id = stdout(&lockrun(&env, &u, &["acquire", "gone"]));
+    assert_eq!(
+        lockrun(&env, &u, &["release", "gone", id.trim()])
+            .status
+            .code(),
+        Some(0)
+    );
+    let o = lockrun(&env, &u, &["list", "-f", "json"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let all = json.as_array().unwrap();
+    assert_eq!(all.len(), 1, "{json}");
+    assert_eq!(all[0]["resource"], "a*b [x]");
+    assert_eq!(all[0]["principal"], "alice");
+}

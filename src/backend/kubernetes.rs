@@ -149,9 +149,8 @@ impl Kubernetes {
                 "the Kubernetes client needs a Tokio runtime".into(),
             ));
         }
-        // kube's TLS is rustls, and both of its crypto providers may be linked in: pick ring.
-        // An error only means a provider was installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // kube's TLS is rustls, and both of its crypto providers may be linked in.
+        super::tls::ensure_provider();
         let client = kube::Client::try_from(config).map_err(|e| {
             Error::Config(format!(
                 "cannot set up a Kubernetes client for {server}: {}",

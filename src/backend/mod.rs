@@ -29,7 +29,12 @@ pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod settings;
-#[cfg(any(feature = "redis", feature = "postgres", feature = "etcd"))]
+#[cfg(any(
+    feature = "redis",
+    feature = "postgres",
+    feature = "etcd",
+    feature = "kubernetes"
+))]
 pub(crate) mod tls;
 mod url;
 

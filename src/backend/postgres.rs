@@ -435,6 +435,16 @@ impl Backend for Postgres {
         self.set_up().await.map(Some)
     }
 
+    async fn resources(&self) -> Result<Option<Vec<Resource>>, Error> {
+        let rows = self.rows(&self.sql.live, &[]).await?;
+        Ok(Some(
+            rows.iter()
+                .filter_map(|r| r.try_get::<_, String>(0).ok())
+                .filter_map(|name| Resource::new(name).ok())
+                .collect(),
+        ))
+    }
+
     async fn watch(&self, resource: &Resource) -> Result<Option<Box<dyn Watch>>, Error> {
         if !self.opts.listen {
             return Ok(None);

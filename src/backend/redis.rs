@@ -226,6 +226,44 @@ impl Redis {
         }
     }
 
+    /// The resources with a lease key (SCAN over `PREFIX lease:*`, in pages).
+    async fn scan_resources(&self) -> Result<Vec<Resource>, Error> {
+        let mut conn = self.conn().await?;
+        let pattern = format!("{}lease:*", escape_glob(&self.prefix));
+        let strip = format!("{}lease:", self.prefix);
+        let mut cursor: u64 = 0;
+        let mut out = Vec::new();
+        loop {
+            let mut scan = ::redis::cmd("SCAN");
+            scan.arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(500);
+            let page = scan.query_async::<(u64, Vec<Vec<u8>>)>(&mut conn);
+            let (next, keys) = match tokio::time::timeout(self.command_timeout, page).await {
+                Err(_) => {
+                    self.forget_conn();
+                    return Err(errors::timeout(&self.url, Some(self.command_timeout)));
+                }
+                Ok(Err(e)) => return Err(errors::map(&e, &self.url).0),
+                Ok(Ok(page)) => page,
+            };
+            out.extend(
+                keys.iter()
+                    .filter_map(|k| std::str::from_utf8(k).ok()?.strip_prefix(strip.as_str()))
+                    .filter_map(|name| Resource::new(name).ok()),
+            );
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     /// Warns when the server may evict lease keys. Servers that hide `CONFIG` are not checked.
     async fn check_eviction(&self, mut conn: MultiplexedConnection) -> Result<(), Error> {
         let mut cmd = ::redis::cmd("CONFIG");
@@ -351,6 +389,10 @@ impl Backend for Redis {
         }
     }
 
+    async fn resources(&self) -> Result<Option<Vec<Resource>>, Error> {
+        self.scan_resources().await.map(Some)
+    }
+
     async fn current(&self, resource: &Resource) -> Result<Option<Lease>, Error> {
         let lease_key = self.key("lease", resource);
         let reply = self.eval(&self.scripts.current, &[&lease_key], &[]).await?;
@@ -442,4 +484,16 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(3));
         drop(listener);
     }
+}
+
+/// Escapes Redis glob characters, so a prefix is matched literally.
+fn escape_glob(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
 }

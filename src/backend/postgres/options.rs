@@ -281,8 +281,31 @@ fn split_url(url: &url::Url) -> Result<(String, SslMode, Option<String>), Error>
     }
     kept.push(("sslmode".into(), ssl.wire().into()));
     let mut wire = url.clone();
-    wire.query_pairs_mut().clear().extend_pairs(kept);
+    // Percent-encode: tokio-postgres decodes %XX but not form encoding's '+' for a space.
+    let enc = |t: &str| {
+        url::form_urlencoded::byte_serialize(t.as_bytes())
+            .collect::<String>()
+            .replace('+', "%20")
+    };
+    let query: Vec<String> = kept
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect();
+    wire.set_query(Some(&query.join("&")));
     Ok((wire.to_string(), ssl, rootcert))
+}
+
+#[cfg(test)]
+mod query_tests {
+    #[test]
+    fn spaces_in_parameters_survive() {
+        let u = url::Url::parse("postgres://u@h/db?application_name=my%20app+x&options=-c%20a%3Db")
+            .unwrap();
+        let (wire, _, _) = super::split_url(&u).unwrap();
+        let cfg: tokio_postgres::Config = wire.parse().unwrap();
+        assert_eq!(cfg.get_application_name(), Some("my app x"));
+        assert_eq!(cfg.get_options(), Some("-c a=b"));
+    }
 }
 
 /// The password when the URL has none: `password_file`, then `LOCKRUN_POSTGRES_PASSWORD`, then

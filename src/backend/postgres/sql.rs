@@ -21,6 +21,8 @@ pub struct Sql {
     pub renew: String,
     pub release: String,
     pub current: String,
+    /// The resources of live rows (server clock; uses the expiry index).
+    pub live: String,
     /// `CREATE TABLE IF NOT EXISTS` + index, for the simple-query protocol (one transaction).
     pub create: String,
     /// Whether the table exists, whether it has the expiry index (`$1`: the quoted name).
@@ -144,11 +146,16 @@ impl Sql {
              FROM pg_attribute a \
              WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped"
             .to_owned();
+        let live = format!(
+            "SELECT resource FROM {t} WHERE NOT released AND expires_at > clock_timestamp() \
+             ORDER BY resource"
+        );
         Sql {
             acquire,
             renew,
             release,
             current: holder,
+            live,
             create,
             inspect,
             columns,
