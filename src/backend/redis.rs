@@ -448,6 +448,18 @@ impl Watch for Released {
     }
 }
 
+/// Escapes Redis glob characters, so a prefix is matched literally.
+fn escape_glob(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -484,16 +496,4 @@ mod tests {
         assert!(start.elapsed() < Duration::from_secs(3));
         drop(listener);
     }
-}
-
-/// Escapes Redis glob characters, so a prefix is matched literally.
-fn escape_glob(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
