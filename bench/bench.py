@@ -210,7 +210,7 @@ def run(args, procs):
             rows.append(("etcdctl lock", "uncontended cycle", f"{med_e * 1e3:.2f} ms median ({best_e * 1e3:.2f} min); lockrun is {med / med_e:.2f}x"))
             stamps_e = os.path.join(tmp, "etcdctl.stamps")
             total, tput_e, hand, ov = contention(
-                lambda: ectl + [res + "-ec", "sh", "-c", stamp_sh.format(f=stamps_e)],
+                lambda: ectl + [res + "-ec", "--", "sh", "-c", stamp_sh.format(f=stamps_e)],
                 args.workers, args.iterations, {**env, "ETCDCTL_API": "3"}, stamps_e)
             rows.append(("etcdctl lock", "contention", f"{tput_e:.0f} cycles/s ({total:.2f} s), median handoff {hand:.2f} ms, overlaps {ov}; lockrun is {tput / tput_e:.2f}x"))
     width = max(len(r[0]) for r in rows)
