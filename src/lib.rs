@@ -2,7 +2,39 @@
 //!
 //! `lockrun <resource> -- <cmd>...` acquires a lease on a named resource from a backend, runs the
 //! command while renewing the lease, stops the command before the lease could be granted to
-//! anyone else if renewal fails, and releases the lease when the command exits.
+//! anyone else if renewal fails, and releases the lease when the command exits. This crate is
+//! that tool's engine, and the CLI is built on the same API a Rust program uses:
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), lockrun::Error> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! use std::time::Duration;
+//! use lockrun::{Lock, Wait};
+//!
+//! // Any backend URL works: file:///var/lock/lockrun, redis://..., postgres://..., etcd://...
+//! // (or `lockrun::open_configured("nightly-report")` to use the CLI's config file).
+//! let backend = lockrun::open(&format!("file://{}", dir.path().display())).await?;
+//! let lock = Lock::new(backend, "nightly-report")?
+//!     .ttl(Duration::from_secs(30))                  // renewed every 10s while held
+//!     .wait(Wait::AtMost(Duration::from_secs(60)));  // acquire() gives up after a minute
+//!
+//! let guard = lock.acquire().await?;                 // Err(Error::Busy(holder)) after 60s
+//! let token = guard.fencing_token();                 // hand it to what you protect
+//! assert!(lock.try_acquire().await?.is_none());      // a second owner gets nothing
+//! tokio::select! {
+//!     _ = tokio::time::sleep(Duration::from_millis(10)) => {} // the work
+//!     _ = guard.lost() => panic!("the lease is gone: stop writing"),
+//! }
+//! guard.release().await?;                            // dropping it releases too, best effort
+//! # assert!(token.is_some());
+//! # Ok(()) }
+//! ```
+//!
+//! **From synchronous code**: there is no blocking API. Build a tokio runtime
+//! (`tokio::runtime::Builder::new_current_thread().enable_all().build()`), `block_on` the calls,
+//! and keep the runtime alive, driving it (e.g. on a thread that runs `block_on(guard.lost())`),
+//! for as long as you hold a guard: its renewal task runs on that runtime.
 //!
 //! # Module map
 //!
@@ -11,7 +43,8 @@
 //! | [`lease`] | the model: [`lease::Resource`], [`lease::LeaseId`], [`lease::Lease`] |
 //! | [`backend`] | the [`backend::Backend`] trait, capabilities, errors, open-by-URL |
 //! | [`backend::file`] | the embedded default: a local lock directory |
-//! | [`lock`] | the waiting policy (event wake-ups, backoff with jitter, deadlines), written once |
+//! | [`lock`] | the library API: [`Lock`] (builder) and [`Guard`] (a held, self-renewing lease) |
+//! | [`wait`] | the waiting policy (event wake-ups, backoff with jitter, deadlines), written once |
 //! | [`heartbeat`] | the renewal loop and the local safety deadline |
 //! | [`supervise`] | spawning the command, forwarding signals, stopping and reaping it |
 //! | [`config`] | config file + environment + flags → one validated plan |
@@ -35,7 +68,7 @@ pub mod wait;
 pub use error::Error;
 pub use lease::{Lease, LeaseId, Resource};
 pub use lock::{Guard, Lock};
-pub use wait::Wait;
+pub use wait::{Retry, Wait};
 
 /// Opens a backend from its URL (`file:///var/lock/lockrun`, `redis://host:6379/0`, ...), with
 /// no extra settings.

@@ -31,7 +31,7 @@ use crate::backend::{AcquireRequest, Backend};
 use crate::error::Error;
 use crate::heartbeat::{self, Beat, State, Timing};
 use crate::lease::{Lease, LeaseId, Resource};
-use crate::wait::{self, Event, Outcome, Wait};
+use crate::wait::{self, Event, Outcome, Retry, Wait};
 
 /// A lock on one resource of one backend: the settings for acquiring it. Cheap to clone.
 #[derive(Clone)]
@@ -45,6 +45,7 @@ pub struct Lock {
     heartbeat: Option<Duration>,
     kill_after: Option<Duration>,
     beats: Option<mpsc::UnboundedSender<Beat>>,
+    retry: Retry,
 }
 
 impl Lock {
@@ -61,6 +62,7 @@ impl Lock {
             heartbeat: None,
             kill_after: None,
             beats: None,
+            retry: Retry::FailFast,
         })
     }
 
@@ -94,6 +96,12 @@ impl Lock {
     /// lease simply ends at its TTL unless renewed by other means (`lockrun renew`).
     pub fn renew(mut self, renew: bool) -> Self {
         self.renew = renew;
+        self
+    }
+
+    /// What to do with errors that may go away while acquiring ([`Retry::FailFast`] by default).
+    pub fn retry(mut self, retry: Retry) -> Self {
+        self.retry = retry;
         self
     }
 
@@ -164,7 +172,7 @@ impl Lock {
             principal: &principal,
             ttl: self.ttl,
         };
-        match wait::acquire(&*self.backend, &req, wait, on_event).await? {
+        match wait::acquire(&*self.backend, &req, wait, self.retry, on_event).await? {
             Outcome::Busy(holder) => Err(Error::Busy(holder.map(Box::new))),
             Outcome::Granted(g) => Ok(Guard::new(
                 Arc::clone(&self.backend),

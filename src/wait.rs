@@ -70,13 +70,26 @@ const WATCH_SAFETY_POLL: Duration = Duration::from_secs(5);
 /// Wake a hair after the holder's expiry, so the attempt does not land just before it.
 const EXPIRY_SLACK: Duration = Duration::from_millis(2);
 
-/// Acquires a lease, waiting as `wait` says. The first attempt's errors are returned at once
-/// (a backend that is down at start is reported, not waited on); later retryable errors are
-/// retried with backoff until the deadline.
+/// What to do with errors that may go away (an unreachable backend, a timeout) while acquiring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Retry {
+    /// Report an error of the first attempt at once (a backend that is down at start is an
+    /// error, not a wait); retry later ones with backoff until the wait's deadline. The CLI's
+    /// behaviour.
+    #[default]
+    FailFast,
+    /// Retry every retryable error with backoff until the wait's deadline, the first included
+    /// (for services that start before their backend).
+    UntilDeadline,
+}
+
+/// Acquires a lease, waiting as `wait` says, retrying errors as `retry` says. Past the deadline
+/// the last error is returned.
 pub async fn acquire(
     backend: &dyn Backend,
     req: &AcquireRequest<'_>,
     wait: Wait,
+    retry: Retry,
     on_event: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> Result<Outcome, Error> {
     let start = Instant::now();
@@ -140,7 +153,11 @@ pub async fn acquire(
                 }
                 wake
             }
-            Err(e) if e.is_retryable() && attempts > 1 => {
+            Err(e)
+                if e.is_retryable()
+                    && (attempts > 1 || retry == Retry::UntilDeadline)
+                    && !deadline.is_some_and(|d| Instant::now() >= d) =>
+            {
                 on_event(Event::Retrying { error: &e });
                 let p = jitter(poll);
                 poll = (poll * 2).min(POLL_MAX);
@@ -255,7 +272,7 @@ mod tests {
             principal: "me",
             ttl: Duration::from_secs(5),
         };
-        acquire(b, &req, wait, &mut |_| {}).await
+        acquire(b, &req, wait, Retry::FailFast, &mut |_| {}).await
     }
 
     #[tokio::test(start_paused = true)]
@@ -326,6 +343,51 @@ mod tests {
             run(&b, Wait::Forever).await,
             Err(Error::Config(_))
         ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_policies() {
+        let down = || Err(Error::Unavailable("down".into()));
+        let r = Resource::new("r").unwrap();
+        let id = LeaseId::generate();
+        let req = AcquireRequest {
+            resource: &r,
+            id: &id,
+            principal: "me",
+            ttl: Duration::from_secs(5),
+        };
+        // UntilDeadline retries even the first error.
+        let b = scripted(vec![down(), down(), Ok(true)], Duration::ZERO);
+        let out = acquire(&b, &req, Wait::Forever, Retry::UntilDeadline, &mut |_| {}).await;
+        assert!(matches!(out, Ok(Outcome::Granted(_))));
+        // ...but never past the deadline: the last error is returned then.
+        let b = scripted(vec![down(); 1000], Duration::ZERO);
+        let start = Instant::now();
+        let out = acquire(
+            &b,
+            &req,
+            Wait::AtMost(Duration::from_secs(3)),
+            Retry::UntilDeadline,
+            &mut |_| {},
+        )
+        .await;
+        assert!(matches!(out, Err(Error::Unavailable(_))));
+        assert!(
+            start.elapsed() >= Duration::from_secs(3) && start.elapsed() < Duration::from_secs(5)
+        );
+        // FailFast also stops retrying later errors at the deadline.
+        let mut answers = vec![Ok(false)];
+        answers.extend(vec![down(); 1000]);
+        let b = scripted(answers, Duration::from_secs(3600));
+        let out = acquire(
+            &b,
+            &req,
+            Wait::AtMost(Duration::from_secs(2)),
+            Retry::FailFast,
+            &mut |_| {},
+        )
+        .await;
+        assert!(matches!(out, Err(Error::Unavailable(_))));
     }
 
     #[test]
