@@ -320,13 +320,16 @@ fn every_bad_input_is_refused_without_touching_the_sentinel_lease() {
     }
 }
 
+/// Damages a record file (first argument) in a lock directory (second).
+type Damage = fn(&std::path::Path, &std::path::Path);
+
 /// Damaged stored records: a truncated record, garbage bytes, another resource's record, and a
 /// symlink in place of the record. Each is reported as corrupt (65) and left exactly as it was.
 #[test]
 fn damaged_records_are_reported_and_left_alone() {
     let env = Env::new();
     let dir = env.path().join("locks");
-    let damages: [(&str, fn(&std::path::Path, &std::path::Path)); 4] = [
+    let damages: [(&str, Damage); 4] = [
         ("truncated", |rec, _| {
             let b = std::fs::read(rec).unwrap();
             std::fs::write(rec, &b[..b.len() / 2]).unwrap();
