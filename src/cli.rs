@@ -80,7 +80,7 @@ pub struct Global {
     /// More log output on stderr (-v info, -vv debug, -vvv trace)
     #[arg(short = 'v', long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
-    /// No progress or warnings on stderr, only errors
+    /// No progress, warnings or busy/not-held lines on stderr: only errors
     #[arg(short = 'q', long, global = true, conflicts_with = "verbose")]
     pub quiet: bool,
 }
