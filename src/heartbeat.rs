@@ -2,7 +2,9 @@
 //!
 //! A renewal *sent* at time `s` that succeeds makes the lease trusted until `s + ttl - margin`,
 //! measured on this process's monotonic clock. The request may have reached the store any time
-//! after `s`, so the store's expiry is never earlier than ours. If renewals keep failing, the
+//! after `s`, so the store's expiry is never earlier than ours. A renewal sent after the lease's
+//! trust already ran out (the process was stopped or starved) restores nothing: the lease was
+//! unprotected in between. If renewals keep failing, the
 //! supervisor stops the command at that deadline (TERM at `deadline - kill_after`, KILL at the
 //! deadline), so it is dead before anyone else can be granted the lease.
 
@@ -146,6 +148,18 @@ async fn run(
             .min(trusted_until.saturating_duration_since(sent))
             .max(Duration::from_millis(200));
         match tokio::time::timeout(limit, backend.renew(resource, id, timing.ttl)).await {
+            Ok(Ok(Renewal::Renewed(_))) if sent >= trusted_until => {
+                // Sent after the deadline (this process was stopped or starved): the lease was
+                // not trusted in between, and a late success cannot make up for that. The
+                // supervisor stops the command at the deadline that already passed.
+                tracing::warn!(
+                    "the lease on {resource} was renewed only after its local deadline; not trusting it again"
+                );
+                report(Beat::Renewed {
+                    round_trip: sent.elapsed(),
+                });
+                next = sent + timing.heartbeat;
+            }
             Ok(Ok(Renewal::Renewed(_))) => {
                 trusted_until = trusted_until.max(timing.trusted_until(sent));
                 state.send_replace(State::Held { trusted_until });
@@ -317,6 +331,24 @@ mod tests {
             panic!()
         };
         assert_eq!(trusted_until, calls[2] + secs(30) - timing.margin);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_sent_after_the_deadline_does_not_restore_trust() {
+        let timing = Timing::new(secs(30), None, None).unwrap();
+        let t0 = Instant::now();
+        // Failures (retried every 1.875 s or more) until well past the deadline at 28.5 s.
+        let (b, rx) = start([vec![None; 20], vec![Some(true); 5]].concat(), timing);
+        tokio::time::sleep(secs(100)).await;
+        let calls = b.1.lock().unwrap().clone();
+        assert!(calls.len() > 21, "the late renewal succeeded");
+        assert!(calls[20] - t0 > secs(30));
+        assert_eq!(
+            *rx.borrow(),
+            State::Held {
+                trusted_until: t0 + secs(30) - timing.margin
+            }
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -13,6 +13,10 @@
 //! - When the heartbeat reports the lease lost, the group gets TERM at once and KILL after
 //!   `kill_after`. When renewals keep failing, TERM goes out at `deadline - kill_after` and KILL
 //!   at the deadline, so the command is dead before anyone else can be granted the lease.
+//! - The guard knows the KILL deadline too, and kills the group at that deadline itself if
+//!   lockrun has not moved it: a lockrun that is stopped (SIGSTOP, a debugger) or starved when
+//!   its lease runs out cannot leave its command running into someone else's lease. A command
+//!   killed that way counts as stopped at the deadline (exit 124).
 //! - When the command exits, what is left of its group (and any orphan reparented to lockrun) is
 //!   terminated and reaped before `supervise` returns, so the lease is released only after that.
 
@@ -149,7 +153,7 @@ pub async fn supervise(
     let tty = foreground_tty();
     let child = spawn(spec, tty)?;
     let pgid = child; // the child leads its own group
-    let guard = Guard::arm(pgid);
+    let mut guard = Guard::arm(pgid);
     if let Err(e) = &guard {
         tracing::warn!(
             "cannot start the guard process ({e}); a SIGKILL of lockrun would orphan the command"
@@ -181,6 +185,9 @@ pub async fn supervise(
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
+        if let Ok(g) = &mut guard {
+            g.kill_at(kill_when);
+        }
         let now = Instant::now();
         // Checked before waiting, so that a lockrun resumed after SIGSTOP acts at once.
         if kill_when.is_some_and(|k| now >= k) {
@@ -232,6 +239,17 @@ pub async fn supervise(
             _ = sleep_until_opt(next_timer) => {}
         }
     };
+    // Killed while lockrun could not act (stopped, starved) after its lease's deadline: the
+    // guard did it, at the deadline.
+    if stopped.is_none() && status == Status::Signaled(libc::SIGKILL) {
+        stopped = match *lease.borrow() {
+            State::Held { trusted_until } if Instant::now() >= trusted_until => {
+                Some(Stop::Deadline)
+            }
+            State::Held { .. } => None,
+            State::Lost => Some(Stop::Lost),
+        };
+    }
     restore_foreground(tty);
     clean_up_group(pgid, signals, kill_after).await;
     if let Ok(g) = guard {
@@ -403,12 +421,16 @@ fn signame(sig: i32) -> &'static str {
 
 static GUARD_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
-/// A process that kills the command's group if lockrun dies without disarming it.
+/// A process that kills the command's group if lockrun dies without disarming it, or when the
+/// lease's KILL deadline passes without lockrun having moved it.
 ///
-/// It blocks reading a pipe whose only writer is lockrun. A normal end writes one byte (disarm);
-/// end of file without that byte means lockrun died, and the guard sends SIGKILL to the group.
+/// It waits on a pipe whose only writer is lockrun. A normal end writes `d` (disarm); `k` and a
+/// CLOCK_MONOTONIC time in nanoseconds (8 bytes, little-endian; 0: none) sets the deadline. End
+/// of file without `d` means lockrun died, and the guard sends SIGKILL to the group; so does the
+/// deadline passing.
 struct Guard {
     write_fd: RawFd,
+    deadline: Option<Instant>,
 }
 
 impl Guard {
@@ -419,8 +441,13 @@ impl Guard {
             return Err(io::Error::last_os_error());
         }
         let (read_fd, write_fd) = (fds[0], fds[1]);
+        // Never block lockrun on a guard that does not read (a lost update only leaves the
+        // guard an earlier deadline).
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(write_fd, libc::F_SETFL, libc::O_NONBLOCK) };
         // SAFETY: after fork the child calls only async-signal-safe functions (signal, setsid,
-        // open, dup2, close_range, prctl, read, kill, _exit) and never returns.
+        // open, dup2, close_range, prctl, ppoll, clock_gettime, read, kill, _exit), allocates
+        // nothing, and never returns.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             let e = io::Error::last_os_error();
@@ -438,7 +465,34 @@ impl Guard {
         GUARD_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
         // SAFETY: the read end belongs to the guard now.
         unsafe { libc::close(read_fd) };
-        Ok(Guard { write_fd })
+        Ok(Guard {
+            write_fd,
+            deadline: None,
+        })
+    }
+
+    /// Tells the guard to kill the group at `at` (or never), if that changed.
+    fn kill_at(&mut self, at: Option<Instant>) {
+        if at == self.deadline {
+            return;
+        }
+        self.deadline = at;
+        let ns = at.map_or(0, |at| {
+            let now = Instant::now();
+            let mono = monotonic_ns();
+            if at >= now {
+                mono.saturating_add(at.duration_since(now).as_nanos() as u64)
+            } else {
+                mono.saturating_sub(now.duration_since(at).as_nanos() as u64)
+            }
+            .max(1)
+        });
+        let mut msg = [0u8; 9];
+        msg[0] = b'k';
+        msg[1..].copy_from_slice(&ns.to_le_bytes());
+        // SAFETY: writing from a valid buffer to a descriptor we own; 9 bytes are written
+        // atomically (below PIPE_BUF) or not at all.
+        unsafe { libc::write(self.write_fd, msg.as_ptr().cast(), msg.len()) };
     }
 
     /// lockrun is ending normally: tell the guard to exit without killing anything.
@@ -449,6 +503,19 @@ impl Guard {
             libc::close(self.write_fd);
         }
     }
+}
+
+/// CLOCK_MONOTONIC (the clock of `Instant`) in nanoseconds. Async-signal-safe.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
 }
 
 /// The guard process. Never returns.
@@ -474,16 +541,70 @@ unsafe fn guard_main(read_fd: RawFd, pgid: i32) -> ! {
     libc::dup2(read_fd, 3);
     libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
     libc::prctl(libc::PR_SET_NAME, c"lockrun-guard".as_ptr(), 0, 0, 0);
-    let mut b = 0u8;
+    let mut deadline: u64 = 0;
+    let mut msg = [0u8; 9];
+    let mut have = 0usize;
+    let mut buf = [0u8; 64];
     loop {
-        let n = libc::read(3, (&mut b as *mut u8).cast(), 1);
-        if n == 1 && b == b'd' {
-            libc::_exit(0);
+        let mut pfd = libc::pollfd {
+            fd: 3,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let mut left = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let timeout = if deadline == 0 {
+            std::ptr::null()
+        } else {
+            let ns = deadline.saturating_sub(monotonic_ns());
+            left.tv_sec = (ns / 1_000_000_000) as libc::time_t;
+            left.tv_nsec = (ns % 1_000_000_000) as libc::c_long;
+            &left as *const libc::timespec
+        };
+        let n = libc::ppoll(&mut pfd, 1, timeout, std::ptr::null());
+        if n < 0 {
+            if *libc::__errno_location() == libc::EINTR {
+                continue;
+            }
+            break;
         }
-        if n < 0 && *libc::__errno_location() == libc::EINTR {
+        if n == 0 {
+            if deadline != 0 && monotonic_ns() >= deadline {
+                // lockrun did not act in time (stopped or starved): the lease may be running
+                // out, so the command must not outlive it.
+                libc::kill(-pgid, libc::SIGKILL);
+                deadline = 0;
+            }
             continue;
         }
-        break;
+        let r = libc::read(3, buf.as_mut_ptr().cast(), buf.len());
+        if r < 0 && *libc::__errno_location() == libc::EINTR {
+            continue;
+        }
+        if r <= 0 {
+            break;
+        }
+        for &b in &buf[..r as usize] {
+            if have == 0 {
+                match b {
+                    b'd' => libc::_exit(0),
+                    b'k' => have = 1,
+                    _ => {}
+                }
+            } else {
+                msg[have] = b;
+                have += 1;
+                if have == msg.len() {
+                    deadline = 0;
+                    for &x in msg[1..].iter().rev() {
+                        deadline = (deadline << 8) | u64::from(x);
+                    }
+                    have = 0;
+                }
+            }
+        }
     }
     libc::kill(-pgid, libc::SIGKILL);
     libc::_exit(0)

@@ -7,10 +7,11 @@ use super::events::Events;
 use super::{wait_policy, Ctx, Failure};
 use crate::cli::RunArgs;
 use crate::exit::Exit;
-use crate::heartbeat::Beat;
+use crate::heartbeat::{Beat, State};
 use crate::lease::{rfc3339, Lease, Resource};
 use crate::lock::{Guard, Lock};
 use crate::supervise::{self, Signals, SpawnError, Spec, Status, Stop};
+use crate::wait::Wait;
 
 /// How long a release may take after renewals failed until the deadline.
 const DEADLINE_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
@@ -44,9 +45,39 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
     })?;
     let wait = wait_policy(&args.wait, &plan);
     let acquire_started = std::time::Instant::now();
-    let guard = tokio::select! {
-        g = super::acquire::obtain(ctx, &lock, wait, &args.wait, events.as_ref()) => g?,
-        sig = signals.next_stop_request() => return Ok(Exit::ChildSignal(sig)),
+    let mut retried_late_grant = false;
+    let guard = loop {
+        let left = match wait {
+            Wait::AtMost(d) => Wait::AtMost(d.saturating_sub(acquire_started.elapsed())),
+            Wait::Forever => Wait::Forever,
+        };
+        let guard = tokio::select! {
+            g = super::acquire::obtain(ctx, &lock, left, &args.wait, events.as_ref()) => g?,
+            sig = signals.next_stop_request() => return Ok(Exit::ChildSignal(sig)),
+        };
+        // A grant whose answer came too late to leave the command any trusted time (the
+        // request sat on a stalled backend, or lockrun was stopped meanwhile) may already have
+        // expired in the store and been granted again. Nothing has run under it: give it back
+        // and ask again, rather than start the command under a lease that is not trusted.
+        if room_to_start(&guard, timing.kill_after) {
+            break guard;
+        }
+        let _ = tokio::time::timeout(DEADLINE_RELEASE_WAIT, guard.release()).await;
+        let out_of_time = matches!(left, Wait::AtMost(d) if d.is_zero());
+        if out_of_time && retried_late_grant {
+            return Err(Failure::new(
+                Exit::Unavailable,
+                format!(
+                    "the lease on {} was granted too late to be trusted (the backend answered after the TTL); the command was not started",
+                    esc(&resource)
+                ),
+            ));
+        }
+        tracing::warn!(
+            "the lease on {} was granted too late to be trusted (the backend answered after the TTL): asking again",
+            esc(&resource)
+        );
+        retried_late_grant = true;
     };
     tracing::debug!("acquired {resource} (token {:?})", guard.fencing_token());
     if let Some(ev) = &events {
@@ -116,6 +147,15 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
             )),
             _ => Ok(exit),
         },
+    }
+}
+
+/// Whether the lease is still trusted for longer than the TERM grace: otherwise the command
+/// would be stopped as soon as it started, or start under a lease that may have expired.
+fn room_to_start(guard: &Guard, kill_after: std::time::Duration) -> bool {
+    match *guard.state().borrow() {
+        State::Held { trusted_until } => tokio::time::Instant::now() + kill_after < trusted_until,
+        State::Lost => false,
     }
 }
 
