@@ -250,3 +250,16 @@ fn bad_input() {
     let o = lockrun(&env, &up, &["release", &res, &id]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
+
+#[test]
+fn doctor_warns_about_eviction_and_list_says_it_cannot() {
+    let s = mc::memcached();
+    let (env, u) = (Env::new(), mc::url(s));
+    let o = lockrun(&env, &u, &["doctor"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("ok    round trips"), "{out}");
+    assert!(out.contains("warn  this backend may evict a lock"), "{out}");
+    let o = lockrun(&env, &u, &["list"]);
+    assert_fails(&o, 78, "cannot list");
+}
