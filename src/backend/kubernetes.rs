@@ -88,13 +88,12 @@ mod name;
 mod ops;
 mod options;
 mod record;
-mod takeover;
 
 pub use name::{object_name, DEFAULT_PREFIX};
 pub use record::{FENCING_TOKEN, LEASE_ID, RESOURCE};
 
+use super::takeover::Observations;
 use errors::Place;
-use takeover::Observations;
 
 /// Leases as Lease objects in one Kubernetes namespace.
 pub struct Kubernetes {

@@ -29,6 +29,8 @@ pub mod postgres;
 #[cfg(feature = "redis")]
 pub mod redis;
 mod settings;
+#[cfg(any(feature = "dynamodb", feature = "kubernetes", feature = "memcached"))]
+pub(crate) mod takeover;
 #[cfg(any(
     feature = "redis",
     feature = "postgres",

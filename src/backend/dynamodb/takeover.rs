@@ -1,81 +1,29 @@
 //! When a held item may be taken over: the two clock rules, and this process's observations of
 //! record versions for rule (b).
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Duration;
-
-use tokio::time::Instant;
+use std::time::{Duration, SystemTime};
 
 use super::item::Stored;
 
-/// What to do about a held (not released) item.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Verdict {
-    /// The holder's lease has run out by rule (a) or rule (b).
-    TakeOver,
-    /// Still held; the earlier of the two rules allows a takeover this much later.
-    Wait(Duration),
-}
+pub(super) use crate::backend::takeover::{Observations, Verdict};
 
-/// The two rules, as a pure function.
-///
-/// - (a) `now_ms` (our wall clock) has reached the stored expiry plus `skew`;
-/// - (b) we have seen the same record version for `unchanged_for` ≥ the stored TTL.
+/// The shared rule ([`crate::backend::takeover::judge`]) on a stored item: (a) its stored expiry
+/// plus `skew` has passed on our clock (`now_ms`), or (b) we have seen its version unchanged
+/// for its TTL.
 pub(super) fn judge(
     stored: &Stored,
     now_ms: u64,
     skew: Duration,
     unchanged_for: Duration,
 ) -> Verdict {
-    let by_clock = stored
-        .expires_ms
-        .saturating_add(super::item::millis(skew))
-        .saturating_sub(now_ms);
-    let by_version = Duration::from_millis(stored.ttl_ms).saturating_sub(unchanged_for);
-    let left = Duration::from_millis(by_clock).min(by_version);
-    if left.is_zero() {
-        Verdict::TakeOver
-    } else {
-        Verdict::Wait(left)
-    }
-}
-
-/// Beyond this many resources, observations are dropped (which only delays rule (b)).
-const MAX_OBSERVED: usize = 4096;
-
-/// The record versions this process has seen, per resource, with when it first saw each (on the
-/// monotonic clock, which wall-clock steps do not move).
-#[derive(Debug, Default)]
-pub(super) struct Observations {
-    seen: Mutex<HashMap<String, (String, Instant)>>,
-}
-
-impl Observations {
-    /// Records that `version` of `resource` was read just now; returns how long this process has
-    /// seen that version unchanged.
-    pub fn observe(&self, resource: &str, version: &str) -> Duration {
-        let now = Instant::now();
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        match seen.get(resource) {
-            Some((v, first)) if v == version => now.saturating_duration_since(*first),
-            _ => {
-                if seen.len() >= MAX_OBSERVED {
-                    seen.clear();
-                }
-                seen.insert(resource.to_owned(), (version.to_owned(), now));
-                Duration::ZERO
-            }
-        }
-    }
-
-    /// Forgets `resource` (we hold it now, or it is free).
-    pub fn forget(&self, resource: &str) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(resource);
-    }
+    let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
+    crate::backend::takeover::judge(
+        at(stored.expires_ms),
+        Duration::from_millis(stored.ttl_ms),
+        at(now_ms),
+        skew,
+        unchanged_for,
+    )
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use k8s_openapi::api::coordination::v1::Lease as Object;
 use kube::api::PostParams;
 
 use super::record::{self, Grant, Holder, Stored};
-use super::takeover::{judge, Verdict};
 use super::{errors, quoted, Kubernetes};
+use crate::backend::takeover::{judge, Verdict};
 use crate::backend::{Acquire, AcquireRequest, Error, Renewal};
 use crate::lease::{Lease, LeaseId, Resource};
 

@@ -110,7 +110,7 @@ pub(super) async fn acquire<S: Io>(
                 // Our own earlier attempt whose answer was lost: granted again from now.
                 mine.token = held.token;
             } else {
-                let seen = p.seen.observe(p.lease_key, cas);
+                let seen = p.seen.observe(p.lease_key, &cas.to_string());
                 if let Verdict::Wait(left) = judge(held, now_ms(), p.skew, seen) {
                     return Ok(Acquire::Busy {
                         holder: Some(held.lease(p.resource)),

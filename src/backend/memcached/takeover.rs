@@ -7,11 +7,7 @@
 //! wall clock, or (b) this process has seen the same CAS unique (which every write changes) for
 //! a full lease duration on its monotonic clock.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
-
-use tokio::time::Instant;
 
 use super::record::{millis, Held};
 
@@ -39,41 +35,7 @@ pub(super) fn judge(held: &Held, now_ms: u64, skew: Duration, unchanged_for: Dur
 /// A busy answer never says "now": memcached may keep an expired key for up to a second.
 const MIN_WAIT: Duration = Duration::from_millis(50);
 
-/// Beyond this many keys, observations are dropped (which only delays rule (b)).
-const MAX_OBSERVED: usize = 4096;
-
-/// The CAS uniques this process has seen, per key, with when it first saw each.
-#[derive(Debug, Default)]
-pub(super) struct Observations {
-    seen: Mutex<HashMap<String, (u64, Instant)>>,
-}
-
-impl Observations {
-    /// Records that `key` had CAS unique `cas` just now; returns how long this process has seen
-    /// it unchanged.
-    pub fn observe(&self, key: &str, cas: u64) -> Duration {
-        let now = Instant::now();
-        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        match seen.get(key) {
-            Some((c, first)) if *c == cas => now.saturating_duration_since(*first),
-            _ => {
-                if seen.len() >= MAX_OBSERVED {
-                    seen.clear();
-                }
-                seen.insert(key.to_owned(), (cas, now));
-                Duration::ZERO
-            }
-        }
-    }
-
-    /// Forgets `key` (we hold it now).
-    pub fn forget(&self, key: &str) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(key);
-    }
-}
+pub(super) use crate::backend::takeover::Observations;
 
 #[cfg(test)]
 mod tests {
@@ -132,14 +94,14 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn observations_restart_when_the_cas_changes() {
         let obs = Observations::default();
-        assert_eq!(obs.observe("k", 1), Duration::ZERO);
+        assert_eq!(obs.observe("k", "1"), Duration::ZERO);
         tokio::time::advance(Duration::from_secs(3)).await;
-        assert_eq!(obs.observe("k", 1), Duration::from_secs(3));
-        assert_eq!(obs.observe("other", 1), Duration::ZERO);
-        assert_eq!(obs.observe("k", 2), Duration::ZERO);
+        assert_eq!(obs.observe("k", "1"), Duration::from_secs(3));
+        assert_eq!(obs.observe("other", "1"), Duration::ZERO);
+        assert_eq!(obs.observe("k", "2"), Duration::ZERO);
         tokio::time::advance(Duration::from_secs(1)).await;
-        assert_eq!(obs.observe("k", 2), Duration::from_secs(1));
+        assert_eq!(obs.observe("k", "2"), Duration::from_secs(1));
         obs.forget("k");
-        assert_eq!(obs.observe("k", 2), Duration::ZERO);
+        assert_eq!(obs.observe("k", "2"), Duration::ZERO);
     }
 }

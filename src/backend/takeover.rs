@@ -1,5 +1,13 @@
-//! When a held Lease may be taken over: the two clock rules, and this process's observations of
-//! resourceVersions for rule (b).
+//! The clock-free takeover rule, written once for the backends whose store has no clock
+//! (DynamoDB, Kubernetes) or whose clock is only a backstop (memcached).
+//!
+//! A held record may be taken over when either
+//! - (a) the holder's stored expiry plus a skew allowance has passed on the taker's wall clock, or
+//! - (b) the taker has itself seen the same record version unchanged for a full lease duration on
+//!   its monotonic clock (the DynamoDB lock client's and client-go's rule, immune to clock
+//!   offsets between machines).
+//!
+//! [`Observations`] keeps what rule (b) needs: per record, the version first seen and when.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -7,9 +15,13 @@ use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
 
-/// What to do about a held Lease.
+/// What to do about a held record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Verdict {
+#[cfg_attr(
+    not(any(feature = "dynamodb", feature = "kubernetes")),
+    allow(dead_code)
+)]
+pub(crate) enum Verdict {
     /// The holder's lease has run out by rule (a) or rule (b).
     TakeOver,
     /// Still held; the earlier of the two rules allows a takeover this much later.
@@ -18,11 +30,14 @@ pub(super) enum Verdict {
 
 /// The two rules, as a pure function.
 ///
-/// - (a) `now` (our wall clock) has reached `expires` (the holder's `renewTime` plus
-///   `leaseDurationSeconds`) plus `skew`;
-/// - (b) we have seen the same resourceVersion for `unchanged_for` ≥ `duration`, on our
-///   monotonic clock (client-go's rule).
-pub(super) fn judge(
+/// - (a) `now` (our wall clock) has reached `expires` (the holder's stored expiry) plus `skew`;
+/// - (b) we have seen the same record version for `unchanged_for` ≥ `duration` (the holder's
+///   TTL), on our monotonic clock.
+#[cfg_attr(
+    not(any(feature = "dynamodb", feature = "kubernetes")),
+    allow(dead_code)
+)]
+pub(crate) fn judge(
     expires: SystemTime,
     duration: Duration,
     now: SystemTime,
@@ -44,10 +59,10 @@ pub(super) fn judge(
 /// Beyond this many resources, observations are dropped (which only delays rule (b)).
 const MAX_OBSERVED: usize = 4096;
 
-/// The resourceVersions this process has seen, per object, with when it first saw each (on the
+/// The record versions this process has seen, per record, with when it first saw each (on the
 /// monotonic clock, which wall-clock steps do not move).
 #[derive(Debug, Default)]
-pub(super) struct Observations {
+pub(crate) struct Observations {
     seen: Mutex<HashMap<String, (String, Instant)>>,
 }
 
