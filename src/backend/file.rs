@@ -90,6 +90,9 @@ use super::{
 use crate::lease::{Lease, LeaseId, Resource};
 
 mod name;
+
+/// SHA-256, shared with the other backends that hash names.
+pub(crate) use name::sha256;
 mod record;
 mod store;
 

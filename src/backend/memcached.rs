@@ -77,7 +77,6 @@ mod ops;
 mod options;
 mod proto;
 mod record;
-mod sha256;
 mod takeover;
 
 pub use keys::Location;

@@ -14,7 +14,7 @@
 
 use crate::lease::Resource;
 
-use super::sha256::sha256;
+use crate::backend::file::sha256;
 
 /// memcached's limit on key length.
 pub(super) const MAX_KEY: usize = 250;
