@@ -33,7 +33,7 @@ fn chaos_run(kind: Kind, secs: u64) {
 
 #[test]
 fn chaos_file() {
-    chaos_run(Kind::File, 16);
+    chaos_run(Kind::File, 20);
 }
 
 #[test]

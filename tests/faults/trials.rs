@@ -12,8 +12,9 @@
 //! The earliest moment the server could let another holder in is computed two ways where the
 //! server allows: from lockrun's `--events` (send time of the last successful renewal + TTL, see
 //! [`Events::earliest_expiry`]) and from the server's own record read just before the fault
-//! (Redis `PEXPIRETIME`, PostgreSQL `expires_at`; a renewal that lands after the read only
-//! makes the real expiry later). The margin reported is the smaller of the two.
+//! (Redis `PEXPIRETIME`, PostgreSQL `expires_at`), used when no renewal answered after the read
+//! began (such a renewal may have landed after the read and extended the lease). The margin
+//! reported is the smaller of the two.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
@@ -84,7 +85,8 @@ fn epoch_ns(text: &str) -> i64 {
 #[derive(Debug, Clone)]
 pub struct PauseTrial {
     pub ignores_term: bool,
-    /// Margin by the events method, and by the server's own record (where it has one), in ms.
+    /// Margin by the events method, and by the server's own record (where it has one, and no
+    /// renewal answered after it was read), in ms.
     pub margin_events_ms: f64,
     pub margin_server_ms: Option<f64>,
     /// From the pause to the death of the command.
@@ -126,6 +128,7 @@ pub fn server_pause(
         "no renewal within the TTL"
     );
     std::thread::sleep(rng.between(Duration::ZERO, ttl / 3));
+    let read_at = now_ns();
     let server_expiry = target.server_expiry(&res);
     let watch = GroupWatch::new(child);
     let paused = now_ns();
@@ -146,10 +149,13 @@ pub fn server_pause(
     let expiry = ev
         .earliest_expiry(ttl.as_nanos() as i64)
         .expect("acquired event");
+    // The server's record is the expiry at the pause only if no renewal answered after the read
+    // began (one that did may have landed after the read and extended the lease).
+    let stale = ev.renewed.last().is_some_and(|&(t, _)| t > read_at);
     PauseTrial {
         ignores_term,
         margin_events_ms: ms(expiry - death),
-        margin_server_ms: server_expiry.map(|e| ms(e - death)),
+        margin_server_ms: server_expiry.filter(|_| !stale).map(|e| ms(e - death)),
         death_after_pause_ms: ms(death - paused),
         exit: status.code(),
     }
