@@ -23,7 +23,6 @@
 use std::ffi::OsString;
 use std::io;
 use std::os::fd::RawFd;
-use std::os::unix::process::CommandExt;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -31,6 +30,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::heartbeat::State;
+use guard::Guard;
+use spawn::spawn;
+
+mod guard;
+mod spawn;
 
 /// The command to run.
 #[derive(Debug, Clone)]
@@ -265,49 +269,6 @@ async fn sleep_until_opt(t: Option<Instant>) {
     }
 }
 
-/// Spawns the command in its own process group, foreground on `tty` if given.
-fn spawn(spec: &Spec, tty: Option<RawFd>) -> Result<i32, SpawnError> {
-    let mut cmd = std::process::Command::new(&spec.program);
-    cmd.args(&spec.args);
-    for (k, v) in &spec.env {
-        match v {
-            Some(v) => cmd.env(k, v),
-            None => cmd.env_remove(k),
-        };
-    }
-    // SAFETY: getpid has no preconditions.
-    let parent = unsafe { libc::getpid() };
-    // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
-    // (setpgid, sigprocmask, tcsetpgrp, prctl, getppid, raise) on values it owns.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setpgid(0, 0) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            if let Some(fd) = tty {
-                let mut set: libc::sigset_t = std::mem::zeroed();
-                let mut old: libc::sigset_t = std::mem::zeroed();
-                libc::sigemptyset(&mut set);
-                libc::sigaddset(&mut set, libc::SIGTTOU);
-                libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old);
-                libc::tcsetpgrp(fd, libc::getpid());
-                libc::sigprocmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
-            }
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
-            if libc::getppid() != parent {
-                libc::raise(libc::SIGKILL);
-            }
-            Ok(())
-        });
-    }
-    let program = spec.program.to_string_lossy().into_owned();
-    match cmd.spawn() {
-        Ok(child) => Ok(child.id() as i32),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(SpawnError::NotFound { program }),
-        Err(e) => Err(SpawnError::CannotExecute { program, source: e }),
-    }
-}
-
 /// The first of stdin, stdout, stderr that is a terminal on which lockrun's process group is
 /// the foreground group.
 fn foreground_tty() -> Option<RawFd> {
@@ -394,7 +355,7 @@ fn orphans() -> Vec<i32> {
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return vec![];
     };
-    let guard = GUARD_PID.load(std::sync::atomic::Ordering::Relaxed);
+    let guard = guard::GUARD_PID.load(std::sync::atomic::Ordering::Relaxed);
     let mut out = Vec::new();
     for t in tasks.flatten() {
         if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
@@ -417,195 +378,4 @@ fn signame(sig: i32) -> &'static str {
         libc::SIGTERM => "SIGTERM",
         _ => "signal",
     }
-}
-
-static GUARD_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
-
-/// A process that kills the command's group if lockrun dies without disarming it, or when the
-/// lease's KILL deadline passes without lockrun having moved it.
-///
-/// It waits on a pipe whose only writer is lockrun. A normal end writes `d` (disarm); `k` and a
-/// CLOCK_MONOTONIC time in nanoseconds (8 bytes, little-endian; 0: none) sets the deadline. End
-/// of file without `d` means lockrun died, and the guard sends SIGKILL to the group; so does the
-/// deadline passing.
-struct Guard {
-    write_fd: RawFd,
-    deadline: Option<Instant>,
-}
-
-impl Guard {
-    fn arm(pgid: i32) -> io::Result<Guard> {
-        let mut fds = [0; 2];
-        // SAFETY: pipe2 writes two descriptors into the array.
-        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let (read_fd, write_fd) = (fds[0], fds[1]);
-        // Never block lockrun on a guard that does not read (a lost update only leaves the
-        // guard an earlier deadline).
-        // SAFETY: fcntl on a descriptor we own.
-        unsafe { libc::fcntl(write_fd, libc::F_SETFL, libc::O_NONBLOCK) };
-        // SAFETY: after fork the child calls only async-signal-safe functions (signal, setsid,
-        // open, dup2, close_range, prctl, ppoll, clock_gettime, read, kill, _exit), allocates
-        // nothing, and never returns.
-        let pid = unsafe { libc::fork() };
-        if pid < 0 {
-            let e = io::Error::last_os_error();
-            // SAFETY: closing descriptors we own.
-            unsafe {
-                libc::close(read_fd);
-                libc::close(write_fd);
-            }
-            return Err(e);
-        }
-        if pid == 0 {
-            // SAFETY: see above; this branch ends in _exit.
-            unsafe { guard_main(read_fd, pgid) }
-        }
-        GUARD_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
-        // SAFETY: the read end belongs to the guard now.
-        unsafe { libc::close(read_fd) };
-        Ok(Guard {
-            write_fd,
-            deadline: None,
-        })
-    }
-
-    /// Tells the guard to kill the group at `at` (or never), if that changed.
-    fn kill_at(&mut self, at: Option<Instant>) {
-        if at == self.deadline {
-            return;
-        }
-        self.deadline = at;
-        let ns = at.map_or(0, |at| {
-            let now = Instant::now();
-            let mono = monotonic_ns();
-            if at >= now {
-                mono.saturating_add(at.duration_since(now).as_nanos() as u64)
-            } else {
-                mono.saturating_sub(now.duration_since(at).as_nanos() as u64)
-            }
-            .max(1)
-        });
-        let mut msg = [0u8; 9];
-        msg[0] = b'k';
-        msg[1..].copy_from_slice(&ns.to_le_bytes());
-        // SAFETY: writing from a valid buffer to a descriptor we own; 9 bytes are written
-        // atomically (below PIPE_BUF) or not at all.
-        unsafe { libc::write(self.write_fd, msg.as_ptr().cast(), msg.len()) };
-    }
-
-    /// lockrun is ending normally: tell the guard to exit without killing anything.
-    fn disarm(self) {
-        // SAFETY: writing one byte from a valid buffer to a descriptor we own, then closing it.
-        unsafe {
-            libc::write(self.write_fd, b"d".as_ptr().cast(), 1);
-            libc::close(self.write_fd);
-        }
-    }
-}
-
-/// CLOCK_MONOTONIC (the clock of `Instant`) in nanoseconds. Async-signal-safe.
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into `ts`.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    (ts.tv_sec as u64)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(ts.tv_nsec as u64)
-}
-
-/// The guard process. Never returns.
-unsafe fn guard_main(read_fd: RawFd, pgid: i32) -> ! {
-    for s in [
-        libc::SIGHUP,
-        libc::SIGINT,
-        libc::SIGQUIT,
-        libc::SIGTERM,
-        libc::SIGTSTP,
-        libc::SIGPIPE,
-    ] {
-        libc::signal(s, libc::SIG_IGN);
-    }
-    // Leave lockrun's session, so a hang-up or a kill of lockrun's group does not take us along.
-    libc::setsid();
-    let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
-    if null >= 0 {
-        libc::dup2(null, 0);
-        libc::dup2(null, 1);
-        libc::dup2(null, 2);
-    }
-    libc::dup2(read_fd, 3);
-    libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
-    libc::prctl(libc::PR_SET_NAME, c"lockrun-guard".as_ptr(), 0, 0, 0);
-    let mut deadline: u64 = 0;
-    let mut msg = [0u8; 9];
-    let mut have = 0usize;
-    let mut buf = [0u8; 64];
-    loop {
-        let mut pfd = libc::pollfd {
-            fd: 3,
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        let mut left = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        let timeout = if deadline == 0 {
-            std::ptr::null()
-        } else {
-            let ns = deadline.saturating_sub(monotonic_ns());
-            left.tv_sec = (ns / 1_000_000_000) as libc::time_t;
-            left.tv_nsec = (ns % 1_000_000_000) as libc::c_long;
-            &left as *const libc::timespec
-        };
-        let n = libc::ppoll(&mut pfd, 1, timeout, std::ptr::null());
-        if n < 0 {
-            if *libc::__errno_location() == libc::EINTR {
-                continue;
-            }
-            break;
-        }
-        if n == 0 {
-            if deadline != 0 && monotonic_ns() >= deadline {
-                // lockrun did not act in time (stopped or starved): the lease may be running
-                // out, so the command must not outlive it.
-                libc::kill(-pgid, libc::SIGKILL);
-                deadline = 0;
-            }
-            continue;
-        }
-        let r = libc::read(3, buf.as_mut_ptr().cast(), buf.len());
-        if r < 0 && *libc::__errno_location() == libc::EINTR {
-            continue;
-        }
-        if r <= 0 {
-            break;
-        }
-        for &b in &buf[..r as usize] {
-            if have == 0 {
-                match b {
-                    b'd' => libc::_exit(0),
-                    b'k' => have = 1,
-                    _ => {}
-                }
-            } else {
-                msg[have] = b;
-                have += 1;
-                if have == msg.len() {
-                    deadline = 0;
-                    for &x in msg[1..].iter().rev() {
-                        deadline = (deadline << 8) | u64::from(x);
-                    }
-                    have = 0;
-                }
-            }
-        }
-    }
-    libc::kill(-pgid, libc::SIGKILL);
-    libc::_exit(0)
 }

@@ -94,9 +94,15 @@ impl Now {
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let boot_id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default();
+        // The boot id cannot change while this process lives: read it once.
+        static BOOT_ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let boot_id = BOOT_ID
+            .get_or_init(|| {
+                std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
+                    .map(|s| s.trim().to_owned())
+                    .unwrap_or_default()
+            })
+            .clone();
         match boottime_ms() {
             Some(boot_ms) => Now {
                 wall_ms,

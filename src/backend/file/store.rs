@@ -130,8 +130,24 @@ impl Dir {
     }
 
     /// Takes the exclusive kernel lock of `resource` (flock on its `.lock` file, which is never
-    /// replaced). The lock is released when the guard drops, or by the kernel if we die.
+    /// replaced), waiting for it. The lock is released when the guard drops, or by the kernel if
+    /// we die.
     pub fn lock<'a>(&'a self, resource: &'a Resource) -> Result<Locked<'a>, Error> {
+        self.lock_or(resource, true)
+            .map(|l| l.expect("a blocking lock is always taken"))
+    }
+
+    /// Takes the kernel lock of `resource` if it is free right now; `None` if another process
+    /// holds it.
+    pub fn try_lock<'a>(&'a self, resource: &'a Resource) -> Result<Option<Locked<'a>>, Error> {
+        self.lock_or(resource, false)
+    }
+
+    fn lock_or<'a>(
+        &'a self,
+        resource: &'a Resource,
+        wait: bool,
+    ) -> Result<Option<Locked<'a>>, Error> {
         let lock_name = name::lock(resource.as_str());
         let path = self.file_path(&lock_name);
         for _ in 0..LOCK_ATTEMPTS {
@@ -151,8 +167,11 @@ impl Dir {
                     path.display()
                 )));
             }
-            let guard = flock(file)
-                .map_err(|e| io_error("lock file", &path, "cannot be locked", e.into()))?;
+            let guard = match flock(file, wait) {
+                Ok(guard) => guard,
+                Err(Errno::EWOULDBLOCK) if !wait => return Ok(None),
+                Err(e) => return Err(io_error("lock file", &path, "cannot be locked", e.into())),
+            };
             // Someone may have deleted or replaced the lock file between our open and our lock;
             // then we hold a lock nobody else will look at. Check and start over.
             match nix::sys::stat::fstatat(
@@ -161,11 +180,11 @@ impl Dir {
                 nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
             ) {
                 Ok(st) if st.st_dev == meta.dev() && st.st_ino == meta.ino() => {
-                    return Ok(Locked {
+                    return Ok(Some(Locked {
                         dir: self,
                         resource,
                         _guard: guard,
-                    })
+                    }))
                 }
                 Ok(_) | Err(Errno::ENOENT) => continue,
                 Err(e) => return Err(io_error("lock file", &path, "cannot be read", e.into())),
@@ -178,10 +197,15 @@ impl Dir {
     }
 }
 
-fn flock(file: fs::File) -> Result<Flock<fs::File>, Errno> {
+fn flock(file: fs::File, wait: bool) -> Result<Flock<fs::File>, Errno> {
     let mut file = file;
+    let how = if wait {
+        FlockArg::LockExclusive
+    } else {
+        FlockArg::LockExclusiveNonblock
+    };
     loop {
-        match Flock::lock(file, FlockArg::LockExclusive) {
+        match Flock::lock(file, how) {
             Ok(guard) => return Ok(guard),
             Err((f, Errno::EINTR)) => file = f,
             Err((_, e)) => return Err(e),

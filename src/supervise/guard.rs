@@ -1,0 +1,390 @@
+//! The guard: a tiny process that kills the command's group if lockrun dies without disarming
+//! it (even by SIGKILL), or when the lease's KILL deadline passes without lockrun having moved it
+//! (lockrun stopped or starved).
+//!
+//! It waits on a pipe whose only writer is lockrun. A normal end writes `d` (disarm); `k` and a
+//! CLOCK_MONOTONIC time in nanoseconds (8 bytes, little-endian; 0: none) sets the deadline. End
+//! of file without `d` means lockrun died, and the guard sends SIGKILL to the group; so does the
+//! deadline passing.
+//!
+//! On x86_64 and aarch64 the guard is started as a clone that shares lockrun's memory
+//! (`CLONE_VM`, like a thread) but is a process of its own: starting it copies no page tables and
+//! leaves no copy-on-write faults behind, and it outlives lockrun (a SIGKILL ends lockrun's
+//! thread group, not the guard; the shared memory lives on while the guard uses it). As lockrun
+//! keeps running in the same memory, the guard touches nothing but its own stack: its arguments
+//! travel in the clone's argument word, it starts with every signal blocked (no handler of
+//! lockrun's ever runs in it; SIGKILL still ends it), and it makes raw system calls only, never a
+//! libc function that could write `errno` (which lives in lockrun's thread-local storage) or take
+//! a lock. Elsewhere it is forked, and runs the same code.
+
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use tokio::time::Instant;
+
+/// The guard's pid, so that it is not mistaken for an orphan of the command.
+pub static GUARD_PID: AtomicI32 = AtomicI32::new(0);
+
+/// The guard's stack (it needs a few hundred bytes).
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+const STACK: usize = 64 * 1024;
+
+pub struct Guard {
+    write_fd: RawFd,
+    deadline: Option<Instant>,
+}
+
+impl Guard {
+    /// Starts the guard of process group `pgid`.
+    pub fn arm(pgid: i32) -> io::Result<Guard> {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 writes two descriptors into the array.
+        if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let (read_fd, write_fd) = (fds[0], fds[1]);
+        // Never block lockrun on a guard that does not read (a lost update only leaves the
+        // guard an earlier deadline).
+        // SAFETY: fcntl on a descriptor we own.
+        unsafe { libc::fcntl(write_fd, libc::F_SETFL, libc::O_NONBLOCK) };
+        let started = start(read_fd, pgid);
+        // SAFETY: the guard has its own copy of the read end (or failed to start); ours goes.
+        unsafe { libc::close(read_fd) };
+        match started {
+            Ok(pid) => {
+                GUARD_PID.store(pid, Ordering::Relaxed);
+                Ok(Guard {
+                    write_fd,
+                    deadline: None,
+                })
+            }
+            Err(e) => {
+                // SAFETY: closing a descriptor we own.
+                unsafe { libc::close(write_fd) };
+                Err(e)
+            }
+        }
+    }
+
+    /// Tells the guard to kill the group at `at` (or never), if that changed.
+    pub fn kill_at(&mut self, at: Option<Instant>) {
+        if at == self.deadline {
+            return;
+        }
+        self.deadline = at;
+        let ns = at.map_or(0, |at| {
+            let now = Instant::now();
+            let mono = monotonic_ns();
+            if at >= now {
+                mono.saturating_add(at.duration_since(now).as_nanos() as u64)
+            } else {
+                mono.saturating_sub(now.duration_since(at).as_nanos() as u64)
+            }
+            .max(1)
+        });
+        let mut msg = [0u8; 9];
+        msg[0] = b'k';
+        msg[1..].copy_from_slice(&ns.to_le_bytes());
+        // SAFETY: writing from a valid buffer to a descriptor we own; 9 bytes are written
+        // atomically (below PIPE_BUF) or not at all.
+        unsafe { libc::write(self.write_fd, msg.as_ptr().cast(), msg.len()) };
+    }
+
+    /// lockrun is ending normally: tell the guard to exit without killing anything.
+    pub fn disarm(self) {
+        // SAFETY: writing one byte from a valid buffer to a descriptor we own, then closing it.
+        unsafe {
+            libc::write(self.write_fd, b"d".as_ptr().cast(), 1);
+            libc::close(self.write_fd);
+        }
+    }
+}
+
+/// Starts the guard process; returns its pid.
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+fn start(read_fd: RawFd, pgid: i32) -> io::Result<i32> {
+    // SAFETY: a private anonymous mapping for the guard's stack. It is never unmapped: the guard
+    // may run on it after lockrun is gone, and it is mapped once per `lockrun run`.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    // Both arguments travel in the argument word itself: the guard reads no shared memory.
+    let arg = ((pgid as u32 as u64) << 32 | read_fd as u32 as u64) as usize;
+    // SAFETY: every signal is blocked across the clone, so the guard starts with all of them
+    // blocked and never unblocks one; `entry` touches only its own stack (see the module
+    // documentation). lockrun's mask is restored right after.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let top = stack.cast::<u8>().add(STACK).cast::<libc::c_void>();
+        let pid = libc::clone(entry, top, libc::CLONE_VM | libc::SIGCHLD, arg as *mut _);
+        let error = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 {
+            libc::munmap(stack, STACK);
+            return Err(error);
+        }
+        Ok(pid)
+    }
+}
+
+#[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
+extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
+    let arg = arg as usize as u64;
+    // SAFETY: runs in the guard only; see `guard_main`.
+    unsafe { guard_main(arg as u32 as RawFd, (arg >> 32) as u32 as i32) }
+}
+
+/// Starts the guard process; returns its pid.
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+fn start(read_fd: RawFd, pgid: i32) -> io::Result<i32> {
+    // SAFETY: as for the clone: every signal blocked in the child, which makes only system
+    // calls and never returns.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::fork();
+        if pid == 0 {
+            guard_main(read_fd, pgid)
+        }
+        let error = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(error);
+        }
+        Ok(pid)
+    }
+}
+
+/// CLOCK_MONOTONIC (the clock of `Instant`) in nanoseconds.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into `ts`.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    timespec_ns(&ts)
+}
+
+fn timespec_ns(ts: &libc::timespec) -> u64 {
+    (ts.tv_sec as u64)
+        .saturating_mul(1_000_000_000)
+        .saturating_add(ts.tv_nsec as u64)
+}
+
+/// The guard. Never returns; makes raw system calls only.
+unsafe fn guard_main(read_fd: RawFd, pgid: i32) -> ! {
+    // Leave lockrun's session, so a hang-up or a kill of lockrun's group does not reach us.
+    sys::call(libc::SYS_setsid, [0; 6]);
+    let null = sys::call(
+        libc::SYS_openat,
+        [
+            libc::AT_FDCWD as usize,
+            c"/dev/null".as_ptr() as usize,
+            libc::O_RDWR as usize,
+            0,
+            0,
+            0,
+        ],
+    );
+    if null >= 0 {
+        for fd in 0..3 {
+            if null as usize != fd {
+                sys::call(libc::SYS_dup3, [null as usize, fd, 0, 0, 0, 0]);
+            }
+        }
+    }
+    if read_fd != 3 {
+        sys::call(libc::SYS_dup3, [read_fd as usize, 3, 0, 0, 0, 0]);
+    }
+    sys::call(libc::SYS_close_range, [4, u32::MAX as usize, 0, 0, 0, 0]);
+    sys::call(
+        libc::SYS_prctl,
+        [
+            libc::PR_SET_NAME as usize,
+            c"lockrun-guard".as_ptr() as usize,
+            0,
+            0,
+            0,
+            0,
+        ],
+    );
+    let now = || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        sys::call(
+            libc::SYS_clock_gettime,
+            [
+                libc::CLOCK_MONOTONIC as usize,
+                std::ptr::addr_of_mut!(ts) as usize,
+                0,
+                0,
+                0,
+                0,
+            ],
+        );
+        timespec_ns(&ts)
+    };
+    let kill_group = || {
+        sys::call(
+            libc::SYS_kill,
+            [
+                (-pgid) as isize as usize,
+                libc::SIGKILL as usize,
+                0,
+                0,
+                0,
+                0,
+            ],
+        )
+    };
+    let mut deadline: u64 = 0;
+    let mut msg = [0u8; 9];
+    let mut have = 0usize;
+    let mut buf = [0u8; 64];
+    loop {
+        let mut pfd = libc::pollfd {
+            fd: 3,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let mut left = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        let timeout = if deadline == 0 {
+            0 // NULL: no timeout
+        } else {
+            let ns = deadline.saturating_sub(now());
+            left.tv_sec = (ns / 1_000_000_000) as libc::time_t;
+            left.tv_nsec = (ns % 1_000_000_000) as libc::c_long;
+            std::ptr::addr_of!(left) as usize
+        };
+        let n = sys::call(
+            libc::SYS_ppoll,
+            [std::ptr::addr_of_mut!(pfd) as usize, 1, timeout, 0, 8, 0],
+        );
+        if n == -(libc::EINTR as isize) {
+            continue;
+        }
+        if n < 0 {
+            break;
+        }
+        if n == 0 {
+            if deadline != 0 && now() >= deadline {
+                // lockrun did not act in time (stopped or starved): the lease may be running
+                // out, so the command must not outlive it.
+                kill_group();
+                deadline = 0;
+            }
+            continue;
+        }
+        let r = sys::call(
+            libc::SYS_read,
+            [3, buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0],
+        );
+        if r == -(libc::EINTR as isize) {
+            continue;
+        }
+        if r <= 0 {
+            break;
+        }
+        for &b in &buf[..r as usize] {
+            if have == 0 {
+                match b {
+                    b'd' => sys::exit(),
+                    b'k' => have = 1,
+                    _ => {}
+                }
+            } else {
+                msg[have] = b;
+                have += 1;
+                if have == msg.len() {
+                    deadline = 0;
+                    for &x in msg[1..].iter().rev() {
+                        deadline = (deadline << 8) | u64::from(x);
+                    }
+                    have = 0;
+                }
+            }
+        }
+    }
+    // End of file without `d`: lockrun is gone.
+    kill_group();
+    sys::exit()
+}
+
+/// Raw system calls: the result, or minus the error number; `errno` is never touched.
+mod sys {
+    #[cfg(target_arch = "x86_64")]
+    pub unsafe fn call(n: libc::c_long, a: [usize; 6]) -> isize {
+        let ret: isize;
+        std::arch::asm!(
+            "syscall",
+            inlateout("rax") n as isize => ret,
+            in("rdi") a[0],
+            in("rsi") a[1],
+            in("rdx") a[2],
+            in("r10") a[3],
+            in("r8") a[4],
+            in("r9") a[5],
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+        ret
+    }
+
+    #[cfg(target_arch = "aarch64")]
+    pub unsafe fn call(n: libc::c_long, a: [usize; 6]) -> isize {
+        let ret: isize;
+        std::arch::asm!(
+            "svc 0",
+            in("x8") n,
+            inlateout("x0") a[0] as isize => ret,
+            in("x1") a[1],
+            in("x2") a[2],
+            in("x3") a[3],
+            in("x4") a[4],
+            in("x5") a[5],
+            options(nostack),
+        );
+        ret
+    }
+
+    /// In a forked guard `errno` is the guard's own, so libc's wrapper will do.
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    pub unsafe fn call(n: libc::c_long, a: [usize; 6]) -> isize {
+        let r = libc::syscall(n, a[0], a[1], a[2], a[3], a[4], a[5]);
+        if r < 0 {
+            -(*libc::__errno_location() as isize)
+        } else {
+            r as isize
+        }
+    }
+
+    /// Ends the guard (its thread group: the guard alone).
+    pub unsafe fn exit() -> ! {
+        loop {
+            call(libc::SYS_exit_group, [0; 6]);
+        }
+    }
+}

@@ -1,0 +1,214 @@
+//! Starting the command the way `posix_spawn` does, plus the steps `posix_spawn` cannot take.
+//!
+//! The child is a vfork-style clone: it shares lockrun's memory, and lockrun is suspended until
+//! the child has called `execve` (or failed to). Unlike `fork`, that copies no page tables and
+//! leaves no copy-on-write faults behind in lockrun, which is most of the cost of starting a
+//! short command. Between the clone and the exec the child:
+//!
+//! - resets every caught signal to its default action (the handlers are lockrun's, and must
+//!   not run in the child), and SIGPIPE too (lockrun ignores it; the command should not);
+//! - leads a new process group, made the terminal's foreground group when lockrun owned it;
+//! - asks for SIGKILL when lockrun dies (`PR_SET_PDEATHSIG`), and exits at once if lockrun is
+//!   already gone;
+//! - restores lockrun's signal mask, and `execvpe`s the command (PATH search, and `/bin/sh`
+//!   for a script without a `#!` line, as a shell does).
+//!
+//! The child calls only async-signal-safe functions, allocates nothing, writes only to its own
+//! stack and to `Shared::errno`, and never returns: everything it needs was prepared before the
+//! clone. All signals are blocked in lockrun around the clone, so no handler of lockrun's can run
+//! on the child's stack.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::RawFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use super::{SpawnError, Spec};
+
+/// The child's stack: `execvpe` builds each candidate path (and a script's argv) on it.
+const STACK: usize = 256 * 1024;
+
+/// Everything the child reads, prepared before the clone; and where it reports a failed exec.
+struct Shared {
+    program: CString,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    tty: Option<RawFd>,
+    parent: libc::pid_t,
+    mask: libc::sigset_t,
+    /// The errno of the failed step; 0 when the exec succeeded.
+    errno: AtomicI32,
+}
+
+/// Starts `spec` in a new process group (foreground on `tty` if given); returns its pid.
+pub fn spawn(spec: &Spec, tty: Option<RawFd>) -> Result<i32, SpawnError> {
+    let program_name = spec.program.to_string_lossy().into_owned();
+    let cannot = |source| SpawnError::CannotExecute {
+        program: program_name.clone(),
+        source,
+    };
+    let nul = || {
+        cannot(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "an argument or environment variable contains a NUL byte",
+        ))
+    };
+    let program = cstring(&spec.program).ok_or_else(nul)?;
+    let args = std::iter::once(spec.program.as_os_str())
+        .chain(spec.args.iter().map(OsString::as_os_str))
+        .map(cstring)
+        .collect::<Option<Vec<CString>>>()
+        .ok_or_else(nul)?;
+    let env = environment(spec).ok_or_else(nul)?;
+    // The pointers below point into `program`, `args` and `env`, which outlive the child's use
+    // of them: lockrun stays suspended until the child has exec'd or exited.
+    let mut shared = Shared {
+        argv: pointers(&args),
+        envp: pointers(&env),
+        program,
+        tty,
+        // SAFETY: getpid has no preconditions.
+        parent: unsafe { libc::getpid() },
+        // SAFETY: an all-zero sigset_t is a valid value to be overwritten below.
+        mask: unsafe { std::mem::zeroed() },
+        errno: AtomicI32::new(0),
+    };
+
+    // SAFETY: a private anonymous mapping, unmapped below once the child no longer runs on it.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            STACK,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(SpawnError::Setup(io::Error::last_os_error()));
+    }
+    // SAFETY: blocking every signal in this thread, saving the old mask into `shared.mask`; the
+    // clone runs with this mask, and `child` restores the saved one right before the exec.
+    let pid = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut shared.mask);
+        // The stack grows down: the child starts at the top of the mapping.
+        let top = stack.cast::<u8>().add(STACK).cast::<libc::c_void>();
+        let pid = libc::clone(
+            child,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            std::ptr::addr_of_mut!(shared).cast(),
+        );
+        let clone_error = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &shared.mask, std::ptr::null_mut());
+        libc::munmap(stack, STACK);
+        if pid < 0 {
+            return Err(SpawnError::Setup(clone_error));
+        }
+        pid
+    };
+    match shared.errno.load(Ordering::SeqCst) {
+        0 => Ok(pid),
+        errno => {
+            // The child has exited (status 127) without running anything: reap it here.
+            let mut status = 0;
+            // SAFETY: waitpid writes only into `status`.
+            unsafe { libc::waitpid(pid, &mut status, 0) };
+            let source = io::Error::from_raw_os_error(errno);
+            if errno == libc::ENOENT {
+                Err(SpawnError::NotFound {
+                    program: program_name,
+                })
+            } else {
+                Err(cannot(source))
+            }
+        }
+    }
+}
+
+/// The child, between clone and exec. See the module documentation for what it may do.
+extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `Shared` of `spawn`, alive and not touched by lockrun (suspended
+    // until we exec or exit). Only async-signal-safe calls follow, on values prepared before.
+    unsafe {
+        let shared = &*arg.cast::<Shared>();
+        let fail = |errno: i32| -> ! {
+            shared.errno.store(errno.max(1), Ordering::SeqCst);
+            libc::_exit(127)
+        };
+        let errno = || *libc::__errno_location();
+        // Caught signals back to their defaults; SIGPIPE too. (32 and 33 are glibc's own.)
+        for sig in 1..=64 {
+            if sig == libc::SIGKILL || sig == libc::SIGSTOP || sig == 32 || sig == 33 {
+                continue;
+            }
+            let mut old: libc::sigaction = std::mem::zeroed();
+            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
+                continue;
+            }
+            if (old.sa_sigaction != libc::SIG_IGN && old.sa_sigaction != libc::SIG_DFL)
+                || sig == libc::SIGPIPE
+            {
+                let mut dfl: libc::sigaction = std::mem::zeroed();
+                dfl.sa_sigaction = libc::SIG_DFL;
+                libc::sigaction(sig, &dfl, std::ptr::null_mut());
+            }
+        }
+        if libc::setpgid(0, 0) != 0 {
+            fail(errno());
+        }
+        if let Some(fd) = shared.tty {
+            // Every signal is blocked here, SIGTTOU included.
+            libc::tcsetpgrp(fd, libc::getpid());
+        }
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0);
+        if libc::getppid() != shared.parent {
+            // lockrun died before the death signal was set: the command must not start.
+            libc::_exit(127);
+        }
+        libc::pthread_sigmask(libc::SIG_SETMASK, &shared.mask, std::ptr::null_mut());
+        libc::execvpe(
+            shared.program.as_ptr(),
+            shared.argv.as_ptr(),
+            shared.envp.as_ptr(),
+        );
+        fail(errno())
+    }
+}
+
+/// lockrun's environment with the spec's changes, as `KEY=VALUE` strings; `None` on a NUL byte.
+fn environment(spec: &Spec) -> Option<Vec<CString>> {
+    let mut vars: Vec<(OsString, OsString)> = std::env::vars_os()
+        .filter(|(k, _)| !spec.env.iter().any(|(name, _)| OsStr::new(name) == k))
+        .collect();
+    vars.extend(
+        spec.env
+            .iter()
+            .filter_map(|(k, v)| Some((OsString::from(k), OsString::from(v.as_ref()?)))),
+    );
+    vars.into_iter()
+        .map(|(k, v)| {
+            let mut kv = k.into_vec();
+            kv.push(b'=');
+            kv.extend_from_slice(v.as_bytes());
+            CString::new(kv).ok()
+        })
+        .collect()
+}
+
+fn cstring(s: &OsStr) -> Option<CString> {
+    CString::new(s.as_bytes()).ok()
+}
+
+/// A NULL-terminated array of pointers to `strings`.
+fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
