@@ -351,23 +351,6 @@ impl FileWatch {
     }
 }
 
-impl Drop for FileWatch {
-    /// Closing an inotify instance waits for the kernel's SRCU grace period (10-20 ms here), and
-    /// the watch is dropped right after the lease is granted, just when the command should start:
-    /// it is closed on a thread of its own.
-    fn drop(&mut self) {
-        if let Some(events) = self.events.take() {
-            let closer = std::thread::Builder::new()
-                .name("lockrun-inotify".into())
-                .spawn(move || drop(events));
-            // When no thread can be started, the closure (and the instance) is dropped here.
-            if let Err(e) = closer {
-                tracing::debug!("closing inotify in place: {e}");
-            }
-        }
-    }
-}
-
 fn watch_failed(dir: &Path, what: impl std::fmt::Display) -> Error {
     Error::Other(format!("watching lock directory {}: {what}", dir.display()))
 }
