@@ -2,7 +2,7 @@
 //!
 //! # Layout
 //!
-//! One directory, created with mode 0700 when missing. Each resource has four files, named by
+//! One directory, created with mode 0700 when missing. Each resource has three files, named by
 //! percent-encoding the resource name (long names get a readable prefix and a SHA-256; see the
 //! `name` submodule):
 //!
@@ -13,9 +13,6 @@
 //!   may be issued, the boot that wrote it and a checksum (see Durability). Never delete it: after
 //!   a power loss it is what keeps tokens from being handed out twice.
 //! - `<name>.lock`: an empty file used only for `flock(2)`. It is created once and never replaced.
-//! - `<name>.queue`: an empty file whose `flock` local waiters take turns on, so that a release
-//!   wakes one of them rather than all (see `FileWatch`). It plays no part in mutual exclusion;
-//!   deleting it is harmless.
 //!
 //! Temporary files are `.<name>.<random>.tmp`; a crash can leave one behind, which is harmless.
 //!
@@ -85,7 +82,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use inotify::{EventMask, EventStream, Inotify, WatchMask};
-use nix::fcntl::Flock;
 
 use super::{
     Acquire, AcquireRequest, Backend, BackendUrl, Capabilities, Error, Fencing, Renewal, Settings,
@@ -263,129 +259,65 @@ impl Backend for File {
             .map_err(|e| Error::Other(format!("lock directory worker failed: {e}")))?
     }
 
-    /// Waits in the resource's local queue, then watches the lock directory with inotify (see
-    /// [`FileWatch`]). Returns `None` (poll instead) when the queue file cannot be opened.
+    /// Watches the lock directory with inotify. Returns `None` (poll instead) when inotify is
+    /// unavailable, e.g. when the per-user watch limit is reached. Only events for the record
+    /// file wake the waiter: temporary files and the `.token` reservation have other names.
     async fn watch(&self, resource: &Resource) -> Result<Option<Box<dyn Watch>>, Error> {
-        let queue = match self.dir.queue(resource) {
-            Ok(file) => Some(Queue::join(file)),
-            Err(e) => {
-                tracing::debug!("no local wait queue for {resource}: {e}");
-                None
-            }
+        let target = name::record(resource.as_str());
+        let setup = || -> std::io::Result<FileWatch> {
+            let inotify = Inotify::init()?;
+            inotify.watches().add(
+                &self.dir.path,
+                WatchMask::MOVED_TO
+                    | WatchMask::CLOSE_WRITE
+                    | WatchMask::DELETE
+                    | WatchMask::DELETE_SELF
+                    | WatchMask::ONLYDIR,
+            )?;
+            Ok(FileWatch {
+                events: inotify.into_event_stream([0u8; 4096])?,
+                target: target.clone().into(),
+                dir: self.dir.path.display().to_string(),
+            })
         };
-        Ok(Some(Box::new(FileWatch {
-            dir: Arc::clone(&self.dir),
-            target: name::record(resource.as_str()).into(),
-            queue,
-            joined: tokio::time::Instant::now(),
-            events: None,
-        })))
-    }
-}
-
-/// How long a waiter waits for its turn in the local queue before it watches the record anyway:
-/// the waiter ahead may be stopped (SIGSTOP) or slow, and must not hold everyone up.
-const QUEUE_PATIENCE: Duration = Duration::from_secs(1);
-
-/// A waiter's place in the local wait queue of a resource: an exclusive `flock` on its `.queue`
-/// file, requested on a thread of its own (flock cannot be awaited) and handed over when taken.
-/// Dropping the place releases the flock, or makes the thread release it as soon as it gets it.
-enum Queue {
-    Waiting(tokio::sync::oneshot::Receiver<Flock<std::fs::File>>),
-    Turn(#[allow(dead_code)] Flock<std::fs::File>),
-    GaveUp,
-}
-
-impl Queue {
-    fn join(file: std::fs::File) -> Queue {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        // A plain thread, not a blocking task: it may wait as long as the waiters ahead, and a
-        // runtime waits for its blocking tasks when it shuts down.
-        let spawned = std::thread::Builder::new()
-            .name("lockrun-queue".into())
-            .spawn(move || {
-                if let Ok(turn) = store::flock(file, true) {
-                    let _ = tx.send(turn); // no one waits any more: dropping it unlocks
-                }
-            });
-        match spawned {
-            Ok(_) => Queue::Waiting(rx),
-            Err(_) => Queue::GaveUp,
+        match setup() {
+            Ok(w) => Ok(Some(Box::new(w))),
+            Err(e) => {
+                tracing::debug!(
+                    "cannot watch lock directory {}: {e}; polling instead",
+                    self.dir.path.display()
+                );
+                Ok(None)
+            }
         }
     }
 }
 
-/// Waiting for a busy resource on this host, without a thundering herd.
-///
-/// Every change of a record wakes every process watching it, and they all race for the same
-/// `flock` to read it: with many local waiters and short critical sections, most of the machine
-/// goes into waking up. So waiters on this host first take turns on the resource's queue file
-/// (the kernel blocks the others, and wakes one at a time); only the waiter whose turn it is
-/// watches the record with inotify and retries on its changes. It gives its turn up when
-/// `acquire` returns (granted or given up), and the next waiter's turn begins. Waiting for the
-/// turn never delays a waiter for long: the waiting policy still wakes it at the holder's expiry
-/// and on its safety poll, and after [`QUEUE_PATIENCE`] it watches the record itself. The queue
-/// is a courtesy among lockrun processes, not part of mutual exclusion, which the record and its
-/// `.lock` alone guarantee.
+/// Change events for one record file.
 struct FileWatch {
-    dir: Arc<Dir>,
+    events: EventStream<[u8; 4096]>,
     target: std::ffi::OsString,
-    queue: Option<Queue>,
-    joined: tokio::time::Instant,
-    /// inotify on the lock directory, once this waiter watches.
-    events: Option<EventStream<[u8; 4096]>>,
-}
-
-impl FileWatch {
-    fn inotify(&self) -> std::io::Result<EventStream<[u8; 4096]>> {
-        let inotify = Inotify::init()?;
-        inotify.watches().add(
-            &self.dir.path,
-            WatchMask::MOVED_TO
-                | WatchMask::CLOSE_WRITE
-                | WatchMask::DELETE
-                | WatchMask::DELETE_SELF
-                | WatchMask::ONLYDIR,
-        )?;
-        inotify.into_event_stream([0u8; 4096])
-    }
-}
-
-fn watch_failed(dir: &Path, what: impl std::fmt::Display) -> Error {
-    Error::Other(format!("watching lock directory {}: {what}", dir.display()))
+    dir: String,
 }
 
 #[async_trait]
 impl Watch for FileWatch {
-    /// Resolves when this waiter's turn in the queue begins (or its patience ran out), and from
-    /// then on at every change of the record. The inotify watch is in place before it first
-    /// resolves, so a release between then and the next attempt is not missed.
     async fn changed(&mut self) -> Result<(), Error> {
-        if self.events.is_none() {
-            if let Some(Queue::Waiting(rx)) = &mut self.queue {
-                let patience = tokio::time::sleep_until(self.joined + QUEUE_PATIENCE);
-                self.queue = Some(tokio::select! {
-                    turn = rx => match turn {
-                        Ok(turn) => Queue::Turn(turn),
-                        Err(_) => Queue::GaveUp,
-                    },
-                    _ = patience => Queue::GaveUp,
-                });
-            }
-            // Only inotify can fail here; without it the waiting policy polls.
-            self.events = Some(
-                self.inotify()
-                    .map_err(|e| watch_failed(&self.dir.path, e))?,
-            );
-            return Ok(());
-        }
-        let events = self.events.as_mut().expect("watching");
-        let dir = &self.dir.path;
         loop {
-            let event = match events.next().await {
+            let event = match self.events.next().await {
                 Some(Ok(event)) => event,
-                Some(Err(e)) => return Err(watch_failed(dir, e)),
-                None => return Err(watch_failed(dir, "inotify closed")),
+                Some(Err(e)) => {
+                    return Err(Error::Other(format!(
+                        "watching lock directory {}: {e}",
+                        self.dir
+                    )))
+                }
+                None => {
+                    return Err(Error::Other(format!(
+                        "watching lock directory {}: inotify closed",
+                        self.dir
+                    )))
+                }
             };
             if event.mask.contains(EventMask::Q_OVERFLOW) {
                 return Ok(()); // events were dropped; ours may be among them
@@ -396,7 +328,7 @@ impl Watch for FileWatch {
             {
                 return Err(Error::Other(format!(
                     "lock directory {} was removed while waiting",
-                    dir.display()
+                    self.dir
                 )));
             }
             if event.name.as_deref() == Some(self.target.as_os_str()) {

@@ -124,11 +124,6 @@ impl Error {
 
 /// A subscription to changes of one resource, created *before* an acquire attempt so that a
 /// release between the attempt and the wait is not missed.
-///
-/// The caller makes an attempt after every resolution of [`changed`](Watch::changed). A watch
-/// may finish setting up later than its creation (the file backend first waits for its turn in
-/// a local queue); its first resolution then marks the moment it is in place, so the attempt
-/// that follows sees any release since the creation, and later resolutions report the rest.
 #[async_trait]
 pub trait Watch: Send {
     /// Resolves when the resource may have changed (spurious wake-ups are allowed).

@@ -49,11 +49,6 @@ pub(super) fn lock(resource: &str) -> String {
     format!("{}.lock", stem(resource))
 }
 
-/// The local wait queue of `resource`: waiters on this host take turns on its `flock`.
-pub(super) fn queue(resource: &str) -> String {
-    format!("{}.queue", stem(resource))
-}
-
 /// A fresh temporary file name for a new record of `resource`.
 pub(super) fn temp(resource: &str) -> String {
     let mut rnd = [0u8; 8];
@@ -125,7 +120,6 @@ mod tests {
         assert_eq!(record("db"), "db.lease");
         assert_eq!(lock("db"), "db.lock");
         assert_eq!(reservation("db"), "db.token");
-        assert_eq!(queue("db"), "db.queue");
     }
 
     #[test]

@@ -129,25 +129,6 @@ impl Dir {
         self.path.join(name)
     }
 
-    /// Opens (creating if needed) the wait-queue file of `resource`, whose `flock` waiters on
-    /// this host take turns on (see `FileWatch`).
-    pub fn queue(&self, resource: &Resource) -> Result<fs::File, Error> {
-        let queue_name = name::queue(resource.as_str());
-        self.open_at(
-            &queue_name,
-            OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_NONBLOCK,
-            0o600,
-        )
-        .map_err(|e| {
-            io_error(
-                "queue file",
-                &self.file_path(&queue_name),
-                "cannot be opened",
-                e.into(),
-            )
-        })
-    }
-
     /// Takes the exclusive kernel lock of `resource` (flock on its `.lock` file, which is never
     /// replaced), waiting for it. The lock is released when the guard drops, or by the kernel if
     /// we die.
@@ -216,7 +197,7 @@ impl Dir {
     }
 }
 
-pub(super) fn flock(file: fs::File, wait: bool) -> Result<Flock<fs::File>, Errno> {
+fn flock(file: fs::File, wait: bool) -> Result<Flock<fs::File>, Errno> {
     let mut file = file;
     let how = if wait {
         FlockArg::LockExclusive

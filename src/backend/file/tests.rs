@@ -513,11 +513,6 @@ async fn watch_ignores_other_resources() {
     let tmp = tempfile::tempdir().unwrap();
     let b = File::at(tmp.path()).unwrap();
     let mut w = b.watch(&res("mine")).await.unwrap().expect("inotify");
-    // The first wake-up is the start of this waiter's turn in the (empty) local queue.
-    tokio::time::timeout(Duration::from_secs(1), w.changed())
-        .await
-        .expect("the turn of the only waiter begins at once")
-        .unwrap();
     let other = grant(&b, &res("other")).await;
     b.release(&res("other"), &other.id).await.unwrap();
     let quiet = tokio::time::timeout(Duration::from_millis(200), w.changed()).await;
@@ -541,72 +536,6 @@ async fn watch_ignores_other_resources() {
         .expect("no event for the watched resource")
         .unwrap();
     b.release(&res("mine"), &mine.id).await.unwrap();
-}
-
-#[tokio::test]
-async fn local_waiters_take_turns() {
-    let tmp = tempfile::tempdir().unwrap();
-    let b = File::at(tmp.path()).unwrap();
-    let r = res("queued");
-    let holder = grant(&b, &r).await;
-    let mut first = b.watch(&r).await.unwrap().expect("watch");
-    tokio::time::timeout(Duration::from_millis(500), first.changed())
-        .await
-        .expect("the first waiter's turn begins at once")
-        .unwrap();
-    let mut second = b.watch(&r).await.unwrap().expect("watch");
-    // While the first waiter has its turn, a change of the record wakes it, not the second.
-    b.renew(&r, &holder.id, Duration::from_secs(30))
-        .await
-        .unwrap();
-    tokio::time::timeout(Duration::from_secs(5), first.changed())
-        .await
-        .expect("the waiter whose turn it is sees the change")
-        .unwrap();
-    let quiet = tokio::time::timeout(Duration::from_millis(300), second.changed()).await;
-    assert!(quiet.is_err(), "the second waiter woke during the first one's turn");
-    // The first waiter is done (granted or gone): the second one's turn begins at once.
-    drop(first);
-    let t = std::time::Instant::now();
-    tokio::time::timeout(Duration::from_millis(500), second.changed())
-        .await
-        .expect("the second waiter's turn begins when the first leaves")
-        .unwrap();
-    assert!(t.elapsed() < Duration::from_millis(300), "{:?}", t.elapsed());
-    // And from then on it sees changes.
-    b.release(&r, &holder.id).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), second.changed())
-        .await
-        .expect("the release is seen")
-        .unwrap();
-}
-
-#[tokio::test]
-async fn a_stuck_waiter_holds_the_queue_up_for_a_second_at_most() {
-    let tmp = tempfile::tempdir().unwrap();
-    let b = File::at(tmp.path()).unwrap();
-    let r = res("stuck");
-    let holder = grant(&b, &r).await;
-    let mut stuck = b.watch(&r).await.unwrap().expect("watch");
-    stuck.changed().await.unwrap(); // its turn, never given up (a stopped process)
-    let mut next = b.watch(&r).await.unwrap().expect("watch");
-    let t = std::time::Instant::now();
-    tokio::time::timeout(Duration::from_secs(3), next.changed())
-        .await
-        .expect("patience runs out")
-        .unwrap();
-    let waited = t.elapsed();
-    assert!(
-        waited >= Duration::from_millis(900) && waited < Duration::from_millis(2500),
-        "{waited:?}"
-    );
-    // Without its turn, it watches the record itself.
-    b.release(&r, &holder.id).await.unwrap();
-    tokio::time::timeout(Duration::from_secs(5), next.changed())
-        .await
-        .expect("the release is seen without a turn")
-        .unwrap();
-    drop(stuck);
 }
 
 #[tokio::test]
