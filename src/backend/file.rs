@@ -275,7 +275,7 @@ impl Backend for File {
                     | WatchMask::ONLYDIR,
             )?;
             Ok(FileWatch {
-                events: inotify.into_event_stream([0u8; 4096])?,
+                events: Some(inotify.into_event_stream([0u8; 4096])?),
                 target: target.clone().into(),
                 dir: self.dir.path.display().to_string(),
             })
@@ -295,7 +295,8 @@ impl Backend for File {
 
 /// Change events for one record file.
 struct FileWatch {
-    events: EventStream<[u8; 4096]>,
+    /// Always `Some` until dropped.
+    events: Option<EventStream<[u8; 4096]>>,
     target: std::ffi::OsString,
     dir: String,
 }
@@ -304,7 +305,10 @@ struct FileWatch {
 impl Watch for FileWatch {
     async fn changed(&mut self) -> Result<(), Error> {
         loop {
-            let event = match self.events.next().await {
+            let Some(events) = self.events.as_mut() else {
+                return Err(Error::Other("watch already closed".into()));
+            };
+            let event = match events.next().await {
                 Some(Ok(event)) => event,
                 Some(Err(e)) => {
                     return Err(Error::Other(format!(
@@ -333,6 +337,23 @@ impl Watch for FileWatch {
             }
             if event.name.as_deref() == Some(self.target.as_os_str()) {
                 return Ok(());
+            }
+        }
+    }
+}
+
+impl Drop for FileWatch {
+    /// Closing an inotify instance waits for the kernel's SRCU grace period (measured 10-20 ms
+    /// here), and the watch is dropped right after the lease is granted, just when the command
+    /// should start: it is closed on a thread of its own.
+    fn drop(&mut self) {
+        if let Some(events) = self.events.take() {
+            let closer = std::thread::Builder::new()
+                .name("lockrun-inotify".into())
+                .spawn(move || drop(events));
+            // When no thread can be started, the closure (and the instance) is dropped here.
+            if let Err(e) = closer {
+                tracing::debug!("closing inotify in place: {e}");
             }
         }
     }
