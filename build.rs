@@ -1,3 +1,6 @@
+//! Links the `lockrun` executable at a fixed address (non-PIE): a PIE build of all backends has
+//! about 35,000 relative relocations for the loader to apply at every start, some 0.5 ms of CPU
+//! per invocation. See README.md, "Building".
 fn main() {
     println!("cargo:rustc-link-arg-bins=-no-pie");
 }

@@ -144,7 +144,47 @@ def start_etcd(tmp, procs):
     return f"etcd://127.0.0.1:{client}"
 
 
-SERVERS = {"redis": start_redis, "postgres": start_postgres, "etcd": start_etcd}
+# moto's server entry point with werkzeug's threading off: conditional writes are then atomic,
+# as on DynamoDB (the same launcher as the tests', see tests/common/dynamodb.rs).
+MOTO_LAUNCHER = """import sys
+import moto.server as server
+run = server.run_simple
+server.run_simple = lambda *a, **k: run(*a, **dict(k, threaded=False))
+server.main(sys.argv[1:])
+"""
+
+# Dummy credentials: the DynamoDB benchmark only ever talks to the local moto server.
+AWS_ENV = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench", "AWS_REGION": "us-east-1",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+def start_dynamodb(tmp, procs):
+    moto = shutil.which("moto_server")
+    if not moto:
+        raise SystemExit("moto_server is not installed (python3 -m pip install 'moto[server]')")
+    with open(moto) as f:
+        first = f.readline()
+    python = first[2:].strip() if first.startswith("#!") and "python" in first and " " not in first[2:].strip() else "python3"
+    port = free_port()
+    d = os.path.join(tmp, "moto")
+    os.mkdir(d)
+    procs.append(subprocess.Popen([python, "-c", MOTO_LAUNCHER, "-H", "127.0.0.1", "-p", str(port)], cwd=d,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    wait_port(port, "moto_server")
+    return f"dynamodb://lockrun-bench?endpoint=http://127.0.0.1:{port}&region=us-east-1"
+
+
+def start_memcached(tmp, procs):
+    port = free_port()
+    user = ["-u", "nobody"] if os.geteuid() == 0 else []
+    procs.append(subprocess.Popen(["memcached", "-l", "127.0.0.1", "-p", str(port), "-U", "0"] + user,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+    wait_port(port, "memcached")
+    return f"memcached://127.0.0.1:{port}"
+
+
+SERVERS = {"redis": start_redis, "postgres": start_postgres, "etcd": start_etcd, "dynamodb": start_dynamodb,
+           "memcached": start_memcached}
 
 
 def main():
@@ -170,8 +210,9 @@ def run(args, procs):
         subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
     flock = shutil.which("flock")
     tmp = tempfile.mkdtemp(prefix="lockrun-bench-")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOCKRUN_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCKRUN_", "AWS_"))}
     env["HOME"] = tmp
+    env.update(AWS_ENV)
     backends = [f"file://{tmp}/locks"] + args.backend
     for name in filter(None, args.servers.split(",")):
         backends.append(SERVERS[name](tmp, procs))
@@ -192,6 +233,9 @@ def run(args, procs):
     for url in backends:
         name = url.split("://")[0]
         res = f"bench-{os.getpid()}"
+        if name == "dynamodb":
+            # The table is created once, as an operator would (`lockrun init`).
+            subprocess.run([args.binary, "-q", "-b", url, "init"], env=env, check=True, stdin=subprocess.DEVNULL)
         med, best = cycle([args.binary, "-q", "-b", url, res, "--", "true"], args.runs, env)
         ratio = f", {med / flock_med:.2f}x flock" if flock else ""
         rows.append((f"lockrun {name}", "uncontended cycle", f"{med * 1e3:.2f} ms median ({best * 1e3:.2f} min){ratio}"))

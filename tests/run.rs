@@ -40,6 +40,41 @@ fn not_found_and_not_executable() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
 }
 
+/// The command is started as a shell would: a script without `#!` runs through `/bin/sh`, even
+/// with an argv far larger than the spawning stack; caught and ignored signals are as expected
+/// (lockrun ignores SIGPIPE, the command must not); and the environment is passed intact.
+#[test]
+fn starts_the_command_as_a_shell_would() {
+    let env = Env::new();
+    let script = env.file("noshebang");
+    std::fs::write(&script, "echo \"args=$# first=$1 last=$(eval echo \\${$#})\"\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut args: Vec<String> = vec!["res".into(), "--".into(), script.to_str().unwrap().into()];
+    args.extend((1..=60_000).map(|i| i.to_string()));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = env.run(&argv);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "args=60000 first=1 last=60000");
+    // SIGPIPE is back to its default in the command: writing to a closed pipe kills it.
+    let o = env.run(&["res", "--", "sh", "-c", "trap -p PIPE; kill -PIPE $$; echo survived"]);
+    assert_eq!(o.status.code(), Some(128 + 13), "{}", stdout(&o));
+    // Caught signals are back to their defaults too (lockrun forwards HUP; the command dies of it).
+    let o = env.run(&["res", "--", "sh", "-c", "kill -HUP $$; echo survived"]);
+    assert_eq!(o.status.code(), Some(128 + 1), "{}", stdout(&o));
+    // A signal ignored when lockrun started (and not one lockrun forwards) stays ignored.
+    let mut cmd = env.cmd();
+    cmd.args(["res", "--", "sh", "-c", "kill -ALRM $$; echo survived"]);
+    // SAFETY: signal() is async-signal-safe.
+    unsafe {
+        std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+            libc::signal(libc::SIGALRM, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    assert_eq!(stdout(&o).trim(), "survived", "{}", stderr(&o));
+}
+
 #[test]
 fn child_gets_its_lease_in_the_environment() {
     let env = Env::new();

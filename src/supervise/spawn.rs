@@ -26,7 +26,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 
 use super::{SpawnError, Spec};
 
-/// The child's stack: `execvpe` builds each candidate path (and a script's argv) on it.
+/// The child's stack, on top of a script's argv: `execvpe` builds each candidate path, and for
+/// a script without `#!` a new argv, on it (like glibc's `posix_spawn`, which sizes it so too).
 const STACK: usize = 256 * 1024;
 
 /// Everything the child reads, prepared before the clone; and where it reports a failed exec.
@@ -75,11 +76,14 @@ pub fn spawn(spec: &Spec, tty: Option<RawFd>) -> Result<i32, SpawnError> {
         errno: AtomicI32::new(0),
     };
 
+    // Whole pages, so that the top of the stack is aligned as the ABI wants.
+    let argv_bytes = (args.len() + 2) * std::mem::size_of::<*const libc::c_char>();
+    let stack_size = (STACK + argv_bytes).next_multiple_of(4096);
     // SAFETY: a private anonymous mapping, unmapped below once the child no longer runs on it.
     let stack = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
-            STACK,
+            stack_size,
             libc::PROT_READ | libc::PROT_WRITE,
             libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
             -1,
@@ -96,7 +100,7 @@ pub fn spawn(spec: &Spec, tty: Option<RawFd>) -> Result<i32, SpawnError> {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut shared.mask);
         // The stack grows down: the child starts at the top of the mapping.
-        let top = stack.cast::<u8>().add(STACK).cast::<libc::c_void>();
+        let top = stack.cast::<u8>().add(stack_size).cast::<libc::c_void>();
         let pid = libc::clone(
             child,
             top,
@@ -105,7 +109,7 @@ pub fn spawn(spec: &Spec, tty: Option<RawFd>) -> Result<i32, SpawnError> {
         );
         let clone_error = io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &shared.mask, std::ptr::null_mut());
-        libc::munmap(stack, STACK);
+        libc::munmap(stack, stack_size);
         if pid < 0 {
             return Err(SpawnError::Setup(clone_error));
         }
