@@ -4,7 +4,8 @@
 //!   is the earliest moment the server could let another holder in minus the death of the
 //!   command's process group; it must be positive.
 //! - [`kill9`]: `kill -9` of a holding lockrun whose command is `sh -c` with a child of its own.
-//!   No process of the command's tree may survive, and a waiter must start within TTL + 1 s.
+//!   No process of the command's tree may survive, and a waiter must start within TTL + 1 s
+//!   (TTL + 2 s where waiters poll: [`super::target::Kind::takeover_bound`]).
 //! - [`stopped_lockrun`]: SIGSTOP of a holding lockrun for longer than the TTL, then SIGCONT.
 //!   The command must be dead before the lease could expire, lockrun must exit 124, and a
 //!   waiter must start only after the command died.
