@@ -187,8 +187,18 @@ impl Target {
                     &s,
                     &[("synchronous_commit=off", "synchronous_commit=on")],
                 );
-                // Come back with the durable setting before anything is written.
+                // Come back with the durable setting before anything is written, and wait out
+                // "the database system is starting up" (the port opens before that ends, and a
+                // trial's first lockrun would exit 69 on it).
                 r.restart(libc::SIGINT);
+                server::psql(
+                    &Server {
+                        port: r.port,
+                        dir: r.dir.clone(),
+                        pid: r.pid() as u32,
+                    },
+                    "SELECT 1",
+                );
                 (url, Some(BackendServer::Process(r)))
             }
             Kind::Etcd => {

@@ -68,13 +68,24 @@ fn events(dir: &Path, name: &str) -> Events {
     Events::read(&dir.join(format!("events-{name}")))
 }
 
-/// Reads a file written atomically by a trial's command (`... > f.tmp; mv f.tmp f`).
+/// Reads a file written atomically by a trial's command (`... > f.tmp; mv f.tmp f`); if it
+/// never appears, fails with what the trial's lockruns wrote on stderr.
 fn wait_file(path: &Path, limit: Duration) -> String {
-    assert!(
-        eventually(limit, || path.exists()),
-        "{} never appeared",
-        path.display()
-    );
+    if !eventually(limit, || path.exists()) {
+        let dir = path.parent().expect("a trial dir");
+        let mut stderr: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("stderr-"))
+            .map(|e| {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                format!("{}: {text:?}", e.file_name().to_string_lossy())
+            })
+            .collect();
+        stderr.sort();
+        panic!("{} never appeared; {}", path.display(), stderr.join("; "));
+    }
     std::fs::read_to_string(path).expect("read")
 }
 
