@@ -16,7 +16,11 @@
 //! - The guard knows the KILL deadline too, and kills the group at that deadline itself if
 //!   lockrun has not moved it: a lockrun that is stopped (SIGSTOP, a debugger) or starved when
 //!   its lease runs out cannot leave its command running into someone else's lease. A command
-//!   killed that way counts as stopped at the deadline (exit 124).
+//!   killed that way counts as stopped at the deadline (exit 124). The guard is started, and
+//!   told the deadline, before the command is spawned, and the command's process tells the guard
+//!   its process group itself, between fork and exec: so there is no moment at which the
+//!   command runs and the guard could not kill it at the deadline, however early lockrun is
+//!   stopped.
 //! - When the command exits, what is left of its group (and any orphan reparented to lockrun) is
 //!   terminated and reaped before `supervise` returns, so the lease is released only after that.
 
@@ -151,16 +155,27 @@ pub async fn supervise(
     // SAFETY: prctl with integer arguments has no memory-safety preconditions.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let tty = foreground_tty();
-    let child = spawn(spec, tty)?;
-    let pgid = child; // the child leads its own group
-    let mut guard = Guard::arm(pgid);
-    if let Err(e) = &guard {
-        tracing::warn!(
+    // The guard first, with the deadline: the command must never run unguarded (a lockrun
+    // stopped right after spawning it would otherwise let it run past the lease).
+    let mut guard = Guard::arm();
+    match &mut guard {
+        Ok(g) => g.kill_at(kill_deadline(&lease.borrow(), kill_after, None).1),
+        Err(e) => tracing::warn!(
             "cannot start the guard process ({e}); a SIGKILL of lockrun would orphan the command"
-        );
+        ),
     }
-    // Never be stopped by writing to a terminal we no longer own.
-    // SAFETY: setting a signal disposition to SIG_IGN is always sound.
+    let child = match spawn(spec, tty, guard.as_ref().ok().map(|g| g.write_fd)) {
+        Ok(child) => child,
+        Err(e) => {
+            if let Ok(g) = guard {
+                g.disarm();
+            }
+            return Err(e);
+        }
+    };
+    let pgid = child; // the child leads its own group
+                      // Never be stopped by writing to a terminal we no longer own.
+                      // SAFETY: setting a signal disposition to SIG_IGN is always sound.
     unsafe { libc::signal(libc::SIGTTOU, libc::SIG_IGN) };
 
     let mut stopped: Option<Stop> = None;
@@ -170,21 +185,7 @@ pub async fn supervise(
         if let Some(st) = reap(child) {
             break st;
         }
-        let (deadline_term, deadline_kill) = match *lease.borrow() {
-            State::Held { trusted_until } => (
-                Some(
-                    trusted_until
-                        .checked_sub(kill_after)
-                        .unwrap_or(trusted_until),
-                ),
-                Some(trusted_until),
-            ),
-            State::Lost => (None, None),
-        };
-        let kill_when = match (kill_at, deadline_kill) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let (deadline_term, kill_when) = kill_deadline(&lease.borrow(), kill_after, kill_at);
         if let Ok(g) = &mut guard {
             g.kill_at(kill_when);
         }
@@ -258,6 +259,31 @@ pub async fn supervise(
     Ok(Outcome { status, stopped })
 }
 
+/// When to TERM the command (renewals failing) and when to KILL it: the lease's deadline, or
+/// `kill_at` (set after a TERM) if earlier.
+fn kill_deadline(
+    lease: &State,
+    kill_after: Duration,
+    kill_at: Option<Instant>,
+) -> (Option<Instant>, Option<Instant>) {
+    let (deadline_term, deadline_kill) = match *lease {
+        State::Held { trusted_until } => (
+            Some(
+                trusted_until
+                    .checked_sub(kill_after)
+                    .unwrap_or(trusted_until),
+            ),
+            Some(trusted_until),
+        ),
+        State::Lost => (None, None),
+    };
+    let kill_when = match (kill_at, deadline_kill) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    (deadline_term, kill_when)
+}
+
 async fn sleep_until_opt(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,
@@ -265,8 +291,9 @@ async fn sleep_until_opt(t: Option<Instant>) {
     }
 }
 
-/// Spawns the command in its own process group, foreground on `tty` if given.
-fn spawn(spec: &Spec, tty: Option<RawFd>) -> Result<i32, SpawnError> {
+/// Spawns the command in its own process group, foreground on `tty` if given. `guard`: the write
+/// end of the guard's pipe, on which the command's process announces its group before it execs.
+fn spawn(spec: &Spec, tty: Option<RawFd>, guard: Option<RawFd>) -> Result<i32, SpawnError> {
     let mut cmd = std::process::Command::new(&spec.program);
     cmd.args(&spec.args);
     for (k, v) in &spec.env {
@@ -278,11 +305,19 @@ fn spawn(spec: &Spec, tty: Option<RawFd>) -> Result<i32, SpawnError> {
     // SAFETY: getpid has no preconditions.
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure runs between fork and exec and calls only async-signal-safe functions
-    // (setpgid, sigprocmask, tcsetpgrp, prctl, getppid, raise) on values it owns.
+    // (setpgid, getpid, write, sigprocmask, tcsetpgrp, prctl, getppid, raise) on values it owns.
     unsafe {
         cmd.pre_exec(move || {
             if libc::setpgid(0, 0) != 0 {
                 return Err(io::Error::last_os_error());
+            }
+            // Tell the guard which group to kill, before the command can run. The descriptor is
+            // close-on-exec: the command does not keep the guard's pipe open.
+            if let Some(fd) = guard {
+                let msg = Guard::group_message(libc::getpid());
+                if libc::write(fd, msg.as_ptr().cast(), msg.len()) != msg.len() as isize {
+                    return Err(io::Error::last_os_error());
+                }
             }
             if let Some(fd) = tty {
                 let mut set: libc::sigset_t = std::mem::zeroed();
@@ -424,17 +459,19 @@ static GUARD_PID: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::n
 /// A process that kills the command's group if lockrun dies without disarming it, or when the
 /// lease's KILL deadline passes without lockrun having moved it.
 ///
-/// It waits on a pipe whose only writer is lockrun. A normal end writes `d` (disarm); `k` and a
-/// CLOCK_MONOTONIC time in nanoseconds (8 bytes, little-endian; 0: none) sets the deadline. End
-/// of file without `d` means lockrun died, and the guard sends SIGKILL to the group; so does the
-/// deadline passing.
+/// It is started before the command and waits on a pipe written by lockrun and, once, by the
+/// command's process between fork and exec. A normal end writes `d` (disarm); `k` and a
+/// CLOCK_MONOTONIC time in nanoseconds (8 bytes, little-endian; 0: none) sets the deadline; `p`
+/// and a process group id (8 bytes, little-endian) names the command's group. End of file
+/// without `d` means lockrun died, and the guard sends SIGKILL to the group; so does the
+/// deadline passing (at once when the group is named after its deadline has passed).
 struct Guard {
     write_fd: RawFd,
     deadline: Option<Instant>,
 }
 
 impl Guard {
-    fn arm(pgid: i32) -> io::Result<Guard> {
+    fn arm() -> io::Result<Guard> {
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two descriptors into the array.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -460,7 +497,7 @@ impl Guard {
         }
         if pid == 0 {
             // SAFETY: see above; this branch ends in _exit.
-            unsafe { guard_main(read_fd, pgid) }
+            unsafe { guard_main(read_fd) }
         }
         GUARD_PID.store(pid, std::sync::atomic::Ordering::Relaxed);
         // SAFETY: the read end belongs to the guard now.
@@ -495,6 +532,14 @@ impl Guard {
         unsafe { libc::write(self.write_fd, msg.as_ptr().cast(), msg.len()) };
     }
 
+    /// The message that names the command's process group. Async-signal-safe.
+    fn group_message(pgid: i32) -> [u8; 9] {
+        let mut msg = [0u8; 9];
+        msg[0] = b'p';
+        msg[1..].copy_from_slice(&(pgid as u64).to_le_bytes());
+        msg
+    }
+
     /// lockrun is ending normally: tell the guard to exit without killing anything.
     fn disarm(self) {
         // SAFETY: writing one byte from a valid buffer to a descriptor we own, then closing it.
@@ -519,7 +564,7 @@ fn monotonic_ns() -> u64 {
 }
 
 /// The guard process. Never returns.
-unsafe fn guard_main(read_fd: RawFd, pgid: i32) -> ! {
+unsafe fn guard_main(read_fd: RawFd) -> ! {
     for s in [
         libc::SIGHUP,
         libc::SIGINT,
@@ -542,6 +587,8 @@ unsafe fn guard_main(read_fd: RawFd, pgid: i32) -> ! {
     libc::syscall(libc::SYS_close_range, 4u32, u32::MAX, 0u32);
     libc::prctl(libc::PR_SET_NAME, c"lockrun-guard".as_ptr(), 0, 0, 0);
     let mut deadline: u64 = 0;
+    // The command's process group, once its process has named it (0: not yet).
+    let mut pgid: i32 = 0;
     let mut msg = [0u8; 9];
     let mut have = 0usize;
     let mut buf = [0u8; 64];
@@ -555,7 +602,8 @@ unsafe fn guard_main(read_fd: RawFd, pgid: i32) -> ! {
             tv_sec: 0,
             tv_nsec: 0,
         };
-        let timeout = if deadline == 0 {
+        // Without a group there is nothing to kill yet: wait for a message.
+        let timeout = if deadline == 0 || pgid == 0 {
             std::ptr::null()
         } else {
             let ns = deadline.saturating_sub(monotonic_ns());
@@ -570,42 +618,51 @@ unsafe fn guard_main(read_fd: RawFd, pgid: i32) -> ! {
             }
             break;
         }
-        if n == 0 {
-            if deadline != 0 && monotonic_ns() >= deadline {
-                // lockrun did not act in time (stopped or starved): the lease may be running
-                // out, so the command must not outlive it.
-                libc::kill(-pgid, libc::SIGKILL);
-                deadline = 0;
+        if n > 0 {
+            let r = libc::read(3, buf.as_mut_ptr().cast(), buf.len());
+            if r < 0 && *libc::__errno_location() == libc::EINTR {
+                continue;
             }
-            continue;
-        }
-        let r = libc::read(3, buf.as_mut_ptr().cast(), buf.len());
-        if r < 0 && *libc::__errno_location() == libc::EINTR {
-            continue;
-        }
-        if r <= 0 {
-            break;
-        }
-        for &b in &buf[..r as usize] {
-            if have == 0 {
-                match b {
-                    b'd' => libc::_exit(0),
-                    b'k' => have = 1,
-                    _ => {}
-                }
-            } else {
-                msg[have] = b;
-                have += 1;
-                if have == msg.len() {
-                    deadline = 0;
-                    for &x in msg[1..].iter().rev() {
-                        deadline = (deadline << 8) | u64::from(x);
+            if r <= 0 {
+                break;
+            }
+            for &b in &buf[..r as usize] {
+                if have == 0 {
+                    match b {
+                        b'd' => libc::_exit(0),
+                        b'k' | b'p' => {
+                            msg[0] = b;
+                            have = 1;
+                        }
+                        _ => {}
                     }
-                    have = 0;
+                } else {
+                    msg[have] = b;
+                    have += 1;
+                    if have == msg.len() {
+                        let mut value: u64 = 0;
+                        for &x in msg[1..].iter().rev() {
+                            value = (value << 8) | u64::from(x);
+                        }
+                        if msg[0] == b'k' {
+                            deadline = value;
+                        } else {
+                            pgid = value as i32;
+                        }
+                        have = 0;
+                    }
                 }
             }
+        }
+        if pgid > 0 && deadline != 0 && monotonic_ns() >= deadline {
+            // lockrun did not act in time (stopped or starved): the lease may be running out,
+            // so the command must not outlive it.
+            libc::kill(-pgid, libc::SIGKILL);
+            deadline = 0;
         }
     }
-    libc::kill(-pgid, libc::SIGKILL);
+    if pgid > 0 {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
     libc::_exit(0)
 }
