@@ -16,7 +16,11 @@
 //! - The guard knows the KILL deadline too, and kills the group at that deadline itself if
 //!   lockrun has not moved it: a lockrun that is stopped (SIGSTOP, a debugger) or starved when
 //!   its lease runs out cannot leave its command running into someone else's lease. A command
-//!   killed that way counts as stopped at the deadline (exit 124).
+//!   killed that way counts as stopped at the deadline (exit 124). The guard is started, and
+//!   told the deadline, before the command is spawned, and the command's process tells the guard
+//!   its process group itself, between fork and exec: so there is no moment at which the
+//!   command runs and the guard could not kill it at the deadline, however early lockrun is
+//!   stopped.
 //! - When the command exits, what is left of its group (and any orphan reparented to lockrun) is
 //!   terminated and reaped before `supervise` returns, so the lease is released only after that.
 
@@ -155,16 +159,27 @@ pub async fn supervise(
     // SAFETY: prctl with integer arguments has no memory-safety preconditions.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let tty = foreground_tty();
-    let child = spawn(spec, tty)?;
-    let pgid = child; // the child leads its own group
-    let mut guard = Guard::arm(pgid);
-    if let Err(e) = &guard {
-        tracing::warn!(
+    // The guard first, with the deadline: the command must never run unguarded (a lockrun
+    // stopped right after spawning it would otherwise let it run past the lease).
+    let mut guard = Guard::arm();
+    match &mut guard {
+        Ok(g) => g.kill_at(kill_deadline(&lease.borrow(), kill_after, None).1),
+        Err(e) => tracing::warn!(
             "cannot start the guard process ({e}); a SIGKILL of lockrun would orphan the command"
-        );
+        ),
     }
-    // Never be stopped by writing to a terminal we no longer own.
-    // SAFETY: setting a signal disposition to SIG_IGN is always sound.
+    let child = match spawn(spec, tty, guard.as_ref().ok().map(Guard::fd)) {
+        Ok(child) => child,
+        Err(e) => {
+            if let Ok(g) = guard {
+                g.disarm();
+            }
+            return Err(e);
+        }
+    };
+    let pgid = child; // the child leads its own group
+                      // Never be stopped by writing to a terminal we no longer own.
+                      // SAFETY: setting a signal disposition to SIG_IGN is always sound.
     unsafe { libc::signal(libc::SIGTTOU, libc::SIG_IGN) };
 
     let mut stopped: Option<Stop> = None;
@@ -174,21 +189,7 @@ pub async fn supervise(
         if let Some(st) = reap(child) {
             break st;
         }
-        let (deadline_term, deadline_kill) = match *lease.borrow() {
-            State::Held { trusted_until } => (
-                Some(
-                    trusted_until
-                        .checked_sub(kill_after)
-                        .unwrap_or(trusted_until),
-                ),
-                Some(trusted_until),
-            ),
-            State::Lost => (None, None),
-        };
-        let kill_when = match (kill_at, deadline_kill) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let (deadline_term, kill_when) = kill_deadline(&lease.borrow(), kill_after, kill_at);
         if let Ok(g) = &mut guard {
             g.kill_at(kill_when);
         }
@@ -260,6 +261,31 @@ pub async fn supervise(
         g.disarm();
     }
     Ok(Outcome { status, stopped })
+}
+
+/// When to TERM the command (renewals failing) and when to KILL it: the lease's deadline, or
+/// `kill_at` (set after a TERM) if earlier.
+fn kill_deadline(
+    lease: &State,
+    kill_after: Duration,
+    kill_at: Option<Instant>,
+) -> (Option<Instant>, Option<Instant>) {
+    let (deadline_term, deadline_kill) = match *lease {
+        State::Held { trusted_until } => (
+            Some(
+                trusted_until
+                    .checked_sub(kill_after)
+                    .unwrap_or(trusted_until),
+            ),
+            Some(trusted_until),
+        ),
+        State::Lost => (None, None),
+    };
+    let kill_when = match (kill_at, deadline_kill) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    (deadline_term, kill_when)
 }
 
 async fn sleep_until_opt(t: Option<Instant>) {

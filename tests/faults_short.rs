@@ -1,8 +1,16 @@
 //! The fault-injection safety suite, short version (runs in CI through `./scripts/test`; the long
 //! version is `scripts/faults-long`, see RELIABILITY.md). Every test runs the real binary against
 //! a real backend server started for it, and injects real faults: SIGKILL and SIGSTOP of holders,
-//! SIGSTOP and crash-restarts of the server. The engine is in `tests/faults/`.
-#![cfg(all(feature = "redis", feature = "postgres", feature = "etcd"))]
+//! SIGSTOP and crash-restarts of the server (for the Kubernetes stand-in, its paused mode and
+//! restart). The engine is in `tests/faults/`.
+#![cfg(all(
+    feature = "redis",
+    feature = "postgres",
+    feature = "etcd",
+    feature = "dynamodb",
+    feature = "memcached",
+    feature = "kubernetes"
+))]
 
 mod common;
 mod faults;
@@ -51,8 +59,24 @@ fn chaos_etcd() {
     chaos_run(Kind::Etcd, 26);
 }
 
+#[test]
+fn chaos_dynamodb() {
+    chaos_run(Kind::Dynamodb, 20);
+}
+
+#[test]
+fn chaos_memcached() {
+    chaos_run(Kind::Memcached, 20);
+}
+
+#[test]
+fn chaos_kubernetes() {
+    chaos_run(Kind::Kubernetes, 20);
+}
+
 /// `kill -9` of a holding lockrun: its command's tree (`sh -c` and its child) is gone at once,
-/// and the waiter gets the lease within TTL + 1 s of the kill, but not before it could expire.
+/// and the waiter gets the lease within TTL + 1 s of the kill (TTL + 2 s where waiters poll, see
+/// `Kind::takeover_bound`), but not before it could expire.
 fn kill9(kind: Kind) {
     let target = Target::start(kind);
     let ttl = Duration::from_secs(3);
@@ -60,7 +84,8 @@ fn kill9(kind: Kind) {
     eprintln!("{}: {t:?}", kind.name());
     assert!(t.survivors.is_empty(), "survivors: {t:?}");
     assert!(t.tree_gone_ms.is_some_and(|g| g < 1000.0), "{t:?}");
-    assert!(t.takeover_ms <= (ttl.as_secs_f64() + 1.0) * 1e3, "{t:?}");
+    let bound = kind.takeover_bound(ttl).as_secs_f64() * 1e3;
+    assert!(t.takeover_ms <= bound, "{t:?}");
     assert!(
         t.after_expiry_ms > 0.0,
         "the waiter started before the lease could expire: {t:?}"
@@ -85,6 +110,21 @@ fn kill9_postgres() {
 #[test]
 fn kill9_etcd() {
     kill9(Kind::Etcd);
+}
+
+#[test]
+fn kill9_dynamodb() {
+    kill9(Kind::Dynamodb);
+}
+
+#[test]
+fn kill9_memcached() {
+    kill9(Kind::Memcached);
+}
+
+#[test]
+fn kill9_kubernetes() {
+    kill9(Kind::Kubernetes);
 }
 
 /// SIGSTOP of a holding lockrun for longer than the TTL: the command is dead before the lease
@@ -122,6 +162,21 @@ fn stopped_lockrun_etcd() {
     stopped_lockrun(Kind::Etcd);
 }
 
+#[test]
+fn stopped_lockrun_dynamodb() {
+    stopped_lockrun(Kind::Dynamodb);
+}
+
+#[test]
+fn stopped_lockrun_memcached() {
+    stopped_lockrun(Kind::Memcached);
+}
+
+#[test]
+fn stopped_lockrun_kubernetes() {
+    stopped_lockrun(Kind::Kubernetes);
+}
+
 /// The server paused for twice the TTL while `run` holds a lease: the command dies before the
 /// server could let anyone else in. One trial with a command that obeys TERM, one with a command
 /// that ignores it (killed at the deadline). The long version runs 20 trials with TTL 5 s and a
@@ -151,4 +206,19 @@ fn server_pause_postgres() {
 #[test]
 fn server_pause_etcd() {
     server_pause(Kind::Etcd);
+}
+
+#[test]
+fn server_pause_dynamodb() {
+    server_pause(Kind::Dynamodb);
+}
+
+#[test]
+fn server_pause_memcached() {
+    server_pause(Kind::Memcached);
+}
+
+#[test]
+fn server_pause_kubernetes() {
+    server_pause(Kind::Kubernetes);
 }

@@ -302,6 +302,54 @@ fn sigkill_of_lockrun_leaves_no_descendants() {
     );
 }
 
+/// A lockrun stopped at the very moment its command starts (the command's first act is to
+/// SIGSTOP it) cannot let the command run past the lease: the guard knows the deadline and the
+/// command's process group before the command runs, and kills the group at the deadline. When
+/// lockrun is continued it reports the stop at the deadline (124). Before the guard was started
+/// ahead of the command, about a third of such commands outlived their lease (the long fault run
+/// found one on DynamoDB, stopped 6 ms after its section started: 1 s into the next holder's).
+/// Eight at once, so that a regression shows with high probability.
+#[test]
+fn lockrun_stopped_as_its_command_starts_still_stops_it_at_the_deadline() {
+    let env = Env::new();
+    let runs: Vec<_> = (0..8)
+        .map(|i| {
+            let pid = env.file(&format!("pid{i}"));
+            let script = format!(
+                "kill -STOP $PPID; echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 30",
+                p = pid.display()
+            );
+            let child = env
+                .cmd()
+                .args(["-q", "run", "--ttl", "1s", &format!("res{i}"), "--"])
+                .args(["sh", "-c", &script])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            (child, pid, Instant::now())
+        })
+        .collect();
+    let mut outlived = Vec::new();
+    for (_, pid, started) in &runs {
+        assert!(eventually(Duration::from_secs(10), || pid.exists()));
+        let cmd = read_pid(pid).unwrap();
+        // The deadline is 1 s after the grant, which came before the start: 2 s after the
+        // spawn the command must be gone, though its lockrun is still stopped.
+        std::thread::sleep(Duration::from_secs(2).saturating_sub(started.elapsed()));
+        if alive(cmd) {
+            outlived.push(cmd);
+        }
+    }
+    for (mut child, ..) in runs {
+        kill(child.id() as i32, libc::SIGCONT);
+        assert_eq!(child.wait().unwrap().code(), Some(124));
+    }
+    assert!(
+        outlived.is_empty(),
+        "commands alive past their lease's deadline: {outlived:?}"
+    );
+}
+
 /// When the command exits but leaves a background process in its group, lockrun terminates it
 /// before releasing.
 #[test]

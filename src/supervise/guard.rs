@@ -2,10 +2,13 @@
 //! it (even by SIGKILL), or when the lease's KILL deadline passes without lockrun having moved it
 //! (lockrun stopped or starved).
 //!
-//! It waits on a pipe whose only writer is lockrun. A normal end writes `d` (disarm); `k` and a
-//! CLOCK_MONOTONIC time in nanoseconds (8 bytes, little-endian; 0: none) sets the deadline. End
-//! of file without `d` means lockrun died, and the guard sends SIGKILL to the group; so does the
-//! deadline passing.
+//! It is started before the command and waits on a pipe written by lockrun and, once, by the
+//! command's process between clone and exec. A normal end writes `d` (disarm); `k` and a
+//! CLOCK_MONOTONIC time in nanoseconds (8 bytes, little-endian; 0: none) sets the deadline; `p`
+//! and a process group id (8 bytes, little-endian) names the command's group. Each message is
+//! one write of at most 9 bytes, so writes from the two never interleave. End of file without
+//! `d` means lockrun died, and the guard sends SIGKILL to the group; so does the deadline
+//! passing (at once when the group is named after its deadline has passed).
 //!
 //! On x86_64 and aarch64 the guard is started as a clone that shares lockrun's memory
 //! (`CLONE_VM`, like a thread) but is a process of its own: starting it copies no page tables and
@@ -36,8 +39,8 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Starts the guard of process group `pgid`.
-    pub fn arm(pgid: i32) -> io::Result<Guard> {
+    /// Starts the guard; the command's process names its group with [`Guard::group_message`].
+    pub fn arm() -> io::Result<Guard> {
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two descriptors into the array.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -48,7 +51,7 @@ impl Guard {
         // guard an earlier deadline).
         // SAFETY: fcntl on a descriptor we own.
         unsafe { libc::fcntl(write_fd, libc::F_SETFL, libc::O_NONBLOCK) };
-        let started = start(read_fd, pgid);
+        let started = start(read_fd);
         // SAFETY: the guard has its own copy of the read end (or failed to start); ours goes.
         unsafe { libc::close(read_fd) };
         match started {
@@ -91,6 +94,19 @@ impl Guard {
         unsafe { libc::write(self.write_fd, msg.as_ptr().cast(), msg.len()) };
     }
 
+    /// The write end of the guard's pipe (close-on-exec), for the command's process.
+    pub fn fd(&self) -> RawFd {
+        self.write_fd
+    }
+
+    /// The message that names the command's process group. Async-signal-safe.
+    pub fn group_message(pgid: i32) -> [u8; 9] {
+        let mut msg = [0u8; 9];
+        msg[0] = b'p';
+        msg[1..].copy_from_slice(&(pgid as u64).to_le_bytes());
+        msg
+    }
+
     /// lockrun is ending normally: tell the guard to exit without killing anything.
     pub fn disarm(self) {
         // SAFETY: writing one byte from a valid buffer to a descriptor we own, then closing it.
@@ -103,7 +119,7 @@ impl Guard {
 
 /// Starts the guard process; returns its pid.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
-fn start(read_fd: RawFd, pgid: i32) -> io::Result<i32> {
+fn start(read_fd: RawFd) -> io::Result<i32> {
     // SAFETY: a private anonymous mapping for the guard's stack. It is never unmapped: the guard
     // may run on it after lockrun is gone, and it is mapped once per `lockrun run`.
     let stack = unsafe {
@@ -119,8 +135,8 @@ fn start(read_fd: RawFd, pgid: i32) -> io::Result<i32> {
     if stack == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    // Both arguments travel in the argument word itself: the guard reads no shared memory.
-    let arg = ((pgid as u32 as u64) << 32 | read_fd as u32 as u64) as usize;
+    // The argument travels in the argument word itself: the guard reads no shared memory.
+    let arg = read_fd as u32 as usize;
     // SAFETY: every signal is blocked across the clone, so the guard starts with all of them
     // blocked and never unblocks one; `entry` touches only its own stack (see the module
     // documentation). lockrun's mask is restored right after.
@@ -143,14 +159,13 @@ fn start(read_fd: RawFd, pgid: i32) -> io::Result<i32> {
 
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 extern "C" fn entry(arg: *mut libc::c_void) -> libc::c_int {
-    let arg = arg as usize as u64;
     // SAFETY: runs in the guard only; see `guard_main`.
-    unsafe { guard_main(arg as u32 as RawFd, (arg >> 32) as u32 as i32) }
+    unsafe { guard_main(arg as usize as u32 as RawFd) }
 }
 
 /// Starts the guard process; returns its pid.
 #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-fn start(read_fd: RawFd, pgid: i32) -> io::Result<i32> {
+fn start(read_fd: RawFd) -> io::Result<i32> {
     // SAFETY: as for the clone: every signal blocked in the child, which makes only system
     // calls and never returns.
     unsafe {
@@ -160,7 +175,7 @@ fn start(read_fd: RawFd, pgid: i32) -> io::Result<i32> {
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         let pid = libc::fork();
         if pid == 0 {
-            guard_main(read_fd, pgid)
+            guard_main(read_fd)
         }
         let error = io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
@@ -189,7 +204,7 @@ fn timespec_ns(ts: &libc::timespec) -> u64 {
 }
 
 /// The guard. Never returns; makes raw system calls only.
-unsafe fn guard_main(read_fd: RawFd, pgid: i32) -> ! {
+unsafe fn guard_main(read_fd: RawFd) -> ! {
     // Leave lockrun's session, so a hang-up or a kill of lockrun's group does not reach us.
     sys::call(libc::SYS_setsid, [0; 6]);
     let null = sys::call(
@@ -243,7 +258,7 @@ unsafe fn guard_main(read_fd: RawFd, pgid: i32) -> ! {
         );
         timespec_ns(&ts)
     };
-    let kill_group = || {
+    let kill_group = |pgid: i32| {
         sys::call(
             libc::SYS_kill,
             [
@@ -257,6 +272,8 @@ unsafe fn guard_main(read_fd: RawFd, pgid: i32) -> ! {
         )
     };
     let mut deadline: u64 = 0;
+    // The command's process group, once its process has named it (0: not yet).
+    let mut pgid: i32 = 0;
     let mut msg = [0u8; 9];
     let mut have = 0usize;
     let mut buf = [0u8; 64];
@@ -270,7 +287,8 @@ unsafe fn guard_main(read_fd: RawFd, pgid: i32) -> ! {
             tv_sec: 0,
             tv_nsec: 0,
         };
-        let timeout = if deadline == 0 {
+        // Without a group there is nothing to kill yet: wait for a message.
+        let timeout = if deadline == 0 || pgid == 0 {
             0 // NULL: no timeout
         } else {
             let ns = deadline.saturating_sub(now());
@@ -288,47 +306,56 @@ unsafe fn guard_main(read_fd: RawFd, pgid: i32) -> ! {
         if n < 0 {
             break;
         }
-        if n == 0 {
-            if deadline != 0 && now() >= deadline {
-                // lockrun did not act in time (stopped or starved): the lease may be running
-                // out, so the command must not outlive it.
-                kill_group();
-                deadline = 0;
+        if n > 0 {
+            let r = sys::call(
+                libc::SYS_read,
+                [3, buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0],
+            );
+            if r == -(libc::EINTR as isize) {
+                continue;
             }
-            continue;
-        }
-        let r = sys::call(
-            libc::SYS_read,
-            [3, buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0],
-        );
-        if r == -(libc::EINTR as isize) {
-            continue;
-        }
-        if r <= 0 {
-            break;
-        }
-        for &b in &buf[..r as usize] {
-            if have == 0 {
-                match b {
-                    b'd' => sys::exit(),
-                    b'k' => have = 1,
-                    _ => {}
-                }
-            } else {
-                msg[have] = b;
-                have += 1;
-                if have == msg.len() {
-                    deadline = 0;
-                    for &x in msg[1..].iter().rev() {
-                        deadline = (deadline << 8) | u64::from(x);
+            if r <= 0 {
+                break;
+            }
+            for &b in &buf[..r as usize] {
+                if have == 0 {
+                    match b {
+                        b'd' => sys::exit(),
+                        b'k' | b'p' => {
+                            msg[0] = b;
+                            have = 1;
+                        }
+                        _ => {}
                     }
-                    have = 0;
+                } else {
+                    msg[have] = b;
+                    have += 1;
+                    if have == msg.len() {
+                        let mut value: u64 = 0;
+                        for &x in msg[1..].iter().rev() {
+                            value = (value << 8) | u64::from(x);
+                        }
+                        if msg[0] == b'k' {
+                            deadline = value;
+                        } else {
+                            pgid = value as i32;
+                        }
+                        have = 0;
+                    }
                 }
             }
+        }
+        if pgid > 0 && deadline != 0 && now() >= deadline {
+            // lockrun did not act in time (stopped or starved): the lease may be running out,
+            // so the command must not outlive it.
+            kill_group(pgid);
+            deadline = 0;
         }
     }
     // End of file without `d`: lockrun is gone.
-    kill_group();
+    if pgid > 0 {
+        kill_group(pgid);
+    }
     sys::exit()
 }
 

@@ -7,7 +7,9 @@
 //!
 //! - resets every caught signal to its default action (the handlers are lockrun's, and must
 //!   not run in the child), and SIGPIPE too (lockrun ignores it; the command should not);
-//! - leads a new process group, made the terminal's foreground group when lockrun owned it;
+//! - leads a new process group, and names it to the guard (see `guard`), so the command never
+//!   runs before the guard can kill it; the group is made the terminal's foreground group when
+//!   lockrun owned it;
 //! - asks for SIGKILL when lockrun dies (`PR_SET_PDEATHSIG`), and exits at once if lockrun is
 //!   already gone;
 //! - restores lockrun's signal mask, and `execvpe`s the command (PATH search, and `/bin/sh`
@@ -36,14 +38,17 @@ struct Shared {
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     tty: Option<RawFd>,
+    /// The write end of the guard's pipe.
+    guard: Option<RawFd>,
     parent: libc::pid_t,
     mask: libc::sigset_t,
     /// The errno of the failed step; 0 when the exec succeeded.
     errno: AtomicI32,
 }
 
-/// Starts `spec` in a new process group (foreground on `tty` if given); returns its pid.
-pub fn spawn(spec: &Spec, tty: Option<RawFd>) -> Result<i32, SpawnError> {
+/// Starts `spec` in a new process group (foreground on `tty` if given), named to the guard whose
+/// pipe is `guard`; returns its pid.
+pub fn spawn(spec: &Spec, tty: Option<RawFd>, guard: Option<RawFd>) -> Result<i32, SpawnError> {
     let program_name = spec.program.to_string_lossy().into_owned();
     let cannot = |source| SpawnError::CannotExecute {
         program: program_name.clone(),
@@ -69,6 +74,7 @@ pub fn spawn(spec: &Spec, tty: Option<RawFd>) -> Result<i32, SpawnError> {
         envp: pointers(&env),
         program,
         tty,
+        guard,
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
         // SAFETY: an all-zero sigset_t is a valid value to be overwritten below.
@@ -164,6 +170,14 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         }
         if libc::setpgid(0, 0) != 0 {
             fail(errno());
+        }
+        // Tell the guard which group to kill, before the command can run. The descriptor is
+        // close-on-exec: the command does not keep the guard's pipe open.
+        if let Some(fd) = shared.guard {
+            let msg = super::Guard::group_message(libc::getpid());
+            if libc::write(fd, msg.as_ptr().cast(), msg.len()) != msg.len() as isize {
+                fail(errno());
+            }
         }
         if let Some(fd) = shared.tty {
             // Every signal is blocked here, SIGTTOU included.

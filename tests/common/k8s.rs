@@ -18,7 +18,11 @@
 //!   fields dropped; every error body a `Status` object with reason and details;
 //! - a bearer token check on every request (401 Unauthorized), and `GET /version`;
 //! - HTTP/1.1 keep-alive (kube's hyper pool) and `Connection: close`, bodies by
-//!   `Content-Length` or chunked.
+//!   `Content-Length` or chunked;
+//! - for the fault tests, what signals do to an API server process: [`StandIn::pause`] (requests
+//!   accepted but not answered until [`StandIn::resume`], as under SIGSTOP) and
+//!   [`StandIn::restart`] (a crash and restart over a store that survives, as kube-apiserver
+//!   over etcd), see `http.rs`.
 //!
 //! What it does not: TLS, watch, PATCH (server-side apply), list selectors and pagination,
 //! managedFields, generateName, finalizers and owner references, RBAC beyond one token,
@@ -50,6 +54,7 @@ pub const NAMESPACE: &str = "locks";
 pub struct StandIn {
     pub port: u16,
     state: Arc<Mutex<State>>,
+    control: Arc<http::Control>,
 }
 
 impl StandIn {
@@ -63,8 +68,31 @@ impl StandIn {
             ..State::default()
         }));
         let s = Arc::clone(&state);
-        http::serve(listener, Arc::new(move |req| api::handle(&s, req)));
-        StandIn { port, state }
+        let control = http::serve(listener, Arc::new(move |req| api::handle(&s, req)));
+        StandIn {
+            port,
+            state,
+            control,
+        }
+    }
+
+    /// Stops answering, as a SIGSTOPped API server does: connections and requests are still
+    /// accepted (by the kernel, for a stopped process), nothing is answered until
+    /// [`StandIn::resume`], and no error is answered because of the pause.
+    pub fn pause(&self) {
+        self.control.pause();
+    }
+
+    /// Answers again, the held-back answers first.
+    pub fn resume(&self) {
+        self.control.resume();
+    }
+
+    /// A crash and restart of the API server over a store that survives it (kube-apiserver over
+    /// etcd): every connection is cut, the port refuses connections for `down`, then the same
+    /// store is served on the same port again. Returns how long the port was closed.
+    pub fn restart(&self, down: std::time::Duration) -> std::time::Duration {
+        self.control.restart(down)
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {

@@ -9,8 +9,13 @@
 //!   cleans up the group);
 //! - `kill-lockrun`: SIGKILL of the holding lockrun;
 //! - `stop-lockrun`: SIGSTOP of the holding lockrun for longer than the TTL, then SIGCONT;
-//! - `pause-server`: SIGSTOP of the backend server for longer than the TTL, then SIGCONT;
-//! - `restart-server`: SIGKILL of the backend server, then the same server started again.
+//! - `pause-server`: SIGSTOP of the backend server for longer than the TTL, then SIGCONT (the
+//!   Kubernetes stand-in's paused mode);
+//! - `restart-server`: SIGKILL of the backend server, then the same server started again (the
+//!   Kubernetes stand-in: connections cut, port closed for 1 s, same store).
+//!
+//! Which of them a backend gets is [`Kind::faults`]: no server faults for the file backend, no
+//! restart for the servers that keep nothing across one (moto_server, memcached).
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -46,7 +51,7 @@ impl Fault {
         }
     }
 
-    fn needs_server(self) -> bool {
+    pub fn needs_server(self) -> bool {
         matches!(self, Fault::PauseServer | Fault::RestartServer)
     }
 }
@@ -131,6 +136,7 @@ pub struct Kill9 {
 #[derive(Debug)]
 pub struct Report {
     pub backend: &'static str,
+    pub kind: Kind,
     pub seed: u64,
     pub seconds: f64,
     pub workers: u32,
@@ -217,16 +223,14 @@ fn inject_until(
     end: Instant,
     hist: &Path,
 ) -> (Vec<Injected>, usize) {
-    let kinds: Vec<Fault> = [
-        Fault::KillChild,
-        Fault::KillLockrun,
-        Fault::StopLockrun,
-        Fault::PauseServer,
-        Fault::RestartServer,
-    ]
-    .into_iter()
-    .filter(|f| !f.needs_server() || target.server.is_some())
-    .collect();
+    // The faults that are real for this backend (no restart of servers that keep nothing).
+    let kinds: Vec<Fault> = target.kind.faults().to_vec();
+    assert!(
+        kinds
+            .iter()
+            .all(|f| !f.needs_server() || target.server.is_some()),
+        "server faults for a backend without a server"
+    );
     // How long a fault may take, with the search for a suitable holder.
     let takes = |f: Fault| match f {
         Fault::StopLockrun => cfg.stop_for + cfg.ttl * 2,
@@ -414,7 +418,7 @@ fn inject(target: &Target, cfg: &Config, fault: Fault, hist: &Path) -> Option<In
             true
         }
         Fault::RestartServer => {
-            server?.restart(libc::SIGKILL);
+            server?.crash_restart();
             true
         }
     };
@@ -572,6 +576,7 @@ fn report(
     let verdict = history::check(sections, true);
     Report {
         backend: target.kind.name(),
+        kind: target.kind,
         seed,
         seconds: started.elapsed().as_secs_f64(),
         workers: cfg.workers,
@@ -614,9 +619,10 @@ impl Report {
         self.kill9.iter().map(|k| k.survivors.len()).sum()
     }
 
-    /// Kills of a holder after which the next section started later than TTL + 1 s.
+    /// Kills of a holder after which the next section started later than
+    /// [`Kind::takeover_bound`] (TTL + 1 s, or TTL + 2 s for backends whose waiters poll).
     pub fn slow_takeovers(&self) -> Vec<f64> {
-        let bound = (self.ttl + Duration::from_secs(1)).as_secs_f64() * 1e3;
+        let bound = self.kind.takeover_bound(self.ttl).as_secs_f64() * 1e3;
         self.kill9
             .iter()
             .filter_map(|k| k.takeover_ms)
@@ -649,10 +655,13 @@ impl Report {
             && self.sections > 0
     }
 
-    /// Whether the run injected every kind of fault this backend supports at least once.
+    /// Whether the run injected every kind of fault this backend supports ([`Kind::faults`]) at
+    /// least once, and no other.
     pub fn covers_all_faults(&self, kind: Kind) -> bool {
-        let want = if kind == Kind::File { 3 } else { 5 };
-        self.faults.len() == want
+        let want = kind.faults();
+        want.iter()
+            .all(|f| self.faults.get(f.name()).is_some_and(|&n| n > 0))
+            && self.faults.len() == want.len()
     }
 }
 

@@ -10,6 +10,13 @@
 //! A pause is SIGSTOP to the server process and all its descendants (PostgreSQL serves each
 //! connection from a process of its own, in a session of its own: stopping only the postmaster,
 //! or its process group, would pause nothing).
+//!
+//! moto_server (DynamoDB) and memcached keep everything in memory: a restart loses every lease
+//! and fencing counter, which is what those servers do and no client can prevent, so they are
+//! never restarted ([`Kind::faults`]). The Kubernetes API is the in-process stand-in
+//! (`tests/common/k8s.rs`): its pause answers nothing until the resume, as a SIGSTOPped
+//! kube-apiserver would, and its restart cuts every connection and listens again on the same
+//! port over the same store, as a kube-apiserver restarted over a surviving etcd would.
 
 use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
@@ -19,7 +26,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use super::chaos::Fault;
 use super::proc::{alive, group_members, kill, stat};
+use crate::common::k8s::{self, StandIn};
 use crate::common::server::{self, Server};
 use crate::common::Env;
 
@@ -29,6 +38,9 @@ pub enum Kind {
     Redis,
     Postgres,
     Etcd,
+    Dynamodb,
+    Memcached,
+    Kubernetes,
 }
 
 impl Kind {
@@ -38,15 +50,106 @@ impl Kind {
             Kind::Redis => "redis",
             Kind::Postgres => "postgres",
             Kind::Etcd => "etcd",
+            Kind::Dynamodb => "dynamodb",
+            Kind::Memcached => "memcached",
+            Kind::Kubernetes => "kubernetes",
         }
     }
 
-    pub fn all() -> [Kind; 4] {
-        [Kind::File, Kind::Redis, Kind::Postgres, Kind::Etcd]
+    pub fn all() -> [Kind; 7] {
+        [
+            Kind::File,
+            Kind::Redis,
+            Kind::Postgres,
+            Kind::Etcd,
+            Kind::Dynamodb,
+            Kind::Memcached,
+            Kind::Kubernetes,
+        ]
     }
 
     pub fn parse(s: &str) -> Option<Kind> {
         Kind::all().into_iter().find(|k| k.name() == s)
+    }
+
+    /// The faults that are real for this backend, in the order of the injector's first round.
+    ///
+    /// - The file backend has no server.
+    /// - moto_server and memcached keep everything in memory: a restart loses every lease (and
+    ///   memcached's fencing counter), a property of those servers that no lock client can
+    ///   protect against, so they are paused but never restarted.
+    /// - Redis, PostgreSQL and etcd keep acknowledged writes across a crash of the process, and
+    ///   the Kubernetes stand-in's restart keeps its store (as kube-apiserver over etcd).
+    pub fn faults(self) -> &'static [Fault] {
+        use Fault::*;
+        match self {
+            Kind::File => &[KillChild, KillLockrun, StopLockrun],
+            Kind::Dynamodb | Kind::Memcached => &[KillChild, KillLockrun, StopLockrun, PauseServer],
+            Kind::Redis | Kind::Postgres | Kind::Etcd | Kind::Kubernetes => &[
+                KillChild,
+                KillLockrun,
+                StopLockrun,
+                PauseServer,
+                RestartServer,
+            ],
+        }
+    }
+}
+
+impl Kind {
+    /// How long after a `kill -9` of a holder a queued waiter must have started.
+    ///
+    /// TTL + 1 s where a waiter learns the holder's expiry from the store (Redis, PostgreSQL,
+    /// etcd, the file backend): it wakes when the lease expires. TTL + 2 s where waiters poll
+    /// and take over by the clock-free rule (DynamoDB, Kubernetes; memcached as well, whose key
+    /// expiry is whole seconds): a waiter sees the holder's last renewal only at its next poll,
+    /// up to 1.25 s later (lockrun's longest poll, jittered), and counts the TTL from that
+    /// observation.
+    pub fn takeover_bound(self, ttl: Duration) -> Duration {
+        match self {
+            Kind::File | Kind::Redis | Kind::Postgres | Kind::Etcd => ttl + Duration::from_secs(1),
+            Kind::Dynamodb | Kind::Memcached | Kind::Kubernetes => ttl + Duration::from_secs(2),
+        }
+    }
+}
+
+/// A backend's server: a process of its own, or the in-process Kubernetes stand-in.
+pub enum BackendServer {
+    Process(Restartable),
+    StandIn(StandIn),
+}
+
+impl BackendServer {
+    /// Freezes the server: SIGSTOP of its processes, or the stand-in's paused mode.
+    pub fn pause(&self) {
+        match self {
+            BackendServer::Process(r) => r.pause(),
+            BackendServer::StandIn(s) => s.pause(),
+        }
+    }
+
+    pub fn resume(&self) {
+        match self {
+            BackendServer::Process(r) => r.resume(),
+            BackendServer::StandIn(s) => s.resume(),
+        }
+    }
+
+    /// Crashes the server and starts it again (SIGKILL of every process; for the stand-in, every
+    /// connection cut and the port closed for 1 s). Returns how long it was down.
+    pub fn crash_restart(&self) -> Duration {
+        match self {
+            BackendServer::Process(r) => r.restart(libc::SIGKILL),
+            BackendServer::StandIn(s) => s.restart(Duration::from_secs(1)),
+        }
+    }
+
+    /// The server's port (the stand-in's too).
+    pub fn port(&self) -> u16 {
+        match self {
+            BackendServer::Process(r) => r.port,
+            BackendServer::StandIn(s) => s.port,
+        }
     }
 }
 
@@ -55,7 +158,7 @@ pub struct Target {
     pub kind: Kind,
     pub url: String,
     pub env: Env,
-    pub server: Option<Restartable>,
+    pub server: Option<BackendServer>,
 }
 
 impl Target {
@@ -75,7 +178,7 @@ impl Target {
                     s.dir.join("redis.conf").into(),
                 ];
                 r.envs = std::env::vars_os().collect();
-                (url, Some(r))
+                (url, Some(BackendServer::Process(r)))
             }
             Kind::Postgres => {
                 let s = server::start_postgres();
@@ -84,41 +187,112 @@ impl Target {
                     &s,
                     &[("synchronous_commit=off", "synchronous_commit=on")],
                 );
-                // Come back with the durable setting before anything is written.
+                // Come back with the durable setting before anything is written, and wait out
+                // "the database system is starting up" (the port opens before that ends, and a
+                // trial's first lockrun would exit 69 on it).
                 r.restart(libc::SIGINT);
-                (url, Some(r))
+                server::psql(
+                    &Server {
+                        port: r.port,
+                        dir: r.dir.clone(),
+                        pid: r.pid() as u32,
+                    },
+                    "SELECT 1",
+                );
+                (url, Some(BackendServer::Process(r)))
             }
             Kind::Etcd => {
                 let s = crate::common::etcd::start_etcd();
                 (
                     crate::common::etcd::url(&s),
-                    Some(Restartable::capture(&s, &[])),
+                    Some(BackendServer::Process(Restartable::capture(&s, &[]))),
+                )
+            }
+            Kind::Dynamodb => {
+                // A moto_server of its own (the pauses must not freeze other tests).
+                let s = crate::common::dynamodb::start_moto(&[]);
+                let url = crate::common::dynamodb::url(&s, &crate::common::dynamodb::table());
+                (
+                    url,
+                    Some(BackendServer::Process(Restartable::capture(&s, &[]))),
+                )
+            }
+            Kind::Memcached => {
+                let s = crate::common::memcached::start_memcached(&[]);
+                (
+                    crate::common::memcached::url(&s),
+                    Some(BackendServer::Process(Restartable::capture(&s, &[]))),
+                )
+            }
+            Kind::Kubernetes => {
+                let s = StandIn::start();
+                s.write_kubeconfig(env.path(), k8s::NAMESPACE);
+                (
+                    format!("kubernetes://{}", k8s::NAMESPACE),
+                    Some(BackendServer::StandIn(s)),
                 )
             }
         };
-        Target {
+        let target = Target {
             kind,
             url,
             env,
             server,
+        };
+        if kind == Kind::Dynamodb {
+            // The table, as an operator makes it.
+            let out = target.lockrun().arg("init").output().expect("lockrun init");
+            assert!(
+                out.status.success(),
+                "lockrun init: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
+        target
     }
 
-    /// `lockrun -q -b URL` in this target's environment.
+    /// `lockrun -q -b URL` in this target's environment (for DynamoDB with dummy credentials
+    /// and no other AWS variable, for Kubernetes with the stand-in's kubeconfig).
     pub fn lockrun(&self) -> Command {
         let mut c = self.env.cmd();
         c.args(["-q", "-b", &self.url]);
+        match self.kind {
+            Kind::Dynamodb => {
+                crate::common::dynamodb::aws_env(&mut c);
+            }
+            Kind::Kubernetes => {
+                for var in [
+                    "KUBERNETES_SERVICE_HOST",
+                    "KUBERNETES_SERVICE_PORT",
+                    "HTTPS_PROXY",
+                    "https_proxy",
+                    "HTTP_PROXY",
+                    "http_proxy",
+                ] {
+                    c.env_remove(var);
+                }
+                c.env("KUBECONFIG", self.env.path().join("kubeconfig"));
+            }
+            _ => {}
+        }
         c
     }
 
     /// The server's own view of when the lease on `resource` expires (ns since the epoch), where
     /// the server offers an absolute expiry: Redis `PEXPIRETIME`, PostgreSQL `expires_at`.
+    ///
+    /// None for the others. etcd has leases with a TTL but no absolute time. DynamoDB and the
+    /// Kubernetes Lease API have no server clock at all: the record holds the holder's own
+    /// expiry, and another client takes over only after it has seen the record unchanged for a
+    /// full TTL on its own clock (or after the stored expiry plus a skew allowance). memcached's
+    /// expiry is whole seconds on its own clock (readable only as seconds left), so it is no
+    /// millisecond figure either.
     pub fn server_expiry(&self, resource: &str) -> Option<i64> {
-        let s = self.server.as_ref()?;
+        let port = self.server.as_ref()?.port();
         match self.kind {
             Kind::Redis => {
                 let out = Command::new("redis-cli")
-                    .args(["-p", &s.port.to_string(), "PEXPIRETIME"])
+                    .args(["-p", &port.to_string(), "PEXPIRETIME"])
                     .arg(format!("lockrun:lease:{resource}"))
                     .output()
                     .ok()?;
@@ -132,7 +306,7 @@ impl Target {
                     resource.replace('\'', "''")
                 );
                 let out = Command::new(server::pg_bin().join("psql"))
-                    .args(["-h", "127.0.0.1", "-p", &s.port.to_string()])
+                    .args(["-h", "127.0.0.1", "-p", &port.to_string()])
                     .args(["-U", "postgres", "-At", "-c", &sql, "postgres"])
                     .env("PGPASSWORD", server::PG_PASSWORD)
                     .output()
@@ -140,7 +314,7 @@ impl Target {
                 let us: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
                 Some(us * 1000)
             }
-            _ => None,
+            Kind::File | Kind::Etcd | Kind::Dynamodb | Kind::Memcached | Kind::Kubernetes => None,
         }
     }
 }

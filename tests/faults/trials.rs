@@ -4,7 +4,8 @@
 //!   is the earliest moment the server could let another holder in minus the death of the
 //!   command's process group; it must be positive.
 //! - [`kill9`]: `kill -9` of a holding lockrun whose command is `sh -c` with a child of its own.
-//!   No process of the command's tree may survive, and a waiter must start within TTL + 1 s.
+//!   No process of the command's tree may survive, and a waiter must start within TTL + 1 s
+//!   (TTL + 2 s where waiters poll: [`super::target::Kind::takeover_bound`]).
 //! - [`stopped_lockrun`]: SIGSTOP of a holding lockrun for longer than the TTL, then SIGCONT.
 //!   The command must be dead before the lease could expire, lockrun must exit 124, and a
 //!   waiter must start only after the command died.
@@ -67,13 +68,24 @@ fn events(dir: &Path, name: &str) -> Events {
     Events::read(&dir.join(format!("events-{name}")))
 }
 
-/// Reads a file written atomically by a trial's command (`... > f.tmp; mv f.tmp f`).
+/// Reads a file written atomically by a trial's command (`... > f.tmp; mv f.tmp f`); if it
+/// never appears, fails with what the trial's lockruns wrote on stderr.
 fn wait_file(path: &Path, limit: Duration) -> String {
-    assert!(
-        eventually(limit, || path.exists()),
-        "{} never appeared",
-        path.display()
-    );
+    if !eventually(limit, || path.exists()) {
+        let dir = path.parent().expect("a trial dir");
+        let mut stderr: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("stderr-"))
+            .map(|e| {
+                let text = std::fs::read_to_string(e.path()).unwrap_or_default();
+                format!("{}: {text:?}", e.file_name().to_string_lossy())
+            })
+            .collect();
+        stderr.sort();
+        panic!("{} never appeared; {}", path.display(), stderr.join("; "));
+    }
     std::fs::read_to_string(path).expect("read")
 }
 

@@ -1,9 +1,26 @@
 //! A small HTTP/1.1 server: one thread per connection, keep-alive until the client closes or
 //! sends `Connection: close`, bodies by `Content-Length` or chunked.
+//!
+//! For the fault tests a [`Control`] can do to it what signals do to a real API server process:
+//!
+//! - [`Control::pause`] / [`Control::resume`]: SIGSTOP and SIGCONT. While paused, connections are
+//!   still accepted and requests still arrive (the kernel does that for a stopped process), but
+//!   nothing is answered: a request read before or during the pause waits, unanswered, until the
+//!   resume; a request being handled when the pause begins completes its write to the store, but
+//!   its answer is held back too. No error is ever answered because of a pause.
+//! - [`Control::restart`]: a crash and restart of the API server over a storage that survives it
+//!   (kube-apiserver over etcd): the listener and every open connection are closed, nothing
+//!   listens on the port for a moment (connections are refused), then a new listener on the same
+//!   port serves the same store.
 
+use std::collections::HashMap;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 /// One request as the handler sees it.
 #[derive(Debug)]
@@ -29,35 +46,146 @@ impl Request {
 /// A handler: a request in, a status code and a JSON body out.
 pub type Handler = Arc<dyn Fn(&Request) -> (u16, serde_json::Value) + Send + Sync>;
 
-/// Accepts connections on `listener` forever, in a background thread.
-pub fn serve(listener: TcpListener, handler: Handler) {
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(stream) = stream else { continue };
-            let handler = Arc::clone(&handler);
-            std::thread::spawn(move || {
-                if let Err(e) = connection(stream, &handler) {
-                    if e.kind() != io::ErrorKind::UnexpectedEof {
-                        eprintln!("k8s stand-in: connection error: {e}");
-                    }
-                }
-            });
-        }
-    });
+/// A served port, and what the fault tests can do to it (see the module docs).
+pub struct Control {
+    port: u16,
+    handler: Handler,
+    paused: Mutex<bool>,
+    resumed: Condvar,
+    /// Bumped by every crash: connections of an older generation are dead.
+    generation: AtomicU64,
+    /// The open connections (a clone of each stream), by number, to be cut by a crash.
+    conns: Mutex<HashMap<u64, TcpStream>>,
+    next_conn: AtomicU64,
+    /// The accepting thread and its listener's descriptor.
+    acceptor: Mutex<Option<(i32, JoinHandle<()>)>>,
 }
 
-fn connection(stream: TcpStream, handler: &Handler) -> io::Result<()> {
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Accepts connections on `listener` in a background thread, until the process exits or the
+/// returned [`Control`] crashes the server.
+pub fn serve(listener: TcpListener, handler: Handler) -> Arc<Control> {
+    let ctl = Arc::new(Control {
+        port: listener.local_addr().expect("local address").port(),
+        handler,
+        paused: Mutex::new(false),
+        resumed: Condvar::new(),
+        generation: AtomicU64::new(0),
+        conns: Mutex::new(HashMap::new()),
+        next_conn: AtomicU64::new(0),
+        acceptor: Mutex::new(None),
+    });
+    ctl.listen(listener);
+    ctl
+}
+
+impl Control {
+    fn listen(self: &Arc<Self>, listener: TcpListener) {
+        let fd = listener.as_raw_fd();
+        let generation = self.generation.load(Ordering::SeqCst);
+        let ctl = Arc::clone(self);
+        let thread = std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if ctl.generation.load(Ordering::SeqCst) != generation {
+                    return; // crashed: the listener closes with this thread
+                }
+                let Ok(stream) = stream else { continue };
+                let id = ctl.next_conn.fetch_add(1, Ordering::SeqCst);
+                if let Ok(clone) = stream.try_clone() {
+                    lock(&ctl.conns).insert(id, clone);
+                }
+                let ctl = Arc::clone(&ctl);
+                std::thread::spawn(move || {
+                    let result = connection(stream, &ctl, generation);
+                    lock(&ctl.conns).remove(&id);
+                    match result {
+                        Err(e)
+                            if e.kind() != io::ErrorKind::UnexpectedEof
+                                && ctl.generation.load(Ordering::SeqCst) == generation =>
+                        {
+                            eprintln!("k8s stand-in: connection error: {e}");
+                        }
+                        _ => {}
+                    }
+                });
+            }
+        });
+        *lock(&self.acceptor) = Some((fd, thread));
+    }
+
+    /// Stops answering, as a SIGSTOPped server does (see the module docs).
+    pub fn pause(&self) {
+        *lock(&self.paused) = true;
+    }
+
+    /// Answers again, the held-back answers first.
+    pub fn resume(&self) {
+        *lock(&self.paused) = false;
+        self.resumed.notify_all();
+    }
+
+    /// Blocks while the server is paused.
+    fn wait_unpaused(&self) {
+        let mut paused = lock(&self.paused);
+        while *paused {
+            paused = self.resumed.wait(paused).unwrap_or_else(|e| e.into_inner());
+        }
+    }
+
+    /// Crashes the server (listener and connections closed; the store survives), leaves the port
+    /// closed for `down`, and serves the same store on the same port again. Returns how long
+    /// the port was closed.
+    pub fn restart(self: &Arc<Self>, down: Duration) -> Duration {
+        let t = Instant::now();
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Some((fd, thread)) = lock(&self.acceptor).take() {
+            // SAFETY: shutdown on the listener's descriptor, still open (its thread owns it and
+            // exits only after this wakes its accept()); it closes nothing.
+            unsafe { libc::shutdown(fd, libc::SHUT_RDWR) };
+            thread.join().expect("the accepting thread");
+        }
+        for (_, c) in lock(&self.conns).drain() {
+            let _ = c.shutdown(Shutdown::Both);
+        }
+        std::thread::sleep(down);
+        let end = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            match TcpListener::bind(("127.0.0.1", self.port)) {
+                Ok(l) => break l,
+                Err(e) if Instant::now() < end => {
+                    eprintln!("k8s stand-in: rebinding port {}: {e}", self.port);
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(e) => panic!("k8s stand-in: cannot listen on {} again: {e}", self.port),
+            }
+        };
+        let took = t.elapsed();
+        self.listen(listener);
+        took
+    }
+}
+
+fn connection(stream: TcpStream, ctl: &Control, generation: u64) -> io::Result<()> {
     stream.set_nodelay(true)?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
+    let alive = || ctl.generation.load(Ordering::SeqCst) == generation;
     loop {
         let Some(req) = read_request(&mut reader)? else {
             return Ok(());
         };
+        // A paused server reads nothing and answers nothing; a crashed one is gone.
+        ctl.wait_unpaused();
+        if !alive() {
+            return Ok(());
+        }
         let close = req
             .header("connection")
             .is_some_and(|c| c.eq_ignore_ascii_case("close"));
-        let (code, body) = handler(&req);
+        let (code, body) = (ctl.handler)(&req);
         let body = serde_json::to_vec(&body).map_err(io::Error::other)?;
         let mut head = format!(
             "HTTP/1.1 {code} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
@@ -72,6 +200,11 @@ fn connection(stream: TcpStream, handler: &Handler) -> io::Result<()> {
         // client's delayed ACK (40 ms per request).
         let mut answer = head.into_bytes();
         answer.extend_from_slice(&body);
+        // Paused while the request was handled: the answer waits too.
+        ctl.wait_unpaused();
+        if !alive() {
+            return Ok(());
+        }
         writer.write_all(&answer)?;
         writer.flush()?;
         if close {
