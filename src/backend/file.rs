@@ -92,6 +92,7 @@ use crate::lease::{Lease, LeaseId, Resource};
 mod name;
 
 /// SHA-256, shared with the other backends that hash names.
+#[cfg(feature = "memcached")]
 pub(crate) use name::sha256;
 mod record;
 mod store;
