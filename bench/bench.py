@@ -7,7 +7,7 @@ Prints, for each backend asked for:
     median handoff (one holder's command ending to the next holder's command starting);
   - the resident memory of a `lockrun run` holding a lease while its child sleeps.
 
-Usage: bench/bench.py [--runs N] [--servers redis,postgres] [--backend URL ...] [--binary PATH]
+Usage: bench/bench.py [--runs N] [--servers redis,postgres,etcd,dynamodb,memcached] [--backend URL ...] [--binary PATH]
 --servers starts the named servers itself, on free loopback ports in temporary directories, and
 stops them at the end; --backend adds any URL you already have.
 """
