@@ -288,6 +288,26 @@ fn kill_deadline(
     (deadline_term, kill_when)
 }
 
+/// A private anonymous mapping of `size` bytes for the stack of a clone (the command's, the
+/// guard's).
+fn map_stack(size: usize) -> io::Result<*mut libc::c_void> {
+    // SAFETY: a fresh anonymous mapping aliases nothing; the caller owns it.
+    let stack = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            size,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if stack == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(stack)
+}
+
 async fn sleep_until_opt(t: Option<Instant>) {
     match t {
         Some(t) => tokio::time::sleep_until(t).await,

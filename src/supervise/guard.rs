@@ -120,21 +120,9 @@ impl Guard {
 /// Starts the guard process; returns its pid.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn start(read_fd: RawFd) -> io::Result<i32> {
-    // SAFETY: a private anonymous mapping for the guard's stack. It is never unmapped: the guard
-    // may run on it after lockrun is gone, and it is mapped once per `lockrun run`.
-    let stack = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            STACK,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-            -1,
-            0,
-        )
-    };
-    if stack == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
+    // Never unmapped: the guard may run on it after lockrun is gone, and it is mapped once per
+    // `lockrun run`.
+    let stack = super::map_stack(STACK)?;
     // The argument travels in the argument word itself: the guard reads no shared memory.
     let arg = read_fd as u32 as usize;
     // SAFETY: every signal is blocked across the clone, so the guard starts with all of them

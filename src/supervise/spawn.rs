@@ -85,20 +85,8 @@ pub fn spawn(spec: &Spec, tty: Option<RawFd>, guard: Option<RawFd>) -> Result<i3
     // Whole pages, so that the top of the stack is aligned as the ABI wants.
     let argv_bytes = (args.len() + 2) * std::mem::size_of::<*const libc::c_char>();
     let stack_size = (STACK + argv_bytes).next_multiple_of(4096);
-    // SAFETY: a private anonymous mapping, unmapped below once the child no longer runs on it.
-    let stack = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            stack_size,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
-            -1,
-            0,
-        )
-    };
-    if stack == libc::MAP_FAILED {
-        return Err(SpawnError::Setup(io::Error::last_os_error()));
-    }
+    // Unmapped below, once the child no longer runs on it.
+    let stack = super::map_stack(stack_size).map_err(SpawnError::Setup)?;
     // SAFETY: blocking every signal in this thread, saving the old mask into `shared.mask`; the
     // clone runs with this mask, and `child` restores the saved one right before the exec.
     let pid = unsafe {
