@@ -64,6 +64,17 @@ fn start_run(
     spawn_with_fd3(&mut cmd, &events)
 }
 
+/// A `lockrun run` queued behind the holder; its command writes the time it started to the
+/// returned file.
+fn start_waiter(target: &Target, dir: &Path, ttl: Duration, res: &str) -> (Child, PathBuf) {
+    let got = dir.join("got");
+    let script = format!(
+        "echo $EPOCHREALTIME > {g}.tmp; mv {g}.tmp {g}",
+        g = got.display()
+    );
+    (start_run(target, dir, "waiter", ttl, res, &script), got)
+}
+
 fn events(dir: &Path, name: &str) -> Events {
     Events::read(&dir.join(format!("events-{name}")))
 }
@@ -199,12 +210,7 @@ pub fn kill9(target: &Target, ttl: Duration) -> Kill9Trial {
         .map(|p| p.parse().unwrap())
         .collect();
     assert!(procs.iter().all(|&p| alive(p)), "the command tree runs");
-    let got = dir.join("got");
-    let waiter_script = format!(
-        "echo $EPOCHREALTIME > {g}.tmp; mv {g}.tmp {g}",
-        g = got.display()
-    );
-    let mut waiter = start_run(target, &dir, "waiter", ttl, &res, &waiter_script);
+    let (mut waiter, got) = start_waiter(target, &dir, ttl, &res);
     std::thread::sleep(Duration::from_millis(500));
     assert!(!got.exists(), "the waiter must wait");
     let watch = GroupWatch::new(procs[0]).spawn(Duration::from_secs(5));
@@ -259,12 +265,7 @@ pub fn stopped_lockrun(target: &Target, ttl: Duration, stop: Duration) -> StopTr
     let mut holder = start_run(target, &dir, "holder", ttl, &res, &script);
     wait_file(&pid_file, Duration::from_secs(20));
     let child = read_pid(&pid_file).expect("pid");
-    let got = dir.join("got");
-    let waiter_script = format!(
-        "echo $EPOCHREALTIME > {g}.tmp; mv {g}.tmp {g}",
-        g = got.display()
-    );
-    let mut waiter = start_run(target, &dir, "waiter", ttl, &res, &waiter_script);
+    let (mut waiter, got) = start_waiter(target, &dir, ttl, &res);
     std::thread::sleep(Duration::from_millis(500));
     let gone = GroupWatch::new(child).spawn(stop + Duration::from_secs(10));
     kill(holder.id() as i32, libc::SIGSTOP);
