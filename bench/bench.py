@@ -245,6 +245,16 @@ def run(args, procs):
             args.workers, args.iterations, env, stamps)
         ratio = f", {tput / flock_tput:.2f}x flock" if flock else ""
         rows.append((f"lockrun {name}", "contention", f"{tput:.0f} cycles/s ({total:.2f} s), median handoff {hand:.2f} ms, overlaps {ov}{ratio}"))
+        fair_tput = None
+        if name == "etcd":
+            # First come, first served: waiters queue, and a release wakes only the next one.
+            stamps_f = os.path.join(tmp, f"{name}-fair.stamps")
+            total, fair_tput, hand, ov = contention(
+                lambda: [args.binary, "-q", "-b", url, "run", "--fair", res + "-f", "--", "sh", "-c",
+                         stamp_sh.format(f=stamps_f)],
+                args.workers, args.iterations, env, stamps_f)
+            ratio = f", {fair_tput / flock_tput:.2f}x flock" if flock else ""
+            rows.append((f"lockrun {name} --fair", "contention", f"{fair_tput:.0f} cycles/s ({total:.2f} s), median handoff {hand:.2f} ms, overlaps {ov}{ratio}"))
         kib = rss_kib([args.binary, "-b", url, res + "-rss", "--", "sleep", "3"], env)
         rows.append((f"lockrun {name}", "RSS while holding", f"{kib / 1024:.1f} MiB"))
         if name == "etcd" and shutil.which("etcdctl"):
@@ -256,7 +266,8 @@ def run(args, procs):
             total, tput_e, hand, ov = contention(
                 lambda: ectl + [res + "-ec", "--", "sh", "-c", stamp_sh.format(f=stamps_e)],
                 args.workers, args.iterations, {**env, "ETCDCTL_API": "3"}, stamps_e)
-            rows.append(("etcdctl lock", "contention", f"{tput_e:.0f} cycles/s ({total:.2f} s), median handoff {hand:.2f} ms, overlaps {ov}; lockrun is {tput / tput_e:.2f}x"))
+            fair = f", --fair {fair_tput / tput_e:.2f}x" if fair_tput else ""
+            rows.append(("etcdctl lock", "contention", f"{tput_e:.0f} cycles/s ({total:.2f} s), median handoff {hand:.2f} ms, overlaps {ov}; lockrun is {tput / tput_e:.2f}x{fair}"))
     width = max(len(r[0]) for r in rows)
     for who, what, fig in rows:
         print(f"{who:<{width}}  {what:<18}  {fig}")

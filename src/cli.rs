@@ -161,6 +161,10 @@ pub struct WaitArgs {
     /// Exit code when the lease was not acquired
     #[arg(short = 'E', long, value_name = "N", default_value_t = crate::exit::BUSY_DEFAULT)]
     pub conflict_exit_code: u8,
+    /// Serve waiters first come, first served: each waits in the backend's line for the one
+    /// before it (etcd only; others exit 78)
+    #[arg(long)]
+    pub fair: bool,
 }
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@
 //! ttl = "1h"              # acquire default
 //! run_ttl = "30s"         # run default
 //! wait = "forever"        # or a duration: wait at most this long; 0 = try once
+//! fair = false            # true: waiters are served first come, first served (etcd only)
 //!
 //! [resource."deploy-prod"]
 //! wait = "10m"
@@ -52,7 +53,7 @@ pub const DEFAULT_RUN_TTL: Duration = Duration::from_secs(30);
 pub const MAX_PRINCIPAL_LEN: usize = 255;
 
 /// The keys of `[default]` and `[resource."<name>"]`.
-const SECTION_KEYS: &[&str] = &["backend", "principal", "ttl", "run_ttl", "wait"];
+const SECTION_KEYS: &[&str] = &["backend", "principal", "ttl", "run_ttl", "wait", "fair"];
 /// The `backend` value that means the built-in file backend.
 const FILE_BACKEND: &str = "file";
 
@@ -88,6 +89,8 @@ pub struct Plan {
     /// The run default.
     pub run_ttl: Duration,
     pub wait: Wait,
+    /// Serve waiters first come, first served (`fair = true`, `--fair`).
+    pub fair: bool,
 }
 
 /// Settings may hold secrets: show only where they came from.
@@ -101,6 +104,7 @@ impl fmt::Debug for Plan {
             .field("ttl", &self.ttl)
             .field("run_ttl", &self.run_ttl)
             .field("wait", &self.wait)
+            .field("fair", &self.fair)
             .finish()
     }
 }
@@ -182,6 +186,7 @@ struct Section {
     ttl: Option<Duration>,
     run_ttl: Option<Duration>,
     wait: Option<Wait>,
+    fair: Option<bool>,
 }
 
 /// A resolved `backend` value.
@@ -292,6 +297,9 @@ impl Config {
             wait: pick(&layers, |s| s.wait.as_ref())
                 .copied()
                 .unwrap_or(Wait::Forever),
+            fair: pick(&layers, |s| s.fair.as_ref())
+                .copied()
+                .unwrap_or(false),
         })
     }
 
@@ -528,6 +536,12 @@ fn string(value: &toml::Value) -> Result<&str, String> {
         .ok_or_else(|| format!("must be a string, not {}", kind(value)))
 }
 
+fn boolean(value: &toml::Value) -> Result<bool, String> {
+    value
+        .as_bool()
+        .ok_or_else(|| format!("must be true or false, not {}", kind(value)))
+}
+
 /// A duration: a humantime string, or a number of seconds.
 fn duration(value: &toml::Value) -> Result<Duration, String> {
     match value {
@@ -732,6 +746,7 @@ impl Parser<'_> {
                 "ttl" => section.ttl = Some(positive_duration(value).map_err(fail)?),
                 "run_ttl" => section.run_ttl = Some(positive_duration(value).map_err(fail)?),
                 "wait" => section.wait = Some(wait(value).map_err(fail)?),
+                "fair" => section.fair = Some(boolean(value).map_err(fail)?),
                 _ => {
                     return Err(self.error(
                         span,

@@ -68,7 +68,7 @@ pub mod wait;
 pub use error::Error;
 pub use lease::{Lease, LeaseId, Resource};
 pub use lock::{Guard, Lock};
-pub use wait::{Retry, Wait};
+pub use wait::{Order, Retry, Wait};
 
 /// Opens a backend from its URL (`file:///var/lock/lockrun`, `redis://host:6379/0`, ...), with
 /// no extra settings.

@@ -31,7 +31,7 @@ use crate::backend::{AcquireRequest, Backend};
 use crate::error::Error;
 use crate::heartbeat::{self, Beat, State, Timing};
 use crate::lease::{Lease, LeaseId, Resource};
-use crate::wait::{self, Event, Outcome, Retry, Wait};
+use crate::wait::{self, Event, Order, Outcome, Retry, Wait};
 
 /// A lock on one resource of one backend: the settings for acquiring it. Cheap to clone.
 #[derive(Clone)]
@@ -46,6 +46,7 @@ pub struct Lock {
     kill_after: Option<Duration>,
     beats: Option<mpsc::UnboundedSender<Beat>>,
     retry: Retry,
+    order: Order,
 }
 
 impl Lock {
@@ -63,6 +64,7 @@ impl Lock {
             kill_after: None,
             beats: None,
             retry: Retry::FailFast,
+            order: Order::Race,
         })
     }
 
@@ -102,6 +104,13 @@ impl Lock {
     /// What to do with errors that may go away while acquiring ([`Retry::FailFast`] by default).
     pub fn retry(mut self, retry: Retry) -> Self {
         self.retry = retry;
+        self
+    }
+
+    /// In which order waiters get the resource ([`Order::Race`] by default; [`Order::Fair`] is
+    /// first come, first served, on backends that keep a line of waiters).
+    pub fn order(mut self, order: Order) -> Self {
+        self.order = order;
         self
     }
 
@@ -172,7 +181,15 @@ impl Lock {
             principal: &principal,
             ttl: self.ttl,
         };
-        match wait::acquire(&*self.backend, &req, wait, self.retry, on_event).await? {
+        match wait::acquire(
+            &*self.backend,
+            &req,
+            wait,
+            self.retry,
+            self.order,
+            on_event,
+        )
+        .await? {
             Outcome::Busy(holder) => Err(Error::Busy(holder.map(Box::new))),
             Outcome::Granted(g) => Ok(Guard::new(
                 Arc::clone(&self.backend),

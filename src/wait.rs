@@ -4,12 +4,16 @@
 //! of: a change event from the backend's [`Watch`](crate::backend::Watch) (a release), the
 //! moment the holder's lease runs out (so a crashed holder is replaced exactly at its expiry, not
 //! at the next poll), a jittered poll as a fallback, and the caller's deadline.
+//!
+//! With [`Order::Fair`] a waiter first joins the backend's line of waiters and waits for its turn
+//! there (only a predecessor leaving wakes it); the first in line then waits for the resource as
+//! above, so a release wakes one waiter, not all of them.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::{Acquire, AcquireRequest, Backend, Error, Watch};
+use crate::backend::{Acquire, AcquireRequest, Backend, Error, Ticket, Watch};
 use crate::lease::Lease;
 
 /// How long to wait for a busy resource.
@@ -83,13 +87,101 @@ pub enum Retry {
     UntilDeadline,
 }
 
-/// Acquires a lease, waiting as `wait` says, retrying errors as `retry` says. Past the deadline
-/// the last error is returned.
+/// In which order waiters get a busy resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Whoever tries first after a release (every waiter is woken). Works on every backend.
+    #[default]
+    Race,
+    /// First come, first served (`--fair`): waiters queue in the backend's line of waiters, and
+    /// only the first in line tries. Needs a backend that keeps one ([`Backend::enqueue`]).
+    Fair,
+}
+
+/// Acquires a lease, waiting as `wait` says, in the order `order` says, retrying errors as
+/// `retry` says. Past the deadline the last error is returned.
 pub async fn acquire(
     backend: &dyn Backend,
     req: &AcquireRequest<'_>,
     wait: Wait,
     retry: Retry,
+    order: Order,
+    on_event: &mut (dyn FnMut(Event<'_>) + Send),
+) -> Result<Outcome, Error> {
+    // A single attempt has nobody to queue behind.
+    let fair = order == Order::Fair && wait != Wait::AtMost(Duration::ZERO);
+    let mut line = Line {
+        fair,
+        ticket: None,
+    };
+    let out = acquire_in(backend, req, wait, retry, &mut line, on_event).await;
+    if let Some(ticket) = line.ticket.take() {
+        ticket.leave().await;
+    }
+    out
+}
+
+/// The waiter's place in the backend's line, when waiting fairly.
+struct Line {
+    fair: bool,
+    ticket: Option<Box<dyn Ticket>>,
+}
+
+impl Line {
+    /// One attempt: directly, or as the first in line once every earlier waiter is served.
+    /// `Ok(None)`: the deadline passed while waiting in line.
+    async fn attempt(
+        &mut self,
+        backend: &dyn Backend,
+        req: &AcquireRequest<'_>,
+        deadline: Option<Instant>,
+        on_event: &mut (dyn FnMut(Event<'_>) + Send),
+        last_holder: &mut Option<Lease>,
+    ) -> Result<Option<(Instant, Acquire)>, Error> {
+        if !self.fair {
+            let sent_at = Instant::now();
+            return Ok(Some((sent_at, backend.try_acquire(req).await?)));
+        }
+        if self.ticket.is_none() {
+            // Who holds it now, read while joining, for the "waiting for" line.
+            let (ticket, holder) =
+                tokio::join!(backend.enqueue(req), backend.current(req.resource));
+            self.ticket = Some(ticket?.ok_or_else(|| {
+                Error::Config(
+                    "this backend keeps no line of waiters, so it cannot serve them in order \
+                     (--fair); etcd can"
+                        .into(),
+                )
+            })?);
+            if let Ok(Some(holder)) = holder {
+                on_event(Event::Busy {
+                    holder: Some(&holder),
+                });
+                *last_holder = Some(holder);
+            }
+        }
+        let Some(ticket) = self.ticket.as_mut() else {
+            unreachable!("joined above");
+        };
+        let first = ticket.first();
+        match deadline {
+            None => first.await?,
+            Some(d) => tokio::select! {
+                r = first => r?,
+                _ = tokio::time::sleep_until(d) => return Ok(None),
+            },
+        }
+        let sent_at = Instant::now();
+        Ok(Some((sent_at, ticket.try_acquire(req).await?)))
+    }
+}
+
+async fn acquire_in(
+    backend: &dyn Backend,
+    req: &AcquireRequest<'_>,
+    wait: Wait,
+    retry: Retry,
+    line: &mut Line,
     on_event: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> Result<Outcome, Error> {
     let start = Instant::now();
@@ -103,18 +195,20 @@ pub async fn acquire(
     let mut attempts = 0u32;
     let mut last_holder: Option<Lease> = None;
     loop {
-        let sent_at = Instant::now();
-        let result = backend.try_acquire(req).await;
+        let result = line
+            .attempt(backend, req, deadline, on_event, &mut last_holder)
+            .await;
         attempts += 1;
         let wake = match result {
-            Ok(Acquire::Acquired(lease)) => {
+            Ok(None) => return Ok(Outcome::Busy(last_holder)),
+            Ok(Some((sent_at, Acquire::Acquired(lease)))) => {
                 return Ok(Outcome::Granted(Granted {
                     lease,
                     sent_at,
                     waited: sent_at.duration_since(start),
                 }));
             }
-            Ok(Acquire::Busy { holder, expires_in }) => {
+            Ok(Some((_, Acquire::Busy { holder, expires_in }))) => {
                 if deadline.is_some_and(|d| Instant::now() >= d)
                     || wait == Wait::AtMost(Duration::ZERO)
                 {
@@ -272,7 +366,7 @@ mod tests {
             principal: "me",
             ttl: Duration::from_secs(5),
         };
-        acquire(b, &req, wait, Retry::FailFast, &mut |_| {}).await
+        acquire(b, &req, wait, Retry::FailFast, Order::Race, &mut |_| {}).await
     }
 
     #[tokio::test(start_paused = true)]
@@ -358,7 +452,7 @@ mod tests {
         };
         // UntilDeadline retries even the first error.
         let b = scripted(vec![down(), down(), Ok(true)], Duration::ZERO);
-        let out = acquire(&b, &req, Wait::Forever, Retry::UntilDeadline, &mut |_| {}).await;
+        let out = acquire(&b, &req, Wait::Forever, Retry::UntilDeadline, Order::Race, &mut |_| {}).await;
         assert!(matches!(out, Ok(Outcome::Granted(_))));
         // ...but never past the deadline: the last error is returned then.
         let b = scripted(vec![down(); 1000], Duration::ZERO);
@@ -368,6 +462,7 @@ mod tests {
             &req,
             Wait::AtMost(Duration::from_secs(3)),
             Retry::UntilDeadline,
+            Order::Race,
             &mut |_| {},
         )
         .await;
@@ -384,6 +479,7 @@ mod tests {
             &req,
             Wait::AtMost(Duration::from_secs(2)),
             Retry::FailFast,
+            Order::Race,
             &mut |_| {},
         )
         .await;

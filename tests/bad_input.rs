@@ -117,6 +117,23 @@ fn unknown_backend_and_bad_urls_exit_78() {
     assert!(!stderr(&o).contains("hunter2"), "{}", stderr(&o));
 }
 
+/// The file backend keeps no line of waiters: `--fair` (or `fair = true`) is a configuration
+/// error there, whether the resource is free or not, and nothing is acquired.
+#[test]
+fn fair_waiting_on_a_backend_without_a_line_exits_78() {
+    let env = Env::new();
+    let o = env.run(&["--fair", "res", "--", "true"]);
+    assert_fails(&o, 78, "cannot serve them in order (--fair); etcd can");
+    assert_fails(&env.run(&["acquire", "--fair", "res"]), 78, "--fair");
+    let cfg = env.file("fair.toml");
+    std::fs::write(&cfg, "[resource.\"res\"]\nfair = true\n").unwrap();
+    let o = env.run(&["-c", cfg.to_str().unwrap(), "acquire", "res"]);
+    assert_fails(&o, 78, "--fair");
+    assert_eq!(env.run(&["current", "res"]).status.code(), Some(1));
+    // A single attempt has nobody to queue behind.
+    assert_eq!(env.run(&["-n", "--fair", "res", "--", "true"]).status.code(), Some(0));
+}
+
 #[test]
 fn malformed_config_exits_78_naming_file_and_line() {
     let env = Env::new();
@@ -128,6 +145,7 @@ fn malformed_config_exits_78_naming_file_and_line() {
         ("[default]\nttl = [1, 2]\n", "ttl"),
         ("[default]\nbackend = \"missing\"\n", "missing"),
         ("[backend.x]\nport = 1\n", "url"),
+        ("[default]\nfair = \"yes\"\n", "key 'fair' in [default]: must be true or false"),
     ] {
         std::fs::write(&cfg, text).unwrap();
         let o = env.run(&["-c", cfg.to_str().unwrap(), "acquire", "res"]);

@@ -401,3 +401,133 @@ fn list_shows_live_leases() {
         "released leases are not listed: {names:?}"
     );
 }
+
+/// How many waiters are in `resource`'s line (keys under the line's prefix).
+fn in_line(server: &Server, resource: &str) -> i64 {
+    block_on(async {
+        let mut c = client(server).await;
+        let line = format!("lockrun/\0queue\0{resource}\0");
+        let got = c
+            .get(
+                line,
+                Some(etcd_client::GetOptions::new().with_prefix().with_count_only()),
+            )
+            .await
+            .expect("get");
+        got.count()
+    })
+}
+
+/// Starts a `--fair` waiter that appends `tag` to `log` when it gets the lease, and waits until
+/// it is in line.
+fn fair_waiter(
+    e: &EtcdEnv,
+    server: &Server,
+    res: &str,
+    tag: &str,
+    log: &std::path::Path,
+    extra: &[&str],
+) -> std::process::Child {
+    let before = in_line(server, res);
+    let script = format!("echo {tag} >> {}", log.display());
+    let child = e
+        .cmd()
+        .args([&["run", "--fair"], extra, &[res, "--", "sh", "-c", &script]].concat())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || in_line(server, res) > before),
+        "waiter {tag} never joined the line"
+    );
+    child
+}
+
+#[test]
+fn fair_waiters_are_served_in_arrival_order() {
+    let server = etcd();
+    let e = EtcdEnv::new(server);
+    let res = format!("{}/fair", prefix());
+    let log = e.env.file("order");
+    let id = e.acquire(&["--ttl", "1m", &res]);
+    let tags = ["w1", "w2", "w3", "w4", "w5", "w6"];
+    let waiters: Vec<_> = tags
+        .iter()
+        .map(|t| fair_waiter(&e, server, &res, t, &log, &[]))
+        .collect();
+    assert_eq!(e.run(&["release", &res, &id]).status.code(), Some(0));
+    for w in waiters {
+        let o = w.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+    let order = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(order.split_whitespace().collect::<Vec<_>>(), tags);
+    assert_eq!(in_line(server, &res), 0, "every waiter left the line");
+}
+
+#[test]
+fn a_fair_waiter_that_gives_up_leaves_the_line_at_once() {
+    let server = etcd();
+    let e = EtcdEnv::new(server);
+    let res = format!("{}/fair-give-up", prefix());
+    let log = e.env.file("order");
+    let id = e.acquire(&["--ttl", "1m", &res]);
+    let impatient = fair_waiter(&e, server, &res, "impatient", &log, &["-w", "1s"]);
+    let patient = fair_waiter(&e, server, &res, "patient", &log, &[]);
+    let o = impatient.wait_with_output().unwrap();
+    assert_fails_last(&o, 75, "busy after waiting");
+    assert!(
+        eventually(Duration::from_secs(2), || in_line(server, &res) == 1),
+        "the impatient waiter's place is gone"
+    );
+    assert_eq!(e.run(&["release", &res, &id]).status.code(), Some(0));
+    let released = Instant::now();
+    let o = patient.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        released.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        released.elapsed()
+    );
+    assert_eq!(std::fs::read_to_string(&log).unwrap().trim(), "patient");
+}
+
+/// A waiter killed with -9 cannot leave the line; its place expires with its queue lease
+/// (10 s), and the waiter behind it moves up.
+#[test]
+fn a_killed_fair_waiter_holds_up_the_line_only_until_its_place_expires() {
+    let server = etcd();
+    let e = EtcdEnv::new(server);
+    let res = format!("{}/fair-killed", prefix());
+    let log = e.env.file("order");
+    let id = e.acquire(&["--ttl", "1m", &res]);
+    let mut doomed = fair_waiter(&e, server, &res, "doomed", &log, &[]);
+    let next = fair_waiter(&e, server, &res, "next", &log, &[]);
+    doomed.kill().unwrap();
+    doomed.wait().unwrap();
+    let killed = Instant::now();
+    assert_eq!(e.run(&["release", &res, &id]).status.code(), Some(0));
+    let o = next.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let waited = killed.elapsed();
+    assert!(waited < Duration::from_secs(17), "{waited:?}");
+    assert_eq!(std::fs::read_to_string(&log).unwrap().trim(), "next");
+    assert_eq!(in_line(server, &res), 0);
+}
+
+#[test]
+fn fair_acquire_on_a_free_resource_and_no_leaked_places() {
+    let server = start_etcd();
+    let e = EtcdEnv::new(&server);
+    let o = e.run(&["--fair", "free", "--", "true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let id = e.acquire(&["--fair", "free"]);
+    assert_eq!(in_line(&server, "free"), 0);
+    assert_eq!(e.run(&["release", "free", &id]).status.code(), Some(0));
+    // The places' own etcd leases are revoked (in the background) or expire within 10 s.
+    assert!(
+        eventually(Duration::from_secs(15), || leases(&server) == 0),
+        "{} etcd leases left",
+        leases(&server)
+    );
+}

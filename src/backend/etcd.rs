@@ -50,19 +50,28 @@
 //! server against `ca_file` (default: the system's CA bundle) and presents `cert_file` and
 //! `key_file` when given; TLS failures are configuration errors.
 //!
-//! `--fair` (FIFO among waiters) is not offered: the trait grants by compare-and-set, and waiters
-//! are woken by a watch on the key.
+//! # Fair waiting (`--fair`)
+//!
+//! Waiters that ask for it queue, as in etcd's own lock recipe: each puts a key under
+//! `<prefix>\0queue\0<resource>\0`, attached to an etcd lease of its own with a short TTL that it
+//! keeps alive while it waits, and waits for the queue key created just before its own (by
+//! revision) to go away. The first in line waits for the resource as any waiter does, and
+//! acquires in one transaction that also deletes its queue key, which wakes the next in line.
+//! A release thus wakes one waiter, not all of them. A waiter that dies leaves the line when
+//! its queue lease expires; one whose queue key expired (stopped, or cut off) joins again at the
+//! back. Waiters without `--fair` do not queue and may still take a free resource first.
 
 use std::fmt;
 use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{ConnectOptions, GetOptions, WatchStream, Watcher};
+use etcd_client::{ConnectOptions, GetOptions, WatchOptions, WatchStream, Watcher};
 
 use super::{
     Acquire, AcquireRequest, Backend, BackendUrl, Capabilities, Error, Fencing, Renewal, Settings,
-    Watch,
+    Ticket, Watch,
 };
 use crate::lease::{Lease, LeaseId, Resource};
 
@@ -70,6 +79,7 @@ mod cluster;
 mod errors;
 mod ops;
 mod options;
+mod queue;
 mod record;
 
 /// Parses a stored etcd value as `resource`'s lease (for the fuzz targets): never panics.
@@ -81,14 +91,15 @@ pub fn fuzz_decode(resource: &Resource, value: &[u8], key_lease: i64) {
 use cluster::{Limit, Member};
 use options::Options;
 
-/// Leases in an etcd cluster.
+/// Leases in an etcd cluster. Clones share the connections.
+#[derive(Clone)]
 pub struct Etcd {
     opts: Options,
     /// Connection options without the credentials (`ConnectOptions` would show them in `Debug`).
     connect: ConnectOptions,
-    members: Vec<Member>,
+    members: Arc<[Member]>,
     /// The member calls go to first.
-    current: AtomicUsize,
+    current: Arc<AtomicUsize>,
 }
 
 impl fmt::Debug for Etcd {
@@ -109,8 +120,8 @@ impl Etcd {
         let opts = Options::new(url, settings, &|k| std::env::var(k).ok())?;
         let etcd = Etcd {
             connect: opts.connect_options()?,
-            members: Etcd::members(&opts),
-            current: AtomicUsize::new(0),
+            members: Etcd::members(&opts).into(),
+            current: Arc::new(AtomicUsize::new(0)),
             opts,
         };
         // A linearizable read needs a quorum, and checks the credentials.
@@ -153,7 +164,13 @@ impl Backend for Etcd {
     }
 
     async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Acquire, Error> {
-        self.acquire_once(req).await
+        self.acquire_once(req, None).await
+    }
+
+    /// A line of waiters under the key prefix (see the `queue` submodule).
+    async fn enqueue(&self, req: &AcquireRequest<'_>) -> Result<Option<Box<dyn Ticket>>, Error> {
+        let ticket = queue::EtcdTicket::join(self.clone(), req).await?;
+        Ok(Some(Box::new(ticket)))
     }
 
     async fn renew(
@@ -199,18 +216,25 @@ impl Backend for Etcd {
     }
 
     async fn watch(&self, resource: &Resource) -> Result<Option<Box<dyn Watch>>, Error> {
-        let key = self.key(resource);
+        let watch = self.key_watch(self.key(resource), None).await?;
+        Ok(Some(Box::new(watch)))
+    }
+}
+
+impl Etcd {
+    /// Watches one key.
+    async fn key_watch(
+        &self,
+        key: Vec<u8>,
+        options: Option<WatchOptions>,
+    ) -> Result<KeyWatch, Error> {
         let (watcher, stream) = self
             .call("watching", |mut c| {
-                let key = key.clone();
-                async move { c.watch(key, None).await }
+                let (key, options) = (key.clone(), options.clone());
+                async move { c.watch(key, options).await }
             })
             .await?;
-        Ok(Some(Box::new(KeyWatch::new(
-            watcher,
-            stream,
-            self.opts.name.clone(),
-        ))))
+        Ok(KeyWatch::new(watcher, stream, self.opts.name.clone()))
     }
 }
 

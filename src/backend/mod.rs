@@ -130,6 +130,24 @@ pub trait Watch: Send {
     async fn changed(&mut self) -> Result<(), Error>;
 }
 
+/// A place in a first-come, first-served line of waiters for one resource (`--fair`), for
+/// backends that can keep one. The line orders only the waiters in it: an acquire without a
+/// ticket may still take a free resource first. A ticket that is dropped without
+/// [`Ticket::leave`] leaves the line on its own within a few seconds (its entry expires).
+#[async_trait]
+pub trait Ticket: Send {
+    /// Resolves when no ticket taken earlier is still in line. A ticket that lost its place (its
+    /// entry expired while the process was stopped or the store unreachable) joins again at the
+    /// back first.
+    async fn first(&mut self) -> Result<(), Error>;
+
+    /// One acquire attempt that, when it succeeds, also leaves the line in the same step.
+    async fn try_acquire(&mut self, req: &AcquireRequest<'_>) -> Result<Acquire, Error>;
+
+    /// Leaves the line (best effort; at once when an attempt has already left it).
+    async fn leave(self: Box<Self>);
+}
+
 /// The primitive operations every backend provides.
 #[async_trait]
 pub trait Backend: Send + Sync {
@@ -163,6 +181,12 @@ pub trait Backend: Send + Sync {
     /// The names of every resource that may hold a live lease (a superset is fine: callers check
     /// each with [`Backend::current`]). `None`: this backend cannot enumerate its leases.
     async fn resources(&self) -> Result<Option<Vec<Resource>>, Error> {
+        Ok(None)
+    }
+
+    /// Joins the line of waiters for `req.resource`, at the back; `None` means this backend keeps
+    /// no line (waiters race for a free resource).
+    async fn enqueue(&self, _req: &AcquireRequest<'_>) -> Result<Option<Box<dyn Ticket>>, Error> {
         Ok(None)
     }
 

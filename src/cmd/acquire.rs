@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::events::Events;
 use super::status::Status;
-use super::{wait_policy, Ctx, Failure};
+use super::{order_policy, wait_policy, Ctx, Failure};
 use crate::cli::{AcquireArgs, WaitArgs};
 use crate::exit::Exit;
 use crate::lock::{Guard, Lock};
@@ -19,6 +19,7 @@ pub async fn acquire(ctx: &Ctx, args: AcquireArgs) -> Result<Exit, Failure> {
     let lock = Lock::new(backend, resource.as_str())?
         .ttl(ttl)
         .principal(plan.principal.clone())
+        .order(order_policy(&args.wait, &plan))
         .renew(false);
     let wait = wait_policy(&args.wait, &plan);
     let lease = obtain(ctx, &lock, wait, &args.wait, None)

@@ -12,7 +12,7 @@ use crate::cli::{Cli, Global, Verb, WaitArgs};
 use crate::config::{self, Config, Flags, Plan};
 use crate::exit::Exit;
 use crate::lease::{InvalidInput, Resource};
-use crate::wait::Wait;
+use crate::wait::{Order, Wait};
 
 mod acquire;
 mod current;
@@ -132,6 +132,15 @@ pub fn wait_policy(args: &WaitArgs, plan: &Plan) -> Wait {
         Wait::AtMost(d)
     } else {
         plan.wait
+    }
+}
+
+/// The order waiters are served in, from `--fair`, falling back to the plan's.
+pub fn order_policy(args: &WaitArgs, plan: &Plan) -> Order {
+    if args.fair || plan.fair {
+        Order::Fair
+    } else {
+        Order::Race
     }
 }
 

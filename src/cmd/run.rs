@@ -23,6 +23,7 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
     let lock = Lock::new(backend.clone(), resource.as_str())?
         .ttl(ttl)
         .principal(plan.principal.clone())
+        .order(super::order_policy(&args.wait, &plan))
         .heartbeat(args.heartbeat, args.kill_after);
     let timing = lock.timing().map_err(|e| Failure::usage(e.to_string()))?;
     if backend.capabilities().may_evict && ctx.chatty() {

@@ -22,7 +22,14 @@ struct Held {
 }
 
 impl Etcd {
-    pub(super) async fn acquire_once(&self, req: &AcquireRequest<'_>) -> Result<Acquire, Error> {
+    /// One acquire attempt. With `queued` (the caller's key in the line of waiters, see the
+    /// `queue` submodule), the attempt also requires that key to still exist, and deletes it in
+    /// the same transaction when it succeeds.
+    pub(super) async fn acquire_once(
+        &self,
+        req: &AcquireRequest<'_>,
+        queued: Option<&[u8]>,
+    ) -> Result<Acquire, Error> {
         let key = self.key(req.resource);
         let want = ttl_secs(req.ttl);
         let t0 = SystemTime::now();
@@ -39,13 +46,19 @@ impl Etcd {
             etcd_lease: grant.id(),
             etcd_ttl_s: grant.ttl(),
         };
+        let mut when = vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)];
+        let mut then = vec![TxnOp::put(
+            key.clone(),
+            rec.encode(),
+            Some(PutOptions::new().with_lease(rec.etcd_lease)),
+        )];
+        if let Some(q) = queued {
+            when.push(Compare::create_revision(q, CompareOp::Greater, 0));
+            then.push(TxnOp::delete(q, None));
+        }
         let txn = Txn::new()
-            .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
-            .and_then([TxnOp::put(
-                key.clone(),
-                rec.encode(),
-                Some(PutOptions::new().with_lease(rec.etcd_lease)),
-            )])
+            .when(when)
+            .and_then(then)
             .or_else([TxnOp::get(key.clone(), None)]);
         let resp = match self.txn("acquiring", &txn).await {
             Ok(resp) => resp,
@@ -261,7 +274,7 @@ impl Etcd {
         }
     }
 
-    async fn txn(&self, what: &str, txn: &Txn) -> Result<etcd_client::TxnResponse, Error> {
+    pub(super) async fn txn(&self, what: &str, txn: &Txn) -> Result<etcd_client::TxnResponse, Error> {
         self.call(what, |mut c| {
             let txn = txn.clone();
             async move { c.txn(txn).await }
@@ -282,7 +295,7 @@ impl Etcd {
 
     /// Revokes an etcd lease that holds nothing we need, best effort: if that fails, the lease
     /// still expires on its own after its TTL.
-    async fn revoke(&self, lease: i64) {
+    pub(super) async fn revoke(&self, lease: i64) {
         match self
             .call_raw(
                 "revoking an etcd lease",

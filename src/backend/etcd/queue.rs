@@ -1,0 +1,258 @@
+//! The line of waiters behind `--fair` (see "Fair waiting" in the module docs of
+//! [`crate::backend::etcd`]).
+//!
+//! A waiter's place is a key `<prefix>\0queue\0<resource>\0<etcd lease, hex>` attached to an etcd
+//! lease of its own ([`QUEUE_TTL_S`]), kept alive in the background while it waits. Its order is
+//! the key's create revision. A waiter is first when no key of the line was created before its
+//! own; until then it watches only the key just before it, so each departure wakes one waiter.
+//! Resource names have no control characters, so the line's keys never clash with a resource's
+//! key, and `list` skips them.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use etcd_client::{
+    GetOptions, PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse, WatchFilterType,
+    WatchOptions,
+};
+use tokio::task::JoinHandle;
+
+use super::{errors, Etcd};
+use crate::backend::{Acquire, AcquireRequest, Error, Ticket, Watch};
+
+/// The TTL of a place in line: how long a waiter that died keeps the ones behind it waiting.
+const QUEUE_TTL_S: i64 = 10;
+/// How often a waiter keeps its place alive.
+const KEEP_ALIVE_EVERY: Duration = Duration::from_secs(3);
+/// How often a waiter checks its place even without a change event (a safety net).
+const RECHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// A waiter's place in the line of one resource.
+pub(super) struct EtcdTicket {
+    etcd: Etcd,
+    /// The key prefix of the line: `<prefix>\0queue\0<resource>\0`.
+    line: Vec<u8>,
+    /// Stored in the waiter's key, for people looking at the line with etcdctl.
+    principal: String,
+    /// `None` once the place is given up (acquired, left, or found expired).
+    place: Option<Place>,
+    /// No place taken before this one remains (true stays true: later places are behind).
+    first: bool,
+}
+
+struct Place {
+    key: Vec<u8>,
+    /// The key's create revision: its order in the line.
+    revision: i64,
+    lease: i64,
+    keeper: JoinHandle<()>,
+}
+
+impl Drop for Place {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
+}
+
+impl EtcdTicket {
+    /// Joins the line for `req.resource` at the back.
+    pub(super) async fn join(etcd: Etcd, req: &AcquireRequest<'_>) -> Result<EtcdTicket, Error> {
+        let mut line = etcd.opts.prefix.clone();
+        line.extend_from_slice(b"\0queue\0");
+        line.extend_from_slice(req.resource.as_str().as_bytes());
+        line.push(0);
+        let mut ticket = EtcdTicket {
+            etcd,
+            line,
+            principal: req.principal.to_owned(),
+            place: None,
+            first: false,
+        };
+        ticket.take_place().await?;
+        Ok(ticket)
+    }
+
+    async fn take_place(&mut self) -> Result<(), Error> {
+        const WHAT: &str = "joining the line of waiters";
+        let etcd = &self.etcd;
+        let lease = etcd
+            .call(WHAT, |mut c| async move {
+                c.lease_grant(QUEUE_TTL_S, None).await
+            })
+            .await?
+            .id();
+        let mut key = self.line.clone();
+        key.extend_from_slice(format!("{lease:016x}").as_bytes());
+        let put = etcd
+            .call(WHAT, |mut c| {
+                let (key, value) = (key.clone(), self.principal.clone());
+                async move {
+                    c.put(key, value, Some(PutOptions::new().with_lease(lease)))
+                        .await
+                }
+            })
+            .await;
+        // On an unknown outcome, revoking the lease removes the key if it was put.
+        let revision = match put.map(|p| p.header().map(|h| h.revision())) {
+            Ok(Some(revision)) => revision,
+            Ok(None) => {
+                etcd.revoke(lease).await;
+                return Err(Error::Other(format!(
+                    "{}: {WHAT}: etcd sent no revision",
+                    etcd.opts.name
+                )));
+            }
+            Err(e) => {
+                etcd.revoke(lease).await;
+                return Err(e);
+            }
+        };
+        let keeper = tokio::spawn(keep_alive(etcd.clone(), lease));
+        self.place = Some(Place {
+            key,
+            revision,
+            lease,
+            keeper,
+        });
+        self.first = false;
+        Ok(())
+    }
+
+    /// Reads whether this waiter's key still exists, and the key just before it in line.
+    async fn look(&self, place: &Place) -> Result<(bool, Option<Vec<u8>>, i64), Error> {
+        let before = GetOptions::new()
+            .with_prefix()
+            .with_keys_only()
+            .with_max_create_revision(place.revision - 1)
+            .with_sort(SortTarget::Create, SortOrder::Descend)
+            .with_limit(1);
+        let txn = Txn::new().and_then([
+            TxnOp::get(
+                place.key.clone(),
+                Some(GetOptions::new().with_count_only()),
+            ),
+            TxnOp::get(self.line.clone(), Some(before)),
+        ]);
+        let resp = self.etcd.txn("waiting in line", &txn).await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let mut gets = resp.op_responses().into_iter().filter_map(|r| match r {
+            TxnOpResponse::Get(get) => Some(get),
+            _ => None,
+        });
+        let (Some(mine), Some(mut before)) = (gets.next(), gets.next()) else {
+            return Err(Error::Other(format!(
+                "{}: waiting in line: etcd's answer lacks a read",
+                self.etcd.opts.name
+            )));
+        };
+        let ahead = before
+            .take_kvs()
+            .into_iter()
+            .next()
+            .map(|kv| kv.key().to_vec());
+        Ok((mine.count() > 0, ahead, revision))
+    }
+
+    /// Gives the place up, revoking its etcd lease in the background.
+    fn abandon(&mut self) {
+        if let Some(place) = self.place.take() {
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let etcd = self.etcd.clone();
+                rt.spawn(async move { etcd.revoke(place.lease).await });
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Ticket for EtcdTicket {
+    async fn first(&mut self) -> Result<(), Error> {
+        loop {
+            if self.place.is_none() {
+                self.take_place().await?;
+            }
+            if self.first {
+                return Ok(());
+            }
+            let Some(place) = self.place.as_ref() else {
+                continue;
+            };
+            let (present, ahead, revision) = self.look(place).await?;
+            if !present {
+                // The place expired (this process was stopped, or cut off from etcd for longer
+                // than the queue TTL): join again at the back.
+                tracing::debug!("lost the place in line; joining again");
+                self.abandon();
+                continue;
+            }
+            let Some(ahead) = ahead else {
+                self.first = true;
+                return Ok(());
+            };
+            // Wait for the waiter ahead to leave (it acquired, gave up, or died), from the
+            // revision just read, so that no departure is missed.
+            let options = WatchOptions::new()
+                .with_start_revision(revision + 1)
+                .with_filters([WatchFilterType::NoPut]);
+            let mut watch = self.etcd.key_watch(ahead, Some(options)).await?;
+            tokio::select! {
+                r = watch.changed() => r?,
+                _ = tokio::time::sleep(RECHECK_EVERY) => {}
+            }
+        }
+    }
+
+    async fn try_acquire(&mut self, req: &AcquireRequest<'_>) -> Result<Acquire, Error> {
+        let Some(place) = self.place.as_ref() else {
+            // Not in line (the caller skipped `first`): nothing to try yet.
+            return Ok(Acquire::Busy {
+                holder: None,
+                expires_in: Some(Duration::ZERO),
+            });
+        };
+        let out = self.etcd.acquire_once(req, Some(&place.key)).await;
+        match &out {
+            // The transaction deleted the waiter's key: the next in line is already woken.
+            Ok(Acquire::Acquired(_)) => self.abandon(),
+            // Free, yet not granted: this waiter's key may be gone. Check before trying again.
+            Ok(Acquire::Busy { holder: None, .. }) => self.first = false,
+            _ => {}
+        }
+        out
+    }
+
+    async fn leave(mut self: Box<Self>) {
+        if let Some(place) = self.place.take() {
+            place.keeper.abort();
+            self.etcd.revoke(place.lease).await;
+        }
+    }
+}
+
+impl Drop for EtcdTicket {
+    fn drop(&mut self) {
+        self.abandon();
+    }
+}
+
+/// Keeps a place's etcd lease alive until the task is aborted or the lease is gone.
+async fn keep_alive(etcd: Etcd, lease: i64) {
+    loop {
+        tokio::time::sleep(KEEP_ALIVE_EVERY).await;
+        let out = etcd
+            .call_raw("keeping a place in line", etcd.command_limit(), |mut c| {
+                async move { c.lease_keep_alive(lease).await }
+            })
+            .await;
+        match out {
+            Ok(Ok(_)) => {}
+            // Gone: the waiter notices at its next check and joins again.
+            Ok(Err(e)) if errors::is_lease_not_found(&e) => return,
+            Ok(Err(e)) => tracing::debug!(
+                "keeping a place in line: {}",
+                errors::map(&etcd.opts.name, "keep-alive", e)
+            ),
+            Err(e) => tracing::debug!("keeping a place in line: {e}"),
+        }
+    }
+}
