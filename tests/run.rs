@@ -478,6 +478,26 @@ fn events_stream_every_state_change() {
     }
 }
 
+/// Several lockruns appending to one events file: every line is whole (one write per line).
+#[test]
+fn events_of_concurrent_runs_appending_to_one_file_never_interleave() {
+    let env = Env::new();
+    let log = env.file("events.log");
+    let line = format!(
+        "for w in 1 2 3 4 5 6; do (for i in 1 2 3 4 5 6 7 8; do \
+         {} --events 3 res-$w -- true 3>>{}; done) & done; wait",
+        env!("CARGO_BIN_EXE_lockrun"),
+        log.display()
+    );
+    let o = env.cmd_sh(&line);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let text = std::fs::read_to_string(&log).unwrap();
+    for l in text.lines() {
+        assert!(serde_json::from_str::<serde_json::Value>(l).is_ok(), "torn line: {l}");
+    }
+    assert_eq!(text.lines().count(), 6 * 8 * 3);
+}
+
 #[test]
 fn events_to_a_file_descriptor() {
     let env = Env::new();

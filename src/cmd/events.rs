@@ -63,8 +63,12 @@ impl Events {
         if let Value::Object(extra) = fields {
             obj.extend(extra);
         }
+        // One write per line, so lines from several processes appending to one file (`3>>log`)
+        // never interleave.
+        let mut line = Value::Object(obj).to_string();
+        line.push('\n');
         if let Ok(mut out) = self.out.lock() {
-            let _ = writeln!(out, "{}", Value::Object(obj));
+            let _ = out.write_all(line.as_bytes());
             let _ = out.flush();
         }
     }
