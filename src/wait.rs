@@ -71,6 +71,8 @@ const POLL_MIN: Duration = Duration::from_millis(25);
 const POLL_MAX: Duration = Duration::from_secs(1);
 /// A safety net for lost notifications when the backend does offer a watch.
 const WATCH_SAFETY_POLL: Duration = Duration::from_secs(5);
+/// How long a fair waiter waits in line before it reads who holds the resource, to report it.
+const REPORT_HOLDER_AFTER: Duration = Duration::from_millis(200);
 /// Wake a hair after the holder's expiry, so the attempt does not land just before it.
 const EXPIRY_SLACK: Duration = Duration::from_millis(2);
 
@@ -137,42 +139,80 @@ impl Line {
         deadline: Option<Instant>,
         on_event: &mut (dyn FnMut(Event<'_>) + Send),
         last_holder: &mut Option<Lease>,
+        subscription: &mut Subscription,
     ) -> Result<Option<(Instant, Acquire)>, Error> {
         if !self.fair {
             let sent_at = Instant::now();
             return Ok(Some((sent_at, backend.try_acquire(req).await?)));
         }
         if self.ticket.is_none() {
-            // Who holds it now, read while joining, for the "waiting for" line.
-            let (ticket, holder) =
-                tokio::join!(backend.enqueue(req), backend.current(req.resource));
-            self.ticket = Some(ticket?.ok_or_else(|| {
+            self.ticket = Some(backend.enqueue(req).await?.ok_or_else(|| {
                 Error::Config(
                     "this backend keeps no line of waiters, so it cannot serve them in order \
                      (--fair); etcd can"
                         .into(),
                 )
             })?);
-            if let Ok(Some(holder)) = holder {
-                on_event(Event::Busy {
-                    holder: Some(&holder),
-                });
-                *last_holder = Some(holder);
-            }
         }
         let Some(ticket) = self.ticket.as_mut() else {
             unreachable!("joined above");
         };
-        let first = ticket.first();
-        match deadline {
-            None => first.await?,
-            Some(d) => tokio::select! {
-                r = first => r?,
-                _ = tokio::time::sleep_until(d) => return Ok(None),
-            },
+        let mut first = ticket.first();
+        // Who holds the resource is read only for a wait long enough to be noticed.
+        let mut report_at = (last_holder.is_none()).then(|| Instant::now() + REPORT_HOLDER_AFTER);
+        let far = Instant::now() + Duration::from_secs(86400 * 365);
+        loop {
+            tokio::select! {
+                r = &mut first => {
+                    r?;
+                    break;
+                }
+                _ = tokio::time::sleep_until(report_at.unwrap_or(far)), if report_at.is_some() => {
+                    report_at = None;
+                    if let Ok(Some(holder)) = backend.current(req.resource).await {
+                        on_event(Event::Busy { holder: Some(&holder) });
+                        *last_holder = Some(holder);
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
+                    if last_holder.is_none() {
+                        *last_holder = backend.current(req.resource).await.ok().flatten();
+                    }
+                    return Ok(None);
+                }
+            }
         }
+        drop(first);
+        // The first in line will wait for a release: subscribe before trying, so that the attempt
+        // need not be repeated after subscribing.
+        subscription.ensure(backend, req).await;
         let sent_at = Instant::now();
         Ok(Some((sent_at, ticket.try_acquire(req).await?)))
+    }
+}
+
+/// The subscription to a resource's changes, made once, when the first attempt finds it busy.
+#[derive(Default)]
+struct Subscription {
+    watch: Option<Box<dyn Watch>>,
+    tried: bool,
+}
+
+impl Subscription {
+    /// Subscribes unless done before; true if this call subscribed.
+    async fn ensure(&mut self, backend: &dyn Backend, req: &AcquireRequest<'_>) -> bool {
+        if self.tried {
+            return false;
+        }
+        self.tried = true;
+        self.watch = match backend.watch(req.resource).await {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::debug!("watch unavailable, polling: {e}");
+                None
+            }
+        };
+        true
     }
 }
 
@@ -189,14 +229,20 @@ async fn acquire_in(
         Wait::Forever => None,
         Wait::AtMost(d) => Some(start + d),
     };
-    let mut watch: Option<Box<dyn Watch>> = None;
-    let mut watch_tried = false;
+    let mut subscription = Subscription::default();
     let mut poll = POLL_MIN;
     let mut attempts = 0u32;
     let mut last_holder: Option<Lease> = None;
     loop {
         let result = line
-            .attempt(backend, req, deadline, on_event, &mut last_holder)
+            .attempt(
+                backend,
+                req,
+                deadline,
+                on_event,
+                &mut last_holder,
+                &mut subscription,
+            )
             .await;
         attempts += 1;
         let wake = match result {
@@ -221,21 +267,13 @@ async fn acquire_in(
                     holder: holder.as_ref(),
                 });
                 last_holder = holder;
-                if !watch_tried {
-                    // Subscribe now, then try once more at once, so a release that happened
-                    // between the attempt and the subscription is not missed.
-                    watch_tried = true;
-                    watch = match backend.watch(req.resource).await {
-                        Ok(w) => w,
-                        Err(e) => {
-                            tracing::debug!("watch unavailable, polling: {e}");
-                            None
-                        }
-                    };
+                // Subscribe now, then try once more at once, so a release that happened
+                // between the attempt and the subscription is not missed.
+                if subscription.ensure(backend, req).await {
                     continue;
                 }
                 let mut wake = Instant::now()
-                    + if watch.is_some() {
+                    + if subscription.watch.is_some() {
                         jitter(WATCH_SAFETY_POLL)
                     } else {
                         let p = jitter(poll);
@@ -260,13 +298,13 @@ async fn acquire_in(
             Err(e) => return Err(e),
         };
         let wake = deadline.map_or(wake, |d| wake.min(d));
-        match watch.as_mut() {
+        match subscription.watch.as_mut() {
             Some(w) => {
                 tokio::select! {
                     r = w.changed() => {
                         if let Err(e) = r {
                             tracing::debug!("watch failed, falling back to polling: {e}");
-                            watch = None;
+                            subscription.watch = None;
                         }
                     }
                     _ = tokio::time::sleep_until(wake) => {}

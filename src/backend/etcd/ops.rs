@@ -89,6 +89,22 @@ impl Etcd {
         Ok(Acquire::Busy { holder, expires_in })
     }
 
+    /// `Busy` with the holder when the resource is held, `None` when it is free: reads only.
+    pub(super) async fn busy(&self, resource: &Resource) -> Result<Option<Acquire>, Error> {
+        let key = self.key(resource);
+        let mut resp = self
+            .call("reading", |mut c| {
+                let key = key.clone();
+                async move { c.get(key, None).await }
+            })
+            .await?;
+        let Some(kv) = resp.take_kvs().into_iter().next() else {
+            return Ok(None);
+        };
+        let (holder, expires_in) = self.describe(resource, Some(kv)).await?;
+        Ok(Some(Acquire::Busy { holder, expires_in }))
+    }
+
     /// The holder's lease and an upper bound of its remaining time (etcd reports whole seconds,
     /// rounded down).
     async fn describe(

@@ -38,6 +38,11 @@ pub(super) struct EtcdTicket {
     place: Option<Place>,
     /// No place taken before this one remains (true stays true: later places are behind).
     first: bool,
+    /// The place just before this one, and the revision it was seen at, as learnt when joining.
+    ahead: Option<(Option<Vec<u8>>, i64)>,
+    /// This waiter became first by waiting for the one before it, which most likely holds the
+    /// resource now: look before trying.
+    look_first: bool,
 }
 
 struct Place {
@@ -67,6 +72,8 @@ impl EtcdTicket {
             principal: req.principal.to_owned(),
             place: None,
             first: false,
+            ahead: None,
+            look_first: false,
         };
         ticket.take_place().await?;
         Ok(ticket)
@@ -83,25 +90,37 @@ impl EtcdTicket {
             .id();
         let mut key = self.line.clone();
         key.extend_from_slice(format!("{lease:016x}").as_bytes());
-        let put = etcd
-            .call(WHAT, |mut c| {
-                let (key, value) = (key.clone(), self.principal.clone());
-                async move {
-                    c.put(key, value, Some(PutOptions::new().with_lease(lease)))
-                        .await
+        // Put the place, and read the newest two places: this one and the one before it.
+        let last_two = GetOptions::new()
+            .with_prefix()
+            .with_keys_only()
+            .with_sort(SortTarget::Create, SortOrder::Descend)
+            .with_limit(2);
+        let txn = Txn::new().and_then([
+            TxnOp::put(
+                key.clone(),
+                self.principal.clone(),
+                Some(PutOptions::new().with_lease(lease)),
+            ),
+            TxnOp::get(self.line.clone(), Some(last_two)),
+        ]);
+        let joined = etcd.txn(WHAT, &txn).await.and_then(|resp| {
+            let revision = resp.header().map(|h| h.revision());
+            let mut keys = gets(resp).next().map(|mut g| g.take_kvs()).unwrap_or_default();
+            match (revision, keys.first()) {
+                (Some(revision), Some(kv)) if kv.key() == key => {
+                    let ahead = keys.get_mut(1).map(|kv| kv.key().to_vec());
+                    Ok((revision, ahead))
                 }
-            })
-            .await;
-        // On an unknown outcome, revoking the lease removes the key if it was put.
-        let revision = match put.map(|p| p.header().map(|h| h.revision())) {
-            Ok(Some(revision)) => revision,
-            Ok(None) => {
-                etcd.revoke(lease).await;
-                return Err(Error::Other(format!(
-                    "{}: {WHAT}: etcd sent no revision",
+                _ => Err(Error::Other(format!(
+                    "{}: {WHAT}: etcd's answer lacks the new place",
                     etcd.opts.name
-                )));
+                ))),
             }
+        });
+        // On an unknown outcome, revoking the lease removes the key if it was put.
+        let (revision, ahead) = match joined {
+            Ok(joined) => joined,
             Err(e) => {
                 etcd.revoke(lease).await;
                 return Err(e);
@@ -115,6 +134,7 @@ impl EtcdTicket {
             keeper,
         });
         self.first = false;
+        self.ahead = Some((ahead, revision));
         Ok(())
     }
 
@@ -135,10 +155,7 @@ impl EtcdTicket {
         ]);
         let resp = self.etcd.txn("waiting in line", &txn).await?;
         let revision = resp.header().map_or(0, |h| h.revision());
-        let mut gets = resp.op_responses().into_iter().filter_map(|r| match r {
-            TxnOpResponse::Get(get) => Some(get),
-            _ => None,
-        });
+        let mut gets = gets(resp);
         let (Some(mine), Some(mut before)) = (gets.next(), gets.next()) else {
             return Err(Error::Other(format!(
                 "{}: waiting in line: etcd's answer lacks a read",
@@ -177,7 +194,10 @@ impl Ticket for EtcdTicket {
             let Some(place) = self.place.as_ref() else {
                 continue;
             };
-            let (present, ahead, revision) = self.look(place).await?;
+            let (present, ahead, revision) = match self.ahead.take() {
+                Some((ahead, revision)) => (true, ahead, revision),
+                None => self.look(place).await?,
+            };
             if !present {
                 // The place expired (this process was stopped, or cut off from etcd for longer
                 // than the queue TTL): join again at the back.
@@ -195,6 +215,7 @@ impl Ticket for EtcdTicket {
                 .with_start_revision(revision + 1)
                 .with_filters([WatchFilterType::NoPut]);
             let mut watch = self.etcd.key_watch(ahead, Some(options)).await?;
+            self.look_first = true;
             tokio::select! {
                 r = watch.changed() => r?,
                 _ = tokio::time::sleep(RECHECK_EVERY) => {}
@@ -210,6 +231,11 @@ impl Ticket for EtcdTicket {
                 expires_in: Some(Duration::ZERO),
             });
         };
+        if std::mem::take(&mut self.look_first) {
+            if let Some(busy) = self.etcd.busy(req.resource).await? {
+                return Ok(busy);
+            }
+        }
         let out = self.etcd.acquire_once(req, Some(&place.key)).await;
         match &out {
             // The transaction deleted the waiter's key: the next in line is already woken.
@@ -255,4 +281,12 @@ async fn keep_alive(etcd: Etcd, lease: i64) {
             Err(e) => tracing::debug!("keeping a place in line: {e}"),
         }
     }
+}
+
+/// The reads of a transaction's answer, in order.
+fn gets(resp: etcd_client::TxnResponse) -> impl Iterator<Item = etcd_client::GetResponse> {
+    resp.op_responses().into_iter().filter_map(|r| match r {
+        TxnOpResponse::Get(get) => Some(get),
+        _ => None,
+    })
 }
