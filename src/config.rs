@@ -297,9 +297,7 @@ impl Config {
             wait: pick(&layers, |s| s.wait.as_ref())
                 .copied()
                 .unwrap_or(Wait::Forever),
-            fair: pick(&layers, |s| s.fair.as_ref())
-                .copied()
-                .unwrap_or(false),
+            fair: pick(&layers, |s| s.fair.as_ref()).copied().unwrap_or(false),
         })
     }
 

@@ -181,15 +181,7 @@ impl Lock {
             principal: &principal,
             ttl: self.ttl,
         };
-        match wait::acquire(
-            &*self.backend,
-            &req,
-            wait,
-            self.retry,
-            self.order,
-            on_event,
-        )
-        .await? {
+        match wait::acquire(&*self.backend, &req, wait, self.retry, self.order, on_event).await? {
             Outcome::Busy(holder) => Err(Error::Busy(holder.map(Box::new))),
             Outcome::Granted(g) => Ok(Guard::new(
                 Arc::clone(&self.backend),

@@ -112,10 +112,7 @@ pub async fn acquire(
 ) -> Result<Outcome, Error> {
     // A single attempt has nobody to queue behind.
     let fair = order == Order::Fair && wait != Wait::AtMost(Duration::ZERO);
-    let mut line = Line {
-        fair,
-        ticket: None,
-    };
+    let mut line = Line { fair, ticket: None };
     let out = acquire_in(backend, req, wait, retry, &mut line, on_event).await;
     if let Some(ticket) = line.ticket.take() {
         ticket.leave().await;
@@ -490,7 +487,15 @@ mod tests {
         };
         // UntilDeadline retries even the first error.
         let b = scripted(vec![down(), down(), Ok(true)], Duration::ZERO);
-        let out = acquire(&b, &req, Wait::Forever, Retry::UntilDeadline, Order::Race, &mut |_| {}).await;
+        let out = acquire(
+            &b,
+            &req,
+            Wait::Forever,
+            Retry::UntilDeadline,
+            Order::Race,
+            &mut |_| {},
+        )
+        .await;
         assert!(matches!(out, Ok(Outcome::Granted(_))));
         // ...but never past the deadline: the last error is returned then.
         let b = scripted(vec![down(); 1000], Duration::ZERO);

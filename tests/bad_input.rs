@@ -131,7 +131,12 @@ fn fair_waiting_on_a_backend_without_a_line_exits_78() {
     assert_fails(&o, 78, "--fair");
     assert_eq!(env.run(&["current", "res"]).status.code(), Some(1));
     // A single attempt has nobody to queue behind.
-    assert_eq!(env.run(&["-n", "--fair", "res", "--", "true"]).status.code(), Some(0));
+    assert_eq!(
+        env.run(&["-n", "--fair", "res", "--", "true"])
+            .status
+            .code(),
+        Some(0)
+    );
 }
 
 #[test]
@@ -145,7 +150,10 @@ fn malformed_config_exits_78_naming_file_and_line() {
         ("[default]\nttl = [1, 2]\n", "ttl"),
         ("[default]\nbackend = \"missing\"\n", "missing"),
         ("[backend.x]\nport = 1\n", "url"),
-        ("[default]\nfair = \"yes\"\n", "key 'fair' in [default]: must be true or false"),
+        (
+            "[default]\nfair = \"yes\"\n",
+            "key 'fair' in [default]: must be true or false",
+        ),
     ] {
         std::fs::write(&cfg, text).unwrap();
         let o = env.run(&["-c", cfg.to_str().unwrap(), "acquire", "res"]);

@@ -410,7 +410,11 @@ fn in_line(server: &Server, resource: &str) -> i64 {
         let got = c
             .get(
                 line,
-                Some(etcd_client::GetOptions::new().with_prefix().with_count_only()),
+                Some(
+                    etcd_client::GetOptions::new()
+                        .with_prefix()
+                        .with_count_only(),
+                ),
             )
             .await
             .expect("get");

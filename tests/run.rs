@@ -493,7 +493,10 @@ fn events_of_concurrent_runs_appending_to_one_file_never_interleave() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let text = std::fs::read_to_string(&log).unwrap();
     for l in text.lines() {
-        assert!(serde_json::from_str::<serde_json::Value>(l).is_ok(), "torn line: {l}");
+        assert!(
+            serde_json::from_str::<serde_json::Value>(l).is_ok(),
+            "torn line: {l}"
+        );
     }
     assert_eq!(text.lines().count(), 6 * 8 * 3);
 }

@@ -24,7 +24,11 @@
 //!   by the key's `mod_revision`, and the old etcd lease is revoked.
 //! - **release**: read the key, check the lease id, delete it in a transaction guarded by its
 //!   `mod_revision` (so a key that changed hands in between is never deleted), then revoke the
-//!   etcd lease. A lease id that does not hold the resource releases nothing.
+//!   etcd lease. A lease id that does not hold the resource releases nothing. When this process
+//!   granted (or last moved) the lease itself, it knows the etcd lease the key is attached to,
+//!   and the release is a single `LeaseRevoke`: revoking deletes exactly the keys attached to
+//!   that etcd lease, atomically, so it can only ever delete our own key. If etcd no longer
+//!   knows that etcd lease, the release falls back to the read-check-delete above.
 //! - **current**: read the key, and `LeaseTimeToLive` of its etcd lease for the time left.
 //! - **watch**: an etcd watch on the key; any PUT or DELETE (release, expiry) wakes the waiter.
 //!
@@ -61,9 +65,10 @@
 //! its queue lease expires; one whose queue key expired (stopped, or cut off) joins again at the
 //! back. Waiters without `--fair` do not queue and may still take a free resource first.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::AtomicUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -100,6 +105,9 @@ pub struct Etcd {
     members: Arc<[Member]>,
     /// The member calls go to first.
     current: Arc<AtomicUsize>,
+    /// The etcd lease of each key this process granted or renewed, by key: lets a release
+    /// revoke it directly (see `release` in the module docs).
+    granted: Arc<Mutex<HashMap<Vec<u8>, (LeaseId, i64)>>>,
 }
 
 impl fmt::Debug for Etcd {
@@ -122,6 +130,7 @@ impl Etcd {
             connect: opts.connect_options()?,
             members: Etcd::members(&opts).into(),
             current: Arc::new(AtomicUsize::new(0)),
+            granted: Arc::default(),
             opts,
         };
         // A linearizable read needs a quorum, and checks the credentials.

@@ -14,6 +14,15 @@ use crate::lease::{Lease, LeaseId, Resource};
 /// but still holds our lease (a concurrent renewal of the same lease).
 const ATTEMPTS: usize = 3;
 
+/// An etcd lease granted for a lock key.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Grant {
+    pub id: i64,
+    /// The TTL asked for and the TTL granted, in seconds.
+    pub want: i64,
+    pub ttl: i64,
+}
+
 /// The key of a resource as read: the decoded value and the revisions that guard writes.
 struct Held {
     rec: Record,
@@ -30,21 +39,65 @@ impl Etcd {
         req: &AcquireRequest<'_>,
         queued: Option<&[u8]>,
     ) -> Result<Acquire, Error> {
-        let key = self.key(req.resource);
-        let want = ttl_secs(req.ttl);
         let t0 = SystemTime::now();
+        let grant = self.grant(req.ttl).await?;
+        self.acquire_with(req, queued, grant, t0, false).await
+    }
+
+    /// Grants an etcd lease for a lock key with the TTL `ttl` (rounded up to whole seconds).
+    pub(super) async fn grant(&self, ttl: Duration) -> Result<Grant, Error> {
+        let want = ttl_secs(ttl);
         let grant = self
             .call("granting an etcd lease", |mut c| async move {
                 c.lease_grant(want, None).await
             })
             .await?;
+        Ok(Grant {
+            id: grant.id(),
+            want,
+            ttl: grant.ttl(),
+        })
+    }
+
+    /// One keep-alive of an etcd lease: false when etcd no longer knows it.
+    pub(super) async fn keep_alive(&self, lease: i64) -> Result<bool, Error> {
+        match self
+            .call_raw(
+                "keeping an etcd lease alive",
+                self.command_limit(),
+                |mut c| async move { c.lease_keep_alive(lease).await },
+            )
+            .await?
+        {
+            Ok(_) => Ok(true),
+            Err(e) if errors::is_lease_not_found(&e) => Ok(false),
+            Err(e) => Err(errors::map(
+                &self.opts.name,
+                "keeping an etcd lease alive",
+                e,
+            )),
+        }
+    }
+
+    /// The acquire transaction with an etcd lease granted at `t0` (see [`Etcd::acquire_once`]).
+    /// A failed attempt revokes the etcd lease unless `keep` (the caller will use it again);
+    /// an attempt of unknown outcome always revokes it.
+    pub(super) async fn acquire_with(
+        &self,
+        req: &AcquireRequest<'_>,
+        queued: Option<&[u8]>,
+        grant: Grant,
+        t0: SystemTime,
+        keep: bool,
+    ) -> Result<Acquire, Error> {
+        let key = self.key(req.resource);
         let rec = Record {
             id: req.id.clone(),
             principal: req.principal.to_owned(),
             acquired_at_ms: epoch_ms(t0),
-            ttl_s: want,
-            etcd_lease: grant.id(),
-            etcd_ttl_s: grant.ttl(),
+            ttl_s: grant.want,
+            etcd_lease: grant.id,
+            etcd_ttl_s: grant.ttl,
         };
         let mut when = vec![Compare::create_revision(key.clone(), CompareOp::Equal, 0)];
         let mut then = vec![TxnOp::put(
@@ -70,6 +123,7 @@ impl Etcd {
             }
         };
         if resp.succeeded() {
+            self.remember(&key, req.id, rec.etcd_lease);
             let token = resp.header().map_or(0, |h| h.revision());
             let granted = secs(rec.etcd_ttl_s);
             return Ok(Acquire::Acquired(rec.lease(
@@ -81,10 +135,12 @@ impl Etcd {
         }
         // Lost the race: give the fresh etcd lease back at once, and describe the holder.
         let holder = first_kv(resp.op_responses());
-        let (_, described) = tokio::join!(
-            self.revoke(rec.etcd_lease),
-            self.describe(req.resource, holder)
-        );
+        let revoke = async {
+            if !keep {
+                self.revoke(rec.etcd_lease).await;
+            }
+        };
+        let (_, described) = tokio::join!(revoke, self.describe(req.resource, holder));
         let (holder, expires_in) = described?;
         Ok(Acquire::Busy { holder, expires_in })
     }
@@ -206,7 +262,7 @@ impl Etcd {
                 held.mod_revision,
             )])
             .and_then([TxnOp::put(
-                key,
+                key.clone(),
                 rec.encode(),
                 Some(PutOptions::new().with_lease(rec.etcd_lease)),
             )]);
@@ -214,6 +270,7 @@ impl Etcd {
         // could delete the key if the put happened. A later renewal then finds and keeps
         // whichever etcd lease the key is attached to.
         if self.txn("renewing", &txn).await?.succeeded() {
+            self.remember(&self.key(resource), &rec.id, rec.etcd_lease);
             self.revoke(held.rec.etcd_lease).await;
             let granted = secs(rec.etcd_ttl_s);
             Ok(Some(rec.lease(
@@ -234,6 +291,19 @@ impl Etcd {
         id: &LeaseId,
     ) -> Result<bool, Error> {
         let key = self.key(resource);
+        if let Some(lease) = self.forget_granted(&key, id) {
+            match self
+                .call_raw("releasing", self.command_limit(), |mut c| async move {
+                    c.lease_revoke(lease).await
+                })
+                .await?
+            {
+                Ok(_) => return Ok(true),
+                // Expired, or moved to another etcd lease by a renewal elsewhere: look.
+                Err(e) if errors::is_lease_not_found(&e) => {}
+                Err(e) => return Err(errors::map(&self.opts.name, "releasing", e)),
+            }
+        }
         for _ in 0..ATTEMPTS {
             let Some(held) = self.read(resource).await? else {
                 return Ok(false);
@@ -290,7 +360,11 @@ impl Etcd {
         }
     }
 
-    pub(super) async fn txn(&self, what: &str, txn: &Txn) -> Result<etcd_client::TxnResponse, Error> {
+    pub(super) async fn txn(
+        &self,
+        what: &str,
+        txn: &Txn,
+    ) -> Result<etcd_client::TxnResponse, Error> {
         self.call(what, |mut c| {
             let txn = txn.clone();
             async move { c.txn(txn).await }
@@ -329,6 +403,28 @@ impl Etcd {
             Err(e) => {
                 tracing::warn!("could not revoke etcd lease {lease:x} (it expires on its own): {e}")
             }
+        }
+    }
+}
+
+impl Etcd {
+    /// Notes that `key` is held by `id` through etcd lease `lease`.
+    fn remember(&self, key: &[u8], id: &LeaseId, lease: i64) {
+        if let Ok(mut granted) = self.granted.lock() {
+            granted.insert(key.to_vec(), (id.clone(), lease));
+        }
+    }
+
+    /// The etcd lease this process knows `id` holds `key` through, forgetting it.
+    fn forget_granted(&self, key: &[u8], id: &LeaseId) -> Option<i64> {
+        let mut granted = self.granted.lock().ok()?;
+        match granted.get(key) {
+            Some((held_by, lease)) if held_by == id => {
+                let lease = *lease;
+                granted.remove(key);
+                Some(lease)
+            }
+            _ => None,
         }
     }
 }

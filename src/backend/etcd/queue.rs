@@ -8,7 +8,7 @@
 //! Resource names have no control characters, so the line's keys never clash with a resource's
 //! key, and `list` skips them.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use etcd_client::{
@@ -17,7 +17,8 @@ use etcd_client::{
 };
 use tokio::task::JoinHandle;
 
-use super::{errors, Etcd};
+use super::ops::Grant;
+use super::Etcd;
 use crate::backend::{Acquire, AcquireRequest, Error, Ticket, Watch};
 
 /// The TTL of a place in line: how long a waiter that died keeps the ones behind it waiting.
@@ -43,6 +44,21 @@ pub(super) struct EtcdTicket {
     /// This waiter became first by waiting for the one before it, which most likely holds the
     /// resource now: look before trying.
     look_first: bool,
+    /// The etcd lease the lock key will be attached to, granted ahead by the first in line while
+    /// the resource is busy, so that acquiring after a release is one transaction.
+    ready: Option<Ready>,
+}
+
+/// A lock key's etcd lease granted ahead, kept alive until used or given up.
+struct Ready {
+    grant: Grant,
+    keeper: JoinHandle<()>,
+}
+
+impl Drop for Ready {
+    fn drop(&mut self) {
+        self.keeper.abort();
+    }
 }
 
 struct Place {
@@ -74,6 +90,7 @@ impl EtcdTicket {
             first: false,
             ahead: None,
             look_first: false,
+            ready: None,
         };
         ticket.take_place().await?;
         Ok(ticket)
@@ -106,7 +123,10 @@ impl EtcdTicket {
         ]);
         let joined = etcd.txn(WHAT, &txn).await.and_then(|resp| {
             let revision = resp.header().map(|h| h.revision());
-            let mut keys = gets(resp).next().map(|mut g| g.take_kvs()).unwrap_or_default();
+            let mut keys = gets(resp)
+                .next()
+                .map(|mut g| g.take_kvs())
+                .unwrap_or_default();
             match (revision, keys.first()) {
                 (Some(revision), Some(kv)) if kv.key() == key => {
                     let ahead = keys.get_mut(1).map(|kv| kv.key().to_vec());
@@ -126,7 +146,7 @@ impl EtcdTicket {
                 return Err(e);
             }
         };
-        let keeper = tokio::spawn(keep_alive(etcd.clone(), lease));
+        let keeper = tokio::spawn(keep_alive(etcd.clone(), lease, KEEP_ALIVE_EVERY));
         self.place = Some(Place {
             key,
             revision,
@@ -147,10 +167,7 @@ impl EtcdTicket {
             .with_sort(SortTarget::Create, SortOrder::Descend)
             .with_limit(1);
         let txn = Txn::new().and_then([
-            TxnOp::get(
-                place.key.clone(),
-                Some(GetOptions::new().with_count_only()),
-            ),
+            TxnOp::get(place.key.clone(), Some(GetOptions::new().with_count_only())),
             TxnOp::get(self.line.clone(), Some(before)),
         ]);
         let resp = self.etcd.txn("waiting in line", &txn).await?;
@@ -170,12 +187,72 @@ impl EtcdTicket {
         Ok((mine.count() > 0, ahead, revision))
     }
 
-    /// Gives the place up, revoking its etcd lease in the background.
+    /// Gives the place (and a lease granted ahead) up, revoking their etcd leases in the
+    /// background.
     fn abandon(&mut self) {
-        if let Some(place) = self.place.take() {
-            if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                let etcd = self.etcd.clone();
-                rt.spawn(async move { etcd.revoke(place.lease).await });
+        let leases: Vec<i64> = (self.place.take().map(|p| p.lease).into_iter())
+            .chain(self.ready.take().map(|r| r.grant.id))
+            .collect();
+        if leases.is_empty() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let etcd = self.etcd.clone();
+            rt.spawn(async move {
+                for lease in leases {
+                    etcd.revoke(lease).await;
+                }
+            });
+        }
+    }
+
+    /// Keeps a lock key's etcd lease granted ahead alive until it is used.
+    fn set_ready(&mut self, grant: Grant) {
+        let every = KEEP_ALIVE_EVERY.min(Duration::from_secs(grant.ttl.max(1) as u64) / 3);
+        let keeper = tokio::spawn(keep_alive(self.etcd.clone(), grant.id, every));
+        self.ready = Some(Ready { grant, keeper });
+    }
+
+    /// Acquires with the lease granted ahead. A keep-alive sent together with the transaction
+    /// restarts the lease's TTL no earlier than this call, so the lease is good for its whole
+    /// TTL from the moment the caller measures from.
+    async fn acquire_ready(
+        &mut self,
+        req: &AcquireRequest<'_>,
+        queued: &[u8],
+        grant: Grant,
+    ) -> Result<Acquire, Error> {
+        let t0 = SystemTime::now();
+        let (alive, out) = tokio::join!(
+            self.etcd.keep_alive(grant.id),
+            self.etcd.acquire_with(req, Some(queued), grant, t0, true)
+        );
+        match out {
+            Ok(Acquire::Acquired(lease)) => {
+                // The key now holds the lease: the keeper must stop, and nothing may revoke it.
+                if let Some(ready) = self.ready.take() {
+                    ready.keeper.abort();
+                }
+                if alive.as_ref().is_ok_and(|a| *a) || self.etcd.keep_alive(grant.id).await? {
+                    Ok(Acquire::Acquired(lease))
+                } else {
+                    // Not known to be refreshed: give it back rather than trust it.
+                    self.etcd.revoke(grant.id).await;
+                    Err(Error::Unavailable(format!(
+                        "{}: acquiring: could not refresh the etcd lease",
+                        self.etcd.opts.name
+                    )))
+                }
+            }
+            Ok(busy) => {
+                if !alive.unwrap_or(true) {
+                    self.ready = None; // expired: grant a new one next time
+                }
+                Ok(busy)
+            }
+            Err(e) => {
+                self.ready = None; // revoked by `acquire_with` (unknown outcome)
+                Err(e)
             }
         }
     }
@@ -231,12 +308,32 @@ impl Ticket for EtcdTicket {
                 expires_in: Some(Duration::ZERO),
             });
         };
+        let key = place.key.clone();
         if std::mem::take(&mut self.look_first) {
-            if let Some(busy) = self.etcd.busy(req.resource).await? {
+            // Look, and grant the lock key's etcd lease ahead at the same time.
+            let need = self.ready.is_none();
+            let etcd = &self.etcd;
+            let (busy, grant) = tokio::join!(etcd.busy(req.resource), async {
+                if need {
+                    Some(etcd.grant(req.ttl).await)
+                } else {
+                    None
+                }
+            });
+            match grant {
+                Some(Ok(grant)) => self.set_ready(grant),
+                // Best effort: without a lease granted ahead, acquiring grants one.
+                Some(Err(e)) => tracing::debug!("granting ahead: {e}"),
+                None => {}
+            }
+            if let Some(busy) = busy? {
                 return Ok(busy);
             }
         }
-        let out = self.etcd.acquire_once(req, Some(&place.key)).await;
+        let out = match self.ready.as_ref().map(|r| r.grant) {
+            Some(grant) => self.acquire_ready(req, &key, grant).await,
+            None => self.etcd.acquire_once(req, Some(&key)).await,
+        };
         match &out {
             // The transaction deleted the waiter's key: the next in line is already woken.
             Ok(Acquire::Acquired(_)) => self.abandon(),
@@ -252,6 +349,10 @@ impl Ticket for EtcdTicket {
             place.keeper.abort();
             self.etcd.revoke(place.lease).await;
         }
+        if let Some(ready) = self.ready.take() {
+            ready.keeper.abort();
+            self.etcd.revoke(ready.grant.id).await;
+        }
     }
 }
 
@@ -261,24 +362,15 @@ impl Drop for EtcdTicket {
     }
 }
 
-/// Keeps a place's etcd lease alive until the task is aborted or the lease is gone.
-async fn keep_alive(etcd: Etcd, lease: i64) {
+/// Keeps an etcd lease alive every `every` until the task is aborted or the lease is gone.
+async fn keep_alive(etcd: Etcd, lease: i64, every: Duration) {
     loop {
-        tokio::time::sleep(KEEP_ALIVE_EVERY).await;
-        let out = etcd
-            .call_raw("keeping a place in line", etcd.command_limit(), |mut c| {
-                async move { c.lease_keep_alive(lease).await }
-            })
-            .await;
-        match out {
-            Ok(Ok(_)) => {}
-            // Gone: the waiter notices at its next check and joins again.
-            Ok(Err(e)) if errors::is_lease_not_found(&e) => return,
-            Ok(Err(e)) => tracing::debug!(
-                "keeping a place in line: {}",
-                errors::map(&etcd.opts.name, "keep-alive", e)
-            ),
-            Err(e) => tracing::debug!("keeping a place in line: {e}"),
+        tokio::time::sleep(every).await;
+        match etcd.keep_alive(lease).await {
+            Ok(true) => {}
+            // Gone: the waiter notices at its next check (or attempt) and starts over.
+            Ok(false) => return,
+            Err(e) => tracing::debug!("keeping a waiter's etcd lease alive: {e}"),
         }
     }
 }
