@@ -529,6 +529,35 @@ mod tests {
         assert!(matches!(out, Err(Error::Unavailable(_))));
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn fair_waiting_needs_a_backend_with_a_line_but_a_single_attempt_does_not() {
+        let (r, id) = (Resource::new("r").unwrap(), LeaseId::generate());
+        let req = AcquireRequest {
+            resource: &r,
+            id: &id,
+            principal: "p",
+            ttl: Duration::from_secs(1),
+        };
+        let b = scripted(vec![Ok(true)], Duration::from_secs(1));
+        let out = acquire(
+            &b,
+            &req,
+            Wait::Forever,
+            Retry::FailFast,
+            Order::Fair,
+            &mut |_| {},
+        )
+        .await;
+        assert!(
+            matches!(&out, Err(Error::Config(m)) if m.contains("--fair")),
+            "{out:?}"
+        );
+        assert!(b.calls.lock().unwrap().is_empty(), "nothing was tried");
+        let once = Wait::AtMost(Duration::ZERO);
+        let out = acquire(&b, &req, once, Retry::FailFast, Order::Fair, &mut |_| {}).await;
+        assert!(matches!(out, Ok(Outcome::Granted(_))), "{out:?}");
+    }
+
     #[test]
     fn jitter_stays_in_range() {
         for _ in 0..1000 {

@@ -1,5 +1,6 @@
 //! The backend conformance suite, and PostgreSQL-specific properties, against a real server.
 //! Each test uses a table of its own (`t_<prefix>`), so tests do not see each other's rows.
+#![cfg(feature = "postgres")]
 
 mod common;
 

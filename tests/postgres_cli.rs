@@ -1,5 +1,6 @@
 //! The real binary against a real PostgreSQL server: init, the verbs, `run` losing its lease,
 //! LISTEN/NOTIFY wake-ups, and every bad input with its exit code and one-line message.
+#![cfg(feature = "postgres")]
 
 mod common;
 

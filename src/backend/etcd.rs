@@ -107,8 +107,11 @@ pub struct Etcd {
     current: Arc<AtomicUsize>,
     /// The etcd lease of each key this process granted or renewed, by key: lets a release
     /// revoke it directly (see `release` in the module docs).
-    granted: Arc<Mutex<HashMap<Vec<u8>, (LeaseId, i64)>>>,
+    granted: Arc<Mutex<Granted>>,
 }
+
+/// Keys this process holds: key → (lockrun lease id, etcd lease).
+type Granted = HashMap<Vec<u8>, (LeaseId, i64)>;
 
 impl fmt::Debug for Etcd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
