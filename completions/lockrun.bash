@@ -121,7 +121,7 @@ _lockrun() {
             return 0
             ;;
         lockrun__subcmd__acquire)
-            opts="-w -n -E -c -b -p -v -q -h --ttl --wait --no-wait --conflict-exit-code --json --config --backend --principal --verbose --quiet --help"
+            opts="-w -n -E -c -b -p -v -q -h --ttl --wait --no-wait --conflict-exit-code --fair --json --config --backend --principal --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -631,7 +631,7 @@ _lockrun() {
             return 0
             ;;
         lockrun__subcmd__run)
-            opts="-w -n -E -c -b -p -v -q -h --ttl --wait --no-wait --conflict-exit-code --heartbeat --kill-after --events --config --backend --principal --verbose --quiet --help"
+            opts="-w -n -E -c -b -p -v -q -h --ttl --wait --no-wait --conflict-exit-code --fair --heartbeat --kill-after --events --config --backend --principal --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

@@ -51,6 +51,7 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s c -l config -d '
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s n -l no-wait -d 'Try once; do not wait if the resource is busy'
+complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l fair -d 'Serve waiters first come, first served: each waits in the backend\'s line for the one before it (etcd only; others exit 78)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s q -l quiet -d 'No progress, warnings or busy/not-held lines on stderr: only errors'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s h -l help -d 'Print help'
@@ -61,6 +62,7 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s c -l config 
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s n -l no-wait -d 'Try once; do not wait if the resource is busy'
+complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -l fair -d 'Serve waiters first come, first served: each waits in the backend\'s line for the one before it (etcd only; others exit 78)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -l json -d 'Print the lease as a JSON object instead of its id'
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s q -l quiet -d 'No progress, warnings or busy/not-held lines on stderr: only errors'

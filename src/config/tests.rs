@@ -357,7 +357,7 @@ fn unknown_keys() {
     assert_eq!(
         msg,
         "/etc/lockrun/config.toml:4: unknown key 'ttl_typo' in [default] \
-         (known: backend, principal, ttl, run_ttl, wait)"
+         (known: backend, principal, ttl, run_ttl, wait, fair)"
     );
     let msg = bad("# c\n[resource.\"x\"]\nwait = 0\nwiat = 0\n");
     assert!(

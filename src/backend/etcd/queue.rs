@@ -233,7 +233,11 @@ impl EtcdTicket {
                 if let Some(ready) = self.ready.take() {
                     ready.keeper.abort();
                 }
-                if alive.as_ref().is_ok_and(|a| *a) || self.etcd.keep_alive(grant.id).await? {
+                let refreshed = match alive {
+                    Ok(true) => true,
+                    _ => self.etcd.keep_alive(grant.id).await.unwrap_or(false),
+                };
+                if refreshed {
                     Ok(Acquire::Acquired(lease))
                 } else {
                     // Not known to be refreshed: give it back rather than trust it.

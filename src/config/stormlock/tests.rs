@@ -644,7 +644,7 @@ fn lock_section_errors() {
     let msg = bad("[default]\nttl = 1 h\ntimeout = 5\n");
     assert_eq!(
         msg,
-        "/etc/stormlock.cfg:3: unknown key 'timeout' in [default] (known: backend, principal, ttl, run_ttl, wait)"
+        "/etc/stormlock.cfg:3: unknown key 'timeout' in [default] (known: backend, principal, ttl, run_ttl, wait, fair)"
     );
     let msg = bad("[db]\nttl = 1 h\nTTL = 2 h\n");
     assert_eq!(msg, "/etc/stormlock.cfg:3: key 'ttl' appears twice in [db]");
