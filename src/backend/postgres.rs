@@ -71,8 +71,8 @@
 //!
 //! # Waiting
 //!
-//! [`Backend::watch`] opens a dedicated connection that `LISTEN`s on the table's channel and
-//! wakes on notifications whose payload is the resource. NOTIFY is sent only at commit, is not
+//! [`Backend::watch`] `LISTEN`s on the table's channel, on the backend's one connection (once
+//! per connection), and wakes on notifications whose payload is the resource. NOTIFY is sent only at commit, is not
 //! durable, and expiry sends none: the generic policy in [`crate::lock`] also wakes at the
 //! holder's expiry (from `expires_in`) and polls as a safety net.
 //!
@@ -131,7 +131,7 @@ use options::Options;
 use sql::{Sql, Stored};
 
 /// A lease table in a PostgreSQL database. One connection, opened at once and re-opened when
-/// it breaks; each watch gets a connection of its own.
+/// it breaks; watches LISTEN on it too.
 pub struct Postgres {
     opts: Options,
     sql: Sql,
@@ -142,6 +142,8 @@ pub struct Postgres {
 struct Live {
     client: Arc<Client>,
     task: AbortHandle,
+    /// The watches waiting for this connection's notifications.
+    hub: Arc<watch::Hub>,
 }
 
 impl fmt::Debug for Postgres {
@@ -196,25 +198,32 @@ impl Postgres {
 
     /// The shared connection, (re)connecting when there is none or it broke.
     async fn client(&self) -> Result<Arc<Client>, Error> {
+        Ok(self.live().await?.0)
+    }
+
+    /// The shared connection and the watches on it, (re)connecting when there is none or it
+    /// broke.
+    async fn live(&self) -> Result<(Arc<Client>, Arc<watch::Hub>), Error> {
         let mut slot = self.conn.lock().await;
         if let Some(live) = slot.as_ref() {
             if !live.client.is_closed() {
-                return Ok(Arc::clone(&live.client));
+                return Ok((Arc::clone(&live.client), Arc::clone(&live.hub)));
             }
         }
         let (client, connection) = self.connect().await?;
-        let endpoint = self.opts.endpoint.clone();
-        let task = tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!("PostgreSQL connection to {endpoint} ended: {e}");
-            }
-        });
+        let hub = Arc::new(watch::Hub::default());
+        let task = tokio::spawn(watch::drive(
+            connection,
+            Arc::clone(&hub),
+            self.opts.endpoint.clone(),
+        ));
         let client = Arc::new(client);
         *slot = Some(Live {
             client: Arc::clone(&client),
             task: task.abort_handle(),
+            hub: Arc::clone(&hub),
         });
-        Ok(client)
+        Ok((client, hub))
     }
 
     /// Forgets a broken connection (and stops its task) so the next call reconnects.

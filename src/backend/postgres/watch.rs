@@ -1,76 +1,105 @@
-//! Waiting for a release: a dedicated connection that LISTENs on the table's channel.
+//! Waiting for a release: the backend's connection LISTENs on the table's channel, and its
+//! driver hands each notification to the watches of the resource it names.
+
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use tokio::sync::mpsc;
-use tokio::task::AbortHandle;
-use tokio_postgres::{AsyncMessage, Client};
+use tokio::sync::{mpsc, OnceCell};
+use tokio_postgres::{AsyncMessage, Connection, Socket};
 
 use super::errors::classify;
-use super::{options, Postgres};
+use super::{options, tls, Postgres};
 use crate::backend::{Error, Watch};
 use crate::lease::Resource;
 
-/// Opens a connection, LISTENs, and keeps the notifications whose payload is `resource`.
-pub(super) async fn listen(pg: &Postgres, resource: &Resource) -> Result<Box<dyn Watch>, Error> {
-    let (client, mut connection) = pg.connect().await?;
-    let (tx, rx) = mpsc::unbounded_channel();
-    let want = resource.as_str().to_owned();
-    let endpoint = pg.opts.endpoint.clone();
-    let task = tokio::spawn(async move {
-        loop {
-            let msg = std::future::poll_fn(|cx| connection.poll_message(cx)).await;
-            let sent = match msg {
-                Some(Ok(AsyncMessage::Notification(n))) if n.payload() == want => tx.send(Ok(())),
-                Some(Ok(_)) => continue,
-                Some(Err(e)) => {
-                    let _ = tx.send(Err(classify(&e, &endpoint)));
-                    break;
+type Sender = mpsc::UnboundedSender<Result<(), Error>>;
+
+/// The watches on one connection: who waits for which resource, and whether the connection
+/// LISTENs yet.
+#[derive(Default)]
+pub(super) struct Hub {
+    watches: Mutex<Vec<(String, Sender)>>,
+    listening: OnceCell<()>,
+}
+
+impl Hub {
+    fn notify(&self, resource: &str) {
+        if let Ok(mut watches) = self.watches.lock() {
+            watches.retain(|(r, tx)| {
+                if r == resource {
+                    tx.send(Ok(())).is_ok()
+                } else {
+                    !tx.is_closed()
                 }
-                None => {
-                    let _ = tx.send(Err(Error::Unavailable(format!(
-                        "PostgreSQL at {endpoint}: the LISTEN connection closed"
-                    ))));
-                    break;
-                }
-            };
-            if sent.is_err() {
-                break;
+            });
+        }
+    }
+
+    /// The connection ended: every watch learns it (and its waiter falls back to polling).
+    fn fail(&self, e: &Error) {
+        if let Ok(mut watches) = self.watches.lock() {
+            for (_, tx) in watches.drain(..) {
+                let _ = tx.send(Err(e.clone()));
             }
         }
-    });
-    let listen = format!("LISTEN {}", options::quote(&pg.channel));
-    let watch = PgWatch {
-        rx,
-        client,
-        task: task.abort_handle(),
-    };
-    match tokio::time::timeout(
-        pg.opts.statement_timeout,
-        watch.client.batch_execute(&listen),
-    )
-    .await
-    {
-        Ok(Ok(())) => Ok(Box::new(watch)),
-        Ok(Err(e)) => Err(pg.map(&e)),
-        Err(_) => Err(Error::Unavailable(format!(
-            "PostgreSQL at {}: LISTEN took longer than {}",
-            pg.opts.endpoint,
-            crate::duration::format(pg.opts.statement_timeout)
-        ))),
     }
 }
 
-/// A LISTEN connection filtered to one resource.
+/// Drives the connection (as awaiting it would), handing notifications to the hub's watches.
+pub(super) async fn drive(
+    mut connection: Connection<Socket, tls::Stream>,
+    hub: Arc<Hub>,
+    endpoint: String,
+) {
+    loop {
+        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+            Some(Ok(AsyncMessage::Notification(n))) => hub.notify(n.payload()),
+            Some(Ok(_)) => {} // notices
+            Some(Err(e)) => {
+                tracing::debug!("PostgreSQL connection to {endpoint} ended: {e}");
+                hub.fail(&classify(&e, &endpoint));
+                return;
+            }
+            None => {
+                hub.fail(&Error::Unavailable(format!(
+                    "PostgreSQL at {endpoint}: the connection closed"
+                )));
+                return;
+            }
+        }
+    }
+}
+
+/// Subscribes to `resource`'s notifications, LISTENing on the connection first if it does not
+/// yet.
+pub(super) async fn listen(pg: &Postgres, resource: &Resource) -> Result<Box<dyn Watch>, Error> {
+    let (client, hub) = pg.live().await?;
+    let (tx, rx) = mpsc::unbounded_channel();
+    if let Ok(mut watches) = hub.watches.lock() {
+        watches.push((resource.as_str().to_owned(), tx));
+    }
+    let listen = format!("LISTEN {}", options::quote(&pg.channel));
+    hub.listening
+        .get_or_try_init(|| async {
+            match tokio::time::timeout(pg.opts.statement_timeout, client.batch_execute(&listen))
+                .await
+            {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(pg.map(&e)),
+                Err(_) => Err(Error::Unavailable(format!(
+                    "PostgreSQL at {}: LISTEN took longer than {}",
+                    pg.opts.endpoint,
+                    crate::duration::format(pg.opts.statement_timeout)
+                ))),
+            }
+        })
+        .await?;
+    Ok(Box::new(PgWatch { rx }))
+}
+
+/// The notifications of one resource.
 struct PgWatch {
     rx: mpsc::UnboundedReceiver<Result<(), Error>>,
-    client: Client,
-    task: AbortHandle,
-}
-
-impl Drop for PgWatch {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 #[async_trait]
