@@ -44,8 +44,10 @@
 //! # Safety
 //!
 //! Every call is bounded by `command_timeout` (default 5 s), so a paused or partitioned server
-//! cannot stall the heartbeat; `open` connects at once, within `connect_timeout` (default 5 s),
-//! and checks that the cluster serves a linearizable read. With several endpoints, a call that
+//! cannot stall the heartbeat. `open` only checks the settings: the first call connects, within
+//! `connect_timeout` (default 5 s), and its failures are read as connection failures (a server
+//! that hangs up at once is a TLS mismatch, a configuration error). Sparing a round trip per
+//! process matters: every `lockrun` is a new process. With several endpoints, a call that
 //! cannot connect moves on to the next one at once, and after a timeout the next call starts at
 //! the next endpoint (see the `cluster` submodule). Credentials come from the URL
 //! (`etcd://user:password@host`), or `username` with `password_file` or `$LOCKRUN_ETCD_PASSWORD`;
@@ -67,7 +69,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -93,7 +95,7 @@ pub fn fuzz_decode(resource: &Resource, value: &[u8], key_lease: i64) {
     let _ = record::Record::decode(resource, value, key_lease);
 }
 
-use cluster::{Limit, Member};
+use cluster::Member;
 use options::Options;
 
 /// Leases in an etcd cluster. Clones share the connections.
@@ -108,6 +110,8 @@ pub struct Etcd {
     /// The etcd lease of each key this process granted or renewed, by key: lets a release
     /// revoke it directly (see `release` in the module docs).
     granted: Arc<Mutex<Granted>>,
+    /// A call has succeeded: the cluster answered and took the credentials.
+    connected: Arc<AtomicBool>,
 }
 
 /// Keys this process holds: key → (lockrun lease id, etcd lease).
@@ -122,11 +126,11 @@ impl fmt::Debug for Etcd {
 }
 
 impl Etcd {
-    /// Connects to the cluster of an `etcd://` or `etcd+https://` URL, with the settings
-    /// `prefix`, `connect_timeout`, `command_timeout`, `ca_file`, `cert_file`, `key_file`,
-    /// `username` and `password_file`. Fails with [`Error::Unavailable`] when no member answers
-    /// within the connect timeout, and [`Error::Config`] for bad settings, rejected credentials
-    /// or TLS failures.
+    /// The cluster of an `etcd://` or `etcd+https://` URL, with the settings `prefix`,
+    /// `connect_timeout`, `command_timeout`, `ca_file`, `cert_file`, `key_file`, `username` and
+    /// `password_file`. Fails with [`Error::Config`] for bad settings; the first call connects,
+    /// and fails with [`Error::Unavailable`] when no member answers within the connect timeout,
+    /// and [`Error::Config`] for rejected credentials or TLS failures.
     pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Etcd, Error> {
         let opts = Options::new(url, settings, &|k| std::env::var(k).ok())?;
         let etcd = Etcd {
@@ -134,23 +138,9 @@ impl Etcd {
             members: Etcd::members(&opts).into(),
             current: Arc::new(AtomicUsize::new(0)),
             granted: Arc::default(),
+            connected: Arc::default(),
             opts,
         };
-        // A linearizable read needs a quorum, and checks the credentials.
-        let limit = Limit(etcd.opts.connect_timeout, "connect_timeout");
-        let prefix = etcd.opts.prefix.clone();
-        etcd.call_raw("connecting", limit, |mut c| {
-            let prefix = prefix.clone();
-            async move {
-                c.get(prefix, Some(GetOptions::new().with_count_only()))
-                    .await
-            }
-        })
-        .await?
-        .map_err(|e| {
-            let tls = etcd.opts.tls.as_ref().map(|t| t.identity.is_some());
-            errors::map_connect(&etcd.opts.name, tls, e)
-        })?;
         Ok(etcd)
     }
 

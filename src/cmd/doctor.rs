@@ -35,8 +35,11 @@ pub async fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<Exit, Failure> {
         crate::lease::escape(&plan.principal)
     );
 
+    // Opening may not touch the server (etcd connects on first use): a read of the scratch
+    // resource makes "connect" mean the same on every backend.
     let t = Instant::now();
     let backend = ctx.open(&plan).await?;
+    backend.current(&scratch).await?;
     println!("ok    connect {}", ms(t.elapsed()));
     let caps = backend.capabilities();
     println!(

@@ -128,8 +128,24 @@ impl Etcd {
         F: Fn(Client) -> Fut,
         Fut: Future<Output = Result<T, etcd_client::Error>>,
     {
-        self.call_raw(what, self.command_limit(), f)
-            .await?
-            .map_err(|e| errors::map(&self.opts.name, what, e))
+        // The first call connects: it gets the connect timeout, and its failures are read as
+        // connection failures (a TLS mismatch is a configuration error).
+        let first = !self.connected.load(Ordering::Relaxed);
+        let limit = if first {
+            Limit(self.opts.connect_timeout, "connect_timeout")
+        } else {
+            self.command_limit()
+        };
+        match self.call_raw(what, limit, f).await? {
+            Ok(v) => {
+                self.connected.store(true, Ordering::Relaxed);
+                Ok(v)
+            }
+            Err(e) if first => {
+                let tls = self.opts.tls.as_ref().map(|t| t.identity.is_some());
+                Err(errors::map_connect(&self.opts.name, tls, e))
+            }
+            Err(e) => Err(errors::map(&self.opts.name, what, e)),
+        }
     }
 }
