@@ -25,8 +25,13 @@ use faults::trials;
 /// N workers on one resource under every kind of fault the backend allows (TTL 2 s; the long
 /// version runs minutes per backend with TTL 3 s).
 fn chaos_run(kind: Kind, secs: u64) {
+    chaos_run_with(kind, secs, &[]);
+}
+
+fn chaos_run_with(kind: Kind, secs: u64, run_args: &[&str]) {
     let target = Target::start(kind);
     let mut cfg = Config::short(secs);
+    cfg.run_args = run_args.iter().map(|a| a.to_string()).collect();
     cfg.ttl = Duration::from_secs(2);
     cfg.pause_for = cfg.ttl * 2;
     cfg.stop_for = cfg.ttl + Duration::from_secs(1);
@@ -57,6 +62,13 @@ fn chaos_postgres() {
 #[test]
 fn chaos_etcd() {
     chaos_run(Kind::Etcd, 26);
+}
+
+/// The same with first-come, first-served waiting: waiters queue in etcd, the first in line
+/// holds a lock lease granted ahead, and a stopped or killed waiter's place expires.
+#[test]
+fn chaos_etcd_fair() {
+    chaos_run_with(Kind::Etcd, 26, &["--fair"]);
 }
 
 #[test]

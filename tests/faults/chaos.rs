@@ -70,6 +70,8 @@ pub struct Config {
     /// Share of long sections (0.5 to 2.5 TTL).
     pub long_share: f64,
     pub seed: Option<u64>,
+    /// More `run` options for every worker (e.g. `--fair`).
+    pub run_args: Vec<String>,
 }
 
 impl Config {
@@ -85,6 +87,7 @@ impl Config {
             stop_for: ttl + Duration::from_secs(1),
             long_share: 0.3,
             seed: None,
+            run_args: Vec::new(),
         }
     }
 }
@@ -310,6 +313,7 @@ fn one_run(
         "--events",
         "3",
     ])
+    .args(&cfg.run_args)
     .args(["contended", "--", "bash", "-c", SECTION, "section"])
     .arg(w.to_string())
     .arg(hist)
