@@ -113,7 +113,20 @@ pub async fn acquire(
     // A single attempt has nobody to queue behind.
     let fair = order == Order::Fair && wait != Wait::AtMost(Duration::ZERO);
     let mut line = Line { fair, ticket: None };
-    let out = acquire_in(backend, req, wait, retry, &mut line, on_event).await;
+    let mut subscription = Subscription::default();
+    let out = acquire_in(
+        backend,
+        req,
+        wait,
+        retry,
+        &mut line,
+        &mut subscription,
+        on_event,
+    )
+    .await;
+    if let Some(watch) = subscription.watch.take() {
+        watch.close().await;
+    }
     if let Some(ticket) = line.ticket.take() {
         ticket.leave().await;
     }
@@ -219,6 +232,7 @@ async fn acquire_in(
     wait: Wait,
     retry: Retry,
     line: &mut Line,
+    subscription: &mut Subscription,
     on_event: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> Result<Outcome, Error> {
     let start = Instant::now();
@@ -226,7 +240,6 @@ async fn acquire_in(
         Wait::Forever => None,
         Wait::AtMost(d) => Some(start + d),
     };
-    let mut subscription = Subscription::default();
     let mut poll = POLL_MIN;
     let mut attempts = 0u32;
     let mut last_holder: Option<Lease> = None;
@@ -238,7 +251,7 @@ async fn acquire_in(
                 deadline,
                 on_event,
                 &mut last_holder,
-                &mut subscription,
+                subscription,
             )
             .await;
         attempts += 1;

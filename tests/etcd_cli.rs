@@ -108,6 +108,13 @@ fn failed_acquires_leak_no_etcd_leases() {
         assert_fails(&e.run(&["acquire", "-n", "busy"]), 75, "busy");
         assert_fails(&e.run(&["-n", "busy", "--", "true"]), 75, "busy");
     }
+    // Waiters keep the etcd lease of their first failed attempt for the next ones, and give it
+    // back when they stop waiting.
+    for wait in ["-w", "--fair -w"] {
+        let mut args: Vec<&str> = wait.split(' ').collect();
+        args.extend(["700ms", "-q", "busy", "--", "true"]);
+        assert_eq!(e.run(&args).status.code(), Some(75));
+    }
     assert_eq!(
         leases(&server),
         before,

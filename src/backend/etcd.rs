@@ -87,6 +87,7 @@ mod errors;
 mod ops;
 mod options;
 mod queue;
+mod ready;
 mod record;
 
 /// Parses a stored etcd value as `resource`'s lease (for the fuzz targets): never panics.
@@ -112,6 +113,8 @@ pub struct Etcd {
     granted: Arc<Mutex<Granted>>,
     /// A call has succeeded: the cluster answered and took the credentials.
     connected: Arc<AtomicBool>,
+    /// The racing waiters of this process, by key (see the `ready` submodule).
+    waiting: Arc<Mutex<HashMap<Vec<u8>, ready::Waiters>>>,
 }
 
 /// Keys this process holds: key → (lockrun lease id, etcd lease).
@@ -139,6 +142,7 @@ impl Etcd {
             current: Arc::new(AtomicUsize::new(0)),
             granted: Arc::default(),
             connected: Arc::default(),
+            waiting: Arc::default(),
             opts,
         };
         Ok(etcd)
@@ -166,7 +170,7 @@ impl Backend for Etcd {
     }
 
     async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Acquire, Error> {
-        self.acquire_once(req, None).await
+        self.acquire_racing(req).await
     }
 
     /// A line of waiters under the key prefix (see the `queue` submodule).
@@ -217,8 +221,12 @@ impl Backend for Etcd {
         Ok(Some(names))
     }
 
+    /// Watches the key, and registers a waiter on it (see the `ready` submodule).
     async fn watch(&self, resource: &Resource) -> Result<Option<Box<dyn Watch>>, Error> {
-        let watch = self.key_watch(self.key(resource), None).await?;
+        let key = self.key(resource);
+        let mut watch = self.key_watch(key.clone(), None).await?;
+        self.start_waiting(&key);
+        watch.waiter = Some((self.clone(), key));
         Ok(Some(Box::new(watch)))
     }
 }
@@ -247,6 +255,8 @@ struct KeyWatch {
     _watcher: Watcher,
     stream: WatchStream,
     name: String,
+    /// For a waiter's watch: the backend and key it waits on, to unregister when it ends.
+    waiter: Option<(Etcd, Vec<u8>)>,
 }
 
 impl KeyWatch {
@@ -255,12 +265,38 @@ impl KeyWatch {
             _watcher: watcher,
             stream,
             name,
+            waiter: None,
+        }
+    }
+}
+
+impl Drop for KeyWatch {
+    /// Not closed (the wait was cancelled): revoke the waiter's leases in the background.
+    fn drop(&mut self) {
+        if let Some((etcd, key)) = self.waiter.take() {
+            let leases = etcd.stop_waiting(&key);
+            if let (false, Ok(rt)) = (leases.is_empty(), tokio::runtime::Handle::try_current()) {
+                rt.spawn(async move {
+                    for lease in leases {
+                        etcd.revoke(lease).await;
+                    }
+                });
+            }
         }
     }
 }
 
 #[async_trait]
 impl Watch for KeyWatch {
+    /// The wait is over: revoke the leases granted ahead that were not used.
+    async fn close(mut self: Box<Self>) {
+        if let Some((etcd, key)) = self.waiter.take() {
+            for lease in etcd.stop_waiting(&key) {
+                etcd.revoke(lease).await;
+            }
+        }
+    }
+
     /// Resolves on the next PUT or DELETE of the key (a release, an expiry, a takeover, or a
     /// renewal that moved the key to a new etcd lease).
     async fn changed(&mut self) -> Result<(), Error> {

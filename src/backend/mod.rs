@@ -128,6 +128,9 @@ impl Error {
 pub trait Watch: Send {
     /// Resolves when the resource may have changed (spurious wake-ups are allowed).
     async fn changed(&mut self) -> Result<(), Error>;
+
+    /// The wait is over: give back what the wait held (best effort).
+    async fn close(self: Box<Self>) {}
 }
 
 /// A place in a first-come, first-served line of waiters for one resource (`--fair`), for

@@ -80,15 +80,16 @@ impl Etcd {
     }
 
     /// The acquire transaction with an etcd lease granted at `t0` (see [`Etcd::acquire_once`]).
-    /// A failed attempt revokes the etcd lease unless `keep` (the caller will use it again);
-    /// an attempt of unknown outcome always revokes it.
+    /// A failed attempt revokes the etcd lease, unless it is a `waiter`'s: a waiter keeps it
+    /// for its next attempt, and is told the holder from its record alone (see
+    /// [`Etcd::describe_from_record`]). An attempt of unknown outcome always revokes it.
     pub(super) async fn acquire_with(
         &self,
         req: &AcquireRequest<'_>,
         queued: Option<&[u8]>,
         grant: Grant,
         t0: SystemTime,
-        keep: bool,
+        waiter: bool,
     ) -> Result<Acquire, Error> {
         let key = self.key(req.resource);
         let rec = Record {
@@ -135,17 +136,20 @@ impl Etcd {
         }
         // Lost the race: give the fresh etcd lease back at once, and describe the holder.
         let holder = first_kv(resp.op_responses());
-        let revoke = async {
-            if !keep {
-                self.revoke(rec.etcd_lease).await;
-            }
-        };
-        let (_, described) = tokio::join!(revoke, self.describe(req.resource, holder));
+        if waiter {
+            let (holder, expires_in) = describe_from_record(req.resource, holder)?;
+            return Ok(Acquire::Busy { holder, expires_in });
+        }
+        let (_, described) = tokio::join!(
+            self.revoke(rec.etcd_lease),
+            self.describe(req.resource, holder)
+        );
         let (holder, expires_in) = described?;
         Ok(Acquire::Busy { holder, expires_in })
     }
 
-    /// `Busy` with the holder when the resource is held, `None` when it is free: reads only.
+    /// `Busy` with the holder when the resource is held, `None` when it is free: reads only (the
+    /// holder described from its record, for a waiter).
     pub(super) async fn busy(&self, resource: &Resource) -> Result<Option<Acquire>, Error> {
         let key = self.key(resource);
         let mut resp = self
@@ -157,7 +161,7 @@ impl Etcd {
         let Some(kv) = resp.take_kvs().into_iter().next() else {
             return Ok(None);
         };
-        let (holder, expires_in) = self.describe(resource, Some(kv)).await?;
+        let (holder, expires_in) = describe_from_record(resource, Some(kv))?;
         Ok(Some(Acquire::Busy { holder, expires_in }))
     }
 
@@ -427,6 +431,29 @@ impl Etcd {
             _ => None,
         }
     }
+}
+
+/// The holder as its record tells it, without asking etcd for its lease's time left: for a
+/// waiter, which learns of a release or an expiry from its watch (etcd deletes the key of an
+/// expired lease), so `expires_in` is `None`. The expiry shown is an upper bound (the granted
+/// TTL from now), exact for a holder that has just acquired, which is whom a waiter that lost a
+/// race sees.
+fn describe_from_record(
+    resource: &Resource,
+    kv: Option<KeyValue>,
+) -> Result<(Option<Lease>, Option<Duration>), Error> {
+    let Some(kv) = kv else {
+        return Ok((None, Some(Duration::ZERO))); // deleted meanwhile
+    };
+    let held = held(resource, &kv)?;
+    let granted = secs(held.rec.etcd_ttl_s);
+    let lease = held.rec.lease(
+        resource,
+        held.create_revision,
+        SystemTime::now() + granted,
+        granted,
+    );
+    Ok((Some(lease), None))
 }
 
 fn held(resource: &Resource, kv: &KeyValue) -> Result<Held, Error> {

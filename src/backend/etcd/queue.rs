@@ -8,7 +8,7 @@
 //! Resource names have no control characters, so the line's keys never clash with a resource's
 //! key, and `list` skips them.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use etcd_client::{
@@ -17,7 +17,7 @@ use etcd_client::{
 };
 use tokio::task::JoinHandle;
 
-use super::ops::Grant;
+use super::ready::{keep_alive, Ready};
 use super::Etcd;
 use crate::backend::{Acquire, AcquireRequest, Error, Ticket, Watch};
 
@@ -47,18 +47,6 @@ pub(super) struct EtcdTicket {
     /// The etcd lease the lock key will be attached to, granted ahead by the first in line while
     /// the resource is busy, so that acquiring after a release is one transaction.
     ready: Option<Ready>,
-}
-
-/// A lock key's etcd lease granted ahead, kept alive until used or given up.
-struct Ready {
-    grant: Grant,
-    keeper: JoinHandle<()>,
-}
-
-impl Drop for Ready {
-    fn drop(&mut self) {
-        self.keeper.abort();
-    }
 }
 
 struct Place {
@@ -205,61 +193,6 @@ impl EtcdTicket {
             });
         }
     }
-
-    /// Keeps a lock key's etcd lease granted ahead alive until it is used.
-    fn set_ready(&mut self, grant: Grant) {
-        let every = KEEP_ALIVE_EVERY.min(Duration::from_secs(grant.ttl.max(1) as u64) / 3);
-        let keeper = tokio::spawn(keep_alive(self.etcd.clone(), grant.id, every));
-        self.ready = Some(Ready { grant, keeper });
-    }
-
-    /// Acquires with the lease granted ahead. A keep-alive sent together with the transaction
-    /// restarts the lease's TTL no earlier than this call, so the lease is good for its whole
-    /// TTL from the moment the caller measures from.
-    async fn acquire_ready(
-        &mut self,
-        req: &AcquireRequest<'_>,
-        queued: &[u8],
-        grant: Grant,
-    ) -> Result<Acquire, Error> {
-        let t0 = SystemTime::now();
-        let (alive, out) = tokio::join!(
-            self.etcd.keep_alive(grant.id),
-            self.etcd.acquire_with(req, Some(queued), grant, t0, true)
-        );
-        match out {
-            Ok(Acquire::Acquired(lease)) => {
-                // The key now holds the lease: the keeper must stop, and nothing may revoke it.
-                if let Some(ready) = self.ready.take() {
-                    ready.keeper.abort();
-                }
-                let refreshed = match alive {
-                    Ok(true) => true,
-                    _ => self.etcd.keep_alive(grant.id).await.unwrap_or(false),
-                };
-                if refreshed {
-                    Ok(Acquire::Acquired(lease))
-                } else {
-                    // Not known to be refreshed: give it back rather than trust it.
-                    self.etcd.revoke(grant.id).await;
-                    Err(Error::Unavailable(format!(
-                        "{}: acquiring: could not refresh the etcd lease",
-                        self.etcd.opts.name
-                    )))
-                }
-            }
-            Ok(busy) => {
-                if !alive.unwrap_or(true) {
-                    self.ready = None; // expired: grant a new one next time
-                }
-                Ok(busy)
-            }
-            Err(e) => {
-                self.ready = None; // revoked by `acquire_with` (unknown outcome)
-                Err(e)
-            }
-        }
-    }
 }
 
 #[async_trait]
@@ -325,7 +258,7 @@ impl Ticket for EtcdTicket {
                 }
             });
             match grant {
-                Some(Ok(grant)) => self.set_ready(grant),
+                Some(Ok(grant)) => self.ready = Some(Ready::new(&self.etcd, grant)),
                 // Best effort: without a lease granted ahead, acquiring grants one.
                 Some(Err(e)) => tracing::debug!("granting ahead: {e}"),
                 None => {}
@@ -335,7 +268,11 @@ impl Ticket for EtcdTicket {
             }
         }
         let out = match self.ready.as_ref().map(|r| r.grant) {
-            Some(grant) => self.acquire_ready(req, &key, grant).await,
+            Some(grant) => {
+                let etcd = self.etcd.clone();
+                etcd.acquire_ready(req, Some(&key), &mut self.ready, grant)
+                    .await
+            }
             None => self.etcd.acquire_once(req, Some(&key)).await,
         };
         match &out {
@@ -354,8 +291,9 @@ impl Ticket for EtcdTicket {
             self.etcd.revoke(place.lease).await;
         }
         if let Some(ready) = self.ready.take() {
-            ready.keeper.abort();
-            self.etcd.revoke(ready.grant.id).await;
+            let lease = ready.grant.id;
+            drop(ready);
+            self.etcd.revoke(lease).await;
         }
     }
 }
@@ -363,19 +301,6 @@ impl Ticket for EtcdTicket {
 impl Drop for EtcdTicket {
     fn drop(&mut self) {
         self.abandon();
-    }
-}
-
-/// Keeps an etcd lease alive every `every` until the task is aborted or the lease is gone.
-async fn keep_alive(etcd: Etcd, lease: i64, every: Duration) {
-    loop {
-        tokio::time::sleep(every).await;
-        match etcd.keep_alive(lease).await {
-            Ok(true) => {}
-            // Gone: the waiter notices at its next check (or attempt) and starts over.
-            Ok(false) => return,
-            Err(e) => tracing::debug!("keeping a waiter's etcd lease alive: {e}"),
-        }
     }
 }
 
