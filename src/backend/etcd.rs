@@ -31,6 +31,9 @@
 //!   knows that etcd lease, the release falls back to the read-check-delete above.
 //! - **current**: read the key, and `LeaseTimeToLive` of its etcd lease for the time left.
 //! - **watch**: an etcd watch on the key; any PUT or DELETE (release, expiry) wakes the waiter.
+//!   A waiter keeps the etcd lease of a failed attempt for the next one (see the `ready`
+//!   submodule), and learns the holder from its record (its expiry shown as the granted TTL
+//!   from now, an upper bound).
 //!
 //! # Clocks
 //!
