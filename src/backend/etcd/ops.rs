@@ -151,14 +151,7 @@ impl Etcd {
     /// `Busy` with the holder when the resource is held, `None` when it is free: reads only (the
     /// holder described from its record, for a waiter).
     pub(super) async fn busy(&self, resource: &Resource) -> Result<Option<Acquire>, Error> {
-        let key = self.key(resource);
-        let mut resp = self
-            .call("reading", |mut c| {
-                let key = key.clone();
-                async move { c.get(key, None).await }
-            })
-            .await?;
-        let Some(kv) = resp.take_kvs().into_iter().next() else {
+        let Some(kv) = self.read_kv(resource).await? else {
             return Ok(None);
         };
         let (holder, expires_in) = describe_from_record(resource, Some(kv))?;
@@ -351,6 +344,14 @@ impl Etcd {
 
     /// Reads and decodes the key of `resource`.
     async fn read(&self, resource: &Resource) -> Result<Option<Held>, Error> {
+        match self.read_kv(resource).await? {
+            Some(kv) => held(resource, &kv).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads the key of `resource`.
+    async fn read_kv(&self, resource: &Resource) -> Result<Option<KeyValue>, Error> {
         let key = self.key(resource);
         let mut resp = self
             .call("reading", |mut c| {
@@ -358,10 +359,7 @@ impl Etcd {
                 async move { c.get(key, None).await }
             })
             .await?;
-        match resp.take_kvs().into_iter().next() {
-            Some(kv) => held(resource, &kv).map(Some),
-            None => Ok(None),
-        }
+        Ok(resp.take_kvs().into_iter().next())
     }
 
     pub(super) async fn txn(
