@@ -406,6 +406,10 @@ mod tests {
     }
 
     async fn run(b: &Scripted, wait: Wait) -> Result<Outcome, Error> {
+        run_in(b, wait, Order::Race).await
+    }
+
+    async fn run_in(b: &Scripted, wait: Wait, order: Order) -> Result<Outcome, Error> {
         let r = Resource::new("r").unwrap();
         let id = LeaseId::generate();
         let req = AcquireRequest {
@@ -414,7 +418,7 @@ mod tests {
             principal: "me",
             ttl: Duration::from_secs(5),
         };
-        acquire(b, &req, wait, Retry::FailFast, Order::Race, &mut |_| {}).await
+        acquire(b, &req, wait, Retry::FailFast, order, &mut |_| {}).await
     }
 
     #[tokio::test(start_paused = true)]
@@ -544,30 +548,14 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn fair_waiting_needs_a_backend_with_a_line_but_a_single_attempt_does_not() {
-        let (r, id) = (Resource::new("r").unwrap(), LeaseId::generate());
-        let req = AcquireRequest {
-            resource: &r,
-            id: &id,
-            principal: "p",
-            ttl: Duration::from_secs(1),
-        };
         let b = scripted(vec![Ok(true)], Duration::from_secs(1));
-        let out = acquire(
-            &b,
-            &req,
-            Wait::Forever,
-            Retry::FailFast,
-            Order::Fair,
-            &mut |_| {},
-        )
-        .await;
+        let out = run_in(&b, Wait::Forever, Order::Fair).await;
         assert!(
             matches!(&out, Err(Error::Config(m)) if m.contains("--fair")),
             "{out:?}"
         );
         assert!(b.calls.lock().unwrap().is_empty(), "nothing was tried");
-        let once = Wait::AtMost(Duration::ZERO);
-        let out = acquire(&b, &req, once, Retry::FailFast, Order::Fair, &mut |_| {}).await;
+        let out = run_in(&b, Wait::AtMost(Duration::ZERO), Order::Fair).await;
         assert!(matches!(out, Ok(Outcome::Granted(_))), "{out:?}");
     }
 

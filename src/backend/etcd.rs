@@ -277,14 +277,7 @@ impl Drop for KeyWatch {
     /// Not closed (the wait was cancelled): revoke the waiter's leases in the background.
     fn drop(&mut self) {
         if let Some((etcd, key)) = self.waiter.take() {
-            let leases = etcd.stop_waiting(&key);
-            if let (false, Ok(rt)) = (leases.is_empty(), tokio::runtime::Handle::try_current()) {
-                rt.spawn(async move {
-                    for lease in leases {
-                        etcd.revoke(lease).await;
-                    }
-                });
-            }
+            etcd.revoke_later(etcd.stop_waiting(&key));
         }
     }
 }

@@ -82,7 +82,7 @@ impl Etcd {
     /// The acquire transaction with an etcd lease granted at `t0` (see [`Etcd::acquire_once`]).
     /// A failed attempt revokes the etcd lease, unless it is a `waiter`'s: a waiter keeps it
     /// for its next attempt, and is told the holder from its record alone (see
-    /// [`Etcd::describe_from_record`]). An attempt of unknown outcome always revokes it.
+    /// [`Etcd::describe`]). An attempt of unknown outcome always revokes it.
     pub(super) async fn acquire_with(
         &self,
         req: &AcquireRequest<'_>,
@@ -136,14 +136,12 @@ impl Etcd {
         }
         // Lost the race: give the fresh etcd lease back at once, and describe the holder.
         let holder = first_kv(resp.op_responses());
-        if waiter {
-            let (holder, expires_in) = describe_from_record(req.resource, holder)?;
-            return Ok(Acquire::Busy { holder, expires_in });
-        }
-        let (_, described) = tokio::join!(
-            self.revoke(rec.etcd_lease),
-            self.describe(req.resource, holder)
-        );
+        let revoke = async {
+            if !waiter {
+                self.revoke(rec.etcd_lease).await;
+            }
+        };
+        let (_, described) = tokio::join!(revoke, self.describe(req.resource, holder, waiter));
         let (holder, expires_in) = described?;
         Ok(Acquire::Busy { holder, expires_in })
     }
@@ -154,21 +152,36 @@ impl Etcd {
         let Some(kv) = self.read_kv(resource).await? else {
             return Ok(None);
         };
-        let (holder, expires_in) = describe_from_record(resource, Some(kv))?;
+        let (holder, expires_in) = self.describe(resource, Some(kv), true).await?;
         Ok(Some(Acquire::Busy { holder, expires_in }))
     }
 
     /// The holder's lease and an upper bound of its remaining time (etcd reports whole seconds,
-    /// rounded down).
+    /// rounded down). For a `waiter`, the holder as its record tells it, without asking etcd for
+    /// its lease's time left: a waiter learns of a release or an expiry from its watch (etcd
+    /// deletes the key of an expired lease), so `expires_in` is `None`. The expiry shown is then
+    /// an upper bound (the granted TTL from now), exact for a holder that has just acquired,
+    /// which is whom a waiter that lost a race sees.
     async fn describe(
         &self,
         resource: &Resource,
         kv: Option<KeyValue>,
+        waiter: bool,
     ) -> Result<(Option<Lease>, Option<Duration>), Error> {
         let Some(kv) = kv else {
             return Ok((None, Some(Duration::ZERO))); // deleted meanwhile
         };
         let held = held(resource, &kv)?;
+        if waiter {
+            let granted = secs(held.rec.etcd_ttl_s);
+            let lease = held.rec.lease(
+                resource,
+                held.create_revision,
+                SystemTime::now() + granted,
+                granted,
+            );
+            return Ok((Some(lease), None));
+        }
         let ttl = self.time_to_live(held.rec.etcd_lease).await?;
         let lease = held.rec.lease(
             resource,
@@ -385,6 +398,22 @@ impl Etcd {
         Ok((resp.ttl(), resp.granted_ttl()))
     }
 
+    /// Revokes etcd leases that hold nothing we need in a task of their own, for places that
+    /// cannot wait (drops); without a runtime they simply expire.
+    pub(super) fn revoke_later(&self, leases: Vec<i64>) {
+        if leases.is_empty() {
+            return;
+        }
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let etcd = self.clone();
+            rt.spawn(async move {
+                for lease in leases {
+                    etcd.revoke(lease).await;
+                }
+            });
+        }
+    }
+
     /// Revokes an etcd lease that holds nothing we need, best effort: if that fails, the lease
     /// still expires on its own after its TTL.
     pub(super) async fn revoke(&self, lease: i64) {
@@ -429,29 +458,6 @@ impl Etcd {
             _ => None,
         }
     }
-}
-
-/// The holder as its record tells it, without asking etcd for its lease's time left: for a
-/// waiter, which learns of a release or an expiry from its watch (etcd deletes the key of an
-/// expired lease), so `expires_in` is `None`. The expiry shown is an upper bound (the granted
-/// TTL from now), exact for a holder that has just acquired, which is whom a waiter that lost a
-/// race sees.
-fn describe_from_record(
-    resource: &Resource,
-    kv: Option<KeyValue>,
-) -> Result<(Option<Lease>, Option<Duration>), Error> {
-    let Some(kv) = kv else {
-        return Ok((None, Some(Duration::ZERO))); // deleted meanwhile
-    };
-    let held = held(resource, &kv)?;
-    let granted = secs(held.rec.etcd_ttl_s);
-    let lease = held.rec.lease(
-        resource,
-        held.create_revision,
-        SystemTime::now() + granted,
-        granted,
-    );
-    Ok((Some(lease), None))
 }
 
 fn held(resource: &Resource, kv: &KeyValue) -> Result<Held, Error> {

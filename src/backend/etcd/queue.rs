@@ -178,20 +178,10 @@ impl EtcdTicket {
     /// Gives the place (and a lease granted ahead) up, revoking their etcd leases in the
     /// background.
     fn abandon(&mut self) {
-        let leases: Vec<i64> = (self.place.take().map(|p| p.lease).into_iter())
+        let leases = (self.place.take().map(|p| p.lease).into_iter())
             .chain(self.ready.take().map(|r| r.grant.id))
             .collect();
-        if leases.is_empty() {
-            return;
-        }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let etcd = self.etcd.clone();
-            rt.spawn(async move {
-                for lease in leases {
-                    etcd.revoke(lease).await;
-                }
-            });
-        }
+        self.etcd.revoke_later(leases);
     }
 }
 
