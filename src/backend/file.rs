@@ -12,7 +12,9 @@
 //! - `<name>.token`: the fencing-token reservation, one JSON object with the highest token that
 //!   may be issued, the boot that wrote it and a checksum (see Durability). Never delete it: after
 //!   a power loss it is what keeps tokens from being handed out twice.
-//! - `<name>.lock`: an empty file used only for `flock(2)`. It is created once and never replaced.
+//! - `<name>.lock`: an empty file used for `flock(2)`, and touched (its change time) by every
+//!   step that may free the resource sooner than its waiters expect, which they watch (see the
+//!   `watch` submodule). It is created once and never replaced.
 //!
 //! Temporary files are `.<name>.<random>.tmp`; a crash can leave one behind, which is harmless.
 //!
@@ -24,6 +26,14 @@
 //! crashed process sees the old record or the new one, never a torn one. The kernel drops the
 //! `flock` of a process that dies, so a crash never leaves a resource locked: the lease then simply
 //! runs out at its expiry.
+//!
+//! # Waiting
+//!
+//! A waiter sleeps until the holder's expiry, or until a release or a renewal touches the lock
+//! file (inotify); grants wake nobody. A waiter that wakes while the resource is still held sees
+//! so in the record without taking the kernel lock (records are replaced by `rename`, so a
+//! read without the lock sees one whole version), and when another process holds the kernel lock
+//! for a step it yields the CPU and looks again before it waits on a thread for the lock.
 //!
 //! # Durability
 //!
@@ -80,8 +90,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use futures_util::StreamExt;
-use inotify::{EventMask, EventStream, Inotify, WatchMask};
 
 use super::{
     Acquire, AcquireRequest, Backend, BackendUrl, Capabilities, Error, Fencing, Renewal, Settings,
@@ -96,6 +104,7 @@ mod name;
 pub(crate) use name::sha256;
 mod record;
 mod store;
+mod watch;
 
 use record::{Now, Step};
 use store::Dir;
@@ -108,6 +117,10 @@ pub fn fuzz_decode(bytes: &[u8], resource: &Resource) {
     let _ = record::Reservation::decode(bytes, resource);
     let _ = record::stored_resource(bytes);
 }
+
+/// How often a step yields and tries again when another process holds the resource's kernel
+/// lock, before it waits for it on a blocking thread.
+const LOCK_SPINS: usize = 8;
 
 /// Leases in a local lock directory.
 #[derive(Debug, Clone)]
@@ -143,15 +156,29 @@ impl File {
     /// Runs `f` with the resource's kernel lock held. That lock is held for microseconds at a
     /// time, so it is nearly always free: then `f` runs right here, without the cost of handing
     /// the step to another thread (which, on a busy machine, also waits for that thread to be
-    /// scheduled). When another process holds it, the wait happens on a blocking thread, so a
-    /// stalled holder (SIGSTOP in the middle of a step) never blocks the runtime.
-    async fn locked<T, F>(&self, resource: &Resource, f: F) -> Result<T, Error>
+    /// scheduled). When another process holds it (typically another waiter woken by the same
+    /// release), this one yields the CPU and tries again a few times, asking `look` in between
+    /// whether the step is still needed (the other may have been granted the lease). Only then
+    /// does the wait move to a blocking thread, so a stalled holder (SIGSTOP in the middle of a
+    /// step) never blocks the runtime.
+    async fn locked<T, F>(
+        &self,
+        resource: &Resource,
+        look: impl Fn() -> Option<T>,
+        f: F,
+    ) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(&store::Locked<'_>, &Resource) -> Result<T, Error> + Send + 'static,
     {
-        if let Some(locked) = self.dir.try_lock(resource)? {
-            return f(&locked, resource);
+        for _ in 0..LOCK_SPINS {
+            if let Some(locked) = self.dir.try_lock(resource)? {
+                return f(&locked, resource);
+            }
+            std::thread::yield_now();
+            if let Some(out) = look() {
+                return Ok(out);
+            }
         }
         let dir = Arc::clone(&self.dir);
         let resource = resource.clone();
@@ -163,22 +190,36 @@ impl File {
         .map_err(|e| Error::Other(format!("lock directory worker failed: {e}")))?
     }
 
-    /// Runs one locked read-decide-write step.
+    /// The answer to an attempt on a resource that is busy, read without its kernel lock (see
+    /// `store::Files`); `None` when it may be free (or cannot be read), which is then decided
+    /// under the lock.
+    fn seen_busy(&self, resource: &Resource) -> Option<Acquire> {
+        let old = self.dir.files(resource).read().ok()?;
+        record::busy(old.as_ref(), resource, &Now::read())
+    }
+
+    /// Runs one locked read-decide-write step that never makes the resource busy (a renewal, a
+    /// release, a read): a write signals the waiters (see the `watch` module).
     async fn step<T, F>(&self, resource: &Resource, decide: F) -> Result<T, Error>
     where
         T: Send + 'static,
         F: FnOnce(Option<&record::Record>, &Now) -> Result<Step<T>, Error> + Send + 'static,
     {
-        self.locked(resource, move |locked, _| {
-            let old = locked.read()?;
-            match decide(old.as_ref(), &Now::read())? {
-                Step::Keep(out) => Ok(out),
-                Step::Write(new, out) => {
-                    locked.write(&new)?;
-                    Ok(out)
+        self.locked(
+            resource,
+            || None,
+            move |locked, _| {
+                let old = locked.read()?;
+                match decide(old.as_ref(), &Now::read())? {
+                    Step::Keep(out) => Ok(out),
+                    Step::Write(new, out) => {
+                        locked.write(&new)?;
+                        locked.signal();
+                        Ok(out)
+                    }
                 }
-            }
-        })
+            },
+        )
         .await
     }
 }
@@ -197,8 +238,14 @@ impl Backend for File {
     }
 
     async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Acquire, Error> {
+        // A waiter that wakes up while another holds the lease neither takes the kernel lock nor
+        // waits for it.
+        if let Some(busy) = self.seen_busy(req.resource) {
+            return Ok(busy);
+        }
         let (id, principal, ttl) = (req.id.clone(), req.principal.to_owned(), req.ttl);
-        self.locked(req.resource, move |locked, resource| {
+        let look = || self.seen_busy(req.resource);
+        self.locked(req.resource, look, move |locked, resource| {
             let old = locked.read()?;
             let now = Now::read();
             if let Some(busy) = record::busy(old.as_ref(), resource, &now) {
@@ -260,103 +307,10 @@ impl Backend for File {
             .map_err(|e| Error::Other(format!("lock directory worker failed: {e}")))?
     }
 
-    /// Watches the lock directory with inotify. Returns `None` (poll instead) when inotify is
-    /// unavailable, e.g. when the per-user watch limit is reached. Only events for the record
-    /// file wake the waiter: temporary files and the `.token` reservation have other names.
+    /// Watches the resource with inotify (see the `watch` module). `None` (poll instead) when
+    /// inotify is unavailable, e.g. when the per-user watch limit is reached.
     async fn watch(&self, resource: &Resource) -> Result<Option<Box<dyn Watch>>, Error> {
-        let target = name::record(resource.as_str());
-        let setup = || -> std::io::Result<FileWatch> {
-            let inotify = Inotify::init()?;
-            inotify.watches().add(
-                &self.dir.path,
-                WatchMask::MOVED_TO
-                    | WatchMask::CLOSE_WRITE
-                    | WatchMask::DELETE
-                    | WatchMask::DELETE_SELF
-                    | WatchMask::ONLYDIR,
-            )?;
-            Ok(FileWatch {
-                events: Some(inotify.into_event_stream([0u8; 4096])?),
-                target: target.clone().into(),
-                dir: self.dir.path.display().to_string(),
-            })
-        };
-        match setup() {
-            Ok(w) => Ok(Some(Box::new(w))),
-            Err(e) => {
-                tracing::debug!(
-                    "cannot watch lock directory {}: {e}; polling instead",
-                    self.dir.path.display()
-                );
-                Ok(None)
-            }
-        }
-    }
-}
-
-/// Change events for one record file.
-struct FileWatch {
-    /// Always `Some` until dropped.
-    events: Option<EventStream<[u8; 4096]>>,
-    target: std::ffi::OsString,
-    dir: String,
-}
-
-#[async_trait]
-impl Watch for FileWatch {
-    async fn changed(&mut self) -> Result<(), Error> {
-        loop {
-            let Some(events) = self.events.as_mut() else {
-                return Err(Error::Other("watch already closed".into()));
-            };
-            let event = match events.next().await {
-                Some(Ok(event)) => event,
-                Some(Err(e)) => {
-                    return Err(Error::Other(format!(
-                        "watching lock directory {}: {e}",
-                        self.dir
-                    )))
-                }
-                None => {
-                    return Err(Error::Other(format!(
-                        "watching lock directory {}: inotify closed",
-                        self.dir
-                    )))
-                }
-            };
-            if event.mask.contains(EventMask::Q_OVERFLOW) {
-                return Ok(()); // events were dropped; ours may be among them
-            }
-            if event
-                .mask
-                .intersects(EventMask::DELETE_SELF | EventMask::IGNORED)
-            {
-                return Err(Error::Other(format!(
-                    "lock directory {} was removed while waiting",
-                    self.dir
-                )));
-            }
-            if event.name.as_deref() == Some(self.target.as_os_str()) {
-                return Ok(());
-            }
-        }
-    }
-}
-
-impl Drop for FileWatch {
-    /// Closing an inotify instance waits for the kernel's SRCU grace period (measured 10-20 ms
-    /// here), and the watch is dropped right after the lease is granted, just when the command
-    /// should start: it is closed on a thread of its own.
-    fn drop(&mut self) {
-        if let Some(events) = self.events.take() {
-            let closer = std::thread::Builder::new()
-                .name("lockrun-inotify".into())
-                .spawn(move || drop(events));
-            // When no thread can be started, the closure (and the instance) is dropped here.
-            if let Err(e) = closer {
-                tracing::debug!("closing inotify in place: {e}");
-            }
-        }
+        Ok(watch::FileWatch::start(&self.dir, resource).map(|w| Box::new(w) as Box<dyn Watch>))
     }
 }
 

@@ -129,6 +129,14 @@ impl Dir {
         self.path.join(name)
     }
 
+    /// The files of `resource`, to read without its kernel lock.
+    pub fn files<'a>(&'a self, resource: &'a Resource) -> Files<'a> {
+        Files {
+            dir: self,
+            resource,
+        }
+    }
+
     /// Takes the exclusive kernel lock of `resource` (flock on its `.lock` file, which is never
     /// replaced), waiting for it. The lock is released when the guard drops, or by the kernel if
     /// we die.
@@ -143,6 +151,29 @@ impl Dir {
         self.lock_or(resource, false)
     }
 
+    /// Opens (creating it when missing) the lock file of `resource`, a regular file.
+    pub fn open_lock(&self, resource: &Resource) -> Result<(fs::File, fs::Metadata), Error> {
+        let lock_name = name::lock(resource.as_str());
+        let path = self.file_path(&lock_name);
+        let file = self
+            .open_at(
+                &lock_name,
+                OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_NONBLOCK,
+                0o600,
+            )
+            .map_err(|e| io_error("lock file", &path, "cannot be opened", e.into()))?;
+        let meta = file
+            .metadata()
+            .map_err(|e| io_error("lock file", &path, "cannot be read", e))?;
+        if !meta.is_file() {
+            return Err(Error::Corrupt(format!(
+                "lock file {} is not a regular file; inspect or delete it",
+                path.display()
+            )));
+        }
+        Ok((file, meta))
+    }
+
     fn lock_or<'a>(
         &'a self,
         resource: &'a Resource,
@@ -151,22 +182,7 @@ impl Dir {
         let lock_name = name::lock(resource.as_str());
         let path = self.file_path(&lock_name);
         for _ in 0..LOCK_ATTEMPTS {
-            let file = self
-                .open_at(
-                    &lock_name,
-                    OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_NONBLOCK,
-                    0o600,
-                )
-                .map_err(|e| io_error("lock file", &path, "cannot be opened", e.into()))?;
-            let meta = file
-                .metadata()
-                .map_err(|e| io_error("lock file", &path, "cannot be read", e))?;
-            if !meta.is_file() {
-                return Err(Error::Corrupt(format!(
-                    "lock file {} is not a regular file; inspect or delete it",
-                    path.display()
-                )));
-            }
+            let (file, meta) = self.open_lock(resource)?;
             let guard = match flock(file, wait) {
                 Ok(guard) => guard,
                 Err(Errno::EWOULDBLOCK) if !wait => return Ok(None),
@@ -181,8 +197,7 @@ impl Dir {
             ) {
                 Ok(st) if st.st_dev == meta.dev() && st.st_ino == meta.ino() => {
                     return Ok(Some(Locked {
-                        dir: self,
-                        resource,
+                        files: self.files(resource),
                         _guard: guard,
                     }))
                 }
@@ -235,11 +250,26 @@ pub(super) fn check_mode(path: &Path, mode: u32, owner: u32, euid: u32) -> Resul
     Ok(())
 }
 
-/// A resource whose kernel lock we hold.
-pub(super) struct Locked<'a> {
+/// The files of one resource, for reading. Records and reservations are only ever replaced by
+/// `rename`, so a read without the kernel lock sees one whole version: the current one, or one
+/// that was current a moment ago.
+pub(super) struct Files<'a> {
     dir: &'a Dir,
     resource: &'a Resource,
+}
+
+/// A resource whose kernel lock we hold.
+pub(super) struct Locked<'a> {
+    files: Files<'a>,
     _guard: Flock<fs::File>,
+}
+
+impl<'a> std::ops::Deref for Locked<'a> {
+    type Target = Files<'a>;
+
+    fn deref(&self) -> &Files<'a> {
+        &self.files
+    }
 }
 
 /// One of the two replaceable files of a resource.
@@ -274,7 +304,7 @@ impl Kind {
     }
 }
 
-impl Locked<'_> {
+impl Files<'_> {
     fn path(&self, kind: Kind) -> PathBuf {
         self.dir.file_path(&kind.file_name(self.resource))
     }
@@ -335,6 +365,18 @@ impl Locked<'_> {
             .read_to_end(&mut bytes)
             .map_err(|e| io_error(kind.what(), &path, "cannot be read", e))?;
         Ok(Some(bytes))
+    }
+}
+
+impl Locked<'_> {
+    /// Tells the resource's waiters that it may be free sooner than they think: touches the lock
+    /// file (its change time), which they watch with inotify (see `watch`). Best effort: a waiter
+    /// that misses it still wakes at the holder's expiry and at its safety poll.
+    pub fn signal(&self) {
+        let now = nix::sys::time::TimeSpec::UTIME_NOW;
+        if let Err(e) = nix::sys::stat::futimens(self._guard.as_raw_fd(), &now, &now) {
+            tracing::debug!("cannot signal waiters of {}: {e}", self.resource);
+        }
     }
 
     /// Replaces the record atomically (temporary file, rename), without fsync: a crash of the

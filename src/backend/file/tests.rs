@@ -508,6 +508,18 @@ async fn directory_instead_of_record() {
     .await;
 }
 
+async fn quiet(w: &mut Box<dyn Watch>, why: &str) {
+    let r = tokio::time::timeout(Duration::from_millis(200), w.changed()).await;
+    assert!(r.is_err(), "woke up for {why}");
+}
+
+async fn wakes(w: &mut Box<dyn Watch>, why: &str) {
+    tokio::time::timeout(Duration::from_secs(5), w.changed())
+        .await
+        .unwrap_or_else(|_| panic!("no wake-up for {why}"))
+        .unwrap();
+}
+
 #[tokio::test]
 async fn watch_ignores_other_resources() {
     let tmp = tempfile::tempdir().unwrap();
@@ -515,9 +527,8 @@ async fn watch_ignores_other_resources() {
     let mut w = b.watch(&res("mine")).await.unwrap().expect("inotify");
     let other = grant(&b, &res("other")).await;
     b.release(&res("other"), &other.id).await.unwrap();
-    let quiet = tokio::time::timeout(Duration::from_millis(200), w.changed()).await;
-    assert!(quiet.is_err(), "woke up for another resource");
-    // Writing the reservation alone wakes no one: only the record counts.
+    quiet(&mut w, "another resource").await;
+    // Writing the reservation alone wakes no one.
     {
         let mine = res("mine");
         let locked = b.dir.lock(&mine).unwrap();
@@ -528,14 +539,86 @@ async fn watch_ignores_other_resources() {
             })
             .unwrap();
     }
-    let quiet = tokio::time::timeout(Duration::from_millis(200), w.changed()).await;
-    assert!(quiet.is_err(), "woke up for the reservation");
-    let mine = grant(&b, &res("mine")).await;
-    tokio::time::timeout(Duration::from_secs(5), w.changed())
+    quiet(&mut w, "the reservation").await;
+}
+
+#[tokio::test]
+async fn watch_wakes_for_what_may_free_the_resource_not_for_grants() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = File::at(tmp.path()).unwrap();
+    let other = File::at(tmp.path()).unwrap(); // another process, as far as the files go
+    let r = res("mine");
+    let mut w = b.watch(&r).await.unwrap().expect("inotify");
+    let first = grant(&other, &r).await;
+    quiet(&mut w, "a grant").await;
+    other
+        .renew(&r, &first.id, Duration::from_secs(1))
         .await
-        .expect("no event for the watched resource")
         .unwrap();
-    b.release(&res("mine"), &mine.id).await.unwrap();
+    wakes(&mut w, "a renewal (it may shorten the lease)").await;
+    other.release(&r, &first.id).await.unwrap();
+    wakes(&mut w, "a release").await;
+    // A release that finds the lease gone changes nothing and wakes no one.
+    other.release(&r, &first.id).await.unwrap();
+    quiet(&mut w, "a release of a lease already released").await;
+    grant(&other, &r).await;
+    quiet(&mut w, "the next grant").await;
+    fs::remove_file(record_path(tmp.path(), &r)).unwrap();
+    wakes(&mut w, "the record's deletion").await;
+}
+
+#[tokio::test]
+async fn watch_falls_back_to_record_writes_when_the_lock_file_is_replaced() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = File::at(tmp.path()).unwrap();
+    let r = res("mine");
+    let mut w = b.watch(&r).await.unwrap().expect("inotify");
+    fs::remove_file(tmp.path().join(name::lock("mine"))).unwrap();
+    wakes(&mut w, "the lock file's removal").await;
+    // Releases now touch a new lock file nobody watches; the record is watched instead.
+    grant(&b, &r).await;
+    wakes(&mut w, "a write of the record").await;
+}
+
+#[tokio::test]
+async fn a_busy_resource_is_answered_without_its_kernel_lock() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = File::at(tmp.path()).unwrap();
+    let r = res("x");
+    let holder = grant(&b, &r).await;
+    let id = LeaseId::generate();
+    let req = AcquireRequest {
+        resource: &r,
+        id: &id,
+        principal: "me@here",
+        ttl: Duration::from_secs(60),
+    };
+    {
+        // Another process in the middle of a step on this resource.
+        let _held = b.dir.lock(&r).unwrap();
+        let busy = tokio::time::timeout(Duration::from_secs(1), b.try_acquire(&req))
+            .await
+            .expect("waited for the kernel lock")
+            .unwrap();
+        assert!(matches!(busy, Acquire::Busy { holder: Some(h), .. } if h.id == holder.id));
+    }
+    b.release(&r, &holder.id).await.unwrap();
+    // A free resource is decided under the kernel lock: the attempt waits for it.
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel::<()>();
+    let path = tmp.path().to_owned();
+    let stepper = std::thread::spawn(move || {
+        let dir = Dir::open(&path).unwrap();
+        let r = res("x");
+        let _held = dir.lock(&r).unwrap();
+        locked_tx.send(()).unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+    });
+    locked_rx.recv().unwrap();
+    let started = std::time::Instant::now();
+    let got = b.try_acquire(&req).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(150));
+    stepper.join().unwrap();
+    assert!(matches!(got, Acquire::Acquired(l) if l.id == id));
 }
 
 #[tokio::test]
