@@ -193,7 +193,8 @@ def main():
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--iterations", type=int, default=25)
     ap.add_argument("--backend", action="append", default=[], help="backend URL (repeatable); default: a file backend in a temp dir")
-    ap.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "lockrun"))
+    ap.add_argument("--binary", help="the lockrun to measure; default: build it with scripts/build-release "
+                    "(the binary scripts/install installs: static on Linux with glibc)")
     ap.add_argument("--servers", default="", help="comma-separated servers to start: " + ",".join(SERVERS))
     args = ap.parse_args()
     procs = []
@@ -205,9 +206,27 @@ def main():
             p.wait()
 
 
+def elf_linkage(path):
+    """'dynamic' when the ELF executable names a program interpreter (PT_INTERP), else 'static'."""
+    import struct
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:
+            return "?"
+        phoff, = struct.unpack_from("<Q", head, 32)
+        phentsize, phnum = struct.unpack_from("<HH", head, 54)
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    types = [struct.unpack_from("<I", table, i * phentsize)[0] for i in range(phnum)]
+    return "dynamic" if 3 in types else "static"
+
+
 def run(args, procs):
-    if not os.path.exists(args.binary):
-        subprocess.run(["cargo", "build", "--release", "--locked", "--quiet"], cwd=ROOT, check=True)
+    if args.binary is None:
+        out = subprocess.run([os.path.join(ROOT, "scripts", "build-release")], cwd=ROOT, check=True,
+                             stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
+        args.binary = os.path.join(ROOT, out)
+    linkage = elf_linkage(args.binary)
     flock = shutil.which("flock")
     tmp = tempfile.mkdtemp(prefix="lockrun-bench-")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCKRUN_", "AWS_"))}
@@ -218,7 +237,8 @@ def run(args, procs):
         backends.append(SERVERS[name](tmp, procs))
     stamp_sh = 'echo "start $(date +%s%N)" >> {f}; echo "end $(date +%s%N)" >> {f}'
 
-    print(f"lockrun benchmark  ({os.cpu_count()} cores, {args.runs} runs, {args.workers}x{args.iterations} contention)")
+    print(f"lockrun benchmark  ({os.cpu_count()} cores, {args.runs} runs, {args.workers}x{args.iterations} contention; "
+          f"{os.path.relpath(args.binary, ROOT)}, {linkage})")
     print()
     rows = []
     if flock:
