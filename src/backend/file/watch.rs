@@ -39,10 +39,14 @@ const WRITES: WatchMask = GONE
     .union(WatchMask::MOVED_TO)
     .union(WatchMask::CLOSE_WRITE);
 
+type Events = EventStream<[u8; 4096]>;
+
 /// Change events for one resource.
 pub(super) struct FileWatch {
     /// Always `Some` until dropped.
-    events: Option<EventStream<[u8; 4096]>>,
+    events: Option<Events>,
+    /// The thread that will close the inotify instance (see `Drop`), when it could be started.
+    closer: Option<std::sync::mpsc::Sender<Events>>,
     /// The watch of the lock file, while there is one.
     signal: Option<WatchDescriptor>,
     record: OsString,
@@ -73,6 +77,7 @@ impl FileWatch {
             inotify.watches().add(&dir.path, mask)?;
             Ok(FileWatch {
                 events: Some(inotify.into_event_stream([0u8; 4096])?),
+                closer: closer(),
                 signal,
                 record: name::record(resource.as_str()).into(),
                 dir: Arc::clone(dir),
@@ -138,19 +143,31 @@ impl Watch for FileWatch {
     }
 }
 
+/// Starts the thread that closes a watch's inotify instance when the wait is over. Started with
+/// the watch, while waiting, so that the moment the lease is granted (when the command should
+/// start) costs only a message to it.
+fn closer() -> Option<std::sync::mpsc::Sender<Events>> {
+    let (tx, rx) = std::sync::mpsc::channel::<Events>();
+    let started = std::thread::Builder::new()
+        .name("lockrun-inotify".into())
+        .spawn(move || drop(rx.recv()));
+    match started {
+        Ok(_) => Some(tx),
+        Err(e) => {
+            tracing::debug!("no thread to close inotify on: {e}");
+            None
+        }
+    }
+}
+
 impl Drop for FileWatch {
     /// Closing an inotify instance waits for the kernel's SRCU grace period (measured 10-20 ms
     /// here), and the watch is dropped right after the lease is granted, just when the command
-    /// should start: it is closed on a thread of its own.
+    /// should start: it is closed on a thread of its own (in place when there is none).
     fn drop(&mut self) {
-        if let Some(events) = self.events.take() {
-            let closer = std::thread::Builder::new()
-                .name("lockrun-inotify".into())
-                .spawn(move || drop(events));
-            // When no thread can be started, the closure (and the instance) is dropped here.
-            if let Err(e) = closer {
-                tracing::debug!("closing inotify in place: {e}");
-            }
+        if let (Some(events), Some(closer)) = (self.events.take(), self.closer.take()) {
+            // When the thread is gone, the instance comes back in the error and is closed here.
+            let _ = closer.send(events);
         }
     }
 }
