@@ -2,12 +2,15 @@
 """lockrun benchmarks, side by side with flock(1) in the same run.
 
 Prints, for each backend asked for:
-  - the uncontended cycle `lockrun <res> -- true` (median of N runs) next to `flock FILE true`;
+  - the uncontended cycle `lockrun <res> -- true` (median of N runs) next to `flock FILE true`,
+    the two run alternately so that both see the same machine (`etcdctl lock` likewise);
   - 8 workers x 25 iterations of contention on one resource: total time, throughput, and the
-    median handoff (one holder's command ending to the next holder's command starting);
+    median handoff (one holder's command ending to the next holder's command starting); the
+    medians of --rounds runs, flock's alternating with the file backend's (and etcdctl's with
+    etcd's);
   - the resident memory of a `lockrun run` holding a lease while its child sleeps.
 
-Usage: bench/bench.py [--runs N] [--servers redis,postgres,etcd,dynamodb,memcached] [--backend URL ...] [--binary PATH]
+Usage: bench/bench.py [--runs N] [--rounds N] [--servers redis,postgres,etcd,dynamodb,memcached] [--backend URL ...] [--binary PATH]
 --servers starts the named servers itself, on free loopback ports in temporary directories, and
 stops them at the end; --backend adds any URL you already have.
 """
@@ -35,6 +38,36 @@ def cycle(cmd, runs, env):
         subprocess.run(cmd, env=env, check=True, stdin=subprocess.DEVNULL)
         times.append(time.perf_counter() - t)
     return statistics.median(times), min(times)
+
+
+def cycle_pair(cmd_a, cmd_b, runs, env_a, env_b=None):
+    """Medians and minimums of two commands run alternately (the order flipping every round), so
+    that both see the same machine: on a shared VM the speed drifts by 10-15% within minutes."""
+    times = ([], [])
+    pair = ((cmd_a, env_a), (cmd_b, env_b or env_a))
+    for i in range(runs):
+        for k in ((0, 1) if i % 2 == 0 else (1, 0)):
+            cmd, env = pair[k]
+            t = time.perf_counter()
+            subprocess.run(cmd, env=env, check=True, stdin=subprocess.DEVNULL)
+            times[k].append(time.perf_counter() - t)
+    return [(statistics.median(ts), min(ts)) for ts in times]
+
+
+def contention_rounds(cmds, rounds, workers, iters, envs, tmp, tag):
+    """Runs the contention test of each command in `cmds` (name -> make_cmd) in turn, `rounds`
+    times over, and returns name -> (median throughput, median handoff, overlaps, total time)."""
+    got = {name: [] for name in cmds}
+    for r in range(rounds):
+        for name, make_cmd in cmds.items():
+            stamps = os.path.join(tmp, f"{tag}-{name}-{r}.stamps".replace(" ", "_"))
+            total, tput, hand, ov = contention(lambda: make_cmd(stamps), workers, iters, envs[name], stamps)
+            got[name].append((tput, hand, ov, total))
+    out = {}
+    for name, runs in got.items():
+        out[name] = (statistics.median(x[0] for x in runs), statistics.median(x[1] for x in runs),
+                     sum(x[2] for x in runs), statistics.median(x[3] for x in runs))
+    return out
 
 
 def contention(make_cmd, workers, iters, env, stamp_file):
@@ -192,6 +225,8 @@ def main():
     ap.add_argument("--runs", type=int, default=200, help="runs for the uncontended median")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--iterations", type=int, default=25)
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="contention runs per command, alternating, medians reported (DynamoDB: 1)")
     ap.add_argument("--backend", action="append", default=[], help="backend URL (repeatable); default: a file backend in a temp dir")
     ap.add_argument("--binary", help="the lockrun to measure; default: build it with scripts/build-release "
                     "(the binary scripts/install installs: static on Linux with glibc)")
@@ -237,57 +272,82 @@ def run(args, procs):
         backends.append(SERVERS[name](tmp, procs))
     stamp_sh = 'echo "start $(date +%s%N)" >> {f}; echo "end $(date +%s%N)" >> {f}'
 
-    print(f"lockrun benchmark  ({os.cpu_count()} cores, {args.runs} runs, {args.workers}x{args.iterations} contention; "
+    print(f"lockrun benchmark  ({os.cpu_count()} cores, {args.runs} runs, {args.workers}x{args.iterations} contention "
+          f"x {args.rounds} rounds; "
           f"{os.path.relpath(args.binary, ROOT)}, {linkage})")
     print()
     rows = []
-    if flock:
-        lockfile = os.path.join(tmp, "flock.lock")
-        med, best = cycle([flock, lockfile, "true"], args.runs, env)
-        rows.append(("flock(1)", "uncontended cycle", f"{med * 1e3:.2f} ms median ({best * 1e3:.2f} min)"))
-        stamps = os.path.join(tmp, "flock.stamps")
-        total, tput, hand, ov = contention(
-            lambda: [flock, lockfile, "sh", "-c", stamp_sh.format(f=stamps)], args.workers, args.iterations, env, stamps)
-        rows.append(("flock(1)", "contention", f"{tput:.0f} cycles/s ({total:.2f} s), median handoff {hand:.2f} ms, overlaps {ov}"))
-        flock_med, flock_tput = med, tput
+    rounds = args.rounds
+    if not flock:
+        raise SystemExit("flock(1) is needed as the reference (package util-linux)")
+    lockfile = os.path.join(tmp, "flock.lock")
+    flock_cycle = [flock, lockfile, "true"]
+
+    def flock_cmd(stamps):
+        return [flock, lockfile, "sh", "-c", stamp_sh.format(f=stamps)]
+
+    def lockrun_cmd(url, res, *opts):
+        return lambda stamps: [args.binary, "-q", "-b", url, "run", *opts, res, "--", "sh", "-c",
+                               stamp_sh.format(f=stamps)]
+
+    def contention_row(who, fig, ref=None, ref_name="flock"):
+        tput, hand, ov, total = fig
+        ratio = f", {tput / ref:.2f}x {ref_name}" if ref else ""
+        rows.append((who, "contention", f"{tput:.0f} cycles/s ({total:.2f} s), median handoff {hand:.2f} ms, "
+                                        f"overlaps {ov}{ratio}"))
+
+    flock_fig = None
     for url in backends:
         name = url.split("://")[0]
         res = f"bench-{os.getpid()}"
         if name == "dynamodb":
             # The table is created once, as an operator would (`lockrun init`).
             subprocess.run([args.binary, "-q", "-b", url, "init"], env=env, check=True, stdin=subprocess.DEVNULL)
-        med, best = cycle([args.binary, "-q", "-b", url, res, "--", "true"], args.runs, env)
-        ratio = f", {med / flock_med:.2f}x flock" if flock else ""
-        rows.append((f"lockrun {name}", "uncontended cycle", f"{med * 1e3:.2f} ms median ({best * 1e3:.2f} min){ratio}"))
-        stamps = os.path.join(tmp, f"{name}.stamps")
-        total, tput, hand, ov = contention(
-            lambda: [args.binary, "-q", "-b", url, res + "-c", "--", "sh", "-c", stamp_sh.format(f=stamps)],
-            args.workers, args.iterations, env, stamps)
-        ratio = f", {tput / flock_tput:.2f}x flock" if flock else ""
-        rows.append((f"lockrun {name}", "contention", f"{tput:.0f} cycles/s ({total:.2f} s), median handoff {hand:.2f} ms, overlaps {ov}{ratio}"))
-        fair_tput = None
+        # The uncontended cycle, alternating with flock's.
+        (med, best), (f_med, f_best) = cycle_pair(
+            [args.binary, "-q", "-b", url, res, "--", "true"], flock_cycle, args.runs, env)
+        if flock_fig is None:
+            rows.append(("flock(1)", "uncontended cycle", f"{f_med * 1e3:.2f} ms median ({f_best * 1e3:.2f} min)"))
+        rows.append((f"lockrun {name}", "uncontended cycle",
+                     f"{med * 1e3:.2f} ms median ({best * 1e3:.2f} min), {med / f_med:.2f}x flock "
+                     f"({f_med * 1e3:.2f} ms alongside)"))
+        # Contention, in rounds alternating with flock's (the first backend) or against its median.
+        cmds = {name: lockrun_cmd(url, res + "-c")}
+        envs = {name: env}
         if name == "etcd":
             # First come, first served: waiters queue, and a release wakes only the next one.
-            stamps_f = os.path.join(tmp, f"{name}-fair.stamps")
-            total, fair_tput, hand, ov = contention(
-                lambda: [args.binary, "-q", "-b", url, "run", "--fair", res + "-f", "--", "sh", "-c",
-                         stamp_sh.format(f=stamps_f)],
-                args.workers, args.iterations, env, stamps_f)
-            ratio = f", {fair_tput / flock_tput:.2f}x flock" if flock else ""
-            rows.append((f"lockrun {name} --fair", "contention", f"{fair_tput:.0f} cycles/s ({total:.2f} s), median handoff {hand:.2f} ms, overlaps {ov}{ratio}"))
+            cmds["fair"] = lockrun_cmd(url, res + "-f", "--fair")
+            envs["fair"] = env
+            if shutil.which("etcdctl"):
+                endpoint = url.split("://", 1)[1]
+                ectl = ["etcdctl", f"--endpoints={endpoint}", "lock"]
+                cmds["etcdctl"] = lambda stamps: ectl + [res + "-ec", "--", "sh", "-c", stamp_sh.format(f=stamps)]
+                envs["etcdctl"] = {**env, "ETCDCTL_API": "3"}
+        if flock_fig is None:
+            cmds = {"flock": flock_cmd, **cmds}
+            envs["flock"] = env
+        n = 1 if name == "dynamodb" else rounds
+        figs = contention_rounds(cmds, n, args.workers, args.iterations, envs, tmp, name)
+        if flock_fig is None:
+            flock_fig = figs.pop("flock")
+            contention_row("flock(1)", flock_fig)
+            rows.insert(1, rows.pop())  # flock's rows first
+        contention_row(f"lockrun {name}", figs[name], flock_fig[0])
+        if "fair" in figs:
+            contention_row(f"lockrun {name} --fair", figs["fair"], flock_fig[0])
         kib = rss_kib([args.binary, "-b", url, res + "-rss", "--", "sleep", "3"], env)
         rows.append((f"lockrun {name}", "RSS while holding", f"{kib / 1024:.1f} MiB"))
-        if name == "etcd" and shutil.which("etcdctl"):
-            endpoint = url.split("://", 1)[1]
-            ectl = ["etcdctl", f"--endpoints={endpoint}", "lock"]
-            med_e, best_e = cycle(ectl + [res + "-e", "true"], args.runs, {**env, "ETCDCTL_API": "3"})
-            rows.append(("etcdctl lock", "uncontended cycle", f"{med_e * 1e3:.2f} ms median ({best_e * 1e3:.2f} min); lockrun is {med / med_e:.2f}x"))
-            stamps_e = os.path.join(tmp, "etcdctl.stamps")
-            total, tput_e, hand, ov = contention(
-                lambda: ectl + [res + "-ec", "--", "sh", "-c", stamp_sh.format(f=stamps_e)],
-                args.workers, args.iterations, {**env, "ETCDCTL_API": "3"}, stamps_e)
-            fair = f", --fair {fair_tput / tput_e:.2f}x" if fair_tput else ""
-            rows.append(("etcdctl lock", "contention", f"{tput_e:.0f} cycles/s ({total:.2f} s), median handoff {hand:.2f} ms, overlaps {ov}; lockrun is {tput / tput_e:.2f}x{fair}"))
+        if "etcdctl" in figs:
+            e_env = envs["etcdctl"]
+            (med_e, best_e), (med_l, _) = cycle_pair(
+                ectl + [res + "-e", "true"], [args.binary, "-q", "-b", url, res, "--", "true"], args.runs, e_env, env)
+            rows.append(("etcdctl lock", "uncontended cycle",
+                         f"{med_e * 1e3:.2f} ms median ({best_e * 1e3:.2f} min); lockrun is {med_l / med_e:.2f}x "
+                         f"({med_l * 1e3:.2f} ms alongside)"))
+            tput_e = figs["etcdctl"][0]
+            contention_row("etcdctl lock", figs["etcdctl"])
+            rows[-1] = (rows[-1][0], rows[-1][1], rows[-1][2] +
+                        f"; lockrun is {figs[name][0] / tput_e:.2f}x, --fair {figs['fair'][0] / tput_e:.2f}x")
     width = max(len(r[0]) for r in rows)
     for who, what, fig in rows:
         print(f"{who:<{width}}  {what:<18}  {fig}")
