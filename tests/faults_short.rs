@@ -32,6 +32,10 @@ fn chaos_run_with(kind: Kind, secs: u64, run_args: &[&str]) {
     let target = Target::start(kind);
     let mut cfg = Config::short(secs);
     cfg.run_args = run_args.iter().map(|a| a.to_string()).collect();
+    if run_args.contains(&"--fair") {
+        // A place left by a waiter that could not reach the server (see `Config::fault_lingers`).
+        cfg.fault_lingers = Duration::from_secs(11);
+    }
     cfg.ttl = Duration::from_secs(2);
     cfg.pause_for = cfg.ttl * 2;
     cfg.stop_for = cfg.ttl + Duration::from_secs(1);

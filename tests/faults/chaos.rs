@@ -72,6 +72,11 @@ pub struct Config {
     pub seed: Option<u64>,
     /// More `run` options for every worker (e.g. `--fair`).
     pub run_args: Vec<String>,
+    /// How long before a kill of the holder a server fault can still delay the takeover. Zero
+    /// for racing waiters. In etcd's line of waiters (`--fair`) a waiter that gives up because
+    /// the server was unreachable cannot delete its place, which then holds up the waiters
+    /// behind it until its queue lease expires (10 s, renewed in full when etcd restarts).
+    pub fault_lingers: Duration,
 }
 
 impl Config {
@@ -88,6 +93,7 @@ impl Config {
             long_share: 0.3,
             seed: None,
             run_args: Vec::new(),
+            fault_lingers: Duration::ZERO,
         }
     }
 }
@@ -503,11 +509,13 @@ fn report(
                 let next = starts.iter().find(|&&s| s > *at);
                 // A server paused or restarted before anyone took over delays the takeover by
                 // design (a paused server grants nothing; etcd gives every lease a full TTL
-                // again when it restarts): that takeover is not measured.
+                // again when it restarts): that takeover is not measured. So is one that a
+                // fault shortly before the kill can still delay (`Config::fault_lingers`).
+                let since = *at - cfg.fault_lingers.as_nanos() as i64;
                 let disturbed = next.is_some_and(|&n| {
                     watched
                         .iter()
-                        .any(|(f, t, ..)| f.needs_server() && *t > *at && *t < n)
+                        .any(|(f, t, ..)| f.needs_server() && *t > since && *t < n)
                 });
                 if disturbed {
                     kill9_disturbed += 1;

@@ -198,7 +198,7 @@ impl Dir {
                 Ok(st) if st.st_dev == meta.dev() && st.st_ino == meta.ino() => {
                     return Ok(Some(Locked {
                         files: self.files(resource),
-                        _guard: guard,
+                        guard,
                     }))
                 }
                 Ok(_) | Err(Errno::ENOENT) => continue,
@@ -261,7 +261,7 @@ pub(super) struct Files<'a> {
 /// A resource whose kernel lock we hold.
 pub(super) struct Locked<'a> {
     files: Files<'a>,
-    _guard: Flock<fs::File>,
+    guard: Flock<fs::File>,
 }
 
 impl<'a> std::ops::Deref for Locked<'a> {
@@ -374,7 +374,7 @@ impl Locked<'_> {
     /// that misses it still wakes at the holder's expiry and at its safety poll.
     pub fn signal(&self) {
         let now = nix::sys::time::TimeSpec::UTIME_NOW;
-        if let Err(e) = nix::sys::stat::futimens(self._guard.as_raw_fd(), &now, &now) {
+        if let Err(e) = nix::sys::stat::futimens(self.guard.as_raw_fd(), &now, &now) {
             tracing::debug!("cannot signal waiters of {}: {e}", self.resource);
         }
     }
