@@ -153,22 +153,26 @@ impl Dir {
 
     /// Opens (creating it when missing) the lock file of `resource`, a regular file.
     pub fn open_lock(&self, resource: &Resource) -> Result<(fs::File, fs::Metadata), Error> {
-        let lock_name = name::lock(resource.as_str());
-        let path = self.file_path(&lock_name);
+        self.open_lock_named(&name::lock(resource.as_str()))
+    }
+
+    /// [`Dir::open_lock`] by file name. The path is only built for an error message.
+    fn open_lock_named(&self, lock_name: &str) -> Result<(fs::File, fs::Metadata), Error> {
+        let path = || self.file_path(lock_name);
         let file = self
             .open_at(
-                &lock_name,
+                lock_name,
                 OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_NONBLOCK,
                 0o600,
             )
-            .map_err(|e| io_error("lock file", &path, "cannot be opened", e.into()))?;
+            .map_err(|e| io_error("lock file", &path(), "cannot be opened", e.into()))?;
         let meta = file
             .metadata()
-            .map_err(|e| io_error("lock file", &path, "cannot be read", e))?;
+            .map_err(|e| io_error("lock file", &path(), "cannot be read", e))?;
         if !meta.is_file() {
             return Err(Error::Corrupt(format!(
                 "lock file {} is not a regular file; inspect or delete it",
-                path.display()
+                path().display()
             )));
         }
         Ok((file, meta))
@@ -180,13 +184,13 @@ impl Dir {
         wait: bool,
     ) -> Result<Option<Locked<'a>>, Error> {
         let lock_name = name::lock(resource.as_str());
-        let path = self.file_path(&lock_name);
+        let path = || self.file_path(&lock_name);
         for _ in 0..LOCK_ATTEMPTS {
-            let (file, meta) = self.open_lock(resource)?;
+            let (file, meta) = self.open_lock_named(&lock_name)?;
             let guard = match flock(file, wait) {
                 Ok(guard) => guard,
                 Err(Errno::EWOULDBLOCK) if !wait => return Ok(None),
-                Err(e) => return Err(io_error("lock file", &path, "cannot be locked", e.into())),
+                Err(e) => return Err(io_error("lock file", &path(), "cannot be locked", e.into())),
             };
             // Someone may have deleted or replaced the lock file between our open and our lock;
             // then we hold a lock nobody else will look at. Check and start over.
@@ -202,12 +206,12 @@ impl Dir {
                     }))
                 }
                 Ok(_) | Err(Errno::ENOENT) => continue,
-                Err(e) => return Err(io_error("lock file", &path, "cannot be read", e.into())),
+                Err(e) => return Err(io_error("lock file", &path(), "cannot be read", e.into())),
             }
         }
         Err(Error::Other(format!(
             "lock file {} keeps being replaced; is something deleting files in the lock directory?",
-            path.display()
+            path().display()
         )))
     }
 }
