@@ -209,7 +209,8 @@ struct Subscription {
 }
 
 impl Subscription {
-    /// Subscribes unless done before; true if this call subscribed.
+    /// Subscribes unless done before; true if this call subscribed and the caller should try
+    /// once more before it waits (a watch that wakes once armed makes that attempt itself).
     async fn ensure(&mut self, backend: &dyn Backend, req: &AcquireRequest<'_>) -> bool {
         if self.tried {
             return false;
@@ -222,7 +223,7 @@ impl Subscription {
                 None
             }
         };
-        true
+        !self.watch.as_ref().is_some_and(|w| w.wakes_once_armed())
     }
 }
 

@@ -185,6 +185,12 @@ async fn watch_ignores_other_resources() {
         Ok(Acquire::Acquired(_))
     ));
     let mut watch = b.watch(&mine).await.expect("watch").expect("a watch");
+    // The watch stands in the waiters' line first, and says once when it is in force.
+    assert!(watch.wakes_once_armed());
+    tokio::time::timeout(Duration::from_secs(5), watch.changed())
+        .await
+        .expect("armed within 5s")
+        .expect("armed");
     assert!(b.release(&theirs, &id).await.expect("release"));
     let fired = tokio::time::timeout(Duration::from_millis(500), watch.changed()).await;
     assert!(fired.is_err(), "woke for another resource: {fired:?}");

@@ -219,6 +219,90 @@ fn a_waiter_wakes_on_release() {
     assert_ne!(stdout(&out).trim(), id);
 }
 
+/// Waiters stand in a line kept by the server (session advisory locks): only the first LISTENs
+/// and is woken by a release; the others wait for their turn, and are served in arrival order.
+#[test]
+fn waiters_stand_in_line_and_are_served_in_arrival_order() {
+    let pg = Pg::new();
+    let res = pg.resource("line");
+    let order = pg.env.file("order");
+    let id = ok(&pg.run(&["acquire", "--ttl", "1h", &res]));
+    let mut waiters = Vec::new();
+    for n in 1..=3 {
+        let script = format!("echo {n} >> '{}'; sleep 0.2", order.display());
+        waiters.push(
+            pg.cmd(&["run", "-w", "60s", &res, "--", "sh", "-c", &script])
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn waiter"),
+        );
+        // Until this waiter stands in line: one place granted, n - 1 waiting for theirs
+        // (counting the advisory locks of this test's table's sessions only).
+        let want = format!("1|{}", n - 1);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let got = pg.sql(&format!(
+                "SELECT count(*) FILTER (WHERE l.granted) || '|' || \
+                        count(*) FILTER (WHERE NOT l.granted) \
+                 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'advisory' AND a.query LIKE '%{}%' \
+                   AND a.pid <> pg_backend_pid()",
+                pg.table
+            ));
+            if got == want {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "line of waiters: {got}, wanted {want}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    ok(&pg.run(&["release", &res, &id]));
+    for w in waiters {
+        let out = w.wait_with_output().expect("wait");
+        exits(&out, 0);
+    }
+    let served = std::fs::read_to_string(&order).expect("order");
+    assert_eq!(
+        served.split_whitespace().collect::<Vec<_>>(),
+        ["1", "2", "3"]
+    );
+}
+
+/// A waiter that dies while first in line gives its place up with its connection: the next one
+/// is woken by the release, not by the safety poll.
+#[test]
+fn the_line_moves_on_when_the_first_waiter_dies() {
+    let pg = Pg::new();
+    let res = pg.resource("line-kill");
+    let id = ok(&pg.run(&["acquire", "--ttl", "1h", &res]));
+    let mut first = pg
+        .cmd(&["acquire", "-w", "60s", &res])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn first");
+    std::thread::sleep(Duration::from_millis(1000));
+    let second = pg
+        .cmd(&["acquire", "-w", "60s", &res])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn second");
+    std::thread::sleep(Duration::from_millis(1000));
+    first.kill().expect("kill first");
+    first.wait().expect("reap first");
+    std::thread::sleep(Duration::from_millis(500));
+    ok(&pg.run(&["release", &res, &id]));
+    let released = Instant::now();
+    let out = second.wait_with_output().expect("wait");
+    let woke = released.elapsed();
+    exits(&out, 0);
+    assert!(woke < Duration::from_millis(3500), "woke after {woke:?}");
+}
+
 #[test]
 fn server_down_is_unavailable() {
     let port = server::free_port();

@@ -131,6 +131,12 @@ pub trait Watch: Send {
 
     /// The wait is over: give back what the wait held (best effort).
     async fn close(self: Box<Self>) {}
+    /// Whether [`Watch::changed`] resolves once on its own when the subscription comes into
+    /// force (a watch that takes effect only when its waiter first waits). The caller then
+    /// need not try again right after subscribing.
+    fn wakes_once_armed(&self) -> bool {
+        false
+    }
 }
 
 /// A place in a first-come, first-served line of waiters for one resource (`--fair`), for

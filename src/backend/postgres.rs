@@ -71,19 +71,21 @@
 //!
 //! # Waiting
 //!
-//! [`Backend::watch`] `LISTEN`s on the table's channel, on the backend's one connection (once
-//! per connection), and wakes on notifications whose payload is the resource. NOTIFY is sent only at commit, is not
-//! durable, and expiry sends none: the generic policy in [`crate::lock`] also wakes at the
-//! holder's expiry (from `expires_in`) and polls as a safety net.
+//! [`Backend::watch`] puts the waiter in a line of waiters kept by the server (a session
+//! advisory lock per table and resource, see [`watch`]); the first in line `LISTEN`s on the
+//! table's channel and wakes on notifications whose payload is the resource, so a release wakes
+//! one waiter. NOTIFY is sent only at commit, is not durable, and expiry sends none: the generic
+//! policy in [`crate::lock`] also wakes at the holder's expiry (from `expires_in`) and polls as a
+//! safety net.
 //!
 //! # Connection poolers
 //!
-//! No session state is relied upon: no `SET`, no advisory locks, no temporary objects, and no
-//! named prepared statements. Statements are sent with tokio-postgres' `query_typed`, which
+//! The lease operations rely on no session state: no `SET`, no advisory locks, no temporary
+//! objects, and no named prepared statements. Statements are sent with tokio-postgres' `query_typed`, which
 //! parses, binds and executes the *unnamed* statement in one round trip ending in `Sync`, so
 //! they work through PgBouncer in transaction mode. LISTEN does not work through a
-//! transaction pooler: notifications are then lost and waiting degrades to the expiry timer and
-//! polling (set `listen = false` to poll quickly instead of relying on the 5 s safety poll).
+//! transaction pooler, and neither does the waiters' line (session advisory locks):
+//! set `listen = false` there, to poll instead.
 //!
 //! # Timeouts
 //!
@@ -109,7 +111,7 @@ use async_trait::async_trait;
 use tokio::sync::Mutex;
 use tokio::task::AbortHandle;
 use tokio_postgres::types::{ToSql, Type};
-use tokio_postgres::{Client, Connection, Row, Socket};
+use tokio_postgres::{Client, Row};
 
 use super::{
     Acquire, AcquireRequest, Backend, BackendUrl, Capabilities, Error, Fencing, Renewal, Settings,
@@ -131,19 +133,63 @@ use options::Options;
 use sql::{Sql, Stored};
 
 /// A lease table in a PostgreSQL database. One connection, opened at once and re-opened when
-/// it breaks; watches LISTEN on it too.
+/// it breaks; a waiter borrows it to stand in the line of waiters (see [`watch`]).
 pub struct Postgres {
-    opts: Options,
+    opts: Arc<Options>,
     sql: Sql,
     channel: String,
-    conn: Mutex<Option<Live>>,
+    conn: Slot,
 }
 
+/// Where the backend keeps its connection; empty while a waiter has borrowed it.
+type Slot = Arc<Mutex<Option<Live>>>;
+
+/// An open connection: the client, the task that drives it, and the watches waiting for its
+/// notifications. Dropping it closes the connection.
 struct Live {
     client: Arc<Client>,
     task: AbortHandle,
-    /// The watches waiting for this connection's notifications.
     hub: Arc<watch::Hub>,
+}
+
+impl Live {
+    /// Connects, bounded by `connect_timeout`, and starts driving the connection.
+    async fn open(opts: &Options) -> Result<Live, Error> {
+        let connecting = opts.pg.connect(opts.tls.clone());
+        let (client, connection) =
+            match tokio::time::timeout(opts.connect_timeout, connecting).await {
+                Ok(Ok(pair)) => pair,
+                Ok(Err(e)) => return Err(classify(&e, &opts.endpoint)),
+                Err(_) => {
+                    return Err(Error::Unavailable(format!(
+                        "PostgreSQL at {}: no answer within {} while connecting",
+                        opts.endpoint,
+                        crate::duration::format(opts.connect_timeout)
+                    )))
+                }
+            };
+        let hub = Arc::new(watch::Hub::default());
+        let task = tokio::spawn(watch::drive(
+            connection,
+            Arc::clone(&hub),
+            opts.endpoint.clone(),
+        ));
+        Ok(Live {
+            client: Arc::new(client),
+            task: task.abort_handle(),
+            hub,
+        })
+    }
+
+    fn is_open(&self) -> bool {
+        !self.client.is_closed()
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl fmt::Debug for Postgres {
@@ -171,8 +217,8 @@ impl Postgres {
         let pg = Postgres {
             sql: Sql::new(&opts.table),
             channel: opts.table.channel(),
-            opts,
-            conn: Mutex::new(None),
+            opts: Arc::new(opts),
+            conn: Slot::default(),
         };
         pg.client().await?;
         Ok(pg)
@@ -183,59 +229,26 @@ impl Postgres {
         self.opts.table.display()
     }
 
-    async fn connect(&self) -> Result<(Client, Connection<Socket, tls::Stream>), Error> {
-        let connecting = self.opts.pg.connect(self.opts.tls.clone());
-        match tokio::time::timeout(self.opts.connect_timeout, connecting).await {
-            Ok(Ok(pair)) => Ok(pair),
-            Ok(Err(e)) => Err(self.map(&e)),
-            Err(_) => Err(Error::Unavailable(format!(
-                "PostgreSQL at {}: no answer within {} while connecting",
-                self.opts.endpoint,
-                crate::duration::format(self.opts.connect_timeout)
-            ))),
-        }
-    }
-
     /// The shared connection, (re)connecting when there is none or it broke.
     async fn client(&self) -> Result<Arc<Client>, Error> {
-        Ok(self.live().await?.0)
-    }
-
-    /// The shared connection and the watches on it, (re)connecting when there is none or it
-    /// broke.
-    async fn live(&self) -> Result<(Arc<Client>, Arc<watch::Hub>), Error> {
         let mut slot = self.conn.lock().await;
-        if let Some(live) = slot.as_ref() {
-            if !live.client.is_closed() {
-                return Ok((Arc::clone(&live.client), Arc::clone(&live.hub)));
-            }
+        if let Some(live) = slot.as_ref().filter(|l| l.is_open()) {
+            return Ok(Arc::clone(&live.client));
         }
-        let (client, connection) = self.connect().await?;
-        let hub = Arc::new(watch::Hub::default());
-        let task = tokio::spawn(watch::drive(
-            connection,
-            Arc::clone(&hub),
-            self.opts.endpoint.clone(),
-        ));
-        let client = Arc::new(client);
-        *slot = Some(Live {
-            client: Arc::clone(&client),
-            task: task.abort_handle(),
-            hub: Arc::clone(&hub),
-        });
-        Ok((client, hub))
+        let live = Live::open(&self.opts).await?;
+        let client = Arc::clone(&live.client);
+        *slot = Some(live);
+        Ok(client)
     }
 
-    /// Forgets a broken connection (and stops its task) so the next call reconnects.
+    /// Forgets a broken connection (and closes it) so the next call reconnects.
     async fn discard(&self, client: &Arc<Client>) {
         let mut slot = self.conn.lock().await;
         if slot
             .as_ref()
             .is_some_and(|l| Arc::ptr_eq(&l.client, client))
         {
-            if let Some(live) = slot.take() {
-                live.task.abort();
-            }
+            slot.take();
         }
     }
 
@@ -458,7 +471,7 @@ impl Backend for Postgres {
         if !self.opts.listen {
             return Ok(None);
         }
-        watch::listen(self, resource).await.map(Some)
+        Ok(Some(watch::line(self, resource)))
     }
 }
 
