@@ -50,7 +50,7 @@ impl Pg {
     /// `lockrun -c config.toml -b pg ARGS`, with no PostgreSQL variables from the outside.
     fn cmd(&self, args: &[&str]) -> Command {
         let mut c = self.env.cmd();
-        for k in ["PGPASSWORD", "PGUSER", "PGHOST", "PGDATABASE"] {
+        for k in ["PGPASSWORD", "PGPASSFILE", "PGUSER", "PGHOST", "PGDATABASE"] {
             c.env_remove(k);
         }
         let config = self.env.file("config.toml");
@@ -354,6 +354,48 @@ fn password_from_the_environment_or_a_file() {
         &format!("table = \"{}\"\npassword_file = {:?}", pg.table, file),
     );
     exits(&pg.run(&["current", "x"]), 1);
+}
+
+/// libpq's password file: `~/.pgpass` (the test's HOME), or the one `PGPASSFILE` names; one that
+/// others may read is ignored, and the authentication error says so.
+#[test]
+fn password_from_the_pgpass_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = server::postgres();
+    let pg = Pg::with_url(&format!(
+        "postgres://postgres@127.0.0.1:{}/postgres",
+        s.port
+    ));
+    ok(&pg
+        .cmd(&["init"])
+        .env("PGPASSWORD", PG_PASSWORD)
+        .output()
+        .expect("spawn"));
+    let pgpass = pg.env.file(".pgpass");
+    std::fs::write(
+        &pgpass,
+        format!(
+            "# lockrun test\nother-host:*:*:*:wrong\n127.0.0.1:{}:postgres:postgres:{PG_PASSWORD}\n",
+            s.port
+        ),
+    )
+    .expect("pgpass");
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    let o = pg.run(&["current", "x"]);
+    assert_fails(&o, 78, "password");
+    assert!(stderr(&o).contains("was ignored: it has group or world access"));
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    exits(&pg.run(&["current", "x"]), 1);
+    // PGPASSFILE names another file; a line for another port does not match.
+    let named = pg.env.file("named.pgpass");
+    std::fs::write(&named, format!("*:1:*:*:{PG_PASSWORD}\n")).expect("named");
+    std::fs::set_permissions(&named, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    let o = pg
+        .cmd(&["current", "x"])
+        .env("PGPASSFILE", &named)
+        .output()
+        .expect("spawn");
+    assert_fails(&o, 78, "password");
 }
 
 #[test]

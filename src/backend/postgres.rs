@@ -8,7 +8,8 @@
 //! `options`, `application_name`, ...). A missing user is `PGUSER`, then `USER`; a missing host
 //! is `PGHOST`, then `/var/run/postgresql` when it exists, then `localhost`. The password is
 //! taken from the URL, else the `password_file` setting, else `LOCKRUN_POSTGRES_PASSWORD`, else
-//! `PGPASSWORD` (`~/.pgpass` is not read). Passwords never appear in messages or `Debug`.
+//! `PGPASSWORD`, else libpq's password file (`PGPASSFILE`, else `~/.pgpass`; see [`pgpass`]).
+//! Passwords never appear in messages or `Debug`.
 //!
 //! `sslmode` follows libpq: `disable`; `prefer` (the default: TLS when the server offers it);
 //! `require` (TLS or fail). Like libpq, `prefer` and `require` encrypt but do **not** verify
@@ -121,6 +122,7 @@ use crate::lease::{escape, Lease, LeaseId, Resource};
 
 mod errors;
 mod options;
+mod pgpass;
 mod setup;
 mod sql;
 mod tls;
@@ -159,7 +161,12 @@ impl Live {
         let (client, connection) =
             match tokio::time::timeout(opts.connect_timeout, connecting).await {
                 Ok(Ok(pair)) => pair,
-                Ok(Err(e)) => return Err(classify(&e, &opts.endpoint)),
+                Ok(Err(e)) => {
+                    return Err(match (classify(&e, &opts.endpoint), &opts.password_note) {
+                        (Error::Config(m), Some(note)) => Error::Config(format!("{m}; {note}")),
+                        (other, _) => other,
+                    })
+                }
                 Err(_) => {
                     return Err(Error::Unavailable(format!(
                         "PostgreSQL at {}: no answer within {} while connecting",

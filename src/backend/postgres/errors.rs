@@ -75,7 +75,7 @@ pub fn classify(e: &tokio_postgres::Error, endpoint: &str) -> Error {
     if top.starts_with("authentication error") || cause.as_deref() == Some("password missing") {
         return Error::Config(format!(
             "{at}: {what} (give the password in the URL, password_file, \
-             LOCKRUN_POSTGRES_PASSWORD or PGPASSWORD)"
+             LOCKRUN_POSTGRES_PASSWORD, PGPASSWORD or ~/.pgpass)"
         ));
     }
     if top.starts_with("invalid configuration") || top.starts_with("invalid connection string") {

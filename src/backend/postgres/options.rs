@@ -146,6 +146,8 @@ pub struct Options {
     /// `host:port/db`, for messages.
     pub endpoint: String,
     pub user: String,
+    /// Why a password file was not used, added to an authentication error.
+    pub password_note: Option<String>,
 }
 
 impl fmt::Debug for Options {
@@ -199,8 +201,16 @@ impl Options {
             pg.user(&user);
         }
         let user = pg.get_user().unwrap_or_default().to_owned();
+        let mut password_note = None;
         if pg.get_password().is_none() {
-            if let Some(pw) = password(settings.path("password_file")?.as_deref(), env)? {
+            let pw = match password(settings.path("password_file")?.as_deref(), env)? {
+                Some(pw) => Some(pw),
+                None => pgpass_password(&pg, &user, env).unwrap_or_else(|note| {
+                    password_note = Some(note);
+                    None
+                }),
+            };
+            if let Some(pw) = pw {
                 pg.password(pw);
             }
         }
@@ -251,6 +261,7 @@ impl Options {
             listen: settings.boolean("listen")?.unwrap_or(true),
             endpoint,
             user,
+            password_note,
         })
     }
 }
@@ -309,7 +320,7 @@ mod query_tests {
 }
 
 /// The password when the URL has none: `password_file`, then `LOCKRUN_POSTGRES_PASSWORD`, then
-/// `PGPASSWORD` (the more specific source wins).
+/// `PGPASSWORD` (the more specific source wins); libpq's password file comes after these.
 pub fn password(
     file: Option<&Path>,
     env: &dyn Fn(&str) -> Option<String>,
@@ -336,6 +347,26 @@ pub fn password(
     Ok(["LOCKRUN_POSTGRES_PASSWORD", "PGPASSWORD"]
         .iter()
         .find_map(|k| env(k).filter(|v| !v.is_empty())))
+}
+
+/// The password for the first host from libpq's password file (`PGPASSFILE`, `~/.pgpass`).
+fn pgpass_password(
+    pg: &tokio_postgres::Config,
+    user: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<String>, String> {
+    let host = match pg.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".into(),
+    };
+    let target = super::pgpass::Target {
+        host: &host,
+        port: pg.get_ports().first().copied().unwrap_or(5432),
+        database: pg.get_dbname().unwrap_or(user),
+        user,
+    };
+    super::pgpass::lookup(&target, env)
 }
 
 /// `host:port/db` of the first host, for messages (never the password).
