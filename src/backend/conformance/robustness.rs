@@ -141,6 +141,14 @@ impl Suite {
             };
             return Ok(Outcome::Skipped(why.into()));
         };
+        if watch.wakes_once_armed() {
+            // The first wake-up says the watch is on; only the next one is the release's.
+            match tokio::time::timeout(Duration::from_secs(10), watch.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(fail("watch.changed (arming)", e)),
+                Err(_) => return Err("the watch was not armed within 10 s".into()),
+            }
+        }
         release(&*self.backend().await?, &res, &la.id, true).await?;
         match tokio::time::timeout(Duration::from_secs(10), watch.changed()).await {
             Ok(Ok(())) => Ok(Outcome::Passed),
