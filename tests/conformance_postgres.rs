@@ -185,7 +185,8 @@ async fn watch_ignores_other_resources() {
         Ok(Acquire::Acquired(_))
     ));
     let mut watch = b.watch(&mine).await.expect("watch").expect("a watch");
-    // The watch stands in the waiters' line first, and says once when it is in force.
+    // The watch stands in the waiters' line first, and says once when it is in force (the
+    // resource has no row, so it may be free).
     assert!(watch.wakes_once_armed());
     tokio::time::timeout(Duration::from_secs(5), watch.changed())
         .await

@@ -131,9 +131,10 @@ pub trait Watch: Send {
 
     /// The wait is over: give back what the wait held (best effort).
     async fn close(self: Box<Self>) {}
-    /// Whether [`Watch::changed`] resolves once on its own when the subscription comes into
-    /// force (a watch that takes effect only when its waiter first waits). The caller then
-    /// need not try again right after subscribing.
+    /// Whether this watch takes effect only when its waiter first waits, and then itself makes
+    /// sure that no change is missed: [`Watch::changed`] resolves once the subscription is in
+    /// force, unless the watch has seen that the resource is still held. The caller then need
+    /// not try again right after subscribing.
     fn wakes_once_armed(&self) -> bool {
         false
     }

@@ -1,11 +1,13 @@
 //! The SQL text, built once per table, and decoding of the rows it returns.
 //!
-//! Every verb is one statement. Each returns rows of the same shape, `done, lease_id, principal,
-//! token, acquired_at, expires_at, ttl_ms, released, live, left_ms`: whether the write happened,
-//! the row's columns, whether it is live and how many milliseconds it has left, the last two by
-//! the server's `clock_timestamp()`. When the write did not happen, the same
-//! statement returns the row as it stands, so a busy holder or a damaged row is reported
-//! without a second round trip.
+//! Every verb is one statement. The lease statements return rows of one shape, `done, lease_id,
+//! principal, token, acquired_at, expires_at, ttl_ms, released, live, left_ms`: whether the write
+//! happened, the row's columns, whether it is live and how many milliseconds it has left, the last
+//! two by the server's `clock_timestamp()`. `renew` returns the row as it stands when the write did
+//! not happen. `acquire` and `release` return no row then: they are kept plain, because every
+//! lockrun process runs them on a fresh server session, where parsing and planning a statement
+//! costs more than running it; the caller then reads the row with `current`, to report a busy
+//! holder or a damaged row.
 
 use std::time::{Duration, SystemTime};
 
@@ -65,9 +67,18 @@ fn clock(a: &str) -> String {
 /// A row lockrun wrote itself. Rows that fail this are never taken over, renewed or released.
 fn valid(a: &str) -> String {
     format!(
-        "({a}.token >= 1 AND {a}.lease_id ~ '^[A-Za-z0-9._:-]{{1,128}}$' \
-         AND {a}.principal IS NOT NULL AND {a}.ttl_ms >= 1 AND {a}.released IS NOT NULL \
-         AND isfinite({a}.acquired_at) AND isfinite({a}.expires_at))"
+        "({a}.lease_id ~ '^[A-Za-z0-9._:-]{{1,128}}$' AND {rest})",
+        rest = valid_but_id(a)
+    )
+}
+
+/// [`valid`] without the lease id's pattern, for statements that compare the lease id with one
+/// lockrun checked (renew, release): the pattern then holds already, and leaving it out spares
+/// the planner a regular-expression selectivity estimate on every fresh session.
+fn valid_but_id(a: &str) -> String {
+    format!(
+        "({a}.token >= 1 AND {a}.principal IS NOT NULL AND {a}.ttl_ms >= 1 \
+         AND {a}.released IS NOT NULL AND isfinite({a}.acquired_at) AND isfinite({a}.expires_at))"
     )
 }
 
@@ -75,52 +86,49 @@ impl Sql {
     pub fn new(table: &Table) -> Sql {
         let t = table.sql();
         let (valid_t, cols_t, cols_h, clock_h) = (valid("t"), cols("t"), cols("h"), clock("h"));
+        let ours_t = valid_but_id("t");
         let holder = format!(
             "SELECT false AS done, {cols_h}, {clock_h} FROM {t} AS h WHERE h.resource = $1"
         );
-        // $1 resource, $2 lease id, $3 principal, $4 ttl in ms.
+        // $1 resource, $2 lease id, $3 principal, $4 ttl in ms, $5 the same as float8 (so that
+        // `$5 * interval` is an operator of exactly those types: resolving int8 * interval
+        // searches every `*`, a cost every fresh session pays). A plain INSERT, so that it is
+        // cheap to parse and plan (every lockrun process runs it on a fresh server session):
+        // no row back means busy, and the caller reads the holder with `current`.
         let acquire = format!(
-            "WITH granted AS (\
-               INSERT INTO {t} AS t \
-                 (resource, lease_id, principal, token, acquired_at, expires_at, ttl_ms, released) \
-               VALUES ($1, $2, $3, 1, clock_timestamp(), \
-                       clock_timestamp() + $4 * interval '1 millisecond', $4, false) \
-               ON CONFLICT (resource) DO UPDATE SET \
-                 lease_id = excluded.lease_id, principal = excluded.principal, \
-                 token = t.token + 1, acquired_at = clock_timestamp(), \
-                 expires_at = clock_timestamp() + $4 * interval '1 millisecond', \
-                 ttl_ms = excluded.ttl_ms, released = false \
-               WHERE (t.released OR t.expires_at <= clock_timestamp()) AND {valid_t} \
-               RETURNING {cols_t}) \
-             SELECT true AS done, {cols_g}, {clock_g} FROM granted AS g \
-             UNION ALL {holder} AND NOT EXISTS (SELECT 1 FROM granted)",
-            cols_g = cols("g"),
-            clock_g = clock("g"),
+            "INSERT INTO {t} AS t \
+               (resource, lease_id, principal, token, acquired_at, expires_at, ttl_ms, released) \
+             VALUES ($1, $2, $3, 1, clock_timestamp(), \
+                     clock_timestamp() + $5 * interval '1 millisecond', $4, false) \
+             ON CONFLICT (resource) DO UPDATE SET \
+               lease_id = excluded.lease_id, principal = excluded.principal, \
+               token = t.token + 1, acquired_at = clock_timestamp(), \
+               expires_at = clock_timestamp() + $5 * interval '1 millisecond', \
+               ttl_ms = excluded.ttl_ms, released = false \
+             WHERE (t.released OR t.expires_at <= clock_timestamp()) AND {valid_t} \
+             RETURNING true AS done, {cols_t}, {clock_t}",
+            clock_t = clock("t"),
         );
-        // $1 resource, $2 lease id, $3 ttl in ms.
+        // $1 resource, $2 lease id, $3 ttl in ms, $4 the same as float8.
         let renew = format!(
             "WITH renewed AS (\
                UPDATE {t} AS t SET \
-                 expires_at = clock_timestamp() + $3 * interval '1 millisecond', ttl_ms = $3 \
+                 expires_at = clock_timestamp() + $4 * interval '1 millisecond', ttl_ms = $3 \
                WHERE t.resource = $1 AND t.lease_id = $2 AND NOT t.released \
-                 AND t.expires_at > clock_timestamp() AND {valid_t} \
+                 AND t.expires_at > clock_timestamp() AND {ours_t} \
                RETURNING {cols_t}) \
              SELECT true AS done, {cols_r}, {clock_r} FROM renewed AS r \
              UNION ALL {holder} AND NOT EXISTS (SELECT 1 FROM renewed)",
             cols_r = cols("r"),
             clock_r = clock("r"),
         );
-        // $1 resource, $2 lease id, $3 channel. Always exactly one row, so that the count over
-        // `notified` (and with it pg_notify) is evaluated; the notification goes out at commit.
+        // $1 resource, $2 lease id, $3 channel. One row when released (the notification goes
+        // out at commit), none otherwise: the caller then reads the row with `current`.
         let release = format!(
-            "WITH freed AS (\
-               UPDATE {t} AS t SET released = true, expires_at = clock_timestamp() \
-               WHERE t.resource = $1 AND t.lease_id = $2 AND NOT t.released \
-                 AND t.expires_at > clock_timestamp() AND {valid_t} \
-               RETURNING t.resource), \
-             notified AS (SELECT pg_notify($3, f.resource) FROM freed AS f) \
-             SELECT (SELECT count(*) FROM notified) > 0 AS done, {cols_h}, {clock_h} \
-             FROM (VALUES (1)) AS one (x) LEFT JOIN {t} AS h ON h.resource = $1"
+            "UPDATE {t} AS t SET released = true, expires_at = clock_timestamp() \
+             WHERE t.resource = $1 AND t.lease_id = $2 AND NOT t.released \
+               AND t.expires_at > clock_timestamp() AND {ours_t} \
+             RETURNING pg_notify($3, t.resource) IS NULL AS notified"
         );
         let create = format!(
             "CREATE TABLE IF NOT EXISTS {t} (\n\
@@ -208,15 +216,6 @@ impl Stored {
             live: get::<Option<bool>>(row, 8)?.unwrap_or(false),
             left_ms: get(row, 9)?,
         })
-    }
-
-    /// Whether the row exists at all (the LEFT JOIN of `release` yields NULLs when it does not).
-    pub fn exists(&self) -> bool {
-        self.lease_id.is_some()
-            || self.principal.is_some()
-            || self.token.is_some()
-            || self.expires_at.is_some()
-            || self.released.is_some()
     }
 
     /// How long until the lease runs out, by the server's clock (zero when it has).

@@ -21,10 +21,12 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{AsyncMessage, Client, Connection, Socket};
 
 use super::errors::classify;
 use super::options::{self, Options};
+use super::sql::Stored;
 use super::{tls, Live, Postgres, Slot};
 use crate::backend::{Error, Watch};
 use crate::lease::Resource;
@@ -126,6 +128,7 @@ pub(super) fn line(pg: &Postgres, resource: &Resource) -> Box<dyn Watch> {
             listen: format!("LISTEN {channel}"),
             unlock: format!("SELECT pg_advisory_unlock({key})"),
             unlisten: format!("UNLISTEN {channel}"),
+            current: pg.sql.current.clone(),
             opts: Arc::clone(&pg.opts),
             slot: Arc::clone(&pg.conn),
         }),
@@ -142,6 +145,8 @@ struct Line {
     listen: String,
     unlock: String,
     unlisten: String,
+    /// The resource's row, read once first in line.
+    current: String,
     opts: Arc<Options>,
     slot: Slot,
 }
@@ -170,6 +175,9 @@ enum State {
 struct First {
     rx: mpsc::UnboundedReceiver<Result<(), Error>>,
     held: Held,
+    /// Whether the resource may be free now (its row, read once LISTEN was in force, was not a
+    /// live lease): then the waiter should try at once rather than wait for a notification.
+    may_be_free: bool,
 }
 
 enum Held {
@@ -205,6 +213,7 @@ impl Line {
             }
             Err(e) => return Err(classify(&e, &self.opts.endpoint)),
         };
+        let may_be_free = self.may_be_free(&live.client).await;
         let mut slot = self.slot.lock().await;
         let held = if slot.as_ref().is_some_and(Live::is_open) {
             Held::Own(live)
@@ -217,7 +226,27 @@ impl Line {
                 Held::Listening(client, hub)
             }
         };
-        Ok(First { rx, held })
+        Ok(First {
+            rx,
+            held,
+            may_be_free,
+        })
+    }
+
+    /// Reads the resource's row now that LISTEN is in force (the join committed it): a release
+    /// after this read sends a notification this waiter gets, so a live lease here means the
+    /// waiter can wait, without an acquire attempt (which costs several times this read).
+    async fn may_be_free(&self, client: &Client) -> bool {
+        let res = self.resource.as_str();
+        let params: &[(&(dyn ToSql + Sync), Type)] = &[(&res, Type::TEXT)];
+        let read = client.query_typed(&self.current, params);
+        match tokio::time::timeout(self.opts.statement_timeout, read).await {
+            Ok(Ok(rows)) => !rows
+                .first()
+                .and_then(|r| Stored::decode(r).ok())
+                .is_some_and(|s| s.live),
+            _ => true, // the attempt will tell
+        }
     }
 
     /// Gives up the first place.
@@ -281,9 +310,11 @@ impl Watch for LineWatch {
                     });
                     match got {
                         Ok(f) => {
+                            let try_now = f.may_be_free;
                             self.state = State::First(f);
-                            // First now: the resource may have been freed before LISTEN.
-                            return Ok(());
+                            if try_now {
+                                return Ok(());
+                            }
                         }
                         Err(e) => {
                             self.state = State::Failed;
