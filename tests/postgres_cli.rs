@@ -271,6 +271,62 @@ fn waiters_stand_in_line_and_are_served_in_arrival_order() {
     );
 }
 
+/// A waiter in line asks for its place again when its statement times out (here the server's
+/// `statement_timeout` of 1 s, normally lockrun's own `lock_timeout`), so that it never keeps a
+/// transaction open for long, and it still gets the lease when its turn comes.
+#[test]
+fn a_waiter_in_line_keeps_no_long_transaction() {
+    let pg = Pg::new();
+    let res = pg.resource("line-short");
+    let holder = ok(&pg.run(&["acquire", "--ttl", "1h", &res]));
+    let first = pg
+        .cmd(&["run", "-w", "60s", &res, "--", "sleep", "0.5"])
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn first");
+    std::thread::sleep(Duration::from_millis(1000));
+    let app = format!("lockrun_second_{}", pg.prefix.replace('-', "_"));
+    std::fs::write(
+        pg.env.file("second.toml"),
+        format!(
+            "[backend.pg]\nurl = \"{}?application_name={app}&options=-c%20statement_timeout%3D1000\"\n\
+             table = \"{}\"\n",
+            server::postgres_url(pg.server),
+            pg.table
+        ),
+    )
+    .expect("config");
+    let second = pg
+        .env
+        .cmd()
+        .arg("-c")
+        .arg(pg.env.file("second.toml"))
+        .args(["-b", "pg", "run", "-w", "60s", &res, "--", "true"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn second");
+    std::thread::sleep(Duration::from_millis(3000));
+    // Still waiting for its place, in a transaction younger than the timeout.
+    let waiting = pg.sql(&format!(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = '{app}' \
+           AND state = 'active' AND query LIKE '%pg_advisory_lock%' \
+           AND now() - xact_start < interval '1.5 seconds'"
+    ));
+    assert_eq!(waiting, "1", "the second waiter, in a fresh transaction");
+    ok(&pg.run(&["release", &res, &holder]));
+    let released = Instant::now();
+    let out = second.wait_with_output().expect("wait");
+    exits(&out, 0);
+    // First's command takes 0.5 s; without a notification the second would wait >= 3.75 s.
+    assert!(
+        released.elapsed() < Duration::from_millis(3500),
+        "second got it after {:?}",
+        released.elapsed()
+    );
+    let mut first = first;
+    assert!(first.wait().expect("first").success());
+}
+
 /// A waiter that dies while first in line gives its place up with its connection: the next one
 /// is woken by the release, not by the safety poll.
 #[test]

@@ -5,6 +5,8 @@
 //! PostgreSQL grants it to them one at a time, in the order they asked. Only the first in line
 //! `LISTEN`s (on the same connection, right after the lock is granted, in one round trip), so a
 //! release wakes one waiter and one server process, not every waiter with a statement each.
+//! A waiter asks for its place for at most [`ASK_FOR`] per statement and then asks again (at the
+//! back), so that no waiter keeps a transaction, and with it a snapshot, open for long.
 //! When the first in line stops waiting (it got the lease, gave up, or died), its lock goes, by
 //! an unlock or with its connection, and the next in line moves up.
 //!
@@ -24,7 +26,7 @@ use tokio::task::JoinHandle;
 use tokio_postgres::types::{ToSql, Type};
 use tokio_postgres::{AsyncMessage, Client, Connection, Socket};
 
-use super::errors::classify;
+use super::errors::{classify, sqlstate};
 use super::options::{self, Options};
 use super::sql::Stored;
 use super::{tls, Live, Postgres, Slot};
@@ -124,7 +126,11 @@ pub(super) fn line(pg: &Postgres, resource: &Resource) -> Box<dyn Watch> {
     Box::new(LineWatch {
         line: Arc::new(Line {
             resource: resource.as_str().to_owned(),
-            join: format!("SELECT pg_advisory_lock({key}); LISTEN {channel}"),
+            join: format!(
+                "SELECT set_config('lock_timeout', '{}s', true); \
+                 SELECT pg_advisory_lock({key}); LISTEN {channel}",
+                ASK_FOR.as_secs()
+            ),
             listen: format!("LISTEN {channel}"),
             unlock: format!("SELECT pg_advisory_unlock({key})"),
             unlisten: format!("UNLISTEN {channel}"),
@@ -136,10 +142,16 @@ pub(super) fn line(pg: &Postgres, resource: &Resource) -> Box<dyn Watch> {
     })
 }
 
+/// How long a waiter waits for its place in one statement before it asks again. The statement
+/// holds a snapshot while it waits, and a snapshot held for long keeps VACUUM from cleaning up
+/// after every other transaction in the database; asking again bounds that, at the price of the
+/// place (the waiter goes to the back).
+const ASK_FOR: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What a place in the line needs: the statements, and where to borrow a connection from.
 struct Line {
     resource: String,
-    /// Waits for the line's lock, then LISTENs: one round trip.
+    /// Waits for the line's lock (at most [`ASK_FOR`]), then LISTENs: one round trip.
     join: String,
     /// LISTEN alone, when the line's lock is not available (a role that may not use it).
     listen: String,
@@ -199,19 +211,23 @@ impl Line {
             None => Live::open(&self.opts).await?,
         };
         let rx = live.hub.add(&self.resource);
-        let placed = match live.client.batch_execute(&self.join).await {
-            Ok(()) => true,
-            Err(e) if e.as_db_error().is_some() => {
-                // Refused by the server (say, a role that may not take advisory locks): wait
-                // without the line, as every waiter did before it.
-                tracing::debug!("no line of waiters ({e}); listening only");
-                live.client
-                    .batch_execute(&self.listen)
-                    .await
-                    .map_err(|e| classify(&e, &self.opts.endpoint))?;
-                false
+        let placed = loop {
+            match live.client.batch_execute(&self.join).await {
+                Ok(()) => break true,
+                // lock_timeout (ours, ASK_FOR) or the server's statement_timeout: ask again.
+                Err(e) if matches!(sqlstate(&e), Some("55P03" | "57014")) => continue,
+                Err(e) if e.as_db_error().is_some() => {
+                    // Refused by the server (say, a role that may not take advisory locks): wait
+                    // without the line, as every waiter did before it.
+                    tracing::debug!("no line of waiters ({e}); listening only");
+                    live.client
+                        .batch_execute(&self.listen)
+                        .await
+                        .map_err(|e| classify(&e, &self.opts.endpoint))?;
+                    break false;
+                }
+                Err(e) => return Err(classify(&e, &self.opts.endpoint)),
             }
-            Err(e) => return Err(classify(&e, &self.opts.endpoint)),
         };
         let may_be_free = self.may_be_free(&live.client).await;
         let mut slot = self.slot.lock().await;
