@@ -165,7 +165,9 @@ impl Live {
                 Ok(Ok(pair)) => pair,
                 Ok(Err(e)) => {
                     return Err(match (classify(&e, &opts.endpoint), &opts.password_note) {
-                        (Error::Config(m), Some(note)) => Error::Config(format!("{m}; {note}")),
+                        (Error::Config(m), Some(note)) if errors::is_auth(&e) => {
+                            Error::Config(format!("{m}; {note}"))
+                        }
                         (other, _) => other,
                     })
                 }

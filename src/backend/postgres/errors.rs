@@ -46,6 +46,16 @@ fn has_io_cause(e: &tokio_postgres::Error) -> bool {
 }
 
 /// Maps an error from the server at `endpoint`.
+/// Whether `e` is a failed or impossible authentication (wrong or missing password).
+pub fn is_auth(e: &tokio_postgres::Error) -> bool {
+    if let Some(db) = e.as_db_error() {
+        return db.code().code().starts_with("28");
+    }
+    let cause = e.source().map(|c| c.to_string());
+    e.to_string().starts_with("authentication error")
+        || cause.as_deref() == Some("password missing")
+}
+
 pub fn classify(e: &tokio_postgres::Error, endpoint: &str) -> Error {
     if let Some(db) = e.as_db_error() {
         return from_db(db, endpoint);
@@ -72,7 +82,7 @@ pub fn classify(e: &tokio_postgres::Error, endpoint: &str) -> Error {
             _ => format!("{at}: {what}"),
         });
     }
-    if top.starts_with("authentication error") || cause.as_deref() == Some("password missing") {
+    if is_auth(e) {
         return Error::Config(format!(
             "{at}: {what} (give the password in the URL, password_file, \
              LOCKRUN_POSTGRES_PASSWORD, PGPASSWORD or ~/.pgpass)"
