@@ -203,9 +203,18 @@ enum Held {
 }
 
 impl Line {
-    /// Borrows the backend's connection (or opens one) and waits in line on it.
+    /// Borrows the backend's connection (or opens one) and waits in line on it. A connection
+    /// another task is using right now (a statement in flight, in a library that shares the
+    /// backend between locks) is not borrowed: that task's next statements would queue behind
+    /// the wait.
     async fn stand(self: Arc<Self>) -> Result<First, Error> {
-        let borrowed = self.slot.lock().await.take().filter(Live::is_open);
+        let borrowed = {
+            let mut slot = self.slot.lock().await;
+            match slot.as_ref() {
+                Some(live) if live.is_open() && Arc::strong_count(&live.client) == 1 => slot.take(),
+                _ => None,
+            }
+        };
         let live = match borrowed {
             Some(live) => live,
             None => Live::open(&self.opts).await?,
