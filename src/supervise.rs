@@ -4,7 +4,9 @@
 //! - The command is executed directly (no shell), with stdin, stdout and stderr inherited, in its
 //!   own process group. When lockrun is the terminal's foreground job, the command's group is made
 //!   the foreground group, so it can read the terminal (a `terraform apply` prompt) and receives
-//!   Ctrl-C itself.
+//!   Ctrl-C itself. When Ctrl-Z stops it, lockrun takes the terminal back and stops itself, so
+//!   the shell sees the job stopped; continued, it hands the terminal back and continues the
+//!   command (see `follow_stop`).
 //! - HUP, INT, QUIT, TERM, USR1, USR2 and WINCH sent to lockrun are forwarded to the group. A
 //!   second INT or TERM while the command is stopping escalates to KILL.
 //! - No descendant outlives lockrun: lockrun is a child subreaper; the command gets a parent-death
@@ -186,8 +188,13 @@ pub async fn supervise(
     let mut term_sent = false;
     let mut kill_at: Option<Instant> = None;
     let status = loop {
-        if let Some(st) = reap(child) {
+        let reaped = reap(child);
+        if let Some(st) = reaped.exited {
             break st;
+        }
+        if let (Some(sig), Some(fd)) = (reaped.stopped, tty) {
+            follow_stop(fd, pgid, sig);
+            continue;
         }
         let (deadline_term, kill_when) = kill_deadline(&lease.borrow(), kill_after, kill_at);
         if let Ok(g) = &mut guard {
@@ -332,26 +339,73 @@ fn restore_foreground(tty: Option<RawFd>) {
     }
 }
 
-/// Reaps every exited child (we are a subreaper, so orphans are ours too) and returns the main
-/// child's status once it has exited.
-fn reap(main: i32) -> Option<Status> {
-    let mut main_status = None;
+/// What [`reap`] saw of the main child.
+struct Reaped {
+    /// It exited (or was killed).
+    exited: Option<Status>,
+    /// It was stopped from the terminal (TSTP, TTIN, TTOU): by the signal.
+    stopped: Option<i32>,
+}
+
+/// Reaps every exited child (we are a subreaper, so orphans are ours too) and says whether the
+/// main child has exited, or has been stopped from the terminal.
+fn reap(main: i32) -> Reaped {
+    let mut reaped = Reaped {
+        exited: None,
+        stopped: None,
+    };
     loop {
         let mut status = 0;
         // SAFETY: waitpid writes only into `status`.
-        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+        let pid = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG | libc::WUNTRACED) };
         if pid <= 0 {
             break;
         }
         if pid == main {
             if libc::WIFEXITED(status) {
-                main_status = Some(Status::Exited(libc::WEXITSTATUS(status)));
+                reaped.exited = Some(Status::Exited(libc::WEXITSTATUS(status)));
             } else if libc::WIFSIGNALED(status) {
-                main_status = Some(Status::Signaled(libc::WTERMSIG(status)));
+                reaped.exited = Some(Status::Signaled(libc::WTERMSIG(status)));
+            } else if libc::WIFSTOPPED(status)
+                && matches!(
+                    libc::WSTOPSIG(status),
+                    libc::SIGTSTP | libc::SIGTTIN | libc::SIGTTOU
+                )
+            {
+                reaped.stopped = Some(libc::WSTOPSIG(status));
             }
         }
     }
-    main_status
+    reaped
+}
+
+/// Job control: the command, the terminal's foreground job, was stopped from the terminal
+/// (Ctrl-Z). The shell waits for lockrun, not for the command, so lockrun takes the terminal
+/// back and stops itself the same way: the shell then sees the job stopped and gets its prompt
+/// back. When the job is continued, lockrun hands the terminal back to the command if it is in
+/// the foreground again (`fg`), and continues the command (`fg` or `bg`). While lockrun is
+/// stopped it cannot renew the lease; the guard kills the command at the lease's deadline, as it
+/// does for any stopped lockrun.
+fn follow_stop(fd: RawFd, pgid: i32, sig: i32) {
+    // SAFETY: plain syscalls on a descriptor we did not close; SIGTTOU is ignored during
+    // supervision, so tcsetpgrp works from the background.
+    unsafe {
+        if libc::tcgetpgrp(fd) == pgid {
+            libc::tcsetpgrp(fd, libc::getpgrp());
+        }
+        // SIGTTOU is ignored here (see above), so a TTOU stop is followed with TSTP.
+        let own = if sig == libc::SIGTTOU {
+            libc::SIGTSTP
+        } else {
+            sig
+        };
+        libc::raise(own);
+        // Continued.
+        if libc::tcgetpgrp(fd) == libc::getpgrp() {
+            libc::tcsetpgrp(fd, pgid);
+        }
+    }
+    killpg(pgid, libc::SIGCONT);
 }
 
 /// After the main command exited: TERM what is left of its group and of the orphans reparented

@@ -64,3 +64,72 @@ fn ctrl_c_reaches_the_command() {
     assert!(rest.contains("got-int"), "{seen}{rest}");
     assert_eq!(status.code(), Some(9));
 }
+
+/// Reads the pty's output until `want` appears (or the stream ends).
+fn read_until(out: &mut impl Read, seen: &mut String, want: &str) {
+    let mut buf = [0u8; 256];
+    while !seen.contains(want) {
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "no {want:?} in: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+}
+
+/// Ctrl-Z stops the command, and lockrun follows it, so the job-control shell gets its prompt
+/// back (the job reports stopped); `fg` gives the terminal back to the command, which goes on.
+#[test]
+fn ctrl_z_suspends_the_job_and_fg_resumes_it() {
+    server::require("bash", "bash");
+    let env = Env::new();
+    let job = env.file("job.sh");
+    std::fs::write(
+        &job,
+        format!(
+            "set -m\n\
+             {} res -- sh -c 'echo ready; read x; echo \"got=$x\"'\n\
+             echo \"stopped=$?\"\n\
+             fg\n\
+             echo \"rc=$?\"\n",
+            env!("CARGO_BIN_EXE_lockrun")
+        ),
+    )
+    .unwrap();
+    server::require("script", "util-linux");
+    let mut child = Command::new("script")
+        .args([
+            "-qec",
+            &format!("bash --norc --noprofile {}", job.display()),
+            "/dev/null",
+        ])
+        .env("LOCKRUN_BACKEND", env.backend())
+        .env("HOME", env.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script");
+    // A job that stays stopped would hang the test: end it after 30 s, so it fails instead.
+    let pid = child.id() as i32;
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(30));
+        // SAFETY: kill(2) on a pid; at worst the process is gone already.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    read_until(&mut out, &mut seen, "ready");
+    std::thread::sleep(Duration::from_millis(200));
+    child.stdin.as_mut().unwrap().write_all(b"\x1a").unwrap();
+    // The shell saw the job stop (128 + SIGTSTP) and went on to `fg`.
+    read_until(&mut out, &mut seen, "stopped=148");
+    std::thread::sleep(Duration::from_millis(500));
+    child.stdin.as_mut().unwrap().write_all(b"yes\n").unwrap();
+    read_until(&mut out, &mut seen, "rc=");
+    let status = child.wait().unwrap();
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).unwrap();
+    seen.push_str(&rest);
+    assert!(seen.contains("got=yes"), "{seen}");
+    assert!(seen.contains("rc=0"), "{seen}");
+    assert_eq!(status.code(), Some(0), "{seen}");
+}

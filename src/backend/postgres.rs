@@ -8,7 +8,7 @@
 //! `options`, `application_name`, ...). A missing user is `PGUSER`, then `USER`; a missing host
 //! is `PGHOST`, then `/var/run/postgresql` when it exists, then `localhost`. The password is
 //! taken from the URL, else the `password_file` setting, else `LOCKRUN_POSTGRES_PASSWORD`, else
-//! `PGPASSWORD`, else libpq's password file (`PGPASSFILE`, else `~/.pgpass`; see [`pgpass`]).
+//! `PGPASSWORD`, else libpq's password file (`PGPASSFILE`, else `~/.pgpass`; see the `pgpass` module).
 //! Passwords never appear in messages or `Debug`.
 //!
 //! `sslmode` follows libpq: `disable`; `prefer` (the default: TLS when the server offers it);
@@ -75,7 +75,7 @@
 //! # Waiting
 //!
 //! [`Backend::watch`] puts the waiter in a line of waiters kept by the server (a session
-//! advisory lock per table and resource, see [`watch`]); the first in line `LISTEN`s on the
+//! advisory lock per table and resource, see the `watch` module); the first in line `LISTEN`s on the
 //! table's channel and wakes on notifications whose payload is the resource, so a release wakes
 //! one waiter. NOTIFY is sent only at commit, is not durable, and expiry sends none: the generic
 //! policy in [`crate::lock`] also wakes at the holder's expiry (from `expires_in`) and polls as a
@@ -137,7 +137,7 @@ use options::Options;
 use sql::{Sql, Stored};
 
 /// A lease table in a PostgreSQL database. One connection, opened at once and re-opened when
-/// it breaks; a waiter borrows it to stand in the line of waiters (see [`watch`]).
+/// it breaks; a waiter borrows it to stand in the line of waiters (see the `watch` module).
 pub struct Postgres {
     opts: Arc<Options>,
     sql: Sql,
