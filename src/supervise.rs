@@ -380,9 +380,9 @@ fn reap(main: i32) -> Reaped {
 }
 
 /// Job control: the command, the terminal's foreground job, was stopped from the terminal
-/// (Ctrl-Z). The shell waits for lockrun, not for the command, so lockrun takes the terminal
-/// back and stops itself the same way: the shell then sees the job stopped and gets its prompt
-/// back. When the job is continued, lockrun hands the terminal back to the command if it is in
+/// (Ctrl-Z). The shell waits for lockrun's job, not for the command, so lockrun takes the
+/// terminal back and stops its own process group the same way: the shell then sees the job
+/// stopped and gets its prompt back. When the job is continued, lockrun hands the terminal back to the command if it is in
 /// the foreground again (`fg`), and continues the command (`fg` or `bg`). While lockrun is
 /// stopped it cannot renew the lease; the guard kills the command at the lease's deadline, as it
 /// does for any stopped lockrun.
@@ -393,13 +393,15 @@ fn follow_stop(fd: RawFd, pgid: i32, sig: i32) {
         if libc::tcgetpgrp(fd) == pgid {
             libc::tcsetpgrp(fd, libc::getpgrp());
         }
-        // SIGTTOU is ignored here (see above), so a TTOU stop is followed with TSTP.
+        // SIGTTOU is ignored here (see above), so a TTOU stop is followed with TSTP. The
+        // signal goes to lockrun's whole process group, as Ctrl-Z would have, had the command
+        // been in it: under `make`, make stops too, and the shell sees its job stopped.
         let own = if sig == libc::SIGTTOU {
             libc::SIGTSTP
         } else {
             sig
         };
-        libc::raise(own);
+        libc::kill(0, own);
         // Continued.
         if libc::tcgetpgrp(fd) == libc::getpgrp() {
             libc::tcsetpgrp(fd, pgid);

@@ -79,18 +79,28 @@ fn read_until(out: &mut impl Read, seen: &mut String, want: &str) {
 /// back (the job reports stopped); `fg` gives the terminal back to the command, which goes on.
 #[test]
 fn ctrl_z_suspends_the_job_and_fg_resumes_it() {
+    suspend_and_resume(|lockrun| lockrun.to_owned());
+}
+
+/// The same with lockrun inside a job it does not lead (as under `make`): the whole job stops.
+#[test]
+fn ctrl_z_suspends_a_job_lockrun_does_not_lead() {
+    suspend_and_resume(|lockrun| format!("sh -c '{lockrun}; echo inner=$?'"));
+}
+
+fn suspend_and_resume(job_line: impl Fn(&str) -> String) {
     server::require("bash", "bash");
     let env = Env::new();
     let job = env.file("job.sh");
+    let lockrun = format!(
+        "{} res -- sh -c \"echo ready; read x; echo got=\\$x\"",
+        env!("CARGO_BIN_EXE_lockrun")
+    );
     std::fs::write(
         &job,
         format!(
-            "set -m\n\
-             {} res -- sh -c 'echo ready; read x; echo \"got=$x\"'\n\
-             echo \"stopped=$?\"\n\
-             fg\n\
-             echo \"rc=$?\"\n",
-            env!("CARGO_BIN_EXE_lockrun")
+            "set -m\n{}\necho \"stopped=$?\"\nfg\necho \"rc=$?\"\n",
+            job_line(&lockrun)
         ),
     )
     .unwrap();
