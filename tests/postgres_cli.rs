@@ -62,6 +62,15 @@ impl Pg {
         self.cmd(args).output().expect("spawn lockrun")
     }
 
+    /// `lockrun acquire -w 60s RES` in the background, its output captured.
+    fn waiter(&self, res: &str) -> std::process::Child {
+        self.cmd(&["acquire", "-w", "60s", res])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn waiter")
+    }
+
     /// Runs SQL as the superuser and returns the unaligned output.
     fn sql(&self, sql: &str) -> String {
         let psql = server::pg_bin().join("psql");
@@ -201,12 +210,7 @@ fn a_waiter_wakes_on_release() {
     let pg = Pg::new();
     let res = pg.resource("wake");
     let id = ok(&pg.run(&["acquire", "--ttl", "1h", &res]));
-    let waiter = pg
-        .cmd(&["acquire", "-w", "60s", &res])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn waiter");
+    let waiter = pg.waiter(&res);
     // Give it time to find the resource busy and LISTEN.
     std::thread::sleep(Duration::from_millis(1500));
     ok(&pg.run(&["release", &res, &id]));
@@ -334,19 +338,9 @@ fn the_line_moves_on_when_the_first_waiter_dies() {
     let pg = Pg::new();
     let res = pg.resource("line-kill");
     let id = ok(&pg.run(&["acquire", "--ttl", "1h", &res]));
-    let mut first = pg
-        .cmd(&["acquire", "-w", "60s", &res])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn first");
+    let mut first = pg.waiter(&res);
     std::thread::sleep(Duration::from_millis(1000));
-    let second = pg
-        .cmd(&["acquire", "-w", "60s", &res])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn second");
+    let second = pg.waiter(&res);
     std::thread::sleep(Duration::from_millis(1000));
     first.kill().expect("kill first");
     first.wait().expect("reap first");

@@ -23,13 +23,13 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_postgres::types::{ToSql, Type};
+use tokio_postgres::types::Type;
 use tokio_postgres::{AsyncMessage, Client, Connection, Socket};
 
 use super::errors::{classify, sqlstate};
 use super::options::{self, Options};
 use super::sql::Stored;
-use super::{tls, Live, Postgres, Slot};
+use super::{tls, Live, Params, Postgres, Slot};
 use crate::backend::{Error, Watch};
 use crate::lease::Resource;
 
@@ -263,7 +263,7 @@ impl Line {
     /// waiter can wait, without an acquire attempt (which costs several times this read).
     async fn may_be_free(&self, client: &Client) -> bool {
         let res = self.resource.as_str();
-        let params: &[(&(dyn ToSql + Sync), Type)] = &[(&res, Type::TEXT)];
+        let params: &Params<'_> = &[(&res, Type::TEXT)];
         let read = client.query_typed(&self.current, params);
         match tokio::time::timeout(self.opts.statement_timeout, read).await {
             Ok(Ok(rows)) => !rows
