@@ -23,6 +23,14 @@ impl Pg {
         Pg::with_url(&server::postgres_url(server::postgres()))
     }
 
+    /// The test server through a URL without its password.
+    fn no_password() -> Pg {
+        Pg::with_url(&format!(
+            "postgres://postgres@127.0.0.1:{}/postgres",
+            server::postgres().port
+        ))
+    }
+
     fn with_url(url: &str) -> Pg {
         let prefix = server::prefix();
         let pg = Pg {
@@ -60,6 +68,15 @@ impl Pg {
 
     fn run(&self, args: &[&str]) -> Output {
         self.cmd(args).output().expect("spawn lockrun")
+    }
+
+    /// Releases `id` on `res` and waits for `waiter`: its output, and how long after the
+    /// release it ended.
+    fn release_to(&self, res: &str, id: &str, waiter: std::process::Child) -> (Output, Duration) {
+        ok(&self.run(&["release", res, id]));
+        let released = Instant::now();
+        let out = waiter.wait_with_output().expect("wait");
+        (out, released.elapsed())
     }
 
     /// `lockrun acquire -w 60s RES` in the background, its output captured.
@@ -213,10 +230,7 @@ fn a_waiter_wakes_on_release() {
     let waiter = pg.waiter(&res);
     // Give it time to find the resource busy and LISTEN.
     std::thread::sleep(Duration::from_millis(1500));
-    ok(&pg.run(&["release", &res, &id]));
-    let released = Instant::now();
-    let out = waiter.wait_with_output().expect("wait");
-    let woke = released.elapsed();
+    let (out, woke) = pg.release_to(&res, &id, waiter);
     exits(&out, 0);
     // Without the notification it would wait for the safety poll (>= 3.75 s) or the 1h expiry.
     assert!(woke < Duration::from_millis(3500), "woke after {woke:?}");
@@ -345,10 +359,7 @@ fn the_line_moves_on_when_the_first_waiter_dies() {
     first.kill().expect("kill first");
     first.wait().expect("reap first");
     std::thread::sleep(Duration::from_millis(500));
-    ok(&pg.run(&["release", &res, &id]));
-    let released = Instant::now();
-    let out = second.wait_with_output().expect("wait");
-    let woke = released.elapsed();
+    let (out, woke) = pg.release_to(&res, &id, second);
     exits(&out, 0);
     assert!(woke < Duration::from_millis(3500), "woke after {woke:?}");
 }
@@ -379,10 +390,7 @@ fn wrong_password_is_a_config_error() {
 #[test]
 fn password_from_the_environment_or_a_file() {
     let s = server::postgres();
-    let pg = Pg::with_url(&format!(
-        "postgres://postgres@127.0.0.1:{}/postgres",
-        s.port
-    ));
+    let pg = Pg::no_password();
     let o = pg.run(&["current", "x"]);
     assert_fails(&o, 78, "password");
     let o = pg
@@ -412,10 +420,7 @@ fn password_from_the_environment_or_a_file() {
 fn password_from_the_pgpass_file() {
     use std::os::unix::fs::PermissionsExt;
     let s = server::postgres();
-    let pg = Pg::with_url(&format!(
-        "postgres://postgres@127.0.0.1:{}/postgres",
-        s.port
-    ));
+    let pg = Pg::no_password();
     ok(&pg
         .cmd(&["init"])
         .env("PGPASSWORD", PG_PASSWORD)
