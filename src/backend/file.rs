@@ -16,14 +16,22 @@
 //!   step that may free the resource sooner than its waiters expect, which they watch (see the
 //!   `watch` submodule). It is created once and never replaced.
 //!
+//! - `.<name>.spare`: the record before last, rewritten and exchanged with the record at the next
+//!   write (see Atomicity). It is never read as a record.
+//!
 //! Temporary files are `.<name>.<random>.tmp`; a crash can leave one behind, which is harmless.
 //!
 //! # Atomicity
 //!
 //! Every operation takes the resource's exclusive `flock`, reads the record, decides, and, when
-//! something changes, writes the new record to a fresh temporary file (`O_CREAT|O_EXCL|O_NOFOLLOW`,
-//! mode 0600) and renames it over the record, then unlocks. `rename` is atomic, so a reader or a
-//! crashed process sees the old record or the new one, never a torn one. The kernel drops the
+//! something changes, writes the new record into the resource's spare file (the record before
+//! last) and exchanges the two (`renameat2(RENAME_EXCHANGE)`), then unlocks. The exchange is
+//! atomic, so a reader or a crashed process sees the old record or the new one, never a torn one.
+//! Unlike a rename over the record, it does not make ext4 or btrfs write the new record to disk
+//! at once, and it creates and deletes no file, so a grant or release does no disk I/O. The first
+//! write of a resource goes to a fresh temporary file (`O_CREAT|O_EXCL|O_NOFOLLOW`, mode 0600)
+//! instead, and so does every write on a file system without `RENAME_EXCHANGE` (NFS), which then
+//! renames it over the record. The kernel drops the
 //! `flock` of a process that dies, so a crash never leaves a resource locked: the lease then simply
 //! runs out at its expiry.
 //!
@@ -58,9 +66,12 @@
 //! - A missing reservation next to an existing record (first use, or a directory from a version
 //!   that fsynced every record) is fine: the record is trusted and a reservation is written from
 //!   its token. A reservation that is damaged is [`Error::Corrupt`], like a damaged record.
-//! - Rename without fsync is ordered after the file's data on ext4 (`auto_da_alloc`) and btrfs. On
-//!   file systems that do not order them, a power loss can leave an empty or torn record; it is
-//!   reported as [`Error::Corrupt`] and can be deleted, the reservation keeps tokens increasing.
+//! - The exchange is not ordered after the new record's data, so a power loss can leave the record
+//!   empty, or holding an older version (rolled back, as above), or torn when it is longer than a
+//!   disk sector (512 bytes; records are about 300 unless the principal is long). An empty record
+//!   next to a reservation reads as no record (the lease is forgotten, as above, and the next
+//!   grant counts on from the reservation); without a reservation it is [`Error::Corrupt`]. A torn
+//!   record is [`Error::Corrupt`] and can be deleted; the reservation keeps tokens increasing.
 //!
 //! A lock directory on tmpfs (such as `/run/lock` on most distributions) is empty after every boot,
 //! so there tokens start again at 1.

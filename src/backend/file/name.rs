@@ -49,6 +49,12 @@ pub(super) fn lock(resource: &str) -> String {
     format!("{}.lock", stem(resource))
 }
 
+/// The spare file of `resource`: the record before last, rewritten in place and exchanged with the
+/// record at the next write (see `store::Dir::swap`).
+pub(super) fn spare(resource: &str) -> String {
+    format!(".{}.spare", stem(resource))
+}
+
 /// A fresh temporary file name for a new record of `resource`.
 pub(super) fn temp(resource: &str) -> String {
     let mut rnd = [0u8; 8];

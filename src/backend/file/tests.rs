@@ -159,20 +159,102 @@ async fn records_are_private_and_survive_release() {
     let reservation = reservation_path(tmp.path(), &r);
     let mode = fs::metadata(&reservation).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o600, "{mode:o}");
-    // Only the record, its reservation and its lock file: no temporary files left behind.
-    let mut names: Vec<String> = fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .collect();
-    names.sort();
+    let spare = tmp.path().join(name::spare("db/migrate"));
+    let mode = fs::metadata(&spare).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "{mode:o}");
+    // The record, the one before it, the reservation and the lock file: no temporary files.
     assert_eq!(
-        names,
+        names(tmp.path()),
         [
+            ".db%2Fmigrate.spare",
             "db%2Fmigrate.lease",
             "db%2Fmigrate.lock",
             "db%2Fmigrate.token"
         ]
     );
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    names
+}
+
+/// After the first write, records are replaced by exchanging them with the spare: the same two
+/// files take turns, none is created or deleted (which would cost disk I/O, and wake waiters that
+/// watch the directory for the record's deletion).
+#[tokio::test]
+async fn records_take_turns_with_the_spare() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = File::at(tmp.path()).unwrap();
+    let r = res("turns");
+    let first = grant(&b, &r).await;
+    assert!(b.release(&r, &first.id).await.unwrap());
+    let inode = |name: &str| fs::metadata(tmp.path().join(name)).unwrap().ino();
+    let pair = [inode("turns.lease"), inode(".turns.spare")];
+    let before = names(tmp.path());
+    for round in 0..5 {
+        let l = grant(&b, &r).await;
+        assert_eq!(l.fencing_token, Some(round + 2));
+        assert_eq!(
+            b.current(&r).await.unwrap().map(|c| c.id),
+            Some(l.id.clone())
+        );
+        assert!(matches!(
+            b.renew(&r, &l.id, Duration::from_secs(60)).await.unwrap(),
+            Renewal::Renewed(_)
+        ));
+        assert!(b.release(&r, &l.id).await.unwrap());
+        let mut now = [inode("turns.lease"), inode(".turns.spare")];
+        now.sort();
+        let mut was = pair;
+        was.sort();
+        assert_eq!(now, was, "round {round}: a file was created");
+    }
+    assert_eq!(names(tmp.path()), before);
+}
+
+/// A spare that is not a private regular file of ours with one name is never written: the record
+/// goes through a fresh temporary file, and whatever the spare points to is left alone.
+#[tokio::test]
+async fn untrusted_spare_is_left_alone() {
+    for case in ["symlink", "readable", "hard link"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("locks");
+        let b = File::at(&dir).unwrap();
+        let r = res("spare");
+        let outside = tmp.path().join("outside");
+        fs::write(&outside, b"precious").unwrap();
+        let spare = dir.join(name::spare("spare"));
+        match case {
+            "symlink" => symlink(&outside, &spare).unwrap(),
+            "readable" => {
+                fs::write(&spare, b"precious").unwrap();
+                fs::set_permissions(&spare, fs::Permissions::from_mode(0o644)).unwrap();
+            }
+            _ => {
+                fs::set_permissions(&outside, fs::Permissions::from_mode(0o600)).unwrap();
+                fs::hard_link(&outside, &spare).unwrap();
+            }
+        }
+        for _ in 0..3 {
+            let l = grant(&b, &r).await;
+            assert!(b.release(&r, &l.id).await.unwrap(), "{case}");
+        }
+        assert_eq!(fs::read(&outside).unwrap(), b"precious", "{case}");
+        if case == "readable" {
+            assert_eq!(fs::read(&spare).unwrap(), b"precious", "{case}");
+        }
+        let leftovers = names(&dir)
+            .into_iter()
+            .filter(|n| n.ends_with(".tmp"))
+            .count();
+        assert_eq!(leftovers, 0, "{case}");
+        assert_eq!(stored_record(&dir, &r).token, 3, "{case}");
+    }
 }
 
 fn reservation_path(dir: &Path, r: &Resource) -> PathBuf {
@@ -442,9 +524,31 @@ async fn garbage_record() {
     .await;
 }
 
+/// What a power loss can leave of a record that was being replaced: with the reservation there,
+/// the resource is free and tokens go on past the reservation.
 #[tokio::test]
-async fn empty_record() {
-    assert_corrupt(|p, _| fs::write(p, b"").unwrap(), "empty").await;
+async fn empty_record_is_a_lease_lost_in_a_crash() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = File::at(tmp.path()).unwrap();
+    let r = res("emptied");
+    let held = grant(&b, &r).await;
+    fs::write(record_path(tmp.path(), &r), b"").unwrap();
+    assert_eq!(b.current(&r).await.unwrap(), None);
+    assert!(!b.release(&r, &held.id).await.unwrap());
+    assert_eq!(grant(&b, &r).await.fencing_token, Some(record::BLOCK + 1));
+}
+
+/// Without a reservation nothing bounds the tokens issued before: an empty record is corrupt.
+#[tokio::test]
+async fn empty_record_without_reservation() {
+    assert_corrupt(
+        |p, dir| {
+            fs::write(p, b"").unwrap();
+            fs::remove_file(reservation_path(dir, &res("damaged record"))).unwrap();
+        },
+        "empty",
+    )
+    .await;
 }
 
 #[tokio::test]
