@@ -108,6 +108,7 @@ use super::{
 };
 use crate::lease::{Lease, LeaseId, Resource};
 
+mod closer;
 mod name;
 
 /// SHA-256, shared with the other backends that hash names.

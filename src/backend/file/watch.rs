@@ -16,13 +16,14 @@
 //! record instead, as all waiters once did.
 
 use std::ffi::OsString;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use inotify::{EventMask, EventStream, Inotify, WatchDescriptor, WatchMask};
 
+use super::closer::Closer;
 use super::name;
 use super::store::Dir;
 use crate::backend::{Error, Watch};
@@ -45,8 +46,10 @@ type Events = EventStream<[u8; 4096]>;
 pub(super) struct FileWatch {
     /// Always `Some` until dropped.
     events: Option<Events>,
-    /// The thread that will close the inotify instance (see `Drop`), when it could be started.
-    closer: Option<std::sync::mpsc::Sender<Events>>,
+    /// The inotify instance's descriptor.
+    fd: RawFd,
+    /// What closes the instance when the wait is over (see `Drop`); always `Some` until dropped.
+    closer: Option<Closer<Events>>,
     /// The watch of the lock file, while there is one.
     signal: Option<WatchDescriptor>,
     record: OsString,
@@ -75,9 +78,11 @@ impl FileWatch {
             };
             let mask = if signal.is_some() { GONE } else { WRITES };
             inotify.watches().add(&dir.path, mask)?;
+            let fd = inotify.as_raw_fd();
             Ok(FileWatch {
                 events: Some(inotify.into_event_stream([0u8; 4096])?),
-                closer: closer(),
+                fd,
+                closer: Some(Closer::new()),
                 signal,
                 record: name::record(resource.as_str()).into(),
                 dir: Arc::clone(dir),
@@ -143,31 +148,13 @@ impl Watch for FileWatch {
     }
 }
 
-/// Starts the thread that closes a watch's inotify instance when the wait is over. Started with
-/// the watch, while waiting, so that the moment the lease is granted (when the command should
-/// start) costs only a message to it.
-fn closer() -> Option<std::sync::mpsc::Sender<Events>> {
-    let (tx, rx) = std::sync::mpsc::channel::<Events>();
-    let started = std::thread::Builder::new()
-        .name("lockrun-inotify".into())
-        .spawn(move || drop(rx.recv()));
-    match started {
-        Ok(_) => Some(tx),
-        Err(e) => {
-            tracing::debug!("no thread to close inotify on: {e}");
-            None
-        }
-    }
-}
-
 impl Drop for FileWatch {
-    /// Closing an inotify instance waits for the kernel's SRCU grace period (measured 10-20 ms
-    /// here), and the watch is dropped right after the lease is granted, just when the command
-    /// should start: it is closed on a thread of its own (in place when there is none).
+    /// Closing an inotify instance waits for the kernel's SRCU grace period, and the watch is
+    /// dropped right after the lease is granted, just when the command should start: the
+    /// instance is handed to a [`Closer`].
     fn drop(&mut self) {
         if let (Some(events), Some(closer)) = (self.events.take(), self.closer.take()) {
-            // When the thread is gone, the instance comes back in the error and is closed here.
-            let _ = closer.send(events);
+            closer.close(events, self.fd);
         }
     }
 }
