@@ -9,6 +9,9 @@
 //!   for the purpose, and both descriptors are closed. Our close then drops a reference that is
 //!   not the last, and the ring is torn down by a kernel worker, which drops the last one: nothing
 //!   in this process waits.
+//!   Tearing the ring down notifies the closing thread with task work, so a blocking system call
+//!   with a timeout that this thread makes right after (a socket read with `SO_RCVTIMEO`) may
+//!   return `EINTR` once, as it may for any signal; other calls are restarted by the kernel.
 //! - Otherwise a thread of its own closes it. That thread is started with the watch, while
 //!   waiting, so that the grant costs only a message to it. But a process does not end while one
 //!   of its threads is in the kernel, so a `lockrun` whose command took less than the grace
