@@ -37,6 +37,7 @@ use tokio::time::Instant;
 
 use crate::heartbeat::State;
 use guard::Guard;
+pub use spawn::resolve;
 use spawn::spawn;
 
 mod guard;
@@ -46,6 +47,9 @@ mod spawn;
 #[derive(Debug, Clone)]
 pub struct Spec {
     pub program: OsString,
+    /// Where `program` was found in `$PATH` ahead of time ([`resolve`]); `None` to search at
+    /// exec time.
+    pub path: Option<OsString>,
     pub args: Vec<OsString>,
     /// Changes to the inherited environment: set to `Some(value)`, or remove on `None`.
     pub env: Vec<(String, Option<String>)>,

@@ -40,6 +40,60 @@ fn not_found_and_not_executable() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
 }
 
+/// A bare command name is looked up in `$PATH` as a shell does: the first regular file we may
+/// execute, skipping directories and files without the execute bit; an empty entry is the
+/// current directory; a script without `#!` found there runs through `/bin/sh`.
+#[test]
+fn finds_the_command_in_path_as_a_shell_would() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let dir = |name: &str| {
+        let d = env.file(name);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    };
+    let (a, b, c, d, cwd) = (dir("a"), dir("b"), dir("c"), dir("d"), dir("cwd"));
+    std::fs::create_dir(a.join("tool")).unwrap();
+    let write = |path: std::path::PathBuf, text: &str, mode: u32| {
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+    };
+    write(b.join("tool"), "#!/bin/sh\necho b\n", 0o644);
+    write(c.join("tool"), "#!/bin/sh\necho c \"$@\"\n", 0o755);
+    write(d.join("tool"), "#!/bin/sh\necho d\n", 0o755);
+    write(c.join("plain"), "echo plain script\n", 0o755);
+    write(cwd.join("here"), "#!/bin/sh\necho here\n", 0o755);
+    let path = format!(
+        "{}:{}:{}:{}:/usr/bin:/bin",
+        a.display(),
+        b.display(),
+        c.display(),
+        d.display()
+    );
+    let run = |args: &[&str], path: &str| {
+        let o = env
+            .cmd()
+            .args(args)
+            .env("PATH", path)
+            .current_dir(&cwd)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        stdout(&o).trim().to_owned()
+    };
+    assert_eq!(run(&["res", "--", "tool", "x"], &path), "c x");
+    assert_eq!(run(&["res", "--", "plain"], &path), "plain script");
+    assert_eq!(run(&["res", "--", "here"], ":/usr/bin:/bin"), "here");
+    let o = env
+        .cmd()
+        .args(["res", "--", "here"])
+        .env("PATH", "/usr/bin:/bin")
+        .current_dir(&cwd)
+        .output()
+        .unwrap();
+    assert_fails(&o, 127, "here: command not found");
+}
+
 /// The command is started as a shell would: a script without `#!` runs through `/bin/sh`, even
 /// with an argv far larger than the spawning stack; caught and ignored signals are as expected
 /// (lockrun ignores SIGPIPE, the command must not); and the environment is passed intact.

@@ -44,6 +44,8 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
             format!("cannot install signal handlers: {e}"),
         )
     })?;
+    // Looked up while waiting, so that a granted lease starts the command with one exec.
+    let path = supervise::resolve(&args.command[0]);
     let wait = wait_policy(&args.wait, &plan);
     let acquire_started = std::time::Instant::now();
     let mut retried_late_grant = false;
@@ -96,6 +98,7 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
 
     let spec = Spec {
         program: args.command[0].clone(),
+        path,
         args: args.command[1..].to_vec(),
         env: child_env(guard.lease(), &plan.backend.redacted()),
     };

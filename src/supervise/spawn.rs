@@ -13,7 +13,8 @@
 //! - asks for SIGKILL when lockrun dies (`PR_SET_PDEATHSIG`), and exits at once if lockrun is
 //!   already gone;
 //! - restores lockrun's signal mask, and `execvpe`s the command (PATH search, and `/bin/sh`
-//!   for a script without a `#!` line, as a shell does).
+//!   for a script without a `#!` line, as a shell does); `execve`s it directly when it was
+//!   found in `$PATH` ahead of time (see [`resolve`]).
 //!
 //! The child calls only async-signal-safe functions, allocates nothing, writes only to its own
 //! stack and to `Shared::errno`, and never returns: everything it needs was prepared before the
@@ -35,6 +36,8 @@ const STACK: usize = 256 * 1024;
 /// Everything the child reads, prepared before the clone; and where it reports a failed exec.
 struct Shared {
     program: CString,
+    /// Where `program` was found in `$PATH` ahead of time (see [`resolve`]).
+    path: Option<CString>,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     tty: Option<RawFd>,
@@ -73,6 +76,7 @@ pub fn spawn(spec: &Spec, tty: Option<RawFd>, guard: Option<RawFd>) -> Result<i3
         argv: pointers(&args),
         envp: pointers(&env),
         program,
+        path: spec.path.as_deref().and_then(cstring),
         tty,
         guard,
         // SAFETY: getpid has no preconditions.
@@ -177,6 +181,11 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             libc::_exit(127);
         }
         libc::pthread_sigmask(libc::SIG_SETMASK, &shared.mask, std::ptr::null_mut());
+        if let Some(path) = &shared.path {
+            libc::execve(path.as_ptr(), shared.argv.as_ptr(), shared.envp.as_ptr());
+            // Gone since it was found, refused, or a script without `#!`: search, as if it had
+            // not been found.
+        }
         libc::execvpe(
             shared.program.as_ptr(),
             shared.argv.as_ptr(),
@@ -184,6 +193,39 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         );
         fail(errno())
     }
+}
+
+/// The file that `execvpe` would run for `program`, looked up ahead of time: the first regular
+/// file named `program` in a `$PATH` directory (`/bin:/usr/bin` without `$PATH`, the current
+/// directory for an empty entry) that we may execute. `None` for a path (a name with a slash), or
+/// when nothing is found; the exec then searches, and reports, itself.
+///
+/// `lockrun run` looks the command up while it waits for the lease, so that starting the command
+/// once the lease is granted costs one `execve`, not one per `$PATH` directory before the one
+/// holding it. The child still falls back to the search when the file it was given is gone or
+/// refused by then, so the result is the search's, only sooner.
+pub fn resolve(program: &OsStr) -> Option<OsString> {
+    let name = program.as_bytes();
+    if name.is_empty() || name.contains(&b'/') {
+        return None;
+    }
+    let path = std::env::var_os("PATH").unwrap_or_else(|| "/bin:/usr/bin".into());
+    path.as_bytes().split(|&b| b == b':').find_map(|dir| {
+        let dir = if dir.is_empty() { b".".as_slice() } else { dir };
+        let mut candidate = Vec::with_capacity(dir.len() + 1 + name.len());
+        candidate.extend_from_slice(dir);
+        candidate.push(b'/');
+        candidate.extend_from_slice(name);
+        let c = CString::new(candidate.clone()).ok()?;
+        // SAFETY: stat writes only into `st`; faccessat only reads the path.
+        let runnable = unsafe {
+            let mut st: libc::stat = std::mem::zeroed();
+            libc::stat(c.as_ptr(), &mut st) == 0
+                && st.st_mode & libc::S_IFMT == libc::S_IFREG
+                && libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) == 0
+        };
+        runnable.then(|| OsString::from_vec(candidate))
+    })
 }
 
 /// lockrun's environment with the spec's changes, as `KEY=VALUE` strings; `None` on a NUL byte.
@@ -217,4 +259,39 @@ fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
         .map(|s| s.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(spec: &Spec) -> i32 {
+        let pid = spawn(spec, None, None).unwrap();
+        let mut status = 0;
+        // SAFETY: waitpid writes only into `status`.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        libc::WEXITSTATUS(status)
+    }
+
+    /// A file found ahead of time that is gone by the exec: the search runs as if it had not
+    /// been found.
+    #[test]
+    fn falls_back_to_the_search() {
+        let spec = |program: &str, path: &str| Spec {
+            program: program.into(),
+            path: Some(path.into()),
+            args: vec![],
+            env: vec![],
+        };
+        assert_eq!(run(&spec("true", "/nonexistent/true")), 0);
+        assert_eq!(run(&spec("false", "/nonexistent/false")), 1);
+    }
+
+    #[test]
+    fn paths_are_not_looked_up() {
+        assert_eq!(resolve(OsStr::new("/bin/sh")), None);
+        assert_eq!(resolve(OsStr::new("./sh")), None);
+        assert_eq!(resolve(OsStr::new("")), None);
+        assert_eq!(resolve(OsStr::new("no-such-command-lockrun-test")), None);
+    }
 }
