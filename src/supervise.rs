@@ -36,7 +36,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::heartbeat::State;
-use guard::Guard;
+pub use guard::Guard;
 pub use spawn::resolve;
 use spawn::spawn;
 
@@ -154,12 +154,15 @@ async fn next_forwarded(forwarded: &mut [(i32, Signal)]) -> i32 {
     }
 }
 
-/// Runs the command under supervision until it and its whole group are gone.
+/// Runs the command under supervision until it and its whole group are gone. `guard` is
+/// [`Guard::arm`]'s result, which the caller may get early (while it waits for the lease), so
+/// that starting the guard is not between the grant and the command's start.
 pub async fn supervise(
     spec: &Spec,
     signals: &mut Signals,
     mut lease: watch::Receiver<State>,
     kill_after: Duration,
+    mut guard: io::Result<Guard>,
 ) -> Result<Outcome, SpawnError> {
     // Orphaned descendants are reparented to us, so that we can reap and kill them.
     // SAFETY: prctl with integer arguments has no memory-safety preconditions.
@@ -167,7 +170,6 @@ pub async fn supervise(
     let tty = foreground_tty();
     // The guard first, with the deadline: the command must never run unguarded (a lockrun
     // stopped right after spawning it would otherwise let it run past the lease).
-    let mut guard = Guard::arm();
     match &mut guard {
         Ok(g) => g.kill_at(kill_deadline(&lease.borrow(), kill_after, None).1),
         Err(e) => tracing::warn!(

@@ -328,6 +328,55 @@ fn kill_after_when_the_child_ignores_term() {
     assert!(took < Duration::from_secs(5), "{took:?}");
 }
 
+/// kill -9 of a lockrun that is still waiting: its guard (started while it waits) goes away
+/// without killing anything, and the holder's command runs on.
+#[test]
+fn sigkill_of_a_waiting_lockrun_kills_nothing() {
+    let env = Env::new();
+    let pid_file = env.file("holder.pid");
+    let script = format!(
+        "echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 30",
+        p = pid_file.display()
+    );
+    let mut holder = env
+        .cmd()
+        .args(["res", "--", "sh", "-c", &script])
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || pid_file.exists()));
+    let holder_cmd = read_pid(&pid_file).unwrap();
+    let mut waiter = env.cmd().args(["-q", "res", "--", "true"]).spawn().unwrap();
+    let children = |pid: u32| {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default()
+    };
+    assert!(eventually(Duration::from_secs(10), || !children(
+        waiter.id()
+    )
+    .trim()
+    .is_empty()));
+    let guard: i32 = children(waiter.id())
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    kill(waiter.id() as i32, libc::SIGKILL);
+    let status = waiter.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(libc::SIGKILL)
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || !alive(guard)),
+        "the guard stayed"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(alive(holder_cmd), "the holder's command was killed");
+    assert_eq!(holder.try_wait().unwrap(), None);
+    kill(holder.id() as i32, libc::SIGTERM);
+    holder.wait().unwrap();
+}
+
 /// kill -9 of lockrun: the command and its children (through sh -c) are gone shortly after.
 #[test]
 fn sigkill_of_lockrun_leaves_no_descendants() {

@@ -44,8 +44,10 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
             format!("cannot install signal handlers: {e}"),
         )
     })?;
-    // Looked up while waiting, so that a granted lease starts the command with one exec.
+    // Looked up, and the guard started, while waiting: a granted lease then starts the command
+    // with one clone and one exec.
     let path = supervise::resolve(&args.command[0]);
+    let watchdog = supervise::Guard::arm();
     let wait = wait_policy(&args.wait, &plan);
     let acquire_started = std::time::Instant::now();
     let mut retried_late_grant = false;
@@ -102,7 +104,14 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
         args: args.command[1..].to_vec(),
         env: child_env(guard.lease(), &plan.backend.redacted()),
     };
-    let outcome = supervise::supervise(&spec, &mut signals, guard.state(), timing.kill_after).await;
+    let outcome = supervise::supervise(
+        &spec,
+        &mut signals,
+        guard.state(),
+        timing.kill_after,
+        watchdog,
+    )
+    .await;
 
     let exit = match &outcome {
         Err(SpawnError::NotFound { .. }) => Exit::NotFound,

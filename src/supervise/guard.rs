@@ -107,8 +107,15 @@ impl Guard {
         msg
     }
 
-    /// lockrun is ending normally: tell the guard to exit without killing anything.
+    /// lockrun is ending normally: tell the guard to exit without killing anything. Dropping
+    /// the guard does the same.
     pub fn disarm(self) {
+        drop(self);
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
         // SAFETY: writing one byte from a valid buffer to a descriptor we own, then closing it.
         unsafe {
             libc::write(self.write_fd, b"d".as_ptr().cast(), 1);

@@ -416,7 +416,9 @@ impl Files<'_> {
         if meta.len() > MAX_RECORD {
             return Err(self.corrupt(kind, format!("it is {} bytes long", meta.len())));
         }
-        let mut bytes = Vec::new();
+        // Room for the whole file and a byte more, so that one read returns it and the next
+        // one ends it (reading into an empty vector takes six reads for a 300-byte record).
+        let mut bytes = Vec::with_capacity(meta.len() as usize + 1);
         file.take(MAX_RECORD + 1)
             .read_to_end(&mut bytes)
             .map_err(|e| io_error(kind.what(), &path, "cannot be read", e))?;
