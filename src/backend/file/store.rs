@@ -299,9 +299,12 @@ pub(super) fn check_mode(path: &Path, mode: u32, owner: u32, euid: u32) -> Resul
     Ok(())
 }
 
-/// The files of one resource, for reading. Records and reservations are only ever replaced by
-/// `rename` or `RENAME_EXCHANGE`, so a read without the kernel lock sees one whole version: the current one, or one
-/// that was current a moment ago.
+/// The files of one resource, for reading. Records and reservations are only ever replaced
+/// whole (`rename` or `RENAME_EXCHANGE`), so a read without the kernel lock sees the current
+/// version or one that was current a moment ago. One exception, harmless where such reads are
+/// used (a waiter's look at a busy resource, which decides nothing): a reader slow enough to
+/// still be reading a record two writes later reads the spare it has become, being rewritten,
+/// and gets a checksum error or a version not yet in place.
 pub(super) struct Files<'a> {
     dir: &'a Dir,
     resource: &'a Resource,
@@ -474,42 +477,59 @@ impl Locked<'_> {
     }
 
     fn replace(&self, kind: Kind, bytes: &[u8], durable: bool) -> Result<(), Error> {
-        let target = kind.file_name(self.resource);
-        let replaced = |e: Errno| {
-            io_error(
-                kind.what(),
-                &self.path(kind),
-                "cannot be replaced",
-                e.into(),
-            )
-        };
-        let spare = name::spare(self.resource.as_str());
         if !durable {
-            if let Some((file, len)) = self.open_spare(&spare) {
-                let longer = len > bytes.len() as u64;
-                file.write_all_at(bytes, 0)
-                    .and_then(|()| {
-                        if longer {
-                            file.set_len(bytes.len() as u64)
-                        } else {
-                            Ok(())
-                        }
-                    })
-                    .map_err(|e| {
-                        io_error(
-                            "spare file",
-                            &self.dir.file_path(&spare),
-                            "cannot be written",
-                            e,
-                        )
-                    })?;
-                drop(file);
-                if !self.dir.exchange(&spare, &target).map_err(replaced)? {
-                    self.dir.rename(&spare, &target).map_err(replaced)?;
-                }
-                return Ok(());
+            if let Some(done) = self.through_spare(kind, bytes) {
+                return done;
             }
         }
+        self.through_temp(kind, bytes, durable)
+    }
+
+    /// Writes `bytes` into the resource's spare file and exchanges it with the file of `kind`;
+    /// `None` when there is no spare we can trust (see [`Locked::write`]).
+    fn through_spare(&self, kind: Kind, bytes: &[u8]) -> Option<Result<(), Error>> {
+        let spare = name::spare(self.resource.as_str());
+        let (file, len) = self.open_spare(&spare)?;
+        let longer = len > bytes.len() as u64;
+        let written = file
+            .write_all_at(bytes, 0)
+            .and_then(|()| {
+                if longer {
+                    file.set_len(bytes.len() as u64)
+                } else {
+                    Ok(())
+                }
+            })
+            .map_err(|e| {
+                io_error(
+                    "spare file",
+                    &self.dir.file_path(&spare),
+                    "cannot be written",
+                    e,
+                )
+            });
+        drop(file);
+        let target = kind.file_name(self.resource);
+        Some(written.and_then(|()| {
+            if !self
+                .dir
+                .exchange(&spare, &target)
+                .map_err(|e| self.replaced(kind, e))?
+            {
+                self.dir
+                    .rename(&spare, &target)
+                    .map_err(|e| self.replaced(kind, e))?;
+            }
+            Ok(())
+        }))
+    }
+
+    /// Writes `bytes` into a fresh temporary file (synced when `durable`) and puts it in place
+    /// of the file of `kind`: exchanged, keeping the old one as the spare, unless `durable`
+    /// (the reservation, which is renamed over, as a durable replacement must be).
+    fn through_temp(&self, kind: Kind, bytes: &[u8], durable: bool) -> Result<(), Error> {
+        let target = kind.file_name(self.resource);
+        let replaced = |e: Errno| self.replaced(kind, e);
         let tmp = name::temp(self.resource.as_str());
         let tmp_path = self.dir.file_path(&tmp);
         let mut file = self
@@ -543,7 +563,10 @@ impl Locked<'_> {
             }
             // The old record, now under the temporary name, becomes the spare.
             Ok(true) => {
-                if !self.dir.rename_new(&tmp, &spare) {
+                if !self
+                    .dir
+                    .rename_new(&tmp, &name::spare(self.resource.as_str()))
+                {
                     self.dir.unlink(&tmp);
                 }
             }
@@ -560,6 +583,15 @@ impl Locked<'_> {
                 e.into(),
             )
         })
+    }
+
+    fn replaced(&self, kind: Kind, e: Errno) -> Error {
+        io_error(
+            kind.what(),
+            &self.path(kind),
+            "cannot be replaced",
+            e.into(),
+        )
     }
 
     /// The resource's spare file, open for writing, when it is one we can trust with a lease id:
