@@ -112,13 +112,12 @@ fn register(ring: &OwnedFd, fd: RawFd) -> bool {
 mod tests {
     use super::*;
     use std::os::fd::AsFd;
+    use std::os::unix::net::UnixStream;
 
-    /// Whatever the closer is, the descriptor is closed and the file goes away.
-    #[test]
-    fn closes_the_descriptor() {
-        let (a, b) = std::os::unix::net::UnixStream::pair().unwrap();
+    /// Closes one end of a socket pair with `closer` and waits for the other end to see it.
+    fn closes(closer: Closer<UnixStream>) {
+        let (a, b) = UnixStream::pair().unwrap();
         let fd = a.as_fd().as_raw_fd();
-        let closer: Closer<std::os::unix::net::UnixStream> = Closer::new();
         closer.close(a, fd);
         // The other end sees the close once the last reference is dropped (by a kernel worker
         // or a thread): reading returns end of file.
@@ -132,5 +131,16 @@ mod tests {
             }
         };
         assert_eq!(n, 0);
+    }
+
+    /// Whichever way the instance is closed, it is closed.
+    #[test]
+    fn every_closer_closes() {
+        closes(Closer::new());
+        closes(Closer::Thread(thread().unwrap()));
+        closes(Closer::InPlace);
+        if let Some(ring) = ring() {
+            closes(Closer::Ring(ring));
+        }
     }
 }
