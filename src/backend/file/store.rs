@@ -161,6 +161,12 @@ impl Dir {
         }
     }
 
+    /// Acts as on a file system without `RENAME_EXCHANGE`.
+    #[cfg(test)]
+    pub fn without_exchange(&self) {
+        self.no_exchange.store(true, Ordering::Relaxed);
+    }
+
     /// Moves `from` to `to` unless `to` exists; false when it does, or on any error.
     fn rename_new(&self, from: &str, to: &str) -> bool {
         let dirfd = Some(self.fd.as_raw_fd());

@@ -217,6 +217,26 @@ async fn records_take_turns_with_the_spare() {
     assert_eq!(names(tmp.path()), before);
 }
 
+/// Where the file system has no `RENAME_EXCHANGE` (NFS), every write renames a fresh temporary
+/// file over the record, and no spare is made.
+#[tokio::test]
+async fn without_exchange_records_are_renamed_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = File::at(tmp.path()).unwrap();
+    b.dir.without_exchange();
+    let r = res("nfs");
+    for round in 1..=3 {
+        let l = grant(&b, &r).await;
+        assert_eq!(l.fencing_token, Some(round));
+        assert_eq!(
+            b.current(&r).await.unwrap().map(|c| c.id),
+            Some(l.id.clone())
+        );
+        assert!(b.release(&r, &l.id).await.unwrap());
+    }
+    assert_eq!(names(tmp.path()), ["nfs.lease", "nfs.lock", "nfs.token"]);
+}
+
 /// A spare that is not a private regular file of ours with one name is never written: the record
 /// goes through a fresh temporary file, and whatever the spare points to is left alone.
 #[tokio::test]
