@@ -216,7 +216,7 @@ pub fn resolve(program: &OsStr) -> Option<OsString> {
         candidate.extend_from_slice(dir);
         candidate.push(b'/');
         candidate.extend_from_slice(name);
-        let c = CString::new(candidate.clone()).ok()?;
+        let c = CString::new(candidate).ok()?;
         // SAFETY: stat writes only into `st`; faccessat only reads the path.
         let runnable = unsafe {
             let mut st: libc::stat = std::mem::zeroed();
@@ -224,7 +224,7 @@ pub fn resolve(program: &OsStr) -> Option<OsString> {
                 && st.st_mode & libc::S_IFMT == libc::S_IFREG
                 && libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) == 0
         };
-        runnable.then(|| OsString::from_vec(candidate))
+        runnable.then(|| OsString::from_vec(c.into_bytes()))
     })
 }
 
