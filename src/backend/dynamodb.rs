@@ -84,6 +84,7 @@ mod errors;
 mod item;
 mod ops;
 mod options;
+pub use options::http_client;
 mod table;
 mod takeover;
 

@@ -1,10 +1,11 @@
 //! TLS for the network backends: one crypto provider for the whole process, and reading PEM
 //! certificate bundles.
 //!
-//! Every backend that speaks TLS (Redis, PostgreSQL, etcd; DynamoDB's SDK brings its own) uses
-//! rustls, never OpenSSL, so the binary links no `libssl`. Both of rustls's providers, ring and
-//! aws-lc-rs, end up in the build (the AWS SDK wants the latter), and rustls then refuses to
-//! pick one on its own: building a configuration without a process default panics. So every
+//! Every backend that speaks TLS (Redis, PostgreSQL, etcd, and DynamoDB's SDK, whose HTTPS client
+//! is built on ring too) uses rustls, never OpenSSL, so the binary links no `libssl`. Only
+//! ring is linked: aws-lc, the AWS SDK's default, runs a CPU probe at the start of every process
+//! (see `Cargo.toml`). Should another provider ever end up in the build, rustls would refuse to
+//! pick one on its own (building a configuration without a process default panics), so every
 //! backend calls [`ensure_provider`] before its first handshake, and lockrun's provider is ring.
 //! Nothing here is done unless a TLS connection is about to be made, so runs that use no TLS
 //! pay nothing for it.

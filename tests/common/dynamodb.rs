@@ -102,6 +102,7 @@ pub fn url(server: &Server, table: &str) -> String {
 pub fn client(server: &Server) -> Client {
     let conf = aws_sdk_dynamodb::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(lockrun::backend::dynamodb::http_client())
         .region(Region::new(REGION))
         .endpoint_url(endpoint(server))
         .credentials_provider(Credentials::new(

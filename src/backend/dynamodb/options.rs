@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region};
+use aws_sdk_dynamodb::config::SharedHttpClient;
+use aws_smithy_http_client::tls;
 
 use super::super::{BackendUrl, Error, Settings};
 
@@ -122,13 +124,15 @@ impl Options {
     /// overridden by what the URL and settings say) and builds a client.
     pub async fn client(&self) -> Result<aws_sdk_dynamodb::Client, Error> {
         let t = self.timeout;
-        let mut loader = aws_config::defaults(BehaviorVersion::latest()).timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(t)
-                .operation_attempt_timeout(t)
-                .operation_timeout(t)
-                .build(),
-        );
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http_client())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(t)
+                    .operation_attempt_timeout(t)
+                    .operation_timeout(t)
+                    .build(),
+            );
         if let Some(region) = &self.region {
             loader = loader.region(Region::new(region.clone()));
         }
@@ -287,4 +291,14 @@ mod tests {
         );
         assert_eq!(redact("::"), "(endpoint)");
     }
+}
+
+/// The SDK's HTTP(S) client, on rustls with ring (see `Cargo.toml` for why not the SDK's
+/// default, aws-lc).
+pub fn http_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
 }

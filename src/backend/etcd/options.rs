@@ -129,7 +129,7 @@ impl Options {
             .with_connect_timeout(self.connect_timeout)
             .with_keep_alive(Duration::from_secs(10), self.command_timeout);
         if let Some(tls) = &self.tls {
-            // Both ring and aws-lc-rs are linked in; rustls needs to be told which one to use.
+            // rustls is told which provider to use (see `backend::tls`).
             crate::backend::tls::ensure_provider();
             let mut config = TlsOptions::new()
                 .ca_certificate(Certificate::from_pem(read(&tls.ca_file, "ca_file")?));
