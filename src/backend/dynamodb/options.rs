@@ -189,6 +189,16 @@ pub(super) fn redact(endpoint: &str) -> String {
     }
 }
 
+/// The SDK's HTTP(S) client, on rustls with ring (see `Cargo.toml` for why not the SDK's
+/// default, aws-lc).
+pub fn http_client() -> SharedHttpClient {
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -291,14 +301,4 @@ mod tests {
         );
         assert_eq!(redact("::"), "(endpoint)");
     }
-}
-
-/// The SDK's HTTP(S) client, on rustls with ring (see `Cargo.toml` for why not the SDK's
-/// default, aws-lc).
-pub fn http_client() -> SharedHttpClient {
-    aws_smithy_http_client::Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https()
 }
