@@ -74,8 +74,13 @@ pub struct Global {
     /// [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]
     #[arg(short = 'b', long, value_name = "URL|NAME", global = true)]
     pub backend: Option<String>,
-    /// Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]
-    #[arg(short = 'p', long, value_name = "TEXT", global = true)]
+    #[arg(
+        short = 'p',
+        long,
+        value_name = "TEXT",
+        global = true,
+        help = "Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]"
+    )]
     pub principal: Option<String>,
     /// More log output on stderr (-v info, -vv debug, -vvv trace)
     #[arg(short = 'v', long, action = clap::ArgAction::Count, global = true)]
@@ -112,8 +117,10 @@ pub struct ListArgs {
     /// Output format
     #[arg(short = 'f', long, value_enum, default_value_t = ListFormat::Rows)]
     pub format: ListFormat,
-    /// List the backend configured for this resource [default: the [default] section]
-    #[arg(value_name = "RESOURCE")]
+    #[arg(
+        value_name = "RESOURCE",
+        help = "List the backend configured for this resource [default: the [default] section]"
+    )]
     pub resource: Option<String>,
 }
 
@@ -137,8 +144,10 @@ pub struct DoctorArgs {
     /// The kill-after grace to check [default: min(TTL/6, 10s)]
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub kill_after: Option<Duration>,
-    /// Check the backend and settings configured for this resource [default: the [default] section]
-    #[arg(value_name = "RESOURCE")]
+    #[arg(
+        value_name = "RESOURCE",
+        help = "Check the backend and settings configured for this resource [default: the [default] section]"
+    )]
     pub resource: Option<String>,
 }
 

@@ -1,7 +1,7 @@
 //! The waiting policy, written once for every backend.
 //!
 //! [`acquire`] tries to take a lease and, while the resource is busy, sleeps until the earliest
-//! of: a change event from the backend's [`Watch`](crate::backend::Watch) (a release), the
+//! of: a change event from the backend's [`Watch`] (a release), the
 //! moment the holder's lease runs out (so a crashed holder is replaced exactly at its expiry, not
 //! at the next poll), a jittered poll as a fallback, and the caller's deadline.
 //!

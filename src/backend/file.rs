@@ -56,7 +56,7 @@
 //!   reservation, like sequence caching in databases: `<name>.token` holds `reserved`, the highest
 //!   token that may be issued, and is always written durably (temporary file, fsync, rename,
 //!   directory fsync) under the resource's `flock`, before the first token above the old
-//!   reservation is used, reserving the next [`record::BLOCK`] tokens at once. So only about one
+//!   reservation is used, reserving the next `record::BLOCK` tokens at once. So only about one
 //!   grant in `BLOCK` waits for the disk, and every token ever issued is at most `reserved`, even
 //!   if the record was rolled back. The first grant of a boot (the record or the reservation was
 //!   written by an earlier boot, or the record is gone) counts on from `max(record, reserved)`

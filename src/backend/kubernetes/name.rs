@@ -50,7 +50,7 @@ pub fn check_prefix(prefix: &str) -> Result<(), String> {
     }
 }
 
-/// The name of the Lease object for `resource`, given a prefix accepted by [`check_prefix`].
+/// The name of the Lease object for `resource`, given a prefix accepted by `check_prefix`.
 pub fn object_name(prefix: &str, resource: &Resource) -> String {
     let r = resource.as_str();
     let verbatim = format!("{prefix}{r}");
