@@ -38,6 +38,8 @@ pub(crate) mod takeover;
     feature = "kubernetes"
 ))]
 pub(crate) mod tls;
+#[cfg(any(feature = "redis", feature = "dynamodb"))]
+pub(crate) mod tls_text;
 mod url;
 
 pub use settings::Settings;

@@ -53,6 +53,16 @@ pub fn moto() -> &'static Server {
 
 /// A moto server of its own, with extra environment (e.g. `INITIAL_NO_AUTH_ACTION_COUNT`).
 pub fn start_moto(env: &[(&str, &str)]) -> Server {
+    start_moto_with(env, &[])
+}
+
+/// A moto server of its own that speaks only HTTPS, with `certs`' server certificate.
+pub fn start_moto_tls(certs: &super::certs::Certs) -> Server {
+    let (cert, key) = (certs.server_cert.display(), certs.server_key.display());
+    start_moto_with(&[], &["-c", &cert.to_string(), "-k", &key.to_string()])
+}
+
+fn start_moto_with(env: &[(&str, &str)], args: &[&str]) -> Server {
     let bin = server::which("moto_server").unwrap_or_else(|| panic!("{INSTALL_HINT}"));
     let dir = server::server_dir("moto");
     let port = server::free_port();
@@ -60,6 +70,7 @@ pub fn start_moto(env: &[(&str, &str)]) -> Server {
     cmd.arg("-c")
         .arg(LAUNCHER)
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
         .current_dir(&dir)
         .envs(env.iter().copied());
     let pid = server::spawn_managed(cmd, &dir);

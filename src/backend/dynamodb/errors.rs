@@ -14,6 +14,7 @@ use std::error::Error as StdError;
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
 use super::super::Error;
+use crate::backend::tls_text;
 
 /// Where requests go, for messages.
 #[derive(Debug, Clone)]
@@ -120,7 +121,19 @@ where
         SdkError::TimeoutError(_) => timeout(place, op),
         SdkError::DispatchFailure(d) => {
             let why = innermost(err);
-            if d.is_io() || d.is_timeout() {
+            if tls_text::handshake_failed(&why) {
+                let hint = tls_text::hint(
+                    &why,
+                    "add the CA that signed it to the system's trust store, or name a file of \
+                     CA certificates in SSL_CERT_FILE",
+                    "",
+                    "use an http:// endpoint for a plain server",
+                );
+                Error::Config(format!(
+                    "{op}: TLS handshake with DynamoDB at {} failed: {why} ({hint})",
+                    place.at()
+                ))
+            } else if d.is_io() || d.is_timeout() {
                 Error::Unavailable(format!(
                     "{op}: cannot reach DynamoDB at {}: {why}",
                     place.at()

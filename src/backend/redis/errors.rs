@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use ::redis::{ErrorKind, RedisError};
 
+use crate::backend::tls_text::{self, handshake_failed};
 use crate::backend::Error;
 
 /// What a failed call means for the connection it used.
@@ -19,22 +20,18 @@ pub(super) enum Conn {
 pub(super) fn map(e: &RedisError, url: &str) -> (Error, Conn) {
     let text = e.to_string();
     let code = e.code().unwrap_or_default();
-    if text.starts_with("TLS error") || text.starts_with("TLS Error") || is_tls_failure(&text) {
+    if text.starts_with("TLS error") || text.starts_with("TLS Error") || handshake_failed(&text) {
         let why = match e.detail() {
             Some(d) => d,
-            None if is_tls_failure(&text) => &text,
+            None if handshake_failed(&text) => &text,
             None => "handshake failed",
         };
-        let lower = why.to_ascii_lowercase();
-        let hint = if lower.contains("not valid for name") || lower.contains("notvalidforname") {
-            "the server's certificate is not for the host in the URL: connect by a name or \
-             address it was issued for, or add #insecure to the URL to skip verification"
-        } else if lower.contains("certificate") || lower.contains("unknownissuer") {
-            "the server's certificate is not trusted: set ca_file to the CA that signed it, \
-             or add #insecure to the URL to skip verification"
-        } else {
-            "does the server speak TLS on this port? use redis:// for a plain server"
-        };
+        let hint = tls_text::hint(
+            why,
+            "set ca_file to the CA that signed it",
+            ", or add #insecure to the URL to skip verification",
+            "use redis:// for a plain server",
+        );
         return (
             Error::Config(format!(
                 "TLS handshake with redis at {url} failed: {why} ({hint})"
@@ -125,26 +122,6 @@ pub(super) fn map(e: &RedisError, url: &str) -> (Error, Conn) {
         ),
         _ => (Error::Other(format!("redis at {url}: {text}")), Conn::Keep),
     }
-}
-
-/// Whether an I/O error's text is a failed TLS handshake. rustls reports those as I/O errors
-/// carrying a `rustls::Error`, which the redis client flattens to its text; these are the
-/// beginnings of the texts of rustls's handshake errors, and of tokio-rustls's early EOF.
-fn is_tls_failure(text: &str) -> bool {
-    const TLS: &[&str] = &[
-        "invalid peer certificate",
-        "peer sent no certificates",
-        "received fatal alert",
-        "received corrupt message",
-        "received unexpected",
-        "peer is incompatible",
-        "peer misbehaved",
-        "peer sent excess record size",
-        "cannot decrypt peer's message",
-        "presented server name type",
-        "tls handshake eof",
-    ];
-    TLS.iter().any(|p| text.starts_with(p))
 }
 
 /// The error for a call that got no answer in time.
