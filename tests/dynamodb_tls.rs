@@ -1,13 +1,17 @@
 //! DynamoDB over HTTPS, against a moto server that speaks only TLS with a certificate made for
 //! the test. The SDK's HTTPS client (rustls with ring, see `Cargo.toml`) verifies the server
 //! against the system's trust store, which `SSL_CERT_FILE` replaces: with the test's CA there the
-//! verbs work; without it the server is refused with one line.
+//! verbs work; without it the server is refused with one line, and so is a server that does not
+//! speak TLS, after one connection (a failed handshake is not retried).
 #![cfg(feature = "dynamodb")]
 
 mod common;
 
+use std::io::Write;
+use std::net::TcpListener;
 use std::process::Output;
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use common::certs::Certs;
 use common::dynamodb::{self as ddb, REGION};
@@ -74,4 +78,24 @@ fn an_untrusted_server_is_refused() {
     let url = url(server, &ddb::table());
     let o = lockrun(&env, &url, None, &["run", "job", "--", "true"]);
     assert_fails(&o, 78, "SSL_CERT_FILE");
+}
+
+#[test]
+fn a_plain_server_is_refused_after_one_connection() {
+    // Answers every connection with plain HTTP and hangs up, counting connections.
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let hits = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&hits);
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().flatten() {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let _ = stream.write_all(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n");
+        }
+    });
+    let env = Env::new();
+    let url = format!("dynamodb://leases?endpoint=https://127.0.0.1:{port}&region={REGION}");
+    let o = lockrun(&env, &url, None, &["acquire", "-n", "job"]);
+    assert_fails(&o, 78, "does the server speak TLS on this port?");
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "the handshake was retried");
 }

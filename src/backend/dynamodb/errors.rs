@@ -3,6 +3,7 @@
 //! | what happened | error |
 //! |---|---|
 //! | connection refused, DNS failure (e.g. an unknown region's endpoint), timeout | `Unavailable` |
+//! | a failed TLS handshake (an untrusted certificate, a plain server); never retried | `Config` |
 //! | throttling, internal server error, HTTP 429 or 5xx (after the SDK's own retries) | `Unavailable` |
 //! | `ResourceNotFoundException` (no table, or the table is in another region) | `Config` |
 //! | rejected or missing credentials, access denied, HTTP 401 or 403 | `Config` |
@@ -11,6 +12,8 @@
 
 use std::error::Error as StdError;
 
+use aws_sdk_dynamodb::config::interceptors::InterceptorContext;
+use aws_sdk_dynamodb::config::retry::{ClassifyRetry, RetryAction};
 use aws_sdk_dynamodb::error::{ProvideErrorMetadata, SdkError};
 
 use super::super::Error;
@@ -161,6 +164,29 @@ where
             "{op}: cannot build a DynamoDB request: {}",
             innermost(err)
         )),
+    }
+}
+
+/// Tells the SDK not to retry a request whose TLS handshake failed (it would, as for any
+/// connection error): a certificate that is not trusted now will not be on the next attempt.
+#[derive(Debug)]
+pub(super) struct NoRetryAfterTls;
+
+impl ClassifyRetry for NoRetryAfterTls {
+    fn classify_retry(&self, ctx: &InterceptorContext) -> RetryAction {
+        match ctx.output_or_error() {
+            Some(Err(e))
+                if e.as_connector_error()
+                    .is_some_and(|c| tls_text::handshake_failed(&innermost(c))) =>
+            {
+                RetryAction::RetryForbidden
+            }
+            _ => RetryAction::NoActionIndicated,
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        "no retry after a failed TLS handshake"
     }
 }
 

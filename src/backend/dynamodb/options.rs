@@ -155,7 +155,10 @@ impl Options {
                     .into(),
             ));
         }
-        Ok(aws_sdk_dynamodb::Client::new(&conf))
+        let conf = aws_sdk_dynamodb::config::Builder::from(&conf)
+            .retry_classifier(super::errors::NoRetryAfterTls)
+            .build();
+        Ok(aws_sdk_dynamodb::Client::from_conf(conf))
     }
 }
 
