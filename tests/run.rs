@@ -202,6 +202,17 @@ fn eight_workers_never_overlap_and_tokens_increase() {
     }
 }
 
+/// Starts `lockrun res -- sh -c SCRIPT` and waits until the script has created `file`.
+fn run_sh_until(env: &Env, script: &str, file: &std::path::Path) -> std::process::Child {
+    let child = env
+        .cmd()
+        .args(["res", "--", "sh", "-c", script])
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || file.exists()));
+    child
+}
+
 #[test]
 fn term_and_int_are_forwarded() {
     for (sig, name) in [(libc::SIGTERM, "TERM"), (libc::SIGINT, "INT")] {
@@ -213,12 +224,7 @@ fn term_and_int_are_forwarded() {
             m = marker.display(),
             r = ready.display()
         );
-        let mut child = env
-            .cmd()
-            .args(["res", "--", "sh", "-c", &script])
-            .spawn()
-            .unwrap();
-        assert!(eventually(Duration::from_secs(10), || ready.exists()));
+        let mut child = run_sh_until(&env, &script, &ready);
         kill(child.id() as i32, sig);
         let status = child.wait().unwrap();
         assert_eq!(status.code(), Some(7), "{name}: the child's own exit code");
@@ -234,12 +240,7 @@ fn second_term_escalates_to_kill() {
         "trap '' TERM; touch {}; while :; do sleep 0.02; done",
         ready.display()
     );
-    let mut child = env
-        .cmd()
-        .args(["res", "--", "sh", "-c", &script])
-        .spawn()
-        .unwrap();
-    assert!(eventually(Duration::from_secs(10), || ready.exists()));
+    let mut child = run_sh_until(&env, &script, &ready);
     kill(child.id() as i32, libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(200));
     assert!(
@@ -338,12 +339,7 @@ fn sigkill_of_a_waiting_lockrun_kills_nothing() {
         "echo $$ > {p}.tmp; mv {p}.tmp {p}; exec sleep 30",
         p = pid_file.display()
     );
-    let mut holder = env
-        .cmd()
-        .args(["res", "--", "sh", "-c", &script])
-        .spawn()
-        .unwrap();
-    assert!(eventually(Duration::from_secs(10), || pid_file.exists()));
+    let mut holder = run_sh_until(&env, &script, &pid_file);
     let holder_cmd = read_pid(&pid_file).unwrap();
     let mut waiter = env.cmd().args(["-q", "res", "--", "true"]).spawn().unwrap();
     let children = |pid: u32| {
