@@ -298,3 +298,76 @@ async fn host_list_skips_a_dead_endpoint() {
         assert!(b.release(&res, &l.id).await.unwrap());
     }
 }
+
+/// A `--fair` waiter moves up as soon as the waiter ahead of it leaves, whether that happens
+/// before it starts watching (the departure is read, not missed) or while it watches. Either way
+/// well before the 5 s re-check that backs the watch up.
+#[tokio::test]
+async fn a_fair_waiter_moves_up_when_the_one_ahead_leaves() {
+    let server = etcd();
+    let b = open(server).await;
+    let res = resource("line-moves-up");
+    let held = acquire(&b, &res, Duration::from_secs(30)).await;
+    let ids: Vec<LeaseId> = (0..4).map(|_| LeaseId::generate()).collect();
+    let req = |i: usize| AcquireRequest {
+        resource: &res,
+        id: &ids[i],
+        principal: "test",
+        ttl: Duration::from_secs(30),
+    };
+    let mut tickets = Vec::new();
+    for i in 0..4 {
+        let t = b
+            .enqueue(&req(i))
+            .await
+            .expect("join")
+            .expect("etcd keeps a line");
+        tickets.push(t);
+    }
+    let mut tickets = tickets.into_iter();
+    let (mut first, mut second, mut third, mut fourth) = (
+        tickets.next().unwrap(),
+        tickets.next().unwrap(),
+        tickets.next().unwrap(),
+        tickets.next().unwrap(),
+    );
+    first.first().await.expect("the first in line is first");
+    let soon = Duration::from_secs(2);
+    // The one ahead leaves before the next one has looked or watched, and unrelated writes move
+    // etcd's revision on meanwhile.
+    first.leave().await;
+    let mut c = client(server).await;
+    for i in 0..3 {
+        c.put(format!("{}/elsewhere/{i}", prefix()), "x", None)
+            .await
+            .expect("put");
+    }
+    tokio::time::timeout(soon, second.first())
+        .await
+        .expect("moved up after the one ahead left before the watch")
+        .expect("first");
+    // The one ahead leaves while the next one watches.
+    let waiting = tokio::spawn(async move { third.first().await.map(|()| third) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "third in line moved up early");
+    second.leave().await;
+    let third = tokio::time::timeout(soon, waiting)
+        .await
+        .expect("moved up after the one ahead left while it watched")
+        .expect("task")
+        .expect("first");
+    // The last one gets the resource once it is released.
+    let busy = tokio::time::timeout(Duration::from_millis(300), fourth.first()).await;
+    assert!(busy.is_err(), "fourth in line moved up early");
+    third.leave().await;
+    tokio::time::timeout(soon, fourth.first())
+        .await
+        .expect("fourth moved up")
+        .expect("first");
+    assert!(b.release(&res, &held.id).await.unwrap());
+    match fourth.try_acquire(&req(3)).await.expect("attempt") {
+        Acquire::Acquired(l) => assert!(b.release(&res, &l.id).await.unwrap()),
+        busy => panic!("free, yet {busy:?}"),
+    }
+    fourth.leave().await;
+}

@@ -39,8 +39,8 @@ pub(super) struct EtcdTicket {
     place: Option<Place>,
     /// No place taken before this one remains (true stays true: later places are behind).
     first: bool,
-    /// The place just before this one, and the revision it was seen at, as learnt when joining.
-    ahead: Option<(Option<Vec<u8>>, i64)>,
+    /// The place just before this one (`None` inside: nobody), as last read, not yet acted on.
+    ahead: Option<Option<Vec<u8>>>,
     /// This waiter became first by waiting for the one before it, which most likely holds the
     /// resource now: look before trying.
     look_first: bool,
@@ -142,12 +142,12 @@ impl EtcdTicket {
             keeper,
         });
         self.first = false;
-        self.ahead = Some((ahead, revision));
+        self.ahead = Some(ahead);
         Ok(())
     }
 
     /// Reads whether this waiter's key still exists, and the key just before it in line.
-    async fn look(&self, place: &Place) -> Result<(bool, Option<Vec<u8>>, i64), Error> {
+    async fn look(&self, place: &Place) -> Result<(bool, Option<Vec<u8>>), Error> {
         let before = GetOptions::new()
             .with_prefix()
             .with_keys_only()
@@ -159,7 +159,6 @@ impl EtcdTicket {
             TxnOp::get(self.line.clone(), Some(before)),
         ]);
         let resp = self.etcd.txn("waiting in line", &txn).await?;
-        let revision = resp.header().map_or(0, |h| h.revision());
         let mut gets = gets(resp);
         let (Some(mine), Some(mut before)) = (gets.next(), gets.next()) else {
             return Err(Error::Other(format!(
@@ -172,7 +171,7 @@ impl EtcdTicket {
             .into_iter()
             .next()
             .map(|kv| kv.key().to_vec());
-        Ok((mine.count() > 0, ahead, revision))
+        Ok((mine.count() > 0, ahead))
     }
 
     /// Gives the place (and a lease granted ahead) up, revoking their etcd leases in the
@@ -198,8 +197,8 @@ impl Ticket for EtcdTicket {
             let Some(place) = self.place.as_ref() else {
                 continue;
             };
-            let (present, ahead, revision) = match self.ahead.take() {
-                Some((ahead, revision)) => (true, ahead, revision),
+            let (present, ahead) = match self.ahead.take() {
+                Some(ahead) => (true, ahead),
                 None => self.look(place).await?,
             };
             if !present {
@@ -213,12 +212,19 @@ impl Ticket for EtcdTicket {
                 self.first = true;
                 return Ok(());
             };
-            // Wait for the waiter ahead to leave (it acquired, gave up, or died), from the
-            // revision just read, so that no departure is missed.
-            let options = WatchOptions::new()
-                .with_start_revision(revision + 1)
-                .with_filters([WatchFilterType::NoPut]);
-            let mut watch = self.etcd.key_watch(ahead, Some(options)).await?;
+            // Wait for the waiter ahead to leave (it acquired, gave up, or died). The watch starts
+            // at the current revision, and a read once it is in force confirms that the waiter
+            // ahead is still there, so that no departure is missed. (A watch from an earlier
+            // revision would be served by etcd's catch-up loop, which runs every 100 ms: under
+            // contention, where the revision moves on before the watch is made, a waiter moving
+            // up then learnt of its predecessor's departure up to 100 ms late.)
+            let options = WatchOptions::new().with_filters([WatchFilterType::NoPut]);
+            let mut watch = self.etcd.key_watch(ahead.clone(), Some(options)).await?;
+            let (present, now_ahead) = self.look(place).await?;
+            if !present || now_ahead.as_ref() != Some(&ahead) {
+                self.ahead = present.then_some(now_ahead);
+                continue;
+            }
             self.look_first = true;
             tokio::select! {
                 r = watch.changed() => r?,
