@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::{Acquire, AcquireRequest, Backend, Error, Ticket, Watch};
+use crate::backend::{Acquire, AcquireRequest, Backend, Change, Error, Ticket, Watch};
 use crate::lease::Lease;
 
 /// How long to wait for a busy resource.
@@ -244,18 +244,25 @@ async fn acquire_in(
     let mut poll = POLL_MIN;
     let mut attempts = 0u32;
     let mut last_holder: Option<Lease> = None;
+    // What the watch saw when it showed the resource held again: taken as the answer of an
+    // attempt, without making one.
+    let mut seen: Option<Acquire> = None;
     loop {
-        let result = line
-            .attempt(
-                backend,
-                req,
-                deadline,
-                on_event,
-                &mut last_holder,
-                subscription,
-            )
-            .await;
-        attempts += 1;
+        let result = match seen.take() {
+            Some(busy) => Ok(Some((Instant::now(), busy))),
+            None => {
+                attempts += 1;
+                line.attempt(
+                    backend,
+                    req,
+                    deadline,
+                    on_event,
+                    &mut last_holder,
+                    subscription,
+                )
+                .await
+            }
+        };
         let wake = match result {
             Ok(None) => return Ok(Outcome::Busy(last_holder)),
             Ok(Some((sent_at, Acquire::Acquired(lease)))) => {
@@ -312,12 +319,16 @@ async fn acquire_in(
         match subscription.watch.as_mut() {
             Some(w) => {
                 tokio::select! {
-                    r = w.changed() => {
-                        if let Err(e) = r {
+                    r = w.changed() => match r {
+                        Ok(Change::MayBeFree) => {}
+                        Ok(Change::Held { holder, expires_in }) => {
+                            seen = Some(Acquire::Busy { holder, expires_in });
+                        }
+                        Err(e) => {
                             tracing::debug!("watch failed, falling back to polling: {e}");
                             subscription.watch = None;
                         }
-                    }
+                    },
                     _ = tokio::time::sleep_until(wake) => {}
                 }
             }
@@ -558,6 +569,96 @@ mod tests {
         assert!(b.calls.lock().unwrap().is_empty(), "nothing was tried");
         let out = run_in(&b, Wait::AtMost(Duration::ZERO), Order::Fair).await;
         assert!(matches!(out, Ok(Outcome::Granted(_))), "{out:?}");
+    }
+
+    /// A backend whose watch plays back a list of changes, over the scripted answers.
+    struct Watched {
+        inner: Scripted,
+        changes: Mutex<Vec<Change>>,
+    }
+
+    struct Playback(Vec<Change>);
+
+    #[async_trait]
+    impl Watch for Playback {
+        async fn changed(&mut self) -> Result<Change, Error> {
+            if self.0.is_empty() {
+                std::future::pending().await
+            } else {
+                Ok(self.0.remove(0))
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Backend for Watched {
+        fn capabilities(&self) -> Capabilities {
+            self.inner.capabilities()
+        }
+        async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Acquire, Error> {
+            self.inner.try_acquire(req).await
+        }
+        async fn renew(&self, r: &Resource, i: &LeaseId, t: Duration) -> Result<Renewal, Error> {
+            self.inner.renew(r, i, t).await
+        }
+        async fn release(&self, r: &Resource, i: &LeaseId) -> Result<bool, Error> {
+            self.inner.release(r, i).await
+        }
+        async fn current(&self, r: &Resource) -> Result<Option<Lease>, Error> {
+            self.inner.current(r).await
+        }
+        async fn watch(&self, _: &Resource) -> Result<Option<Box<dyn Watch>>, Error> {
+            let changes = std::mem::take(&mut *self.changes.lock().unwrap());
+            Ok(Some(Box::new(Playback(changes))))
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_watch_that_saw_a_new_holder_spares_the_attempt() {
+        let r = Resource::new("r").unwrap();
+        let newcomer = lease(&r, &LeaseId::generate());
+        let b = Watched {
+            inner: scripted(
+                vec![Ok(false), Ok(false), Ok(true)],
+                Duration::from_secs(60),
+            ),
+            changes: Mutex::new(vec![
+                Change::Held {
+                    holder: Some(newcomer.clone()),
+                    expires_in: None,
+                },
+                Change::MayBeFree,
+            ]),
+        };
+        let id = LeaseId::generate();
+        let req = AcquireRequest {
+            resource: &r,
+            id: &id,
+            principal: "me",
+            ttl: Duration::from_secs(5),
+        };
+        let mut holders = Vec::new();
+        let out = acquire(
+            &b,
+            &req,
+            Wait::Forever,
+            Retry::FailFast,
+            Order::Race,
+            &mut |e| {
+                if let Event::Busy { holder } = e {
+                    holders.push(holder.map(|h| h.id.clone()));
+                }
+            },
+        )
+        .await
+        .unwrap();
+        assert!(matches!(out, Outcome::Granted(_)));
+        // The first attempt, the one right after subscribing, and the one after the release:
+        // none for the change that showed the newcomer holding the resource.
+        assert_eq!(b.inner.calls.lock().unwrap().len(), 3);
+        // ...which was reported all the same.
+        assert_eq!(holders.len(), 3, "{holders:?}");
+        assert_eq!(holders[2], Some(newcomer.id));
     }
 
     #[test]

@@ -11,7 +11,9 @@ use common::server::{prefix, Server};
 use futures_util::FutureExt;
 use lockrun::backend::conformance::{Outcome, Suite};
 use lockrun::backend::etcd::Etcd;
-use lockrun::backend::{Acquire, AcquireRequest, Backend, BackendUrl, Error, Renewal, Settings};
+use lockrun::backend::{
+    Acquire, AcquireRequest, Backend, BackendUrl, Change, Error, Renewal, Settings,
+};
 use lockrun::lease::{Lease, LeaseId, Resource};
 
 async fn open_with(url: &str, settings: &str) -> Result<Etcd, Error> {
@@ -370,4 +372,35 @@ async fn a_fair_waiter_moves_up_when_the_one_ahead_leaves() {
         busy => panic!("free, yet {busy:?}"),
     }
     fourth.leave().await;
+}
+
+/// A waiter that reads its watch late, after the release that woke it and the next grant, is
+/// told the new holder by the watch itself (no attempt is needed to learn it); a release alone
+/// says the resource may be free.
+#[tokio::test]
+async fn a_late_watch_reports_the_next_holder() {
+    let server = etcd();
+    let b = open(server).await;
+    let res = resource("late-watch");
+    let first = acquire(&b, &res, Duration::from_secs(30)).await;
+    let mut watch = b.watch(&res).await.expect("watch").expect("etcd watches");
+    assert!(b.release(&res, &first.id).await.unwrap());
+    let second = acquire(&b, &res, Duration::from_secs(30)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await; // both events have arrived
+    match watch.changed().await.expect("changed") {
+        Change::Held {
+            holder: Some(h), ..
+        } => {
+            assert_eq!(h.id, second.id);
+            assert_eq!(h.fencing_token, second.fencing_token);
+        }
+        other => panic!("expected the next holder, got {other:?}"),
+    }
+    assert!(b.release(&res, &second.id).await.unwrap());
+    let change = tokio::time::timeout(Duration::from_secs(5), watch.changed())
+        .await
+        .expect("a release wakes the watch")
+        .expect("changed");
+    assert!(matches!(change, Change::MayBeFree), "{change:?}");
+    watch.close().await;
 }

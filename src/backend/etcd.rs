@@ -31,6 +31,9 @@
 //!   knows that etcd lease, the release falls back to the read-check-delete above.
 //! - **current**: read the key, and `LeaseTimeToLive` of its etcd lease for the time left.
 //! - **watch**: an etcd watch on the key; any PUT or DELETE (release, expiry) wakes the waiter.
+//!   When the last event the watch has received put the key (the next holder's grant, which a
+//!   waiter that runs late finds queued behind the release), the watch reports that holder
+//!   instead, and the waiter waits on without an attempt.
 //!   A waiter keeps the etcd lease of a failed attempt for the next one (see the `ready`
 //!   submodule), and learns the holder from its record (its expiry shown as the granted TTL
 //!   from now, an upper bound).
@@ -77,11 +80,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use etcd_client::{ConnectOptions, GetOptions, WatchOptions, WatchStream, Watcher};
+use etcd_client::{
+    ConnectOptions, EventType, GetOptions, KeyValue, WatchOptions, WatchStream, Watcher,
+};
+use futures_util::FutureExt;
 
 use super::{
-    Acquire, AcquireRequest, Backend, BackendUrl, Capabilities, Error, Fencing, Renewal, Settings,
-    Ticket, Watch,
+    Acquire, AcquireRequest, Backend, BackendUrl, Capabilities, Change, Error, Fencing, Renewal,
+    Settings, Ticket, Watch,
 };
 use crate::lease::{Lease, LeaseId, Resource};
 
@@ -229,7 +235,7 @@ impl Backend for Etcd {
         let key = self.key(resource);
         let mut watch = self.key_watch(key.clone(), None).await?;
         self.start_waiting(&key);
-        watch.waiter = Some((self.clone(), key));
+        watch.waiter = Some((self.clone(), key, resource.clone()));
         Ok(Some(Box::new(watch)))
     }
 }
@@ -258,8 +264,9 @@ struct KeyWatch {
     _watcher: Watcher,
     stream: WatchStream,
     name: String,
-    /// For a waiter's watch: the backend and key it waits on, to unregister when it ends.
-    waiter: Option<(Etcd, Vec<u8>)>,
+    /// For a waiter's watch: the backend and key it waits on, to unregister when it ends, and
+    /// the resource, to read the new holder from an event that put the key.
+    waiter: Option<(Etcd, Vec<u8>, Resource)>,
 }
 
 impl KeyWatch {
@@ -271,12 +278,41 @@ impl KeyWatch {
             waiter: None,
         }
     }
+
+    /// The last event of a watch response: `Some(Some(kv))` put the key, `Some(None)` deleted
+    /// it, `None`: no events (a progress notification).
+    fn last_event(
+        &self,
+        resp: Result<Option<etcd_client::WatchResponse>, etcd_client::Error>,
+    ) -> Result<Option<Option<KeyValue>>, Error> {
+        let resp = match resp {
+            Ok(Some(resp)) => resp,
+            Ok(None) => {
+                return Err(Error::Unavailable(format!(
+                    "{}: watch stream closed",
+                    self.name
+                )))
+            }
+            Err(e) => return Err(errors::map(&self.name, "watching", e)),
+        };
+        if resp.canceled() {
+            return Err(Error::Unavailable(format!(
+                "{}: watch canceled by etcd: {}",
+                self.name,
+                resp.cancel_reason()
+            )));
+        }
+        Ok(resp.events().last().map(|e| match e.event_type() {
+            EventType::Put => e.kv().cloned(),
+            EventType::Delete => None,
+        }))
+    }
 }
 
 impl Drop for KeyWatch {
     /// Not closed (the wait was cancelled): revoke the waiter's leases in the background.
     fn drop(&mut self) {
-        if let Some((etcd, key)) = self.waiter.take() {
+        if let Some((etcd, key, _)) = self.waiter.take() {
             etcd.revoke_later(etcd.stop_waiting(&key));
         }
     }
@@ -286,7 +322,7 @@ impl Drop for KeyWatch {
 impl Watch for KeyWatch {
     /// The wait is over: revoke the leases granted ahead that were not used.
     async fn close(mut self: Box<Self>) {
-        if let Some((etcd, key)) = self.waiter.take() {
+        if let Some((etcd, key, _)) = self.waiter.take() {
             for lease in etcd.stop_waiting(&key) {
                 etcd.revoke(lease).await;
             }
@@ -294,27 +330,33 @@ impl Watch for KeyWatch {
     }
 
     /// Resolves on the next PUT or DELETE of the key (a release, an expiry, a takeover, or a
-    /// renewal that moved the key to a new etcd lease).
-    async fn changed(&mut self) -> Result<(), Error> {
-        loop {
-            match self.stream.message().await {
-                Ok(Some(resp)) if resp.canceled() => {
-                    return Err(Error::Unavailable(format!(
-                        "{}: watch canceled by etcd: {}",
-                        self.name,
-                        resp.cancel_reason()
-                    )))
-                }
-                Ok(Some(resp)) if !resp.events().is_empty() => return Ok(()),
-                Ok(Some(_)) => {} // progress notifications
-                Ok(None) => {
-                    return Err(Error::Unavailable(format!(
-                        "{}: watch stream closed",
-                        self.name
-                    )))
-                }
-                Err(e) => return Err(errors::map(&self.name, "watching", e)),
+    /// renewal that moved the key to a new etcd lease). Responses that have arrived meanwhile
+    /// are read too, and only the last event counts: a waiter that runs late, on a busy
+    /// machine, often finds the release that woke it followed by the next holder's grant, and
+    /// then learns the new holder from the event instead of trying (an etcd transaction, a raft
+    /// write, that could only fail).
+    async fn changed(&mut self) -> Result<Change, Error> {
+        let mut last = loop {
+            let resp = self.stream.message().await;
+            if let Some(event) = self.last_event(resp)? {
+                break event;
+            }
+        };
+        while let Some(resp) = self.stream.message().now_or_never() {
+            if let Some(event) = self.last_event(resp)? {
+                last = event;
             }
         }
+        let (Some(kv), Some((_, _, resource))) = (last, self.waiter.as_ref()) else {
+            return Ok(Change::MayBeFree);
+        };
+        // A record that does not decode is left to the attempt to report.
+        Ok(match ops::waiter_view(resource, &kv) {
+            Ok(holder) => Change::Held {
+                holder: Some(holder),
+                expires_in: None,
+            },
+            Err(_) => Change::MayBeFree,
+        })
     }
 }

@@ -124,12 +124,27 @@ impl Error {
     }
 }
 
+/// What a [`Watch`] saw when it resolved.
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// The resource may be free now: the waiter should try.
+    MayBeFree,
+    /// The resource is held again (by a new holder, or moved by a renewal), as the change event
+    /// itself showed: an attempt could not succeed, so the waiter only takes note and waits on.
+    Held {
+        /// The holder, when the event carried its record.
+        holder: Option<Lease>,
+        /// How long until the holder's lease runs out, when the backend knows.
+        expires_in: Option<Duration>,
+    },
+}
+
 /// A subscription to changes of one resource, created *before* an acquire attempt so that a
 /// release between the attempt and the wait is not missed.
 #[async_trait]
 pub trait Watch: Send {
     /// Resolves when the resource may have changed (spurious wake-ups are allowed).
-    async fn changed(&mut self) -> Result<(), Error>;
+    async fn changed(&mut self) -> Result<Change, Error>;
 
     /// The wait is over: give back what the wait held (best effort).
     async fn close(self: Box<Self>) {}

@@ -77,8 +77,8 @@ use async_trait::async_trait;
 use futures_util::StreamExt;
 
 use super::{
-    Acquire, AcquireRequest, Backend, BackendUrl, Capabilities, Error, Fencing, Renewal, Settings,
-    Watch,
+    Acquire, AcquireRequest, Backend, BackendUrl, Capabilities, Change, Error, Fencing, Renewal,
+    Settings, Watch,
 };
 use crate::lease::{Lease, LeaseId, Resource};
 
@@ -437,9 +437,9 @@ struct Released {
 
 #[async_trait]
 impl Watch for Released {
-    async fn changed(&mut self) -> Result<(), Error> {
+    async fn changed(&mut self) -> Result<Change, Error> {
         match self.pubsub.on_message().next().await {
-            Some(_) => Ok(()),
+            Some(_) => Ok(Change::MayBeFree),
             None => Err(Error::Unavailable(format!(
                 "the pub/sub connection to redis at {} closed",
                 self.url

@@ -8,7 +8,7 @@ use futures_util::future::join_all;
 
 use super::ops::{acquire, current, release, req};
 use super::{fail, Check, Outcome, Suite, LONG};
-use crate::backend::{Acquire, Error, Fencing};
+use crate::backend::{Acquire, Change, Error, Fencing};
 use crate::lease::{LeaseId, Resource};
 
 impl Suite {
@@ -151,7 +151,8 @@ impl Suite {
         }
         release(&*self.backend().await?, &res, &la.id, true).await?;
         match tokio::time::timeout(Duration::from_secs(10), watch.changed()).await {
-            Ok(Ok(())) => Ok(Outcome::Passed),
+            Ok(Ok(Change::MayBeFree)) => Ok(Outcome::Passed),
+            Ok(Ok(held)) => Err(format!("after a release the watch said {held:?}")),
             Ok(Err(e)) => Err(fail("watch.changed", e)),
             Err(_) => Err("the watch did not fire within 10 s of a release".into()),
         }

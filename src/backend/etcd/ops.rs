@@ -171,17 +171,10 @@ impl Etcd {
         let Some(kv) = kv else {
             return Ok((None, Some(Duration::ZERO))); // deleted meanwhile
         };
-        let held = held(resource, &kv)?;
         if waiter {
-            let granted = secs(held.rec.etcd_ttl_s);
-            let lease = held.rec.lease(
-                resource,
-                held.create_revision,
-                SystemTime::now() + granted,
-                granted,
-            );
-            return Ok((Some(lease), None));
+            return Ok((Some(waiter_view(resource, &kv)?), None));
         }
+        let held = held(resource, &kv)?;
         let ttl = self.time_to_live(held.rec.etcd_lease).await?;
         let lease = held.rec.lease(
             resource,
@@ -458,6 +451,19 @@ impl Etcd {
             _ => None,
         }
     }
+}
+
+/// The holder as a waiter sees it, from the key's record alone: the expiry shown is the granted
+/// TTL from now, an upper bound (see [`Etcd::describe`]).
+pub(super) fn waiter_view(resource: &Resource, kv: &KeyValue) -> Result<Lease, Error> {
+    let held = held(resource, kv)?;
+    let granted = secs(held.rec.etcd_ttl_s);
+    Ok(held.rec.lease(
+        resource,
+        held.create_revision,
+        SystemTime::now() + granted,
+        granted,
+    ))
 }
 
 fn held(resource: &Resource, kv: &KeyValue) -> Result<Held, Error> {

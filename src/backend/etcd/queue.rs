@@ -227,7 +227,7 @@ impl Ticket for EtcdTicket {
             }
             self.look_first = true;
             tokio::select! {
-                r = watch.changed() => r?,
+                r = watch.changed() => drop(r?),
                 _ = tokio::time::sleep(RECHECK_EVERY) => {}
             }
         }

@@ -26,7 +26,7 @@ use inotify::{EventMask, EventStream, Inotify, WatchDescriptor, WatchMask};
 use super::closer::Closer;
 use super::name;
 use super::store::Dir;
-use crate::backend::{Error, Watch};
+use crate::backend::{Change, Error, Watch};
 use crate::lease::Resource;
 
 /// Touches of the lock file, and its replacement.
@@ -108,7 +108,7 @@ impl FileWatch {
 
 #[async_trait]
 impl Watch for FileWatch {
-    async fn changed(&mut self) -> Result<(), Error> {
+    async fn changed(&mut self) -> Result<Change, Error> {
         loop {
             let Some(events) = self.events.as_mut() else {
                 return Err(Error::Other("watch already closed".into()));
@@ -119,7 +119,7 @@ impl Watch for FileWatch {
                 None => return Err(self.error("inotify closed")),
             };
             if event.mask.contains(EventMask::Q_OVERFLOW) {
-                return Ok(()); // events were dropped; ours may be among them
+                return Ok(Change::MayBeFree); // events were dropped; ours may be among them
             }
             if Some(&event.wd) == self.signal.as_ref() {
                 if event.mask.intersects(EventMask::IGNORED) {
@@ -130,7 +130,7 @@ impl Watch for FileWatch {
                         .add(&self.dir.path, WRITES)
                         .map_err(|e| self.error(e))?;
                 }
-                return Ok(());
+                return Ok(Change::MayBeFree);
             }
             if event
                 .mask
@@ -142,7 +142,7 @@ impl Watch for FileWatch {
                 )));
             }
             if event.name.as_deref() == Some(self.record.as_os_str()) {
-                return Ok(());
+                return Ok(Change::MayBeFree);
             }
         }
     }

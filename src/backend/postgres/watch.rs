@@ -30,7 +30,7 @@ use super::errors::{classify, sqlstate};
 use super::options::{self, Options};
 use super::sql::Stored;
 use super::{tls, Live, Params, Postgres, Slot};
-use crate::backend::{Error, Watch};
+use crate::backend::{Change, Error, Watch};
 use crate::lease::Resource;
 
 type Sender = mpsc::UnboundedSender<Result<(), Error>>;
@@ -315,7 +315,7 @@ impl Line {
 
 #[async_trait]
 impl Watch for LineWatch {
-    async fn changed(&mut self) -> Result<(), Error> {
+    async fn changed(&mut self) -> Result<Change, Error> {
         loop {
             match &mut self.state {
                 State::Outside => {
@@ -338,7 +338,7 @@ impl Watch for LineWatch {
                             let try_now = f.may_be_free;
                             self.state = State::First(f);
                             if try_now {
-                                return Ok(());
+                                return Ok(Change::MayBeFree);
                             }
                         }
                         Err(e) => {
@@ -353,7 +353,7 @@ impl Watch for LineWatch {
                     });
                     // Several releases since the last call are one change.
                     while let Ok(Ok(())) = f.rx.try_recv() {}
-                    return first;
+                    return first.map(|()| Change::MayBeFree);
                 }
                 State::Failed => return std::future::pending().await,
             }
