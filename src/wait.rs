@@ -417,6 +417,16 @@ mod tests {
         }
     }
 
+    /// A request for `r` with a 5 s TTL.
+    fn request<'a>(r: &'a Resource, id: &'a LeaseId) -> AcquireRequest<'a> {
+        AcquireRequest {
+            resource: r,
+            id,
+            principal: "me",
+            ttl: Duration::from_secs(5),
+        }
+    }
+
     async fn run(b: &Scripted, wait: Wait) -> Result<Outcome, Error> {
         run_in(b, wait, Order::Race).await
     }
@@ -424,12 +434,7 @@ mod tests {
     async fn run_in(b: &Scripted, wait: Wait, order: Order) -> Result<Outcome, Error> {
         let r = Resource::new("r").unwrap();
         let id = LeaseId::generate();
-        let req = AcquireRequest {
-            resource: &r,
-            id: &id,
-            principal: "me",
-            ttl: Duration::from_secs(5),
-        };
+        let req = request(&r, &id);
         acquire(b, &req, wait, Retry::FailFast, order, &mut |_| {}).await
     }
 
@@ -508,12 +513,7 @@ mod tests {
         let down = || Err(Error::Unavailable("down".into()));
         let r = Resource::new("r").unwrap();
         let id = LeaseId::generate();
-        let req = AcquireRequest {
-            resource: &r,
-            id: &id,
-            principal: "me",
-            ttl: Duration::from_secs(5),
-        };
+        let req = request(&r, &id);
         // UntilDeadline retries even the first error.
         let b = scripted(vec![down(), down(), Ok(true)], Duration::ZERO);
         let out = acquire(
@@ -631,12 +631,7 @@ mod tests {
             ]),
         };
         let id = LeaseId::generate();
-        let req = AcquireRequest {
-            resource: &r,
-            id: &id,
-            principal: "me",
-            ttl: Duration::from_secs(5),
-        };
+        let req = request(&r, &id);
         let mut holders = Vec::new();
         let out = acquire(
             &b,
