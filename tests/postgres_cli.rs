@@ -500,6 +500,49 @@ fn tls_required_but_not_offered() {
     exits(&pg.run(&["current", "x"]), 1);
 }
 
+/// The takeover guard checks the lease id's shape in SQL (`length` and `ltrim`, not a regular
+/// expression): an expired row that is valid but for its lease id is never taken over, and one
+/// whose id uses every allowed character, at the longest length, is.
+#[test]
+fn only_a_well_formed_lease_id_is_taken_over() {
+    let pg = Pg::new();
+    ok(&pg.run(&["init"]));
+    let expired = |res: &str, id: &str| {
+        pg.sql(&format!(
+            "INSERT INTO {} VALUES ('{res}', '{id}', 'someone', 7, clock_timestamp() - interval \
+             '2 hours', clock_timestamp() - interval '1 hour', 1000, false)",
+            pg.table
+        ));
+    };
+    let long = "a".repeat(129);
+    for (n, id) in [
+        "",
+        "has space",
+        long.as_str(),
+        "caf\u{e9}",
+        "semi;colon",
+        "a/b",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let res = pg.resource(&format!("bad-id-{n}"));
+        expired(&res, id);
+        let row = format!("SELECT * FROM {} WHERE resource = '{res}'", pg.table);
+        let before = pg.sql(&row);
+        assert_fails(&pg.run(&["acquire", "-n", &res]), 65, "lease_id");
+        assert_eq!(before, pg.sql(&row), "id {id:?}: the row is left alone");
+    }
+    let chars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._:-";
+    let good: String = chars.chars().cycle().take(128).collect();
+    let res = pg.resource("good-id");
+    expired(&res, &good);
+    let id = ok(&pg.run(&["acquire", "-n", &res]));
+    let cur = ok(&pg.run(&["current", "-f", "json", &res]));
+    assert!(cur.contains(&id), "{cur}");
+    assert!(cur.contains("\"fencing_token\":8"), "{cur}");
+}
+
 #[test]
 fn a_foreign_row_is_reported_and_left_alone() {
     let pg = Pg::new();
