@@ -216,6 +216,19 @@ def start_memcached(tmp, procs):
     return f"memcached://127.0.0.1:{port}"
 
 
+# The contention test's critical section: a stamp as it starts and one as it ends.
+STAMP_SH = 'echo "start $(date +%s%N)" >> {f}; echo "end $(date +%s%N)" >> {f}'
+
+
+
+def clean_env(home):
+    """The environment of every measured command: none of the user's lockrun or AWS settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCKRUN_", "AWS_"))}
+    env["HOME"] = home
+    env.update(AWS_ENV)
+    return env
+
+
 SERVERS = {"redis": start_redis, "postgres": start_postgres, "etcd": start_etcd, "dynamodb": start_dynamodb,
            "memcached": start_memcached}
 
@@ -241,6 +254,13 @@ def main():
             p.wait()
 
 
+def build_release():
+    """Builds the binary scripts/install installs (scripts/build-release) and returns its path."""
+    out = subprocess.run([os.path.join(ROOT, "scripts", "build-release")], cwd=ROOT, check=True,
+                         stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
+    return os.path.join(ROOT, out)
+
+
 def elf_linkage(path):
     """'dynamic' when the ELF executable names a program interpreter (PT_INTERP), else 'static'."""
     import struct
@@ -258,19 +278,15 @@ def elf_linkage(path):
 
 def run(args, procs):
     if args.binary is None:
-        out = subprocess.run([os.path.join(ROOT, "scripts", "build-release")], cwd=ROOT, check=True,
-                             stdout=subprocess.PIPE, text=True).stdout.strip().splitlines()[-1]
-        args.binary = os.path.join(ROOT, out)
+        args.binary = build_release()
     linkage = elf_linkage(args.binary)
     flock = shutil.which("flock")
     tmp = tempfile.mkdtemp(prefix="lockrun-bench-")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCKRUN_", "AWS_"))}
-    env["HOME"] = tmp
-    env.update(AWS_ENV)
+    env = clean_env(tmp)
     backends = [f"file://{tmp}/locks"] + args.backend
     for name in filter(None, args.servers.split(",")):
         backends.append(SERVERS[name](tmp, procs))
-    stamp_sh = 'echo "start $(date +%s%N)" >> {f}; echo "end $(date +%s%N)" >> {f}'
+    stamp_sh = STAMP_SH
 
     print(f"lockrun benchmark  ({os.cpu_count()} cores, {args.runs} runs, {args.workers}x{args.iterations} contention "
           f"x {args.rounds} rounds; "

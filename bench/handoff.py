@@ -138,34 +138,38 @@ def steps(data):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--binary", default=os.path.join(bench.ROOT, "target", "release", "lockrun"))
+    ap.add_argument("--binary", help="the lockrun to measure; default: build it with "
+                    "scripts/build-release, as bench.py does")
     ap.add_argument("--workers", type=int, default=8)
     ap.add_argument("--cycles", type=int, default=200, help="critical sections per run")
     ap.add_argument("--rounds", type=int, default=1)
-    ap.add_argument("--servers", default="", help="comma-separated: postgres, redis")
+    ap.add_argument("--servers", default="",
+                    help="comma-separated servers to start: " + ",".join(bench.SERVERS))
     ap.add_argument("--backend", action="append", default=[], help="a backend URL you already have")
     args = ap.parse_args()
     if not shutil.which("perf"):
         raise SystemExit("perf(1) is needed (Debian: apt-get install linux-perf)")
     if not shutil.which("flock"):
         raise SystemExit("flock(1) is needed as the reference (package util-linux)")
+    if args.binary is None:
+        args.binary = bench.build_release()
     if not os.access(args.binary, os.X_OK):
-        raise SystemExit(f"no lockrun binary at {args.binary}; build one (scripts/build-release) "
-                         "or pass --binary")
+        raise SystemExit(f"no lockrun binary at {args.binary}")
     procs = []
     tmp = tempfile.mkdtemp(prefix="lockrun-handoff-")
     try:
-        starters = {"postgres": bench.start_postgres, "redis": bench.start_redis}
+        env = bench.clean_env(tmp)
         urls = [f"file://{tmp}/locks"] + args.backend
         for name in filter(None, args.servers.split(",")):
-            if name not in starters:
-                raise SystemExit(f"--servers: unknown server '{name}' (postgres, redis)")
-            urls.append(starters[name](tmp, procs))
-        subjects = {"flock(1)": lambda f: ["flock", f"{tmp}/flock.lock", "sh", "-c", STAMP.format(f=f)]}
+            if name not in bench.SERVERS:
+                raise SystemExit(f"--servers: unknown server '{name}' ({', '.join(bench.SERVERS)})")
+            urls.append(bench.SERVERS[name](tmp, procs))
+        subjects = {"flock(1)": lambda f: ["flock", f"{tmp}/flock.lock", "sh", "-c",
+                                           bench.STAMP_SH.format(f=f)]}
         for url in urls:
             name = "lockrun " + url.split(":", 1)[0]
             subjects[name] = (lambda u: lambda f: [args.binary, "-q", "-b", u, "run", "handoff", "--",
-                                                   "sh", "-c", STAMP.format(f=f)])(url)
+                                                   "sh", "-c", bench.STAMP_SH.format(f=f)])(url)
         iters = max(1, args.cycles // args.workers)
         got = {name: [] for name in subjects}
         for r in range(args.rounds):
@@ -175,8 +179,8 @@ def main():
                 data = os.path.join(tmp, f"perf-{r}.data")
 
                 def run():
-                    bench.contention(lambda: subjects[name](stamps), args.workers, iters,
-                                     dict(os.environ), stamps)
+                    bench.contention(lambda: subjects[name](stamps), args.workers, iters, env,
+                                     stamps)
                 record(data, run)
                 got[name].extend(steps(data))
                 os.unlink(data)
@@ -199,8 +203,6 @@ def main():
             p.wait()
         shutil.rmtree(tmp, ignore_errors=True)
 
-
-STAMP = 'echo "start $(date +%s%N)" >> {f}; echo "end $(date +%s%N)" >> {f}'
 
 if __name__ == "__main__":
     main()
