@@ -18,10 +18,10 @@
 //! - The guard knows the KILL deadline too, and kills the group at that deadline itself if
 //!   lockrun has not moved it: a lockrun that is stopped (SIGSTOP, a debugger) or starved when
 //!   its lease runs out cannot leave its command running into someone else's lease. A command
-//!   killed that way counts as stopped at the deadline (exit 124). The guard is started, and
-//!   told the deadline, before the command is spawned, and the command's process tells the guard
-//!   its process group itself, between fork and exec: so there is no moment at which the
-//!   command runs and the guard could not kill it at the deadline, however early lockrun is
+//!   killed that way counts as stopped at the deadline (exit 124). The guard is started before
+//!   the command is spawned, and the command's process tells the guard the deadline and its
+//!   process group itself (in one write), between fork and exec: so there is no moment at which
+//!   the command runs and the guard could not kill it at the deadline, however early lockrun is
 //!   stopped.
 //! - When the command exits, what is left of its group (and any orphan reparented to lockrun) is
 //!   terminated and reaped before `supervise` returns, so the lease is released only after that.
@@ -38,7 +38,7 @@ use tokio::time::Instant;
 use crate::heartbeat::State;
 pub use guard::Guard;
 pub use spawn::resolve;
-use spawn::spawn;
+use spawn::{spawn, Setup};
 
 mod guard;
 mod spawn;
@@ -107,18 +107,26 @@ const FORWARDED: [i32; 7] = [
 pub struct Signals {
     forwarded: Vec<(i32, Signal)>,
     child: Signal,
+    /// The signals with a handler once ours are installed: those the command's process resets.
+    caught: libc::sigset_t,
 }
 
 impl Signals {
-    /// Installs the handlers.
+    /// Installs the handlers. A signal that lockrun was started with ignored (`nohup` ignores
+    /// HUP, a shell ignores INT and QUIT for a background job) stays ignored, for lockrun and for
+    /// the command, which inherits that, as it would without lockrun: it is neither caught nor
+    /// forwarded.
     pub fn install() -> io::Result<Signals> {
         let forwarded = FORWARDED
             .iter()
+            .filter(|&&s| !ignored(s))
             .map(|&s| Ok((s, signal(SignalKind::from_raw(s))?)))
             .collect::<io::Result<Vec<_>>>()?;
+        let child = signal(SignalKind::child())?;
         Ok(Signals {
             forwarded,
-            child: signal(SignalKind::child())?,
+            child,
+            caught: spawn::caught_signals(),
         })
     }
 
@@ -137,6 +145,15 @@ impl Signals {
             Some(s) => s,
             None => std::future::pending().await,
         }
+    }
+}
+
+/// Whether `sig` is ignored.
+fn ignored(sig: i32) -> bool {
+    // SAFETY: sigaction only writes into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
     }
 }
 
@@ -168,15 +185,24 @@ pub async fn supervise(
     // SAFETY: prctl with integer arguments has no memory-safety preconditions.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let tty = foreground_tty();
-    // The guard first, with the deadline: the command must never run unguarded (a lockrun
+    // The guard learns the deadline before the command can run, from the command's process
+    // (in the same write as its group): the command must never run unguarded (a lockrun
     // stopped right after spawning it would otherwise let it run past the lease).
-    match &mut guard {
-        Ok(g) => g.kill_at(kill_deadline(&lease.borrow(), kill_after, None).1),
-        Err(e) => tracing::warn!(
-            "cannot start the guard process ({e}); a SIGKILL of lockrun would orphan the command"
-        ),
-    }
-    let child = match spawn(spec, tty, guard.as_ref().ok().map(Guard::fd)) {
+    let first = kill_deadline(&lease.borrow(), kill_after, None).1;
+    let setup = Setup {
+        tty,
+        guard: match &mut guard {
+            Ok(g) => Some((g.fd(), g.deadline_message(first))),
+            Err(e) => {
+                tracing::warn!(
+                    "cannot start the guard process ({e}); a SIGKILL of lockrun would orphan the command"
+                );
+                None
+            }
+        },
+        caught: Some(signals.caught),
+    };
+    let child = match spawn(spec, setup) {
         Ok(child) => child,
         Err(e) => {
             if let Ok(g) = guard {
@@ -458,20 +484,38 @@ async fn clean_up_group(pgid: i32, signals: &mut Signals, kill_after: Duration) 
     }
 }
 
-/// Children of this process other than the guard: orphans reparented to us as subreaper.
+/// Children of this process other than the guards: orphans reparented to us as subreaper.
 fn orphans() -> Vec<i32> {
+    if !any_child() {
+        return vec![];
+    }
     let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
         return vec![];
     };
-    let guard = guard::GUARD_PID.load(std::sync::atomic::Ordering::Relaxed);
     let mut out = Vec::new();
     for t in tasks.flatten() {
         if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
             out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
         }
     }
-    out.retain(|&p| p != guard);
+    out.retain(|&p| !guard::is_guard(p));
     out
+}
+
+/// Whether this process has a child other than a guard (a clone without an exit signal, which
+/// a plain `waitid` does not count): one system call, where listing the children takes ten.
+fn any_child() -> bool {
+    // SAFETY: waitid writes only into `info`; WNOWAIT leaves any exited child to be reaped.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        !(r == -1 && *libc::__errno_location() == libc::ECHILD)
+    }
 }
 
 /// Sends `sig` to process group `pgid`; true if the group exists.

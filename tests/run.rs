@@ -232,6 +232,45 @@ fn term_and_int_are_forwarded() {
     }
 }
 
+/// Under `nohup` (HUP ignored when lockrun starts) a hang-up is not forwarded: the command keeps
+/// running, with HUP ignored as it would be without lockrun.
+#[test]
+fn a_signal_ignored_at_start_stays_ignored() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    let (ready, done, status) = (env.file("ready"), env.file("done"), env.file("status"));
+    let script = format!(
+        "grep SigIgn /proc/self/status > {s}; touch {r}; while [ ! -e {d} ]; do sleep 0.02; done",
+        s = status.display(),
+        r = ready.display(),
+        d = done.display()
+    );
+    let mut cmd = env.cmd();
+    cmd.args(["res", "--", "sh", "-c", &script]);
+    // SAFETY: signal() is async-signal-safe, as pre_exec requires.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().unwrap();
+    assert!(eventually(Duration::from_secs(10), || ready.exists()));
+    kill(child.id() as i32, libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(child.try_wait().unwrap().is_none(), "HUP ended lockrun");
+    let mask = std::fs::read_to_string(&status).unwrap();
+    let bits = u64::from_str_radix(mask.split_whitespace().nth(1).unwrap(), 16).unwrap();
+    assert_ne!(
+        bits & (1 << (libc::SIGHUP - 1)),
+        0,
+        "the command ignores HUP: {mask}"
+    );
+    assert_eq!(bits & (1 << (libc::SIGPIPE - 1)), 0, "but not PIPE: {mask}");
+    std::fs::write(&done, "").unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+}
+
 #[test]
 fn second_term_escalates_to_kill() {
     let env = Env::new();

@@ -5,10 +5,12 @@
 //! It is started before the command and waits on a pipe written by lockrun and, once, by the
 //! command's process between clone and exec. A normal end writes `d` (disarm); `k` and a
 //! CLOCK_MONOTONIC time in nanoseconds (8 bytes, little-endian; 0: none) sets the deadline; `p`
-//! and a process group id (8 bytes, little-endian) names the command's group. Each message is
-//! one write of at most 9 bytes, so writes from the two never interleave. End of file without
-//! `d` means lockrun died, and the guard sends SIGKILL to the group; so does the deadline
-//! passing (at once when the group is named after its deadline has passed).
+//! and a process group id (8 bytes, little-endian) names the command's group. The command's
+//! process sends its first deadline and its group together, so that starting the command wakes
+//! the guard once. Each write is of whole messages and at most 18 bytes (below `PIPE_BUF`), so
+//! writes from the two never interleave. End of file without `d` means lockrun died, and the
+//! guard sends SIGKILL to the group; so does the deadline passing (at once when the group is
+//! named after its deadline has passed).
 //!
 //! On x86_64 and aarch64 the guard is started as a clone that shares lockrun's memory
 //! (`CLONE_VM`, like a thread) but is a process of its own: starting it copies no page tables and
@@ -19,15 +21,39 @@
 //! lockrun's ever runs in it; SIGKILL still ends it), and it makes raw system calls only, never a
 //! libc function that could write `errno` (which lives in lockrun's thread-local storage) or take
 //! a lock. Elsewhere it is forked, and runs the same code.
+//!
+//! The clone sends no signal when it exits (its exit signal is 0): its end does not interrupt
+//! lockrun's release with a SIGCHLD, and a `wait` that is not asked for such children
+//! (`__WCLONE`) does not see it, so lockrun learns that the command left no other child behind
+//! with one `waitid` (see `supervise::orphans`). Its zombie is reaped at the next [`Guard::arm`]
+//! (or, as any orphan, by init once lockrun has exited).
 
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Mutex;
 
 use tokio::time::Instant;
 
-/// The guard's pid, so that it is not mistaken for an orphan of the command.
-pub static GUARD_PID: AtomicI32 = AtomicI32::new(0);
+/// The guards started and not reaped yet, so that none is mistaken for an orphan of a command.
+static GUARDS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// Whether `pid` is one of our guards.
+pub fn is_guard(pid: i32) -> bool {
+    GUARDS.lock().is_ok_and(|g| g.contains(&pid))
+}
+
+/// Reaps the guards that have exited.
+fn reap_exited() {
+    let Ok(mut guards) = GUARDS.lock() else {
+        return;
+    };
+    guards.retain(|&pid| {
+        let mut status = 0;
+        // SAFETY: waitpid writes only into `status`. __WALL: the guard is a clone child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::__WALL) };
+        r == 0 // still running; otherwise reaped now, or already (ECHILD)
+    });
+}
 
 /// The guard's stack (it needs a few hundred bytes).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
@@ -39,8 +65,9 @@ pub struct Guard {
 }
 
 impl Guard {
-    /// Starts the guard; the command's process names its group with [`Guard::group_message`].
+    /// Starts the guard; the command's process names its group with [`Guard::start_message`].
     pub fn arm() -> io::Result<Guard> {
+        reap_exited();
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two descriptors into the array.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -56,7 +83,9 @@ impl Guard {
         unsafe { libc::close(read_fd) };
         match started {
             Ok(pid) => {
-                GUARD_PID.store(pid, Ordering::Relaxed);
+                if let Ok(mut guards) = GUARDS.lock() {
+                    guards.push(pid);
+                }
                 Ok(Guard {
                     write_fd,
                     deadline: None,
@@ -75,6 +104,16 @@ impl Guard {
         if at == self.deadline {
             return;
         }
+        let msg = self.deadline_message(at);
+        // SAFETY: writing from a valid buffer to a descriptor we own; 9 bytes are written
+        // atomically (below PIPE_BUF) or not at all.
+        unsafe { libc::write(self.write_fd, msg.as_ptr().cast(), msg.len()) };
+    }
+
+    /// The message that sets the deadline to `at` (or none), for the caller to send (the
+    /// command's process sends it together with its group, in one write: one wake-up of the
+    /// guard); from now on the guard is taken to know it.
+    pub fn deadline_message(&mut self, at: Option<Instant>) -> [u8; 9] {
         self.deadline = at;
         let ns = at.map_or(0, |at| {
             let now = Instant::now();
@@ -89,9 +128,7 @@ impl Guard {
         let mut msg = [0u8; 9];
         msg[0] = b'k';
         msg[1..].copy_from_slice(&ns.to_le_bytes());
-        // SAFETY: writing from a valid buffer to a descriptor we own; 9 bytes are written
-        // atomically (below PIPE_BUF) or not at all.
-        unsafe { libc::write(self.write_fd, msg.as_ptr().cast(), msg.len()) };
+        msg
     }
 
     /// The write end of the guard's pipe (close-on-exec), for the command's process.
@@ -99,11 +136,13 @@ impl Guard {
         self.write_fd
     }
 
-    /// The message that names the command's process group. Async-signal-safe.
-    pub fn group_message(pgid: i32) -> [u8; 9] {
-        let mut msg = [0u8; 9];
-        msg[0] = b'p';
-        msg[1..].copy_from_slice(&(pgid as u64).to_le_bytes());
+    /// The first write of the command's process: `first` (a [`Guard::deadline_message`]) and
+    /// the message that names its process group `pgid`. Async-signal-safe.
+    pub fn start_message(first: &[u8; 9], pgid: i32) -> [u8; 18] {
+        let mut msg = [0u8; 18];
+        msg[..9].copy_from_slice(first);
+        msg[9] = b'p';
+        msg[10..].copy_from_slice(&(pgid as u64).to_le_bytes());
         msg
     }
 
@@ -141,7 +180,8 @@ fn start(read_fd: RawFd) -> io::Result<i32> {
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
         let top = stack.cast::<u8>().add(STACK).cast::<libc::c_void>();
-        let pid = libc::clone(entry, top, libc::CLONE_VM | libc::SIGCHLD, arg as *mut _);
+        // No exit signal: see the module documentation.
+        let pid = libc::clone(entry, top, libc::CLONE_VM, arg as *mut _);
         let error = io::Error::last_os_error();
         libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
         if pid < 0 {

@@ -6,9 +6,10 @@
 //! short command. Between the clone and the exec the child:
 //!
 //! - resets every caught signal to its default action (the handlers are lockrun's, and must
-//!   not run in the child), and SIGPIPE too (lockrun ignores it; the command should not);
-//! - leads a new process group, and names it to the guard (see `guard`), so the command never
-//!   runs before the guard can kill it; the group is made the terminal's foreground group when
+//!   not run in the child), and SIGPIPE too (lockrun ignores it; the command should not); which
+//!   signals are caught was read ahead of time ([`caught_signals`]), where the caller could;
+//! - leads a new process group, and names it to the guard with the deadline (see `guard`), so
+//!   the command never runs before the guard can kill it; the group is made the terminal's foreground group when
 //!   lockrun owned it;
 //! - asks for SIGKILL when lockrun dies (`PR_SET_PDEATHSIG`), and exits at once if lockrun is
 //!   already gone;
@@ -41,17 +42,32 @@ struct Shared {
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     tty: Option<RawFd>,
-    /// The write end of the guard's pipe.
-    guard: Option<RawFd>,
+    /// The write end of the guard's pipe, and the deadline message the child sends with its
+    /// group.
+    guard: Option<(RawFd, [u8; 9])>,
+    /// The signals to reset to their default action (see [`caught_signals`]); every caught one
+    /// when `None`.
+    reset: Option<libc::sigset_t>,
     parent: libc::pid_t,
     mask: libc::sigset_t,
     /// The errno of the failed step; 0 when the exec succeeded.
     errno: AtomicI32,
 }
 
-/// Starts `spec` in a new process group (foreground on `tty` if given), named to the guard whose
-/// pipe is `guard`; returns its pid.
-pub fn spawn(spec: &Spec, tty: Option<RawFd>, guard: Option<RawFd>) -> Result<i32, SpawnError> {
+/// How to start the command, besides its [`Spec`].
+#[derive(Default)]
+pub struct Setup {
+    /// Make the command's group the foreground group of this terminal.
+    pub tty: Option<RawFd>,
+    /// The write end of the guard's pipe, and the deadline message (see
+    /// [`super::Guard::deadline_message`]) that the child sends it together with its group.
+    pub guard: Option<(RawFd, [u8; 9])>,
+    /// The signals lockrun catches (see [`caught_signals`]); `None`: the child asks for each.
+    pub caught: Option<libc::sigset_t>,
+}
+
+/// Starts `spec` in a new process group as `setup` says; returns its pid.
+pub fn spawn(spec: &Spec, setup: Setup) -> Result<i32, SpawnError> {
     let program_name = spec.program.to_string_lossy().into_owned();
     let cannot = |source| SpawnError::CannotExecute {
         program: program_name.clone(),
@@ -77,8 +93,9 @@ pub fn spawn(spec: &Spec, tty: Option<RawFd>, guard: Option<RawFd>) -> Result<i3
         envp: pointers(&env),
         program,
         path: spec.path.as_deref().and_then(cstring),
-        tty,
-        guard,
+        tty: setup.tty,
+        guard: setup.guard,
+        reset: setup.caught,
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
         // SAFETY: an all-zero sigset_t is a valid value to be overwritten below.
@@ -148,13 +165,11 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             if sig == libc::SIGKILL || sig == libc::SIGSTOP || sig == 32 || sig == 33 {
                 continue;
             }
-            let mut old: libc::sigaction = std::mem::zeroed();
-            if libc::sigaction(sig, std::ptr::null(), &mut old) != 0 {
-                continue;
-            }
-            if (old.sa_sigaction != libc::SIG_IGN && old.sa_sigaction != libc::SIG_DFL)
-                || sig == libc::SIGPIPE
-            {
+            let reset = match &shared.reset {
+                Some(set) => libc::sigismember(set, sig) == 1,
+                None => caught(sig),
+            };
+            if reset || sig == libc::SIGPIPE {
                 let mut dfl: libc::sigaction = std::mem::zeroed();
                 dfl.sa_sigaction = libc::SIG_DFL;
                 libc::sigaction(sig, &dfl, std::ptr::null_mut());
@@ -163,10 +178,10 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         if libc::setpgid(0, 0) != 0 {
             fail(errno());
         }
-        // Tell the guard which group to kill, before the command can run. The descriptor is
-        // close-on-exec: the command does not keep the guard's pipe open.
-        if let Some(fd) = shared.guard {
-            let msg = super::Guard::group_message(libc::getpid());
+        // Tell the guard its deadline and which group to kill, before the command can run. The
+        // descriptor is close-on-exec: the command does not keep the guard's pipe open.
+        if let Some((fd, deadline)) = &shared.guard {
+            let (fd, msg) = (*fd, super::Guard::start_message(deadline, libc::getpid()));
             if libc::write(fd, msg.as_ptr().cast(), msg.len()) != msg.len() as isize {
                 fail(errno());
             }
@@ -192,6 +207,34 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             shared.envp.as_ptr(),
         );
         fail(errno())
+    }
+}
+
+/// Whether `sig` has a handler (async-signal-safe).
+fn caught(sig: i32) -> bool {
+    // SAFETY: sigaction only writes into `old`.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(sig, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction != libc::SIG_IGN
+            && old.sa_sigaction != libc::SIG_DFL
+    }
+}
+
+/// The signals that have a handler now, for [`Setup::caught`]: read once, ahead of time, the
+/// child then resets only those (instead of asking for each of 64 signals between the clone and
+/// the exec, while lockrun is suspended). Handlers installed after this call are not reset.
+pub fn caught_signals() -> libc::sigset_t {
+    // SAFETY: an empty set is a valid value; sigaddset writes into it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in 1..=64 {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP && caught(sig) {
+                libc::sigaddset(&mut set, sig);
+            }
+        }
+        set
     }
 }
 
@@ -266,7 +309,7 @@ mod tests {
     use super::*;
 
     fn run(spec: &Spec) -> i32 {
-        let pid = spawn(spec, None, None).unwrap();
+        let pid = spawn(spec, Setup::default()).unwrap();
         let mut status = 0;
         // SAFETY: waitpid writes only into `status`.
         assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
