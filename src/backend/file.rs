@@ -181,11 +181,11 @@ impl File {
     ) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(&store::Locked<'_>, &Resource) -> Result<T, Error> + Send + 'static,
+        F: FnOnce(store::Locked<'_>, &Resource) -> Result<T, Error> + Send + 'static,
     {
         for _ in 0..LOCK_SPINS {
             if let Some(locked) = self.dir.try_lock(resource)? {
-                return f(&locked, resource);
+                return f(locked, resource);
             }
             std::thread::yield_now();
             if let Some(out) = look() {
@@ -196,7 +196,7 @@ impl File {
         let resource = resource.clone();
         tokio::task::spawn_blocking(move || {
             let locked = dir.lock(&resource)?;
-            f(&locked, &resource)
+            f(locked, &resource)
         })
         .await
         .map_err(|e| Error::Other(format!("lock directory worker failed: {e}")))?
@@ -226,7 +226,7 @@ impl File {
                     Step::Keep(out) => Ok(out),
                     Step::Write(new, out) => {
                         locked.write(&new)?;
-                        locked.signal();
+                        locked.unlock_and_signal();
                         Ok(out)
                     }
                 }

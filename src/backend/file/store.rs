@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -439,10 +439,22 @@ impl Locked<'_> {
     /// Tells the resource's waiters that it may be free sooner than they think: touches the lock
     /// file (its change time), which they watch with inotify (see `watch`). Best effort: a waiter
     /// that misses it still wakes at the holder's expiry and at its safety poll.
-    pub fn signal(&self) {
-        let now = nix::sys::time::TimeSpec::UTIME_NOW;
-        if let Err(e) = nix::sys::stat::futimens(self.guard.as_raw_fd(), &now, &now) {
-            tracing::debug!("cannot signal waiters of {}: {e}", self.resource);
+    ///
+    /// The kernel lock is given up first: the touch wakes every waiter (which costs the toucher
+    /// tens of µs), and a waiter that found the lock still held would yield its CPU, for as long
+    /// as a time slice on a busy machine, before it looked again.
+    pub fn unlock_and_signal(self) {
+        let resource = self.files.resource;
+        let touch = |fd: RawFd| {
+            let now = nix::sys::time::TimeSpec::UTIME_NOW;
+            if let Err(e) = nix::sys::stat::futimens(fd, &now, &now) {
+                tracing::debug!("cannot signal waiters of {resource}: {e}");
+            }
+        };
+        match self.guard.unlock() {
+            Ok(file) => touch(file.as_raw_fd()),
+            // Still locked (it is unlocked when dropped, after the touch).
+            Err((guard, _)) => touch(guard.as_raw_fd()),
         }
     }
 
