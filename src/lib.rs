@@ -46,6 +46,7 @@
 //! | [`lock`] | the library API: [`Lock`] (builder) and [`Guard`] (a held, self-renewing lease) |
 //! | [`wait`] | the waiting policy (event wake-ups, backoff with jitter, deadlines), written once |
 //! | [`heartbeat`] | the renewal loop and the local safety deadline |
+//! | [`later`] | clean-up deferred until the command has started |
 //! | [`supervise`] | spawning the command, forwarding signals, stopping and reaping it |
 //! | [`config`] | config file + environment + flags → one validated plan |
 //! | [`cli`] / [`cmd`] | the command line and one file per verb |
@@ -60,6 +61,7 @@ pub mod duration;
 mod error;
 pub mod exit;
 pub mod heartbeat;
+pub mod later;
 pub mod lease;
 pub mod lock;
 pub mod supervise;

@@ -202,7 +202,9 @@ pub async fn supervise(
         },
         caught: Some(signals.caught),
     };
-    let child = match spawn(spec, setup) {
+    let spawned = spawn(spec, setup);
+    crate::later::run();
+    let child = match spawned {
         Ok(child) => child,
         Err(e) => {
             if let Ok(g) = guard {

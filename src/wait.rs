@@ -110,6 +110,7 @@ pub async fn acquire(
     order: Order,
     on_event: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> Result<Outcome, Error> {
+    crate::later::run();
     // A single attempt has nobody to queue behind.
     let fair = order == Order::Fair && wait != Wait::AtMost(Duration::ZERO);
     let mut line = Line { fair, ticket: None };

@@ -154,6 +154,7 @@ pub async fn main(args: Vec<OsString>) -> Exit {
     init_logging(&cli.global);
     let quiet = cli.global.quiet;
     let result = dispatch(cli).await;
+    crate::later::run();
     let _ = std::io::stdout().flush();
     match result {
         Ok(exit) => exit,

@@ -151,10 +151,11 @@ impl Watch for FileWatch {
 impl Drop for FileWatch {
     /// Closing an inotify instance waits for the kernel's SRCU grace period, and the watch is
     /// dropped right after the lease is granted, just when the command should start: the
-    /// instance is handed to a [`Closer`].
+    /// instance is handed to a [`Closer`], once the command has started (see [`crate::later`]).
     fn drop(&mut self) {
         if let (Some(events), Some(closer)) = (self.events.take(), self.closer.take()) {
-            closer.close(events, self.fd);
+            let fd = self.fd;
+            crate::later::defer(move || closer.close(events, fd));
         }
     }
 }
