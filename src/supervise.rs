@@ -119,7 +119,7 @@ impl Signals {
     pub fn install() -> io::Result<Signals> {
         let forwarded = FORWARDED
             .iter()
-            .filter(|&&s| !ignored(s))
+            .filter(|&&s| spawn::action(s) != Some(libc::SIG_IGN))
             .map(|&s| Ok((s, signal(SignalKind::from_raw(s))?)))
             .collect::<io::Result<Vec<_>>>()?;
         let child = signal(SignalKind::child())?;
@@ -145,15 +145,6 @@ impl Signals {
             Some(s) => s,
             None => std::future::pending().await,
         }
-    }
-}
-
-/// Whether `sig` is ignored.
-fn ignored(sig: i32) -> bool {
-    // SAFETY: sigaction only writes into `old`.
-    unsafe {
-        let mut old: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(sig, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN
     }
 }
 

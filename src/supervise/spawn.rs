@@ -210,15 +210,19 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
     }
 }
 
-/// Whether `sig` has a handler (async-signal-safe).
-fn caught(sig: i32) -> bool {
+/// The action of `sig`: a handler, `SIG_DFL` or `SIG_IGN`; `None` when it cannot be read.
+/// Async-signal-safe.
+pub(super) fn action(sig: i32) -> Option<libc::sighandler_t> {
     // SAFETY: sigaction only writes into `old`.
     unsafe {
         let mut old: libc::sigaction = std::mem::zeroed();
-        libc::sigaction(sig, std::ptr::null(), &mut old) == 0
-            && old.sa_sigaction != libc::SIG_IGN
-            && old.sa_sigaction != libc::SIG_DFL
+        (libc::sigaction(sig, std::ptr::null(), &mut old) == 0).then_some(old.sa_sigaction)
     }
+}
+
+/// Whether `sig` has a handler (async-signal-safe).
+fn caught(sig: i32) -> bool {
+    action(sig).is_some_and(|a| a != libc::SIG_IGN && a != libc::SIG_DFL)
 }
 
 /// The signals that have a handler now, for [`Setup::caught`]: read once, ahead of time, the
