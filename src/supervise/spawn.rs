@@ -9,8 +9,8 @@
 //!   not run in the child), and SIGPIPE too (lockrun ignores it; the command should not); which
 //!   signals are caught was read ahead of time ([`caught_signals`]), where the caller could;
 //! - leads a new process group, and names it to the guard with the deadline (see `guard`), so
-//!   the command never runs before the guard can kill it; the group is made the terminal's foreground group when
-//!   lockrun owned it;
+//!   the command never runs before the guard can kill it; the group is made the terminal's
+//!   foreground group when lockrun owned it;
 //! - asks for SIGKILL when lockrun dies (`PR_SET_PDEATHSIG`), and exits at once if lockrun is
 //!   already gone;
 //! - restores lockrun's signal mask, and `execvpe`s the command (PATH search, and `/bin/sh`
