@@ -102,6 +102,22 @@ const FORWARDED: [i32; 7] = [
     libc::SIGWINCH,
 ];
 
+/// Every signal lockrun's process may have a handler for: the forwarded ones and SIGCHLD (ours),
+/// SIGSEGV and SIGBUS (the Rust runtime's stack overflow report). The command's process resets
+/// those of them that are caught; test `may_catch_names_every_caught_signal` checks the list.
+const MAY_CATCH: [i32; 10] = [
+    libc::SIGHUP,
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+    libc::SIGWINCH,
+    libc::SIGCHLD,
+    libc::SIGSEGV,
+    libc::SIGBUS,
+];
+
 /// The signal handlers, registered before the lease is acquired so that an INT or TERM that
 /// arrives while waiting is handled too.
 pub struct Signals {
@@ -126,7 +142,7 @@ impl Signals {
         Ok(Signals {
             forwarded,
             child,
-            caught: spawn::caught_signals(),
+            caught: spawn::caught_signals(&MAY_CATCH),
         })
     }
 
@@ -522,5 +538,28 @@ fn signame(sig: i32) -> &'static str {
         libc::SIGINT => "SIGINT",
         libc::SIGTERM => "SIGTERM",
         _ => "signal",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn may_catch_names_every_caught_signal() {
+        assert!(FORWARDED.iter().all(|s| MAY_CATCH.contains(s)));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let _signals = rt.block_on(async { Signals::install().unwrap() });
+        for sig in (1..=64).filter(|&s| s != libc::SIGKILL && s != libc::SIGSTOP) {
+            let handled =
+                spawn::action(sig).is_some_and(|a| a != libc::SIG_IGN && a != libc::SIG_DFL);
+            assert!(
+                !handled || MAY_CATCH.contains(&sig),
+                "signal {sig} has a handler but is not in MAY_CATCH"
+            );
+        }
     }
 }

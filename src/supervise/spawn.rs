@@ -225,15 +225,16 @@ fn caught(sig: i32) -> bool {
     action(sig).is_some_and(|a| a != libc::SIG_IGN && a != libc::SIG_DFL)
 }
 
-/// The signals that have a handler now, for [`Setup::caught`]: read once, ahead of time, the
+/// Which of `candidates` have a handler now, for [`Setup::caught`]: read once, ahead of time, the
 /// child then resets only those (instead of asking for each of 64 signals between the clone and
-/// the exec, while lockrun is suspended). Handlers installed after this call are not reset.
-pub fn caught_signals() -> libc::sigset_t {
+/// the exec, while lockrun is suspended). `candidates` must name every signal lockrun's process
+/// may have a handler for; handlers installed after this call are not reset.
+pub fn caught_signals(candidates: &[i32]) -> libc::sigset_t {
     // SAFETY: an empty set is a valid value; sigaddset writes into it.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
-        for sig in 1..=64 {
+        for &sig in candidates {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP && caught(sig) {
                 libc::sigaddset(&mut set, sig);
             }
