@@ -327,7 +327,7 @@ unsafe fn guard_main(read_fd: RawFd) -> ! {
             0 // NULL: no timeout
         } else {
             let ns = deadline.saturating_sub(now());
-            left.tv_sec = (ns / 1_000_000_000) as libc::time_t;
+            left.tv_sec = (ns / 1_000_000_000) as _;
             left.tv_nsec = (ns % 1_000_000_000) as libc::c_long;
             std::ptr::addr_of!(left) as usize
         };

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg, OFlag, RenameFlags};
+use nix::fcntl::{Flock, FlockArg, OFlag};
 use nix::sys::stat::Mode;
 use nix::unistd::{AccessFlags, UnlinkatFlags};
 
@@ -149,8 +149,7 @@ impl Dir {
         if self.no_exchange.load(Ordering::Relaxed) {
             return Ok(false);
         }
-        let dirfd = Some(self.fd.as_raw_fd());
-        match nix::fcntl::renameat2(dirfd, a, dirfd, b, RenameFlags::RENAME_EXCHANGE) {
+        match renameat2(self.fd.as_raw_fd(), a, b, libc::RENAME_EXCHANGE) {
             Ok(()) => Ok(true),
             Err(Errno::ENOENT) => Ok(false),
             Err(Errno::EINVAL | Errno::ENOSYS | Errno::EOPNOTSUPP) => {
@@ -169,8 +168,7 @@ impl Dir {
 
     /// Moves `from` to `to` unless `to` exists; false when it does, or on any error.
     fn rename_new(&self, from: &str, to: &str) -> bool {
-        let dirfd = Some(self.fd.as_raw_fd());
-        nix::fcntl::renameat2(dirfd, from, dirfd, to, RenameFlags::RENAME_NOREPLACE).is_ok()
+        renameat2(self.fd.as_raw_fd(), from, to, libc::RENAME_NOREPLACE).is_ok()
     }
 
     fn unlink(&self, name: &str) {
@@ -265,6 +263,32 @@ impl Dir {
             path().display()
         )))
     }
+}
+
+/// `renameat2(2)` within one directory, as a system call: the C libraries do not all wrap it
+/// (musl does not), and nix offers it only on glibc.
+fn renameat2(dirfd: RawFd, from: &str, to: &str, flags: libc::c_uint) -> Result<(), Errno> {
+    let (from, to) = (cstr(from)?, cstr(to)?);
+    // SAFETY: both names are NUL-terminated strings that outlive the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_renameat2,
+            dirfd,
+            from.as_ptr(),
+            dirfd,
+            to.as_ptr(),
+            flags,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(Errno::last())
+    }
+}
+
+fn cstr(name: &str) -> Result<std::ffi::CString, Errno> {
+    std::ffi::CString::new(name).map_err(|_| Errno::EINVAL)
 }
 
 fn flock(file: fs::File, wait: bool) -> Result<Flock<fs::File>, Errno> {
