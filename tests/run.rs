@@ -440,6 +440,37 @@ fn sigkill_of_lockrun_leaves_no_descendants() {
     );
 }
 
+/// A kill of lockrun's whole process group (a shell's `kill -9 %1`): the guard is in a group of
+/// its own, so it survives and kills the command's group.
+#[test]
+fn sigkill_of_lockruns_group_leaves_no_descendants() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    let pids = env.file("pids");
+    let script = format!("sleep 300 & echo \"$$ $!\" > {}; wait", pids.display());
+    let mut child = env
+        .cmd()
+        .args(["res", "--", "sh", "-c", &script])
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(&pids).is_ok_and(|s| s.ends_with('\n'))
+    }));
+    let text = std::fs::read_to_string(&pids).unwrap();
+    let procs: Vec<i32> = text
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert!(procs.iter().all(|&p| alive(p)));
+    kill(-(child.id() as i32), libc::SIGKILL);
+    child.wait().unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || procs.iter().all(|&p| !alive(p))),
+        "descendants survived: {procs:?}"
+    );
+}
+
 /// A lockrun stopped at the very moment its command starts (the command's first act is to
 /// SIGSTOP it) cannot let the command run past the lease: the guard knows the deadline and the
 /// command's process group before the command runs, and kills the group at the deadline. When

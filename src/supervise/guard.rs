@@ -240,8 +240,14 @@ fn timespec_ns(ts: &libc::timespec) -> u64 {
 
 /// The guard. Never returns; makes raw system calls only.
 unsafe fn guard_main(read_fd: RawFd) -> ! {
-    // Leave lockrun's session, so a hang-up or a kill of lockrun's group does not reach us.
-    sys::call(libc::SYS_setsid, [0; 6]);
+    // Leave lockrun's process group, so a kill of that group (a shell's `kill %1`, a
+    // supervisor's kill of the job's group) does not reach us; a hang-up does not either, as it
+    // goes to the foreground group and every signal but SIGKILL and SIGSTOP is blocked here.
+    // Not `setsid`: with the scheduler's autogroups on (the default on most distributions), a
+    // new session also makes a new scheduling group, created here and torn down when the guard
+    // exits, at every run; that cost lockrun 2.5-5% of its contended throughput (BENCHMARKS.md,
+    // "Session 12").
+    sys::call(libc::SYS_setpgid, [0; 6]);
     let null = sys::call(
         libc::SYS_openat,
         [
