@@ -105,18 +105,18 @@ const FORWARDED: [i32; 7] = [
 /// Every signal lockrun's process may have a handler for: the forwarded ones and SIGCHLD (ours),
 /// SIGSEGV and SIGBUS (the Rust runtime's stack overflow report). The command's process resets
 /// those of them that are caught; test `may_catch_names_every_caught_signal` checks the list.
-const MAY_CATCH: [i32; 10] = [
-    libc::SIGHUP,
-    libc::SIGINT,
-    libc::SIGQUIT,
-    libc::SIGTERM,
-    libc::SIGUSR1,
-    libc::SIGUSR2,
-    libc::SIGWINCH,
-    libc::SIGCHLD,
-    libc::SIGSEGV,
-    libc::SIGBUS,
-];
+const MAY_CATCH: [i32; FORWARDED.len() + 3] = {
+    let mut all = [0; FORWARDED.len() + 3];
+    let mut i = 0;
+    while i < FORWARDED.len() {
+        all[i] = FORWARDED[i];
+        i += 1;
+    }
+    all[i] = libc::SIGCHLD;
+    all[i + 1] = libc::SIGSEGV;
+    all[i + 2] = libc::SIGBUS;
+    all
+};
 
 /// The signal handlers, registered before the lease is acquired so that an INT or TERM that
 /// arrives while waiting is handled too.

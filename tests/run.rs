@@ -415,45 +415,30 @@ fn sigkill_of_a_waiting_lockrun_kills_nothing() {
 /// kill -9 of lockrun: the command and its children (through sh -c) are gone shortly after.
 #[test]
 fn sigkill_of_lockrun_leaves_no_descendants() {
-    let env = Env::new();
-    let pids = env.file("pids");
-    let script = format!("sleep 300 & echo \"$$ $!\" > {}; wait", pids.display());
-    let mut child = env
-        .cmd()
-        .args(["res", "--", "sh", "-c", &script])
-        .spawn()
-        .unwrap();
-    assert!(eventually(Duration::from_secs(10), || {
-        std::fs::read_to_string(&pids).is_ok_and(|s| s.ends_with('\n'))
-    }));
-    let text = std::fs::read_to_string(&pids).unwrap();
-    let procs: Vec<i32> = text
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
-    assert!(procs.iter().all(|&p| alive(p)));
-    kill(child.id() as i32, libc::SIGKILL);
-    child.wait().unwrap();
-    assert!(
-        eventually(Duration::from_secs(3), || procs.iter().all(|&p| !alive(p))),
-        "descendants survived: {procs:?}"
-    );
+    sigkill_leaves_no_descendants(false);
 }
 
 /// A kill of lockrun's whole process group (a shell's `kill -9 %1`): the guard is in a group of
 /// its own, so it survives and kills the command's group.
 #[test]
 fn sigkill_of_lockruns_group_leaves_no_descendants() {
+    sigkill_leaves_no_descendants(true);
+}
+
+/// Starts `lockrun res -- sh -c 'sleep 300 & ...; wait'` (in a process group of its own when
+/// `group`), sends SIGKILL to lockrun (to its whole group when `group`), and checks that the
+/// command's `sh` and its `sleep` are gone shortly after.
+fn sigkill_leaves_no_descendants(group: bool) {
     use std::os::unix::process::CommandExt;
     let env = Env::new();
     let pids = env.file("pids");
     let script = format!("sleep 300 & echo \"$$ $!\" > {}; wait", pids.display());
-    let mut child = env
-        .cmd()
-        .args(["res", "--", "sh", "-c", &script])
-        .process_group(0)
-        .spawn()
-        .unwrap();
+    let mut cmd = env.cmd();
+    cmd.args(["res", "--", "sh", "-c", &script]);
+    if group {
+        cmd.process_group(0);
+    }
+    let mut child = cmd.spawn().unwrap();
     assert!(eventually(Duration::from_secs(10), || {
         std::fs::read_to_string(&pids).is_ok_and(|s| s.ends_with('\n'))
     }));
@@ -463,7 +448,8 @@ fn sigkill_of_lockruns_group_leaves_no_descendants() {
         .map(|p| p.parse().unwrap())
         .collect();
     assert!(procs.iter().all(|&p| alive(p)));
-    kill(-(child.id() as i32), libc::SIGKILL);
+    let target = child.id() as i32;
+    kill(if group { -target } else { target }, libc::SIGKILL);
     child.wait().unwrap();
     assert!(
         eventually(Duration::from_secs(3), || procs.iter().all(|&p| !alive(p))),
