@@ -221,7 +221,7 @@ pub(super) fn action(sig: i32) -> Option<libc::sighandler_t> {
 }
 
 /// Whether `sig` has a handler (async-signal-safe).
-fn caught(sig: i32) -> bool {
+pub(super) fn caught(sig: i32) -> bool {
     action(sig).is_some_and(|a| a != libc::SIG_IGN && a != libc::SIG_DFL)
 }
 
