@@ -75,6 +75,9 @@ const WATCH_SAFETY_POLL: Duration = Duration::from_secs(5);
 const REPORT_HOLDER_AFTER: Duration = Duration::from_millis(200);
 /// Wake a hair after the holder's expiry, so the attempt does not land just before it.
 const EXPIRY_SLACK: Duration = Duration::from_millis(2);
+/// How many times in a row an attempt that found the resource freed in the meantime is made
+/// again at once (see [`acquire_in`]).
+const FREE_AGAIN_TRIES: u32 = 3;
 
 /// What to do with errors that may go away (an unreachable backend, a timeout) while acquiring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -244,6 +247,7 @@ async fn acquire_in(
     };
     let mut poll = POLL_MIN;
     let mut attempts = 0u32;
+    let mut free_again = 0u32;
     let mut last_holder: Option<Lease> = None;
     // What the watch saw when it showed the resource held again: taken as the answer of an
     // attempt, without making one.
@@ -279,6 +283,19 @@ async fn acquire_in(
                 {
                     return Ok(Outcome::Busy(holder));
                 }
+                // No holder and no time left: the resource was freed between the attempt and
+                // the read that followed it (the release raced the attempt). Try again at
+                // once. Waiting would only delay the next holder: until the expiry slack, and
+                // on PostgreSQL behind a new connection, since the watch made now borrows the
+                // open one to stand in the line of waiters.
+                if holder.is_none()
+                    && expires_in == Some(Duration::ZERO)
+                    && free_again < FREE_AGAIN_TRIES
+                {
+                    free_again += 1;
+                    continue;
+                }
+                free_again = 0;
                 if holder.as_ref().map(|h| &h.id) != last_holder.as_ref().map(|h| &h.id) {
                     poll = POLL_MIN; // a new holder: start polling fast again
                 }
@@ -363,6 +380,8 @@ mod tests {
         answers: Mutex<Vec<Result<bool, Error>>>,
         busy_for: Duration,
         calls: Mutex<Vec<Instant>>,
+        /// How many attempts, before the answers, find the resource freed in the meantime.
+        free_again: Mutex<usize>,
     }
 
     fn lease(r: &Resource, id: &LeaseId) -> Lease {
@@ -389,6 +408,14 @@ mod tests {
         }
         async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Acquire, Error> {
             self.calls.lock().unwrap().push(Instant::now());
+            let mut free_again = self.free_again.lock().unwrap();
+            if *free_again > 0 {
+                *free_again -= 1;
+                return Ok(Acquire::Busy {
+                    holder: None,
+                    expires_in: Some(Duration::ZERO),
+                });
+            }
             let next = self.answers.lock().unwrap().remove(0);
             match next {
                 Ok(true) => Ok(Acquire::Acquired(lease(req.resource, req.id))),
@@ -415,6 +442,7 @@ mod tests {
             answers: Mutex::new(answers),
             busy_for,
             calls: Mutex::new(vec![]),
+            free_again: Mutex::new(0),
         }
     }
 
@@ -576,6 +604,8 @@ mod tests {
     struct Watched {
         inner: Scripted,
         changes: Mutex<Vec<Change>>,
+        /// How many watches were asked for.
+        watches: Mutex<usize>,
     }
 
     struct Playback(Vec<Change>);
@@ -609,6 +639,7 @@ mod tests {
             self.inner.current(r).await
         }
         async fn watch(&self, _: &Resource) -> Result<Option<Box<dyn Watch>>, Error> {
+            *self.watches.lock().unwrap() += 1;
             let changes = std::mem::take(&mut *self.changes.lock().unwrap());
             Ok(Some(Box::new(Playback(changes))))
         }
@@ -630,6 +661,7 @@ mod tests {
                 },
                 Change::MayBeFree,
             ]),
+            watches: Mutex::new(0),
         };
         let id = LeaseId::generate();
         let req = request(&r, &id);
@@ -655,6 +687,72 @@ mod tests {
         // ...which was reported all the same.
         assert_eq!(holders.len(), 3, "{holders:?}");
         assert_eq!(holders[2], Some(newcomer.id));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_attempt_that_raced_a_release_is_made_again_at_once() {
+        // The resource was freed between the attempt and the read after it, twice: each time
+        // the next attempt goes out at once, with no wait and no watch (on PostgreSQL a watch
+        // takes the connection into the line of waiters, and the attempt would need a new one).
+        let b = Watched {
+            inner: scripted(vec![Ok(true)], Duration::from_secs(60)),
+            changes: Mutex::new(vec![]),
+            watches: Mutex::new(0),
+        };
+        *b.inner.free_again.lock().unwrap() = 2;
+        let r = Resource::new("r").unwrap();
+        let id = LeaseId::generate();
+        let start = Instant::now();
+        let out = acquire(
+            &b,
+            &request(&r, &id),
+            Wait::Forever,
+            Retry::FailFast,
+            Order::Race,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        assert!(matches!(out, Outcome::Granted(_)), "{out:?}");
+        {
+            let calls = b.inner.calls.lock().unwrap();
+            assert_eq!(calls.len(), 3);
+            assert!(calls.iter().all(|&t| t == start), "no waiting");
+            assert_eq!(*b.watches.lock().unwrap(), 0, "no watch");
+        }
+        // A single attempt stays a single attempt.
+        *b.inner.free_again.lock().unwrap() = 1;
+        let out = acquire(
+            &b,
+            &request(&r, &id),
+            Wait::AtMost(Duration::ZERO),
+            Retry::FailFast,
+            Order::Race,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        assert!(matches!(out, Outcome::Busy(None)), "{out:?}");
+        assert_eq!(b.inner.calls.lock().unwrap().len(), 3 + 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_backend_that_keeps_finding_the_resource_freed_is_not_spun_on() {
+        // Past FREE_AGAIN_TRIES in a row, the waiter waits as for any busy answer (here the
+        // expiry slack), so a backend that always answers so cannot make it spin.
+        let b = scripted(vec![Ok(true)], Duration::from_secs(60));
+        *b.free_again.lock().unwrap() = 40;
+        let start = Instant::now();
+        let out = run(&b, Wait::Forever).await.unwrap();
+        assert!(matches!(out, Outcome::Granted(_)), "{out:?}");
+        let calls = b.calls.lock().unwrap();
+        assert_eq!(calls.len(), 41);
+        let at_once = calls.iter().filter(|&&t| t == start).count();
+        assert!(at_once <= 2 * (FREE_AGAIN_TRIES as usize + 1), "{at_once}");
+        assert!(
+            Instant::now() - start >= EXPIRY_SLACK * 5,
+            "it waited in between"
+        );
     }
 
     #[test]
