@@ -456,11 +456,11 @@ mod tests {
         }
     }
 
-    async fn run(b: &Scripted, wait: Wait) -> Result<Outcome, Error> {
+    async fn run(b: &dyn Backend, wait: Wait) -> Result<Outcome, Error> {
         run_in(b, wait, Order::Race).await
     }
 
-    async fn run_in(b: &Scripted, wait: Wait, order: Order) -> Result<Outcome, Error> {
+    async fn run_in(b: &dyn Backend, wait: Wait, order: Order) -> Result<Outcome, Error> {
         let r = Resource::new("r").unwrap();
         let id = LeaseId::generate();
         let req = request(&r, &id);
@@ -700,19 +700,8 @@ mod tests {
             watches: Mutex::new(0),
         };
         *b.inner.free_again.lock().unwrap() = 2;
-        let r = Resource::new("r").unwrap();
-        let id = LeaseId::generate();
         let start = Instant::now();
-        let out = acquire(
-            &b,
-            &request(&r, &id),
-            Wait::Forever,
-            Retry::FailFast,
-            Order::Race,
-            &mut |_| {},
-        )
-        .await
-        .unwrap();
+        let out = run(&b, Wait::Forever).await.unwrap();
         assert!(matches!(out, Outcome::Granted(_)), "{out:?}");
         {
             let calls = b.inner.calls.lock().unwrap();
@@ -722,16 +711,7 @@ mod tests {
         }
         // A single attempt stays a single attempt.
         *b.inner.free_again.lock().unwrap() = 1;
-        let out = acquire(
-            &b,
-            &request(&r, &id),
-            Wait::AtMost(Duration::ZERO),
-            Retry::FailFast,
-            Order::Race,
-            &mut |_| {},
-        )
-        .await
-        .unwrap();
+        let out = run(&b, Wait::AtMost(Duration::ZERO)).await.unwrap();
         assert!(matches!(out, Outcome::Busy(None)), "{out:?}");
         assert_eq!(b.inner.calls.lock().unwrap().len(), 3 + 1);
     }
