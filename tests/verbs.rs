@@ -139,7 +139,34 @@ fn acquire_waits_by_default() {
     let o = env.run(&["acquire", "res"]);
     assert_eq!(o.status.code(), Some(0));
     assert!(t.elapsed() >= Duration::from_millis(500));
-    assert!(stderr(&o).contains("waiting for res"));
+    assert_eq!(
+        stderr(&o).matches("waiting for res").count(),
+        1,
+        "{}",
+        stderr(&o)
+    );
+}
+
+/// A renewal wakes the waiters and shows them the same holder with a new expiry: the "waiting
+/// for" line and the `waiting` event still name each holder once.
+#[test]
+fn a_waiter_reports_each_holder_once() {
+    let env = Env::new();
+    let id = stdout(&env.run(&["acquire", "res"]));
+    let waiter = env
+        .cmd()
+        .args(["run", "-w", "1500ms", "--events", "-", "res", "--", "true"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let o = env.run(&["renew", "--ttl", "2h", "res", id.trim()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = waiter.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(75), "{err}");
+    assert_eq!(err.matches("waiting for res").count(), 1, "{err}");
+    assert_eq!(err.matches("\"event\":\"waiting\"").count(), 1, "{err}");
 }
 
 #[test]

@@ -1,12 +1,13 @@
-//! The "waiting for" line on stderr. On a terminal it stays live, with the elapsed time; elsewhere
-//! it is printed once per holder, so logs stay readable.
+//! The "waiting for" line on stderr. On a terminal it stays live, with the elapsed time and the
+//! holder's time left; elsewhere it is printed once per holder (per lease, however often the
+//! waiter finds it busy), so logs stay readable.
 
 use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::lease::{Lease, Resource};
+use crate::lease::{Lease, LeaseId, Resource};
 use crate::wait::Event;
 
 pub struct Status {
@@ -14,8 +15,10 @@ pub struct Status {
     enabled: bool,
     tty: bool,
     start: Instant,
-    holder: Option<String>,
-    printed_for: Option<String>,
+    /// The holder last reported: `Some(None)` when it could not be read.
+    holder: Option<Option<Lease>>,
+    /// The lease the line was last printed for (not on a terminal).
+    printed_for: Option<Option<LeaseId>>,
     live: bool,
 }
 
@@ -36,8 +39,7 @@ impl Status {
     pub fn event(&mut self, e: Event<'_>) {
         match e {
             Event::Busy { holder } => {
-                self.holder =
-                    Some(holder.map_or_else(|| "held by someone".into(), Lease::holder_summary));
+                self.holder = Some(holder.cloned());
                 self.draw();
             }
             Event::Retrying { error } => {
@@ -68,7 +70,10 @@ impl Status {
         if !self.enabled {
             return;
         }
-        let Some(holder) = &self.holder else { return };
+        let Some(lease) = &self.holder else { return };
+        let holder = lease
+            .as_ref()
+            .map_or_else(|| "held by someone".into(), Lease::holder_summary);
         let mut err = std::io::stderr().lock();
         if self.tty {
             let elapsed =
@@ -79,9 +84,12 @@ impl Status {
                 self.resource
             );
             self.live = true;
-        } else if self.printed_for.as_deref() != Some(holder) {
-            let _ = writeln!(err, "lockrun: waiting for {}: {holder}", self.resource);
-            self.printed_for = Some(holder.clone());
+        } else {
+            let id = lease.as_ref().map(|l| l.id.clone());
+            if self.printed_for.as_ref() != Some(&id) {
+                let _ = writeln!(err, "lockrun: waiting for {}: {holder}", self.resource);
+                self.printed_for = Some(id);
+            }
         }
         let _ = err.flush();
     }
