@@ -278,8 +278,39 @@ const GLOBAL_FLAGS: &[&str] = &[
     "--version",
 ];
 
+/// `run`'s options that take a value (the next argument, unless attached: `--ttl=5m`, `-w5s`).
+const RUN_WITH_VALUE: &[&str] = &[
+    "--ttl",
+    "-w",
+    "--wait",
+    "-E",
+    "--conflict-exit-code",
+    "--heartbeat",
+    "--kill-after",
+    "--events",
+];
+
+/// The first argument from `from` on that is neither an option nor an option's value.
+fn first_operand(args: &[OsString], from: usize) -> Option<String> {
+    let mut i = from;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "--" {
+            return None;
+        }
+        if !(a.starts_with('-') && a.len() > 1) {
+            return Some(a.into_owned());
+        }
+        let takes_value = GLOBAL_WITH_VALUE.contains(&&*a) || RUN_WITH_VALUE.contains(&&*a);
+        i += if takes_value { 2 } else { 1 };
+    }
+    None
+}
+
 /// Inserts the implied `run` verb: `lockrun [GLOBAL] RESOURCE -- CMD` and also
-/// `lockrun [GLOBAL] -n RESOURCE -- CMD` (a run option before the resource).
+/// `lockrun [GLOBAL] -n RESOURCE -- CMD` (a run option before the resource). A verb after
+/// such an option (`lockrun -n release res ID`) is left to clap, which rejects the option,
+/// rather than taken for a resource and the rest for a command to run.
 pub fn with_implied_run(args: Vec<OsString>) -> Vec<OsString> {
     let mut i = 1;
     while i < args.len() {
@@ -301,6 +332,9 @@ pub fn with_implied_run(args: Vec<OsString>) -> Vec<OsString> {
             if GLOBAL_FLAGS.contains(&name) || is_verbose_cluster(&a) {
                 i += 1;
                 continue;
+            }
+            if first_operand(&args, i).is_some_and(|w| is_verb(&w)) {
+                return args;
             }
             return insert_run(args, i); // a run option before the resource
         }
@@ -405,6 +439,29 @@ mod tests {
         assert_eq!(
             norm(&["lockrun", "-b", "pg", "init"]),
             ["lockrun", "-b", "pg", "init"]
+        );
+        // A run option before a verb: not a run of a resource named like the verb.
+        for args in [
+            &["lockrun", "-n", "current", "res"][..],
+            &["lockrun", "--ttl", "5m", "release", "res", "ID"],
+            &[
+                "lockrun",
+                "-w",
+                "1s",
+                "-b",
+                "file:///x",
+                "is-held",
+                "res",
+                "ID",
+            ],
+            &["lockrun", "--ttl=5m", "-q", "acquire", "res"],
+        ] {
+            assert_eq!(norm(args), args, "{args:?}");
+            assert!(Cli::try_parse_from(norm(args)).is_err(), "{args:?}");
+        }
+        assert_eq!(
+            norm(&["lockrun", "-w", "1s", "res", "--", "current"]),
+            ["lockrun", "run", "-w", "1s", "res", "--", "current"]
         );
         assert_eq!(norm(&["lockrun", "--help"]), ["lockrun", "--help"]);
         assert_eq!(norm(&["lockrun"]), ["lockrun"]);

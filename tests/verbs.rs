@@ -175,6 +175,18 @@ fn resource_named_like_a_verb() {
     let o = env.run(&["run", "acquire", "--", "sh", "-c", "echo $LOCKRUN_RESOURCE"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(stdout(&o).trim(), "acquire");
+    // A run option before a verb is a usage error, not a run on a resource named like the verb
+    // with the verb's arguments for a command.
+    let id = stdout(&env.run(&["acquire", "res"]));
+    let o = env.run(&["--ttl", "5m", "release", "res", id.trim()]);
+    assert_fails(&o, 2, "--ttl");
+    let o = env.run(&["-n", "current", "res"]);
+    assert_fails(&o, 2, "-n");
+    assert_eq!(
+        env.run(&["is-held", "res", id.trim()]).status.code(),
+        Some(0)
+    );
+    assert_eq!(env.run(&["current", "release"]).status.code(), Some(1));
 }
 
 #[test]
