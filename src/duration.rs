@@ -11,6 +11,16 @@ pub fn parse(text: &str) -> Result<Duration, String> {
     if let Ok(secs) = t.parse::<f64>() {
         return from_secs(secs, text);
     }
+    // humantime takes a lone "M" for months: "5M" meant as five minutes would make a lease
+    // that outlives its holder by months.
+    if t.split(|c: char| !c.is_alphabetic())
+        .any(|unit| unit == "M")
+    {
+        return Err(format!(
+            "invalid duration '{text}': 'M' is ambiguous; write 'm' or 'min' for minutes, \
+             'months' for months"
+        ));
+    }
     // humantime wants "5m", not "5 m": glue a number to the unit that follows it.
     let glued = glue(t);
     if let Some(d) = fractional(&glued) {
@@ -106,6 +116,20 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn a_lone_capital_m_is_refused_not_taken_for_months() {
+        for bad in ["5M", "5 M", "1h30M", "1h 30 M"] {
+            let e = parse(bad).unwrap_err();
+            assert!(
+                e.contains("ambiguous") && e.contains("minutes"),
+                "{bad:?}: {e}"
+            );
+        }
+        assert_eq!(parse("2 months").unwrap(), parse("60.88 days").unwrap());
+        assert_eq!(parse("5m").unwrap(), s(300));
+        assert_eq!(parse("5 min").unwrap(), s(300));
     }
 
     #[test]

@@ -9,6 +9,7 @@ use common::*;
 fn usage_errors_exit_2() {
     let env = Env::new();
     assert_fails(&env.run(&["acquire", "--ttl", "5x", "res"]), 2, "5x");
+    assert_fails(&env.run(&["acquire", "--ttl", "5M", "res"]), 2, "ambiguous");
     assert_fails(&env.run(&["res", "--ttl", "soon", "--", "true"]), 2, "soon");
     assert_fails(&env.run(&["run", "-w", "-3", "res", "--", "true"]), 2, "");
     assert_fails(&env.run(&["acquire", "-E", "300", "res"]), 2, "300");
