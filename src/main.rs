@@ -1,6 +1,8 @@
 //! The `lockrun` binary: build the runtime, run the command line, exit with its status.
 
 fn main() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    lockrun::cmd::before_start(&args);
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -11,6 +13,6 @@ fn main() {
             std::process::exit(lockrun::exit::Exit::Internal.code().into());
         }
     };
-    let exit = runtime.block_on(lockrun::cmd::main(std::env::args_os().collect()));
+    let exit = runtime.block_on(lockrun::cmd::main(args));
     std::process::exit(exit.code().into());
 }

@@ -683,6 +683,14 @@ fn events_to_a_file_descriptor() {
     assert_eq!(kinds, ["acquired", "child_exited", "released"]);
     let o = env.run(&["--events", "987", "res", "--", "true"]);
     assert_fails(&o, 2, "not open");
+    // Descriptors lockrun opens for itself (the runtime's, the lock directory's) take the
+    // lowest free numbers; one of those is not the caller's to name.
+    for fd in ["3", "5", "9"] {
+        let o = env.run(&["--events", fd, "res", "--", "true"]);
+        assert_fails(&o, 2, "not open");
+        let o = env.run(&["run", &format!("--events={fd}"), "res", "--", "true"]);
+        assert_fails(&o, 2, "not open");
+    }
     let o = env.run(&["--events", "x", "res", "--", "true"]);
     assert_fails(&o, 2, "--events");
 }

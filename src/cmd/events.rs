@@ -6,10 +6,11 @@
 //! (round_trip_ms), `renewal_failed` (error), `lost`, `child_exited` (code or signal),
 //! `released` (released: whether the lease was still ours).
 
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{FromRawFd, RawFd};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use serde_json::{json, Map, Value};
@@ -24,6 +25,33 @@ pub struct Events {
     resource: String,
 }
 
+/// The descriptors named by `--events` that were open when lockrun started, before it opened
+/// any of its own (see [`note_inherited`]).
+static INHERITED: OnceLock<Vec<RawFd>> = OnceLock::new();
+
+/// Notes which descriptors that `args` name after `--events` are open now. The binary calls it
+/// first thing, so that a descriptor the caller did not open is refused even when lockrun has
+/// since opened one of its own under that number (the runtime's, the lock directory's, a
+/// server connection): events written there would be lost, or corrupt a connection.
+pub fn note_inherited(args: &[OsString]) {
+    let mut open = Vec::new();
+    let mut args = args.iter().map(|a| a.to_string_lossy());
+    while let Some(a) = args.next() {
+        let value = match a.strip_prefix("--events=") {
+            Some(v) => Some(v.to_owned()),
+            None if a == "--events" => args.next().map(|v| v.into_owned()),
+            None => None,
+        };
+        if let Some(fd) = value.and_then(|v| v.parse::<RawFd>().ok()) {
+            // SAFETY: fcntl on an integer descriptor has no memory-safety preconditions.
+            if fd >= 0 && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
+                open.push(fd);
+            }
+        }
+    }
+    let _ = INHERITED.set(open);
+}
+
 impl Events {
     /// Opens `-` (stderr) or a file descriptor number.
     pub fn open(spec: &str, resource: &Resource) -> Result<Events, Failure> {
@@ -35,10 +63,11 @@ impl Events {
                     "--events takes '-' or a file descriptor number, not '{spec}'"
                 ))
             })?;
-            // The descriptor must be open, and the command must not inherit it.
+            // The descriptor must be the caller's and open, and the command must not inherit it.
             // SAFETY: fcntl on an integer descriptor has no memory-safety preconditions.
             let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
-            if flags < 0 {
+            let inherited = INHERITED.get().map_or(true, |open| open.contains(&fd));
+            if flags < 0 || !inherited {
                 return Err(Failure::usage(format!(
                     "--events {fd}: file descriptor {fd} is not open"
                 )));

@@ -144,6 +144,12 @@ pub fn order_policy(args: &WaitArgs, plan: &Plan) -> Order {
     }
 }
 
+/// What the binary must do before it opens any descriptor: note which descriptors the caller
+/// handed it for `--events`.
+pub fn before_start(args: &[OsString]) {
+    events::note_inherited(args);
+}
+
 /// Parses the command line, runs the verb, prints the one line a failure gets, and returns the
 /// exit status.
 pub async fn main(args: Vec<OsString>) -> Exit {
