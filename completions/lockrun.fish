@@ -24,7 +24,7 @@ function __fish_lockrun_using_subcommand
     contains -- $cmd[1] $argv
 end
 
-complete -c lockrun -n "__fish_lockrun_needs_command" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
+complete -c lockrun -n "__fish_lockrun_needs_command" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "__fish_lockrun_needs_command" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
 complete -c lockrun -n "__fish_lockrun_needs_command" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r
 complete -c lockrun -n "__fish_lockrun_needs_command" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
@@ -47,7 +47,7 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s E -l conflict-ex
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l heartbeat -d 'Renew this often [default: TTL/3]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l kill-after -d 'Grace between TERM and KILL when lockrun stops the command [default: min(TTL/6, 10s)]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l events -d 'Write one JSON object per line for each state change (waiting, acquired, renewed, renewal_failed, lost, child_exited, released) to file descriptor FD, or to stderr with -' -r
-complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
+complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s n -l no-wait -d 'Try once; do not wait if the resource is busy'
@@ -58,7 +58,7 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s h -l help -d 'Pr
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -l ttl -d 'Lease TTL [default: 1h]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s w -l wait -d 'Wait at most this long for the lease (e.g. 30s, 10m) [default: wait forever]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s E -l conflict-exit-code -d 'Exit code when the lease was not acquired' -r
-complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
+complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s n -l no-wait -d 'Try once; do not wait if the resource is busy'
@@ -68,14 +68,14 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s v -l verbose
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s q -l quiet -d 'No progress, warnings or busy/not-held lines on stderr: only errors'
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s h -l help -d 'Print help'
 complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -l ttl -d 'New TTL, counted from now [default: the configured ttl, 1h]' -r
-complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
+complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -l json -d 'Print the renewed lease as a JSON object'
 complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -s q -l quiet -d 'No progress, warnings or busy/not-held lines on stderr: only errors'
 complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -s h -l help -d 'Print help'
-complete -c lockrun -n "__fish_lockrun_using_subcommand release" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
+complete -c lockrun -n "__fish_lockrun_using_subcommand release" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "__fish_lockrun_using_subcommand release" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand release" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand release" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
@@ -85,20 +85,20 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand current" -s f -l format 
 json\t'One JSON object'
 rows\t'`key: value` rows'
 oneline\t'One tab-separated line: resource, principal, lease id, token, acquired, expires'"
-complete -c lockrun -n "__fish_lockrun_using_subcommand current" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
+complete -c lockrun -n "__fish_lockrun_using_subcommand current" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "__fish_lockrun_using_subcommand current" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand current" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand current" -l id-only -d 'Print only the lease id (same as -f id)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand current" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand current" -s q -l quiet -d 'No progress, warnings or busy/not-held lines on stderr: only errors'
 complete -c lockrun -n "__fish_lockrun_using_subcommand current" -s h -l help -d 'Print help (see more with \'--help\')'
-complete -c lockrun -n "__fish_lockrun_using_subcommand is-held" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
+complete -c lockrun -n "__fish_lockrun_using_subcommand is-held" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "__fish_lockrun_using_subcommand is-held" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand is-held" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand is-held" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand is-held" -s q -l quiet -d 'No progress, warnings or busy/not-held lines on stderr: only errors'
 complete -c lockrun -n "__fish_lockrun_using_subcommand is-held" -s h -l help -d 'Print help'
-complete -c lockrun -n "__fish_lockrun_using_subcommand init" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
+complete -c lockrun -n "__fish_lockrun_using_subcommand init" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "__fish_lockrun_using_subcommand init" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand init" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand init" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
@@ -107,7 +107,7 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand init" -s h -l help -d 'P
 complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -l ttl -d 'The run TTL to check [default: the configured run_ttl, 30s]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -l heartbeat -d 'The heartbeat to check [default: TTL/3]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -l kill-after -d 'The kill-after grace to check [default: min(TTL/6, 10s)]' -r
-complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
+complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
@@ -115,7 +115,7 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -s q -l quiet -d
 complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -s h -l help -d 'Print help'
 complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s f -l format -d 'Output format' -r -f -a "rows\t'A header, then one tab-separated row per lease'
 json\t'One JSON array of lease objects'"
-complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s c -l config -d 'Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
+complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'

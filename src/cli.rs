@@ -61,14 +61,9 @@ pub struct Cli {
 /// Options accepted before or after the verb.
 #[derive(Debug, Args)]
 pub struct Global {
-    /// Config file [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]
-    #[arg(
-        short = 'c',
-        long,
-        value_name = "FILE",
-        global = true,
-        env = "LOCKRUN_CONFIG"
-    )]
+    /// Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then
+    /// /etc/lockrun/config.toml]
+    #[arg(short = 'c', long, value_name = "FILE", global = true)]
     pub config: Option<PathBuf>,
     /// Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a
     /// [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]

@@ -165,10 +165,12 @@ fn malformed_config_exits_78_naming_file_and_line() {
     assert_fails(&o, 78, "/nonexistent/lockrun.toml");
     let mut c = env.cmd();
     c.env("LOCKRUN_CONFIG", "/nonexistent/env.toml");
-    assert_fails(
-        &c.args(["acquire", "res"]).output().unwrap(),
-        78,
-        "/nonexistent/env.toml",
+    let o = c.args(["acquire", "res"]).output().unwrap();
+    assert_fails(&o, 78, "/nonexistent/env.toml");
+    assert!(
+        stderr(&o).contains("(named by LOCKRUN_CONFIG)"),
+        "{}",
+        stderr(&o)
     );
 }
 
