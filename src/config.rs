@@ -711,7 +711,16 @@ impl Parser<'_> {
             };
             let mut rest = table.clone();
             rest.remove("url");
-            let settings = Settings::new(format!("{} {header}", self.path.display()), rest);
+            let lines = rest
+                .keys()
+                .filter_map(|key| {
+                    let span = spans.get(key).0?;
+                    Some((key.clone(), line_of(self.text, span.start)))
+                })
+                .collect();
+            let file = self.path.display().to_string();
+            let settings =
+                Settings::new(format!("{file} {header}"), rest).with_lines(&file, &header, lines);
             backends.insert(name.to_owned(), Backend { url, settings });
         }
         Ok(backends)

@@ -1,5 +1,6 @@
 //! Backend-specific settings from a `[backend.<name>]` config section.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::Error;
@@ -11,6 +12,9 @@ pub struct Settings {
     /// Where the settings came from, for messages (e.g. `/etc/lockrun/config.toml [backend.ci]`).
     pub origin: String,
     table: toml::Table,
+    /// Where each key stands, when the config file's lines are known (`config.toml:7:
+    /// [backend.ci]`); messages about a key name it rather than [`Settings::origin`].
+    located: BTreeMap<String, String>,
 }
 
 impl Settings {
@@ -19,7 +23,23 @@ impl Settings {
         Settings {
             origin: origin.into(),
             table,
+            located: BTreeMap::new(),
         }
+    }
+
+    /// The same settings, with the line of each key: `lines` maps a key to its line in `file`,
+    /// and `header` names the section.
+    pub fn with_lines(mut self, file: &str, header: &str, lines: BTreeMap<String, usize>) -> Self {
+        self.located = lines
+            .into_iter()
+            .map(|(key, line)| (key, format!("{file}:{line}: {header}")))
+            .collect();
+        self
+    }
+
+    /// Where `key` stands: its file, line and section when known, else [`Settings::origin`].
+    pub fn origin_of(&self, key: &str) -> &str {
+        self.located.get(key).unwrap_or(&self.origin)
     }
 
     /// Fails on any key not in `known`.
@@ -28,7 +48,7 @@ impl Settings {
             if !known.contains(&key.as_str()) {
                 return Err(Error::Config(format!(
                     "{}: unknown key '{key}' for this backend (known: {})",
-                    self.origin,
+                    self.origin_of(key),
                     if known.is_empty() {
                         "none".to_owned()
                     } else {
@@ -60,7 +80,7 @@ impl Settings {
             None => Ok(None),
             Some(toml::Value::String(s)) => crate::duration::parse(s)
                 .map(Some)
-                .map_err(|e| Error::Config(format!("{}: key '{key}': {e}", self.origin))),
+                .map_err(|e| Error::Config(format!("{}: key '{key}': {e}", self.origin_of(key)))),
             Some(toml::Value::Integer(n)) if *n >= 0 => {
                 Ok(Some(std::time::Duration::from_secs(*n as u64)))
             }
@@ -80,7 +100,7 @@ impl Settings {
     fn wrong_type(&self, key: &str, want: &str, got: &toml::Value) -> Error {
         Error::Config(format!(
             "{}: key '{key}' must be {want}, not a {}",
-            self.origin,
+            self.origin_of(key),
             got.type_str()
         ))
     }
