@@ -240,5 +240,13 @@ fn corrupt_record_exits_65_and_is_left_alone() {
         let o = env.run(args);
         assert_fails(&o, 65, "corrupt");
     }
+    // `list` goes on with the others, but says that a record could not be read.
+    let o = env.run(&["list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("lockrun: warning: ") && stderr(&o).contains("res.lease"),
+        "{}",
+        stderr(&o)
+    );
     assert_eq!(std::fs::read(&record).unwrap(), b"{\"v\":1,\"garbage");
 }

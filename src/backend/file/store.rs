@@ -113,8 +113,17 @@ impl Dir {
             if file.take(MAX_RECORD).read_to_end(&mut bytes).is_err() {
                 continue;
             }
-            if let Some(r) = record::stored_resource(&bytes).and_then(|r| Resource::new(r).ok()) {
-                out.push(r);
+            match record::stored_resource(&bytes).and_then(|r| Resource::new(r).ok()) {
+                Some(r) => out.push(r),
+                // An empty record reads as none (see Durability in the module docs).
+                None if bytes.is_empty() => {}
+                // Not silently: a damaged record may be a lease someone holds.
+                None => tracing::warn!(
+                    "lock directory {}: {} is not a readable lease record; not listed \
+                     (`lockrun current` on its resource reports it)",
+                    self.path.display(),
+                    crate::lease::escape(name)
+                ),
             }
         }
         out.sort();
