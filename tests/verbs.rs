@@ -129,6 +129,10 @@ fn expiry_lets_a_new_holder_in() {
     // The expired lease can no longer be renewed or released.
     assert_fails(&env.run(&["renew", "res", &first]), 1, "does not hold");
     assert_fails(&env.run(&["release", "res", &first]), 1, "does not hold");
+    // A long id is shortened with an ellipsis; a short one is shown whole, without one.
+    assert_fails(&env.run(&["release", "res", &first]), 1, "…");
+    let o = env.run(&["release", "res", "g"]);
+    assert_fails(&o, 1, "lease g does not hold res");
 }
 
 #[test]

@@ -28,11 +28,15 @@ pub async fn renew(ctx: &Ctx, args: RenewArgs) -> Result<Exit, Failure> {
 
 /// The one line for "this lease id does not hold the resource".
 pub(super) fn not_held(resource: &crate::lease::Resource, id: &LeaseId) -> Failure {
-    let short: String = id.as_str().chars().take(8).collect();
+    // Enough of the id to tell leases apart; the ellipsis only when something was cut.
+    let mut short: String = id.as_str().chars().take(8).collect();
+    if short.len() < id.as_str().len() {
+        short.push('…');
+    }
     Failure::outcome(
         Exit::NotHeld,
         format!(
-            "lease {short}… does not hold {} (expired, released, or never granted)",
+            "lease {short} does not hold {} (expired, released, or never granted)",
             crate::lease::escape(resource.as_str())
         ),
     )
