@@ -58,22 +58,15 @@ pub(super) async fn obtain(
     let resource = lock.resource();
     let status = Mutex::new(Status::new(resource, ctx.chatty()));
     let tick_every = status.lock().map(|s| s.tick_every()).unwrap_or(None);
-    // The lease the last `waiting` event named: one event per holder, however often the wait
-    // finds the resource busy.
-    let mut reported: Option<Option<crate::lease::LeaseId>> = None;
     let mut on_event = |e: wait::Event<'_>| {
-        if let (Some(ev), wait::Event::Busy { holder }) = (events, &e) {
-            let id = holder.map(|h| h.id.clone());
-            if reported.as_ref() != Some(&id) {
-                ev.emit(
-                    "waiting",
-                    serde_json::json!({ "holder": Events::holder(*holder) }),
-                );
-                reported = Some(id);
-            }
-        }
-        if let Ok(mut s) = status.lock() {
-            s.event(e);
+        let waiting = match (events, &e) {
+            (Some(_), wait::Event::Busy { holder }) => Some(Events::holder(*holder)),
+            _ => None,
+        };
+        // One `waiting` event per holder, however often the wait finds the resource busy.
+        let new_holder = status.lock().map(|mut s| s.event(e)).unwrap_or(true);
+        if let (Some(ev), Some(holder), true) = (events, waiting, new_holder) {
+            ev.emit("waiting", serde_json::json!({ "holder": holder }));
         }
     };
     let attempt = lock.acquire_reporting(wait, &mut on_event);

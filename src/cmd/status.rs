@@ -17,8 +17,8 @@ pub struct Status {
     start: Instant,
     /// The holder last reported: `Some(None)` when it could not be read.
     holder: Option<Option<Lease>>,
-    /// The lease the line was last printed for (not on a terminal).
-    printed_for: Option<Option<LeaseId>>,
+    /// The lease last reported: a new one is printed (not on a terminal) and told to the caller.
+    reported: Option<Option<LeaseId>>,
     live: bool,
 }
 
@@ -30,17 +30,24 @@ impl Status {
             tty: std::io::stderr().is_terminal(),
             start: Instant::now(),
             holder: None,
-            printed_for: None,
+            reported: None,
             live: false,
         }
     }
 
-    /// Records an event from the waiting loop.
-    pub fn event(&mut self, e: Event<'_>) {
+    /// Records an event from the waiting loop; true when it names a holder not reported before
+    /// (the `waiting` event goes out only then).
+    pub fn event(&mut self, e: Event<'_>) -> bool {
         match e {
             Event::Busy { holder } => {
+                let id = holder.map(|h| h.id.clone());
+                let new = self.reported.as_ref() != Some(&id);
+                self.reported = Some(id);
                 self.holder = Some(holder.cloned());
-                self.draw();
+                if new || self.tty {
+                    self.draw();
+                }
+                new
             }
             Event::Retrying { error } => {
                 if self.enabled {
@@ -50,6 +57,7 @@ impl Status {
                         self.resource
                     );
                 }
+                false
             }
         }
     }
@@ -85,11 +93,7 @@ impl Status {
             );
             self.live = true;
         } else {
-            let id = lease.as_ref().map(|l| l.id.clone());
-            if self.printed_for.as_ref() != Some(&id) {
-                let _ = writeln!(err, "lockrun: waiting for {}: {holder}", self.resource);
-                self.printed_for = Some(id);
-            }
+            let _ = writeln!(err, "lockrun: waiting for {}: {holder}", self.resource);
         }
         let _ = err.flush();
     }
