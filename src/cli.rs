@@ -17,7 +17,7 @@ Exit codes:
   2          usage error
   65         a stored lease record is corrupt
   69         backend unreachable or timed out
-  70         internal error
+  70         internal error, or stdout cannot be written
   75         busy: not acquired (-n, or -w ran out); -E N changes it
   78         bad configuration (config file, unknown backend, bad URL)
   124        run: the lease was lost while the command ran, and lockrun stopped it

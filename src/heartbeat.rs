@@ -29,6 +29,9 @@ pub struct Timing {
     pub margin: Duration,
 }
 
+/// The shortest heartbeat: a renewal request to the backend 20 times a second.
+pub const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
+
 impl Timing {
     /// Defaults: heartbeat TTL/3, kill-after min(TTL/6, 10s), margin 5% of the TTL within
     /// [50ms, 2s]. Rejects settings where heartbeat + kill-after + margin do not fit in the TTL.
@@ -37,6 +40,7 @@ impl Timing {
         heartbeat: Option<Duration>,
         kill_after: Option<Duration>,
     ) -> Result<Timing, String> {
+        crate::lease::check_ttl(ttl).map_err(|e| e.0)?;
         if ttl < Duration::from_millis(500) {
             return Err(format!(
                 "TTL {} is too short for a supervised command (at least 500ms)",
@@ -48,10 +52,14 @@ impl Timing {
             .clamp(Duration::from_millis(50), Duration::from_secs(2));
         let heartbeat = heartbeat.unwrap_or(ttl / 3);
         let kill_after = kill_after.unwrap_or((ttl / 6).min(Duration::from_secs(10)));
-        if heartbeat.is_zero() {
-            return Err("heartbeat must be longer than zero".into());
+        if heartbeat < MIN_HEARTBEAT {
+            return Err(format!(
+                "heartbeat {} is too short (at least {}): every beat is a request to the backend",
+                crate::duration::format(heartbeat),
+                crate::duration::format(MIN_HEARTBEAT)
+            ));
         }
-        if heartbeat + kill_after + margin >= ttl {
+        if heartbeat.saturating_add(kill_after).saturating_add(margin) >= ttl {
             return Err(format!(
                 "heartbeat ({}) + kill-after ({}) + safety margin ({}) must be less than the TTL ({}); \
                  raise --ttl or lower --heartbeat/--kill-after",
@@ -222,6 +230,14 @@ mod tests {
         assert!(Timing::new(secs(30), None, Some(secs(25))).is_err());
         assert!(Timing::new(secs(30), Some(Duration::ZERO), None).is_err());
         assert!(Timing::new(Duration::from_millis(100), None, None).is_err());
+        let e = Timing::new(secs(30), Some(Duration::from_nanos(1)), None).unwrap_err();
+        assert!(e.contains("too short (at least 50ms)"), "{e}");
+        assert!(Timing::new(secs(30), Some(MIN_HEARTBEAT), None).is_ok());
+        // Out-of-range values are errors, not overflows.
+        let e = Timing::new(Duration::MAX, None, None).unwrap_err();
+        assert_eq!(e, "the TTL must be at most 10 years");
+        assert!(Timing::new(secs(30), Some(Duration::MAX), None).is_err());
+        assert!(Timing::new(secs(30), None, Some(Duration::MAX)).is_err());
         let e = Timing::new(secs(30), Some(secs(20)), Some(secs(9))).unwrap_err();
         assert!(e.contains("heartbeat (20s)"), "{e}");
     }

@@ -174,9 +174,28 @@ impl Lease {
     }
 }
 
-/// RFC 3339 in UTC with millisecond precision.
+/// RFC 3339 in UTC with millisecond precision. Times RFC 3339 cannot show (before 1970 here, or
+/// after 9999) are shown as the nearest it can, so that a far-off expiry read back from a store
+/// never stops a listing.
 pub fn rfc3339(t: SystemTime) -> String {
-    humantime::format_rfc3339_millis(t).to_string()
+    // 9999-12-31T23:59:59.999Z
+    let last = SystemTime::UNIX_EPOCH + Duration::from_millis(253_402_300_799_999);
+    humantime::format_rfc3339_millis(t.clamp(SystemTime::UNIX_EPOCH, last)).to_string()
+}
+
+/// The longest TTL a lease may have: every backend can store it, and its expiry can be shown.
+pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 86400);
+
+/// A TTL must be positive (at least 1ms, the finest unit every backend keeps) and at most
+/// [`MAX_TTL`].
+pub fn check_ttl(ttl: Duration) -> Result<(), InvalidInput> {
+    if ttl < Duration::from_millis(1) {
+        return Err(InvalidInput("the TTL must be at least 1ms".into()));
+    }
+    if ttl > MAX_TTL {
+        return Err(InvalidInput("the TTL must be at most 10 years".into()));
+    }
+    Ok(())
 }
 
 /// The default principal: `user@host`.
@@ -239,6 +258,30 @@ mod tests {
         // 255 bytes of multi-byte characters are fine, 256 are not.
         assert!(Resource::new("é".repeat(127)).is_ok());
         assert!(Resource::new("é".repeat(128)).is_err());
+    }
+
+    #[test]
+    fn times_beyond_rfc3339_are_shown_clamped() {
+        let epoch = SystemTime::UNIX_EPOCH;
+        assert_eq!(rfc3339(epoch), "1970-01-01T00:00:00.000Z");
+        let far = epoch + Duration::from_secs(400 * 365 * 86400 * 100);
+        assert_eq!(rfc3339(far), "9999-12-31T23:59:59.999Z");
+        let before = epoch - Duration::from_secs(86400);
+        assert_eq!(rfc3339(before), "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn ttl_bounds() {
+        assert!(check_ttl(Duration::from_millis(1)).is_ok());
+        assert!(check_ttl(MAX_TTL).is_ok());
+        assert_eq!(
+            check_ttl(Duration::ZERO).unwrap_err().0,
+            "the TTL must be at least 1ms"
+        );
+        assert_eq!(
+            check_ttl(Duration::MAX).unwrap_err().0,
+            "the TTL must be at most 10 years"
+        );
     }
 
     #[test]

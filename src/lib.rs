@@ -31,10 +31,20 @@
 //! # Ok(()) }
 //! ```
 //!
-//! **From synchronous code**: there is no blocking API. Build a tokio runtime
-//! (`tokio::runtime::Builder::new_current_thread().enable_all().build()`), `block_on` the calls,
-//! and keep the runtime alive, driving it (e.g. on a thread that runs `block_on(guard.lost())`),
-//! for as long as you hold a guard: its renewal task runs on that runtime.
+//! **The runtime**: the calls need a tokio runtime with its time and I/O drivers
+//! (`enable_all()`, as `#[tokio::main]` has), and a guard renews on the runtime it was acquired
+//! in, so that runtime must keep running tasks while the guard is held.
+//!
+//! **From synchronous code**: there is no blocking API. Build a multi-thread runtime
+//! (`tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()`) and
+//! `block_on` the calls: its worker renews the guard while your code does other things. A
+//! current-thread runtime runs the renewal only inside `block_on`, so a guard held across
+//! synchronous work longer than the TTL would be lost.
+//!
+//! **Cancelling `acquire`** (dropping its future, e.g. in `tokio::select!` or
+//! `tokio::time::timeout`) while a grant is in flight can leave that lease held, unknown to you,
+//! until its TTL runs out. Give the limit to the lock instead ([`Wait::AtMost`],
+//! [`Lock::acquire_timeout`]), which ends waiting between attempts.
 //!
 //! # Module map
 //!
@@ -46,24 +56,31 @@
 //! | [`lock`] | the library API: [`Lock`] (builder) and [`Guard`] (a held, self-renewing lease) |
 //! | [`wait`] | the waiting policy (event wake-ups, backoff with jitter, deadlines), written once |
 //! | [`heartbeat`] | the renewal loop and the local safety deadline |
-//! | [`later`] | clean-up deferred until the command has started |
-//! | [`supervise`] | spawning the command, forwarding signals, stopping and reaping it |
 //! | [`config`] | config file + environment + flags → one validated plan |
-//! | [`cli`] / [`cmd`] | the command line and one file per verb |
 //! | [`exit`] | the exit-code contract |
 //! | [`duration`] | human duration strings |
+//!
+//! The binary's own modules, `cli` and `cmd` (the command line, one file per verb),
+//! `supervise` (spawning the command, forwarding signals, stopping and reaping it) and `later`
+//! (clean-up deferred until the command has started), are public for the binary only: they
+//! change process-wide state (signal handlers, the child subreaper flag, logging) and are not
+//! part of the library's API.
 
 pub mod backend;
+#[doc(hidden)]
 pub mod cli;
+#[doc(hidden)]
 pub mod cmd;
 pub mod config;
 pub mod duration;
 mod error;
 pub mod exit;
 pub mod heartbeat;
+#[doc(hidden)]
 pub mod later;
 pub mod lease;
 pub mod lock;
+#[doc(hidden)]
 pub mod supervise;
 pub mod wait;
 
@@ -80,13 +97,11 @@ pub async fn open(url: &str) -> Result<std::sync::Arc<dyn backend::Backend>, Err
 }
 
 /// Opens the backend the lockrun configuration (the same files, environment variables and
-/// precedence as the CLI) chooses for `resource`.
+/// precedence as the CLI) chooses for `resource`, with the rest of its plan (principal, TTLs,
+/// wait, order). [`Lock::configured`] applies the plan too.
 pub async fn open_configured(
     resource: &str,
-) -> Result<
-    (std::sync::Arc<dyn backend::Backend>, config::Plan),
-    Box<dyn std::error::Error + Send + Sync>,
-> {
+) -> Result<(std::sync::Arc<dyn backend::Backend>, config::Plan), Error> {
     let flags = config::Flags::default();
     let cfg = config::Config::load(&flags, &config::process_env)?;
     let plan = cfg.plan(&Resource::new(resource)?, &flags, &config::process_env)?;

@@ -23,6 +23,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -68,7 +69,21 @@ impl Lock {
         })
     }
 
-    /// The lease TTL.
+    /// A lock on `resource` as `lockrun run` would take it: the backend, principal, TTL (`run_ttl`,
+    /// as the guard renews it), wait and order that the lockrun configuration (config file and
+    /// `LOCKRUN_*` environment, see [`crate::open_configured`]) chooses for that resource. The
+    /// builder methods can still change any of them.
+    pub async fn configured(resource: &str) -> Result<Lock, Error> {
+        let (backend, plan) = crate::open_configured(resource).await?;
+        Ok(Lock::new(backend, resource)?
+            .principal(plan.principal)
+            .ttl(plan.run_ttl)
+            .wait(plan.wait)
+            .order(if plan.fair { Order::Fair } else { Order::Race }))
+    }
+
+    /// The lease TTL: at least 1ms and at most 10 years ([`crate::lease::MAX_TTL`]); at least
+    /// 500ms when the guard renews it (the default). Checked when acquiring.
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = ttl;
         self
@@ -165,6 +180,7 @@ impl Lock {
         wait: Wait,
         on_event: &mut (dyn FnMut(Event<'_>) + Send),
     ) -> Result<Guard, Error> {
+        crate::lease::check_ttl(self.ttl)?;
         let timing = if self.renew {
             Some(self.timing()?)
         } else {
@@ -205,13 +221,21 @@ impl Lock {
 }
 
 /// A held lease. While it lives it renews the lease in the background; [`Guard::lost`] resolves
-/// when the lease can no longer be trusted. [`Guard::release`] ends it; dropping the guard
-/// releases on a best-effort basis (a task on the current runtime, never blocking).
+/// when the lease can no longer be trusted. [`Guard::release`] ends it and says whether it was
+/// still held.
+///
+/// Dropping the guard releases too, without blocking: the release is started at once, and on the
+/// file backend it is done by then (also at the end of `main`, or outside the runtime). On a
+/// network backend it goes on as a task on the runtime the guard was made in, which is lost if
+/// that runtime stops first, leaving the lease to run out at its TTL: there, `release().await`
+/// before returning from `main`.
 pub struct Guard {
     backend: Arc<dyn Backend>,
     lease: Lease,
     state: watch::Receiver<State>,
     renewer: Option<JoinHandle<()>>,
+    /// The runtime the guard was made in, where a drop's release runs.
+    runtime: Option<tokio::runtime::Handle>,
     done: bool,
 }
 
@@ -249,6 +273,7 @@ impl Guard {
             lease,
             state,
             renewer,
+            runtime: tokio::runtime::Handle::try_current().ok(),
             done: false,
         }
     }
@@ -335,14 +360,38 @@ impl Drop for Guard {
         if self.done {
             return;
         }
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let (backend, lease) = (Arc::clone(&self.backend), self.lease.clone());
-            rt.spawn(async move {
-                if let Err(e) = backend.release(&lease.resource, &lease.id).await {
-                    tracing::warn!("releasing {} on drop failed: {e}", lease.resource);
-                }
-            });
+        let Some(rt) = tokio::runtime::Handle::try_current()
+            .ok()
+            .or_else(|| self.runtime.take())
+        else {
+            return;
+        };
+        let (backend, lease) = (Arc::clone(&self.backend), self.lease.clone());
+        let mut release = Box::pin(async move {
+            if let Err(e) = backend.release(&lease.resource, &lease.id).await {
+                tracing::warn!("releasing {} on drop failed: {e}", lease.resource);
+            }
+        });
+        // Started here, so that a release that needs no waiting (the file backend's) is done
+        // whether or not the runtime runs another task; one that waits goes on as a task.
+        let _entered = rt.enter();
+        if release.as_mut().now_or_never().is_none() {
+            rt.spawn(release);
         }
+    }
+}
+
+impl std::fmt::Debug for Lock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lock")
+            .field("resource", &self.resource)
+            .field("ttl", &self.ttl)
+            .field("principal", &self.principal)
+            .field("wait", &self.wait)
+            .field("renew", &self.renew)
+            .field("heartbeat", &self.heartbeat)
+            .field("order", &self.order)
+            .finish_non_exhaustive()
     }
 }
 

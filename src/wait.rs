@@ -243,7 +243,8 @@ async fn acquire_in(
     let start = Instant::now();
     let deadline = match wait {
         Wait::Forever => None,
-        Wait::AtMost(d) => Some(start + d),
+        // A limit too far off to be an instant is no limit.
+        Wait::AtMost(d) => start.checked_add(d),
     };
     let mut poll = POLL_MIN;
     let mut attempts = 0u32;
@@ -316,8 +317,11 @@ async fn acquire_in(
                         poll = (poll * 3 / 2).min(POLL_MAX);
                         p
                     };
-                if let Some(left) = expires_in {
-                    wake = wake.min(Instant::now() + left + EXPIRY_SLACK);
+                // A holder's expiry read from the store may be anything.
+                if let Some(at) = expires_in
+                    .and_then(|left| Instant::now().checked_add(left.saturating_add(EXPIRY_SLACK)))
+                {
+                    wake = wake.min(at);
                 }
                 wake
             }

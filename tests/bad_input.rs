@@ -42,6 +42,81 @@ fn usage_errors_exit_2() {
         "too short",
     );
     assert_fails(&env.run(&["acquire", "--ttl", "0", "res"]), 2, "TTL");
+    assert_fails(
+        &env.run(&["run", "--heartbeat", "1ms", "res", "--", "true"]),
+        2,
+        "heartbeat 1ms is too short (at least 50ms)",
+    );
+    assert_fails(
+        &env.run(&["run", "--ttl", "11y", "res", "--", "true"]),
+        2,
+        "the TTL must be at most 10 years",
+    );
+}
+
+/// A pipe whose reader has gone: writes to it fail with EPIPE.
+fn closed_pipe() -> std::fs::File {
+    let (r, w) = nix::unistd::pipe().unwrap();
+    drop(r);
+    std::fs::File::from(w)
+}
+
+#[test]
+fn a_reader_that_went_away_is_no_crash() {
+    let env = Env::new();
+    for args in [&["--help"][..], &["--version"], &["run", "--help"]] {
+        let o = env.cmd().args(args).stdout(closed_pipe()).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o), "", "{args:?}");
+    }
+    env.run(&["acquire", "res"]);
+    for args in [&["current", "res"][..], &["list"]] {
+        let o = env.cmd().args(args).stdout(closed_pipe()).output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o), "", "{args:?}");
+    }
+}
+
+#[test]
+fn an_acquired_lease_whose_id_cannot_be_written_is_released() {
+    let env = Env::new();
+    let full = std::fs::OpenOptions::new()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let o = env
+        .cmd()
+        .args(["acquire", "res"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_fails(&o, 70, "cannot write to stdout");
+    assert!(
+        stderr(&o).contains("the lease was released"),
+        "{}",
+        stderr(&o)
+    );
+    let o = env
+        .cmd()
+        .args(["acquire", "res"])
+        .stdout(closed_pipe())
+        .output()
+        .unwrap();
+    assert_fails(&o, 70, "the lease was released");
+    assert_fails(&env.run(&["current", "res"]), 1, "not held");
+    // Other verbs report a failed write too, instead of a panic.
+    env.run(&["acquire", "res"]);
+    let full = std::fs::File::options()
+        .write(true)
+        .open("/dev/full")
+        .unwrap();
+    let o = env
+        .cmd()
+        .args(["current", "res"])
+        .stdout(full)
+        .output()
+        .unwrap();
+    assert_fails(&o, 70, "cannot write to stdout");
 }
 
 #[test]

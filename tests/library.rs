@@ -133,3 +133,159 @@ async fn bad_input_is_an_error_not_a_panic() {
         "TTL too short to renew"
     );
 }
+
+#[tokio::test]
+async fn out_of_range_durations_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = Lock::new(backend(&dir).await, "job").unwrap();
+    for l in [
+        lock.clone().ttl(Duration::MAX),
+        lock.clone().ttl(Duration::MAX).renew(false),
+        lock.clone().ttl(Duration::ZERO).renew(false),
+        lock.clone().heartbeat(Some(Duration::MAX), None),
+        lock.clone().heartbeat(None, Some(Duration::MAX)),
+        lock.clone().heartbeat(Some(Duration::from_nanos(1)), None),
+    ] {
+        assert!(matches!(l.acquire().await, Err(lockrun::Error::Invalid(_))));
+    }
+    assert!(!lock.is_locked().await.unwrap(), "nothing was granted");
+    // "Wait forever", spelt as the longest wait.
+    let g = lock.acquire_timeout(Duration::MAX).await.unwrap().unwrap();
+    assert!(lock.is_locked().await.unwrap());
+    g.release().await.unwrap();
+}
+
+/// A guard dropped when `main` returns, or by `?` there, is released although its runtime runs
+/// no task after that.
+#[test]
+fn a_guard_dropped_as_the_runtime_ends_is_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("file://{}/locks", dir.path().display());
+    let rt = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let held = |url: &str| {
+        rt().block_on(async {
+            let lock = Lock::new(lockrun::open(url).await.unwrap(), "job").unwrap();
+            lock.is_locked().await.unwrap()
+        })
+    };
+    // Dropped inside the runtime's last poll.
+    rt().block_on(async {
+        let lock = Lock::new(lockrun::open(&url).await.unwrap(), "job").unwrap();
+        let _guard = lock.acquire().await.unwrap();
+    });
+    assert!(!held(&url));
+    // Dropped outside the runtime, which is still there.
+    let runtime = rt();
+    let guard = runtime.block_on(async {
+        let lock = Lock::new(lockrun::open(&url).await.unwrap(), "job").unwrap();
+        lock.acquire().await.unwrap()
+    });
+    drop(guard);
+    assert!(!held(&url));
+    drop(runtime);
+}
+
+#[tokio::test]
+async fn errors_map_to_the_cli_exit_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = Lock::new(backend(&dir).await, "job").unwrap();
+    let _g = lock.acquire().await.unwrap();
+    let busy = lock
+        .clone()
+        .wait(Wait::AtMost(Duration::ZERO))
+        .acquire()
+        .await
+        .unwrap_err();
+    assert_eq!(busy.exit().code(), 75);
+    let bad = Lock::new(backend(&dir).await, "").unwrap_err();
+    assert_eq!(bad.exit().code(), 2);
+    let Err(url) = lockrun::open("nope://x").await else {
+        panic!("opened nope://x")
+    };
+    assert_eq!(url.exit().code(), 78, "{url}");
+}
+
+/// `Lock::configured` takes the backend, principal and TTL that the config file chooses for the
+/// resource. The configuration comes from the environment, which is the process's: the test
+/// runs its checks in a child process of its own.
+#[test]
+fn a_configured_lock_follows_the_plan_for_its_resource() {
+    const CHILD: &str = "LOCKRUN_TEST_CONFIGURED_CHILD";
+    if let Some(role) = std::env::var_os(CHILD) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        return rt.block_on(async {
+            if role == "broken" {
+                let e = Lock::configured("nightly-report").await.unwrap_err();
+                assert!(matches!(e, lockrun::Error::Config(_)), "{e:?}");
+                assert_eq!(e.exit().code(), 78);
+                assert!(e.to_string().contains("unknown key 'bakend'"), "{e}");
+                return;
+            }
+            let lock = Lock::configured("nightly-report").await.unwrap();
+            let guard = lock.acquire().await.unwrap();
+            let lease = guard.lease().clone();
+            assert_eq!(lease.principal, "cron@test");
+            let ttl = lease.expires_at.duration_since(lease.acquired_at).unwrap();
+            assert_eq!(ttl, Duration::from_secs(120));
+            guard.into_lease();
+            // Another resource gets the [default] section's backend, where that lease is not.
+            let other = Lock::configured("other").await.unwrap();
+            assert!(other.try_acquire().await.unwrap().is_some());
+            let e = Lock::configured("").await.unwrap_err();
+            assert_eq!(e.exit().code(), 2, "{e}");
+        });
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[default]\nbackend = \"file://{d}/default\"\nprincipal = \"cron@test\"\nrun_ttl = \"2m\"\n\
+             [resource.\"nightly-report\"]\nbackend = \"file://{d}/reports\"\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let child = |config: &std::path::Path, role: &str| {
+        let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+        c.args([
+            "--exact",
+            "a_configured_lock_follows_the_plan_for_its_resource",
+        ])
+        .args(["--test-threads", "1"])
+        .env(CHILD, role);
+        for (k, _) in std::env::vars() {
+            if (k.starts_with("LOCKRUN_") && k != CHILD) || k.starts_with("XDG_") {
+                c.env_remove(k);
+            }
+        }
+        c.env("LOCKRUN_CONFIG", config).output().unwrap()
+    };
+    let ok = |o: std::process::Output| {
+        assert!(
+            o.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        // The child ran the test (not zero tests, which would also succeed).
+        assert!(String::from_utf8_lossy(&o.stdout).contains("1 passed"));
+    };
+    ok(child(&config, "plan"));
+    let records = |sub: &str| std::fs::read_dir(dir.path().join(sub)).map_or(0, |d| d.count());
+    assert!(
+        records("reports") > 0,
+        "nightly-report's lease is in its own backend"
+    );
+    // A broken config file is a configuration error (78), not a panic.
+    std::fs::write(&config, "[default]\nbakend = 1\n").unwrap();
+    ok(child(&config, "broken"));
+}

@@ -122,6 +122,17 @@ impl Error {
     pub fn is_retryable(&self) -> bool {
         matches!(self, Error::Unavailable(_))
     }
+
+    /// The exit status the CLI ends with on this error.
+    pub fn exit(&self) -> crate::exit::Exit {
+        use crate::exit::Exit;
+        match self {
+            Error::Unavailable(_) => Exit::Unavailable,
+            Error::Config(_) => Exit::Config,
+            Error::Corrupt(_) => Exit::Corrupt,
+            Error::Other(_) => Exit::Internal,
+        }
+    }
 }
 
 /// What a [`Watch`] saw when it resolved.

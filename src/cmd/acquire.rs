@@ -22,28 +22,38 @@ pub async fn acquire(ctx: &Ctx, args: AcquireArgs) -> Result<Exit, Failure> {
         .order(order_policy(&args.wait, &plan))
         .renew(false);
     let wait = wait_policy(&args.wait, &plan);
-    let lease = obtain(ctx, &lock, wait, &args.wait, None)
-        .await?
-        .into_lease();
-    if args.json {
-        let json = serde_json::to_string(&lease.to_json())
-            .map_err(|e| Failure::new(Exit::Internal, format!("cannot encode JSON: {e}")))?;
-        println!("{json}");
+    let guard = obtain(ctx, &lock, wait, &args.wait, None).await?;
+    let lease = guard.lease();
+    let shown = if args.json {
+        serde_json::to_string(&lease.to_json())
+            .map_err(|e| Failure::new(Exit::Internal, format!("cannot encode JSON: {e}")))
     } else {
-        println!("{}", lease.id);
+        Ok(lease.id.to_string())
+    };
+    // A lease whose id the caller never got could only run out at its TTL: release it.
+    let written = shown.and_then(|text| {
+        super::write_out(format_args!("{text}\n"))
+            .map_err(|e| Failure::new(Exit::Internal, format!("cannot write to stdout: {e}")))
+    });
+    match written {
+        Ok(()) => {
+            guard.into_lease();
+            Ok(Exit::Success)
+        }
+        Err(mut f) => {
+            f.message += match guard.release().await {
+                Ok(_) => "; the lease was released",
+                Err(_) => "; the lease could not be released and runs out at its TTL",
+            };
+            Err(f)
+        }
     }
-    Ok(Exit::Success)
 }
 
-/// A TTL must be positive and representable by every backend.
+/// A TTL must be positive and representable by every backend (checked before the backend is
+/// opened, so that a bad `--ttl` is a usage error whatever the backend's state).
 pub(super) fn check_ttl(ttl: Duration) -> Result<(), Failure> {
-    if ttl < Duration::from_millis(1) {
-        return Err(Failure::usage("the TTL must be at least 1ms"));
-    }
-    if ttl > Duration::from_secs(10 * 365 * 86400) {
-        return Err(Failure::usage("the TTL must be at most 10 years"));
-    }
-    Ok(())
+    Ok(crate::lease::check_ttl(ttl)?)
 }
 
 /// Acquires under the wait policy, keeping the "waiting for" line up to date, and turns a busy

@@ -21,10 +21,10 @@ pub async fn current(ctx: &Ctx, args: CurrentArgs) -> Result<Exit, Failure> {
     } else {
         args.format
     };
-    println!(
+    super::out(format_args!(
         "{}",
         render(&lease, format, std::io::stdout().is_terminal())?
-    );
+    ))?;
     Ok(Exit::Success)
 }
 

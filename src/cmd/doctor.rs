@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Ctx, Failure};
+use super::{out, Ctx, Failure};
 use crate::backend::{Acquire, AcquireRequest, Fencing, Renewal};
 use crate::cli::DoctorArgs;
 use crate::duration::format as human;
@@ -23,26 +23,26 @@ pub async fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<Exit, Failure> {
     let mut warnings = 0;
     let mut warn = |msg: String| {
         warnings += 1;
-        println!("warn  {msg}");
+        out(format_args!("warn  {msg}"))
     };
     match ctx.config.path() {
-        Some(p) => println!("ok    config {}", p.display()),
-        None => println!("ok    config: none found, built-in defaults"),
+        Some(p) => out(format_args!("ok    config {}", p.display()))?,
+        None => out("ok    config: none found, built-in defaults")?,
     }
-    println!(
+    out(format_args!(
         "ok    backend {} (principal {})",
         plan.backend,
         crate::lease::escape(&plan.principal)
-    );
+    ))?;
 
     // Opening may not touch the server (etcd connects on first use): a read of the scratch
     // resource makes "connect" mean the same on every backend.
     let t = Instant::now();
     let backend = ctx.open(&plan).await?;
     backend.current(&scratch).await?;
-    println!("ok    connect {}", ms(t.elapsed()));
+    out(format_args!("ok    connect {}", ms(t.elapsed())))?;
     let caps = backend.capabilities();
-    println!(
+    out(format_args!(
         "ok    capabilities: fencing {:?}, expiry by {}, waiters wake by {}",
         caps.fencing,
         if caps.server_time {
@@ -55,20 +55,20 @@ pub async fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<Exit, Failure> {
         } else {
             "polling"
         }
-    );
+    ))?;
     if caps.fencing == Fencing::None {
         warn(
             "this backend gives no fencing token: the command cannot fence off a late predecessor"
                 .into(),
-        );
+        )?;
     }
     if caps.may_evict {
-        warn("this backend may evict a lock under memory pressure: use it only where a duplicate run is harmless".into());
+        warn("this backend may evict a lock under memory pressure: use it only where a duplicate run is harmless".into())?;
     }
     if plan.backend.scheme() == "file" {
         if let Ok(path) = plan.backend.secret_url().to_file_path() {
             if let Some(fs) = network_filesystem(&path) {
-                warn(format!("the lock directory is on {fs}: its locks are only as good as that filesystem's rename and flock across hosts; use a network backend for locks across machines"));
+                warn(format!("the lock directory is on {fs}: its locks are only as good as that filesystem's rename and flock across hosts; use a network backend for locks across machines"))?;
             }
         }
     }
@@ -84,27 +84,27 @@ pub async fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<Exit, Failure> {
         v.sort();
         v[v.len() / 2]
     };
-    println!(
+    out(format_args!(
         "ok    round trips (median of {ROUNDS}): acquire {}, renew {}, current {}, release {}; worst {}",
         ms(median(|r| r.acquire)),
         ms(median(|r| r.renew)),
         ms(median(|r| r.current)),
         ms(median(|r| r.release)),
         ms(worst)
-    );
+    ))?;
 
     // The settings `run` would use.
     let ttl = args.ttl.unwrap_or(plan.run_ttl);
     match Timing::new(ttl, args.heartbeat, args.kill_after) {
-        Err(e) => warn(format!("run settings are rejected: {e}")),
+        Err(e) => warn(format!("run settings are rejected: {e}"))?,
         Ok(t) => {
-            println!(
+            out(format_args!(
                 "ok    run timing: TTL {}, heartbeat {}, kill-after {}, safety margin {}",
                 human(t.ttl),
                 human(t.heartbeat),
                 human(t.kill_after),
                 human(t.margin)
-            );
+            ))?;
             // A renewal that takes longer than the slack before the deadline cannot save the lease.
             let slack = t.ttl.saturating_sub(t.heartbeat + t.kill_after + t.margin);
             if worst * 4 > slack {
@@ -112,17 +112,17 @@ pub async fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<Exit, Failure> {
                     "the worst round trip ({}) is large next to the {} between the last heartbeat and the kill deadline: raise --ttl",
                     ms(worst),
                     human(slack)
-                ));
+                ))?;
             }
             if t.heartbeat * 2 > t.ttl {
-                warn(format!("the heartbeat ({}) is more than half the TTL ({}): one lost renewal stops the command", human(t.heartbeat), human(t.ttl)));
+                warn(format!("the heartbeat ({}) is more than half the TTL ({}): one lost renewal stops the command", human(t.heartbeat), human(t.ttl)))?;
             }
         }
     }
     if warnings == 0 {
-        println!("ok    no problems found");
+        out(format_args!("ok    no problems found"))?;
     } else {
-        println!("{warnings} warning(s)");
+        out(format_args!("{warnings} warning(s)"))?;
     }
     Ok(Exit::Success)
 }

@@ -34,22 +34,22 @@ pub async fn list(ctx: &Ctx, args: ListArgs) -> Result<Exit, Failure> {
             let all: Vec<_> = leases.iter().map(Lease::to_json).collect();
             let json = serde_json::to_string(&all)
                 .map_err(|e| Failure::new(Exit::Internal, format!("cannot encode JSON: {e}")))?;
-            println!("{json}");
+            super::out(format_args!("{json}"))?;
         }
         ListFormat::Rows => {
             if !leases.is_empty() {
-                println!("RESOURCE\tPRINCIPAL\tTOKEN\tEXPIRES");
+                super::out(format_args!("RESOURCE\tPRINCIPAL\tTOKEN\tEXPIRES"))?;
             }
             for l in &leases {
                 let token = l
                     .fencing_token
                     .map_or_else(|| "-".to_owned(), |t| t.to_string());
-                println!(
+                super::out(format_args!(
                     "{}\t{}\t{token}\t{}",
                     text(l.resource.as_str()),
                     text(&l.principal),
                     rfc3339(l.expires_at)
-                );
+                ))?;
             }
         }
     }

@@ -60,30 +60,21 @@ impl Failure {
 
 impl From<backend::Error> for Failure {
     fn from(e: backend::Error) -> Self {
-        let exit = match e {
-            backend::Error::Unavailable(_) => Exit::Unavailable,
-            backend::Error::Config(_) => Exit::Config,
-            backend::Error::Corrupt(_) => Exit::Corrupt,
-            backend::Error::Other(_) => Exit::Internal,
-        };
-        Failure::new(exit, e.to_string())
+        Failure::new(e.exit(), e.to_string())
     }
 }
 
 impl From<config::Error> for Failure {
     fn from(e: config::Error) -> Self {
-        Failure::new(Exit::Config, e.to_string())
+        Failure::new(e.exit(), e.to_string())
     }
 }
 
 impl From<crate::Error> for Failure {
     fn from(e: crate::Error) -> Self {
         match e {
-            crate::Error::Backend(b) => b.into(),
-            crate::Error::Invalid(i) => i.into(),
-            crate::Error::Busy(_) => {
-                Failure::outcome(Exit::Busy(crate::exit::BUSY_DEFAULT), e.to_string())
-            }
+            crate::Error::Busy(_) => Failure::outcome(e.exit(), e.to_string()),
+            _ => Failure::new(e.exit(), e.to_string()),
         }
     }
 }
@@ -92,6 +83,24 @@ impl From<InvalidInput> for Failure {
     fn from(e: InvalidInput) -> Self {
         Failure::usage(e.0)
     }
+}
+
+/// Writes `text` and a newline to stdout, at once. A reader that has gone away (`| head`) is
+/// not lockrun's failure and is passed over; any other write error is one (`> /dev/full`).
+pub(crate) fn out(text: impl std::fmt::Display) -> Result<(), Failure> {
+    match write_out(format_args!("{text}\n")) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(Failure::new(
+            Exit::Internal,
+            format!("cannot write to stdout: {e}"),
+        )),
+        _ => Ok(()),
+    }
+}
+
+pub(crate) fn write_out(text: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_fmt(text)?;
+    stdout.flush()
 }
 
 /// What every verb needs: the global options and the loaded config.
@@ -203,9 +212,13 @@ fn clap_exit(e: clap::Error) -> Exit {
     use clap::error::ErrorKind;
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            print!("{e}");
-            let _ = std::io::stdout().flush();
-            Exit::Success
+            match write_out(format_args!("{e}")) {
+                Err(w) if w.kind() != std::io::ErrorKind::BrokenPipe => {
+                    eprintln!("lockrun: cannot write to stdout: {w}");
+                    Exit::Internal
+                }
+                _ => Exit::Success,
+            }
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             eprint!("{e}");

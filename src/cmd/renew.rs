@@ -18,7 +18,7 @@ pub async fn renew(ctx: &Ctx, args: RenewArgs) -> Result<Exit, Failure> {
                 let json = serde_json::to_string(&lease.to_json()).map_err(|e| {
                     Failure::new(Exit::Internal, format!("cannot encode JSON: {e}"))
                 })?;
-                println!("{json}");
+                super::out(format_args!("{json}"))?;
             }
             Ok(Exit::Success)
         }
