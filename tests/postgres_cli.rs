@@ -196,6 +196,39 @@ fn verbs_round_trip() {
     assert_eq!(json["fencing_token"], 2);
 }
 
+/// The server's Unix socket, as libpq URLs name it (`host=/dir`, or no host with PGHOST), works
+/// whatever `sslmode` says: TLS is never used on a socket.
+#[test]
+fn a_unix_socket_url_connects_without_tls() {
+    let s = server::postgres();
+    let dir = s.dir.display().to_string();
+    for query in [
+        "",
+        "&sslmode=disable",
+        "&sslmode=prefer",
+        "&sslmode=require",
+    ] {
+        let pg = Pg::with_url(&format!(
+            "postgres:///postgres?host={dir}&port={}&user=postgres{query}",
+            s.port
+        ));
+        let res = pg.resource("socket");
+        let id = ok(&pg.run(&["acquire", &res]));
+        ok(&pg.run(&["is-held", &res, &id]));
+        ok(&pg.run(&["release", &res, &id]));
+    }
+    let pg = Pg::with_url(&format!(
+        "postgres:///postgres?port={}&user=postgres",
+        s.port
+    ));
+    let o = pg
+        .cmd(&["current", "x"])
+        .env("PGHOST", &dir)
+        .output()
+        .expect("spawn");
+    exits(&o, 1);
+}
+
 #[test]
 fn run_stops_the_command_when_the_row_is_taken_away() {
     let pg = Pg::new();

@@ -189,6 +189,15 @@ impl Options {
                 None => pg.host("localhost"),
             };
         }
+        // libpq never uses TLS on a Unix socket, whatever `sslmode` says (the server offers none
+        // there): a URL that names only sockets connects without it.
+        if pg
+            .get_hosts()
+            .iter()
+            .all(|h| !matches!(h, tokio_postgres::config::Host::Tcp(_)))
+        {
+            pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+        }
         if pg.get_user().is_none() {
             let user = env("PGUSER")
                 .or_else(|| env("USER"))

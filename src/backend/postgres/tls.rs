@@ -27,10 +27,30 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::options::SslMode;
 use crate::backend::Error;
 
-/// What tokio-postgres is handed to make TLS connections.
-pub type Connector = MakeRustlsConnect;
+/// What tokio-postgres is handed to make TLS connections: rustls's, but one that also serves
+/// a Unix socket. tokio-postgres asks for a TLS connector for every host, even with TLS off,
+/// and names a socket's host "", which rustls refuses as a server name; TLS is never used on
+/// a socket (see `Options::new`), so any valid name does there.
+#[derive(Clone)]
+pub struct Connector(MakeRustlsConnect);
+
 /// The stream of a TLS connection.
 pub type Stream = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Stream;
+
+impl MakeTlsConnect<Socket> for Connector {
+    type Stream = Stream;
+    type TlsConnect = <MakeRustlsConnect as MakeTlsConnect<Socket>>::TlsConnect;
+    type Error = <MakeRustlsConnect as MakeTlsConnect<Socket>>::Error;
+
+    fn make_tls_connect(&mut self, domain: &str) -> Result<Self::TlsConnect, Self::Error> {
+        let domain = if domain.is_empty() {
+            "localhost"
+        } else {
+            domain
+        };
+        <MakeRustlsConnect as MakeTlsConnect<Socket>>::make_tls_connect(&mut self.0, domain)
+    }
+}
 
 /// The connector for `mode`; `rootcert` is the URL's `sslrootcert`, `env` looks up `HOME`.
 pub fn connector(
@@ -76,7 +96,7 @@ pub fn connector(
                 .with_no_client_auth()
         }
     };
-    Ok(MakeRustlsConnect::new(config))
+    Ok(Connector(MakeRustlsConnect::new(config)))
 }
 
 /// The certificates of an `sslrootcert` file.
