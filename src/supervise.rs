@@ -453,6 +453,11 @@ fn follow_stop(fd: RawFd, pgid: i32, sig: i32) {
 
 /// After the main command exited: TERM what is left of its group and of the orphans reparented
 /// to us, KILL after `kill_after`, and reap everything.
+///
+/// A descendant that left the group (`timeout(1)` makes a group of its own) is reached as an
+/// orphan, once its parent has died and it has been reparented to us: so every round signals
+/// the orphans that have appeared since, and after `kill_after` every round KILLs all there are,
+/// until none is left.
 async fn clean_up_group(pgid: i32, signals: &mut Signals, kill_after: Duration) {
     let alive = |pgid| killpg(pgid, 0) || !orphans().is_empty();
     reap(0);
@@ -460,35 +465,41 @@ async fn clean_up_group(pgid: i32, signals: &mut Signals, kill_after: Duration) 
         return;
     }
     tracing::info!("the command left processes behind: terminating them");
-    killpg(pgid, libc::SIGTERM);
-    for pid in orphans() {
-        // SAFETY: kill has no memory-safety preconditions.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
-    }
     let kill_at = Instant::now() + kill_after;
-    let mut killed = false;
     let give_up = kill_at + Duration::from_secs(10);
+    // The group, then each orphan, that has had its TERM.
+    let mut group_termed = false;
+    let mut termed: Vec<i32> = Vec::new();
     loop {
-        reap(0);
-        if !alive(pgid) {
-            return;
-        }
         let now = Instant::now();
         if now >= give_up {
             tracing::warn!("processes of the command's group could not be reaped");
             return;
         }
-        if !killed && now >= kill_at {
-            killed = true;
-            killpg(pgid, libc::SIGKILL);
-            for pid in orphans() {
-                // SAFETY: as above.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
+        let (kill, sig) = if now >= kill_at {
+            (true, libc::SIGKILL)
+        } else {
+            (false, libc::SIGTERM)
+        };
+        if kill || !group_termed {
+            killpg(pgid, sig);
+            group_termed = true;
+        }
+        for pid in orphans() {
+            if kill || !termed.contains(&pid) {
+                // SAFETY: kill has no memory-safety preconditions; `pid` is our child, so it
+                // is not reused before we reap it.
+                unsafe { libc::kill(pid, sig) };
+                termed.push(pid);
             }
         }
         tokio::select! {
             _ = signals.child.recv() => {}
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+        }
+        reap(0);
+        if !alive(pgid) {
+            return;
         }
     }
 }

@@ -518,6 +518,28 @@ fn leftover_processes_are_reaped_before_release() {
     assert!(!alive(pid), "background process survived");
 }
 
+/// A leftover that made a process group of its own (as `timeout(1)` does) and ignores TERM is
+/// reached once it is reparented to lockrun, and killed with what it started, however late it
+/// got there: nothing of the command outlives the release.
+#[test]
+fn leftovers_outside_the_group_are_killed_too() {
+    let env = Env::new();
+    let pid_file = env.file("pid");
+    let inner = format!(
+        "trap '' TERM; sleep 3013 & echo \\$! > {}; wait",
+        pid_file.display()
+    );
+    let script =
+        format!("trap '' TERM; timeout 300 sh -c \"{inner}\" >/dev/null 2>&1 & sleep 0.3; exit 0");
+    let t = std::time::Instant::now();
+    let o = env.run(&["--kill-after", "1s", "res", "--", "sh", "-c", &script]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "", "no warning");
+    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    let pid = read_pid(&pid_file).unwrap();
+    assert!(!alive(pid), "a descendant outside the group survived");
+}
+
 #[test]
 fn waits_for_the_holder_then_runs() {
     let env = Env::new();
