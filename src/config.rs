@@ -138,9 +138,17 @@ pub enum Error {
 }
 
 impl Error {
-    /// Every configuration error exits with `EX_CONFIG`.
+    /// Configuration errors exit with `EX_CONFIG`, but for a malformed `--principal`, which is a
+    /// usage error like any other bad flag value. (A bad `--backend` is a bad URL or an unknown
+    /// backend name: configuration, whichever way it was given.)
     pub fn exit(&self) -> Exit {
-        Exit::Config
+        match self {
+            Error::Value {
+                origin: "--principal",
+                ..
+            } => Exit::Usage,
+            _ => Exit::Config,
+        }
     }
 }
 
@@ -555,11 +563,13 @@ fn duration(value: &toml::Value) -> Result<Duration, String> {
     }
 }
 
-fn positive_duration(value: &toml::Value) -> Result<Duration, String> {
+/// A lease TTL: a duration within [`lease::check_ttl`]'s bounds.
+fn ttl(value: &toml::Value) -> Result<Duration, String> {
     let d = duration(value)?;
     if d.is_zero() {
         return Err("must be longer than zero".into());
     }
+    lease::check_ttl(d).map_err(|e| e.0)?;
     Ok(d)
 }
 
@@ -750,8 +760,8 @@ impl Parser<'_> {
                     let p = string(value).and_then(check_principal).map_err(fail)?;
                     section.principal = Some(p);
                 }
-                "ttl" => section.ttl = Some(positive_duration(value).map_err(fail)?),
-                "run_ttl" => section.run_ttl = Some(positive_duration(value).map_err(fail)?),
+                "ttl" => section.ttl = Some(ttl(value).map_err(fail)?),
+                "run_ttl" => section.run_ttl = Some(ttl(value).map_err(fail)?),
                 "wait" => section.wait = Some(wait(value).map_err(fail)?),
                 "fair" => section.fair = Some(boolean(value).map_err(fail)?),
                 _ => {

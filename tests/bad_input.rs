@@ -47,6 +47,17 @@ fn usage_errors_exit_2() {
         2,
         "heartbeat 1ms is too short (at least 50ms)",
     );
+    let long = "p".repeat(300);
+    for p in ["a\nb", &long] {
+        assert_fails(&env.run(&["-p", p, "acquire", "res"]), 2, "--principal");
+    }
+    let o = env
+        .cmd()
+        .args(["acquire", "res"])
+        .env("LOCKRUN_PRINCIPAL", "a\x1bb")
+        .output()
+        .unwrap();
+    assert_fails(&o, 78, "LOCKRUN_PRINCIPAL");
     assert_fails(
         &env.run(&["run", "--ttl", "11y", "res", "--", "true"]),
         2,

@@ -505,6 +505,32 @@ fn lockrun_stopped_as_its_command_starts_still_stops_it_at_the_deadline() {
     );
 }
 
+/// A lockrun that could not renew in time says so in one line (124), without a warning that the
+/// lease it then releases had run out.
+#[test]
+fn a_deadline_stop_is_one_line() {
+    let env = Env::new();
+    let child = env
+        .cmd()
+        .args([
+            "run",
+            "--ttl",
+            "1s",
+            "res",
+            "--",
+            "sh",
+            "-c",
+            "kill -STOP $PPID; exec sleep 30",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    kill(child.id() as i32, libc::SIGCONT);
+    let o = child.wait_with_output().unwrap();
+    assert_fails(&o, 124, "in time");
+}
+
 /// When the command exits but leaves a background process in its group, lockrun terminates it
 /// before releasing.
 #[test]

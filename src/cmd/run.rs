@@ -135,11 +135,12 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
         false
     } else if matches!(&outcome, Ok(o) if o.stopped == Some(Stop::Deadline)) {
         // The backend did not answer renewals; do not wait long for it to answer a release.
-        tokio::time::timeout(DEADLINE_RELEASE_WAIT, release(guard, &resource))
+        // It may have run out by now; the 124 line says why, without a warning before it.
+        tokio::time::timeout(DEADLINE_RELEASE_WAIT, release(guard, &resource, true))
             .await
             .unwrap_or(false)
     } else {
-        release(guard, &resource).await
+        release(guard, &resource, false).await
     };
     if let Some(ev) = &events {
         ev.emit("released", json!({ "released": released }));
@@ -173,9 +174,11 @@ fn room_to_start(guard: &Guard, kill_after: std::time::Duration) -> bool {
 }
 
 /// Releases after the command's group is reaped; a failure is a warning, not a changed exit code.
-async fn release(guard: Guard, resource: &Resource) -> bool {
+/// A lease found ended already is one too, unless that was to be expected (`may_have_ended`).
+async fn release(guard: Guard, resource: &Resource, may_have_ended: bool) -> bool {
     match guard.release().await {
         Ok(true) => true,
+        Ok(false) if may_have_ended => false,
         Ok(false) => {
             tracing::warn!(
                 "the lease on {} had already ended at release",

@@ -30,7 +30,15 @@ fn bad(text: &str) -> String {
 }
 
 fn one_liner(e: &Error) -> String {
-    assert_eq!(e.exit(), Exit::Config);
+    // A malformed --principal is a bad flag (2); everything else is configuration (78).
+    let usage = matches!(
+        e,
+        Error::Value {
+            origin: "--principal",
+            ..
+        }
+    );
+    assert_eq!(e.exit(), if usage { Exit::Usage } else { Exit::Config });
     let msg = e.to_string();
     assert!(
         !msg.contains('\n') && !msg.contains('\r'),
@@ -440,6 +448,11 @@ fn bad_durations() {
     let msg = bad("[default]\nttl = 0\n");
     assert!(
         msg.contains(":2: key 'ttl' in [default]: must be longer than zero"),
+        "{msg}"
+    );
+    let msg = bad("[default]\nrun_ttl = \"10000y\"\n");
+    assert!(
+        msg.contains(":2: key 'run_ttl' in [default]: the TTL must be at most 10 years"),
         "{msg}"
     );
     let msg = bad("[default]\nwait = \"soon\"\n");

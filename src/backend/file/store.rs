@@ -43,6 +43,8 @@ impl Dir {
     /// Opens `path`, creating it (and missing parents) with mode 0700 when absent, and refuses
     /// a directory that is unsafe to keep leases in.
     pub fn open(path: &Path) -> Result<Dir, Error> {
+        // Without a trailing slash, which would make the checks below follow a symlink.
+        let path = &path.components().collect::<PathBuf>();
         let meta = match fs::symlink_metadata(path) {
             Ok(meta) => meta,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -223,7 +225,13 @@ impl Dir {
                 OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_NONBLOCK,
                 0o600,
             )
-            .map_err(|e| io_error("lock file", &path(), "cannot be opened", e.into()))?;
+            .map_err(|e| match e {
+                Errno::ELOOP => Error::Corrupt(format!(
+                    "lock file {} is a symbolic link; inspect or delete it",
+                    path().display()
+                )),
+                e => io_error("lock file", &path(), "cannot be opened", e.into()),
+            })?;
         let meta = file
             .metadata()
             .map_err(|e| io_error("lock file", &path(), "cannot be read", e))?;

@@ -54,6 +54,9 @@ fn refuses_symlink_and_non_directory() {
     symlink(&real, &link).unwrap();
     let m = config_error(File::at(&link));
     assert!(m.contains("symbolic link") && m.contains("/link"), "{m}");
+    // Also when the path ends in a slash (a plain path given as the backend becomes one).
+    let m = config_error(File::at(&tmp.path().join("link/")));
+    assert!(m.contains("symbolic link"), "{m}");
 
     let plain = tmp.path().join("plain");
     fs::write(&plain, "x").unwrap();
@@ -618,6 +621,30 @@ async fn symlinked_record() {
         "symbolic link",
     )
     .await;
+}
+
+#[tokio::test]
+async fn symlinked_lock_file_is_corrupt_not_an_internal_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = File::at(tmp.path()).unwrap();
+    let r = res("linked");
+    grant(&b, &r).await;
+    let lock = fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|e| e == "lock"))
+        .expect("a .lock file");
+    fs::remove_file(&lock).unwrap();
+    symlink(tmp.path().join("elsewhere"), &lock).unwrap();
+    match b.current(&r).await.unwrap_err() {
+        Error::Corrupt(m) => assert!(m.contains("symbolic link"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        !tmp.path().join("elsewhere").exists(),
+        "nothing written through it"
+    );
 }
 
 #[tokio::test]

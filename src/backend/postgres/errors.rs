@@ -104,7 +104,13 @@ pub fn classify(e: &tokio_postgres::Error, endpoint: &str) -> Error {
 
 fn from_db(db: &DbError, endpoint: &str) -> Error {
     let code = db.code().code();
-    let msg = format!("PostgreSQL at {endpoint}: {}", db.message());
+    let mut msg = format!("PostgreSQL at {endpoint}: {}", db.message());
+    if code == "25006" {
+        // Unavailable, not a configuration error: during a failover the address may reach the
+        // old primary, read-only for a moment. A server that stays so needs the hint.
+        msg += " (the server is read-only: a standby, or default_transaction_read_only; \
+                 point lockrun at the primary)";
+    }
     let class = &code[..2.min(code.len())];
     match (class, code) {
         // Authentication, unknown database, privileges, missing or misshapen objects.

@@ -1,5 +1,5 @@
 //! A `redis://`, `rediss://` or `redis+unix://` URL plus `[backend.<name>]` settings → how to
-//! connect, with the password taken from the URL, `LOCKRUN_REDIS_PASSWORD` or `password_file`.
+//! connect, with the password taken from the URL, `password_file` or `LOCKRUN_REDIS_PASSWORD`.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -124,11 +124,13 @@ pub(super) fn options(
         "" => settings.string("username")?.filter(|s| !s.is_empty()),
         name => Some(decode(name).map_err(bad)?),
     };
+    // The URL's, else the configured file's, else the environment's: the order the etcd and
+    // PostgreSQL backends follow too.
     let password = match u.password() {
         Some(pw) => Some(decode(pw).map_err(bad)?),
-        None => match env(PASSWORD_ENV).filter(|p| !p.is_empty()) {
+        None => match password_file(settings)? {
             Some(pw) => Some(pw),
-            None => password_file(settings)?,
+            None => env(PASSWORD_ENV).filter(|p| !p.is_empty()),
         },
     };
     let timeout = |key: &str| -> Result<Duration, Error> {
@@ -347,7 +349,10 @@ mod tests {
         let o = options(&url, &settings(&toml), &|_| None).unwrap();
         assert_eq!(o.info.redis.password.as_deref(), Some("from-file"));
         assert_eq!(o.info.redis.username.as_deref(), Some("bob"));
+        // The configured file wins over the environment.
         let o = options(&url, &settings(&toml), &env_pw).unwrap();
+        assert_eq!(o.info.redis.password.as_deref(), Some("from-file"));
+        let o = options(&url, &settings("username = \"bob\""), &env_pw).unwrap();
         assert_eq!(o.info.redis.password.as_deref(), Some("from-env"));
         // A URL password wins over both.
         let url_pw = BackendUrl::parse("redis://:from-url@h/0").unwrap();
