@@ -117,6 +117,16 @@ fn run_warns_once_about_eviction() {
     assert_eq!(stderr(&o), "");
     let second: u64 = stdout(&o).trim().parse().unwrap();
     assert!(second > first, "{first} then {second}");
+    // A run that does not get the lease keeps to its one line (the warning comes with a grant).
+    let id = stdout(&lockrun(&env, &u, &["acquire", &res]))
+        .trim()
+        .to_owned();
+    assert_fails(
+        &lockrun(&env, &u, &[&["run", "-n", &res][..], &echo[..]].concat()),
+        75,
+        "is busy",
+    );
+    lockrun(&env, &u, &["release", &res, &id]);
     // --help says it too.
     let o = env.run(&["--help"]);
     assert!(stdout(&o).contains(WARNING), "{}", stdout(&o));

@@ -26,13 +26,6 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
         .order(super::order_policy(&args.wait, &plan))
         .heartbeat(args.heartbeat, args.kill_after);
     let timing = lock.timing().map_err(|e| Failure::usage(e.to_string()))?;
-    if backend.capabilities().may_evict && ctx.chatty() {
-        tracing::warn!(
-            "{} may evict a lock under memory pressure; use it only where a duplicate run is \
-             harmless",
-            plan.backend.scheme()
-        );
-    }
     let events = super::events::open_opt(args.events.as_deref(), &resource)?;
     let lock = match &events {
         Some(ev) => lock.report_renewals(beat_events(ev.clone())),
@@ -84,6 +77,14 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
         );
         retried_late_grant = true;
     };
+    // Once the lease is held: a busy or failed run keeps to its one line.
+    if backend.capabilities().may_evict && ctx.chatty() {
+        tracing::warn!(
+            "{} may evict a lock under memory pressure; use it only where a duplicate run is \
+             harmless",
+            plan.backend.scheme()
+        );
+    }
     tracing::debug!("acquired {resource} (token {:?})", guard.fencing_token());
     if let Some(ev) = &events {
         ev.emit(

@@ -674,7 +674,32 @@ fn io_error(kind: &str, path: &Path, what: &str, e: io::Error) -> Error {
     let text = format!("{kind} {} {what}: {}", path.display(), strip_os_error(&e));
     match e.raw_os_error().map(Errno::from_raw) {
         Some(Errno::EACCES | Errno::EPERM | Errno::EROFS) => Error::Config(text),
+        // A full disk or quota may free up: unavailable for now, as a server that is down.
+        Some(Errno::ENOSPC | Errno::EDQUOT) => Error::Unavailable(text),
         _ => Error::Other(text),
+    }
+}
+
+#[cfg(test)]
+mod io_error_tests {
+    use super::*;
+
+    #[test]
+    fn a_full_disk_is_unavailable_and_a_read_only_one_is_configuration() {
+        let e = |errno| {
+            io_error(
+                "record",
+                Path::new("/l/r"),
+                "cannot be written",
+                io::Error::from_raw_os_error(errno),
+            )
+        };
+        assert!(
+            matches!(e(libc::ENOSPC), Error::Unavailable(m) if m == "record /l/r cannot be written: No space left on device")
+        );
+        assert!(matches!(e(libc::EDQUOT), Error::Unavailable(_)));
+        assert!(matches!(e(libc::EROFS), Error::Config(_)));
+        assert!(matches!(e(libc::EIO), Error::Other(_)));
     }
 }
 
