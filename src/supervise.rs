@@ -60,8 +60,8 @@ pub struct Spec {
 pub enum SpawnError {
     #[error("{program}: command not found")]
     NotFound { program: String },
-    #[error("{program}: cannot execute: {source}")]
-    CannotExecute { program: String, source: io::Error },
+    #[error("{program}: cannot execute: {why}")]
+    CannotExecute { program: String, why: String },
     #[error("cannot set up supervision: {0}")]
     Setup(io::Error),
 }

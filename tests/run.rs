@@ -34,7 +34,26 @@ fn not_found_and_not_executable() {
     let script = env.file("noexec.sh");
     std::fs::write(&script, "#!/bin/sh\ntrue\n").unwrap();
     let o = env.run(&["res", "--", script.to_str().unwrap()]);
-    assert_fails(&o, 126, "cannot execute");
+    assert_fails(&o, 126, "cannot execute: Permission denied");
+    assert!(!stderr(&o).contains("os error"), "{}", stderr(&o));
+    // A script whose interpreter is missing is there, but cannot be executed (126, as a shell).
+    let bad = env.file("badinterp");
+    std::fs::write(
+        &bad,
+        "#!/nonexistent/interpreter
+true
+",
+    )
+    .unwrap();
+    std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let o = env.run(&["res", "--", bad.to_str().unwrap()]);
+    assert_fails(
+        &o,
+        126,
+        "the interpreter named by its #! line was not found",
+    );
+    let o = env.run(&["res", "--", env.path().to_str().unwrap()]);
+    assert_fails(&o, 126, "cannot execute: it is a directory");
     // The lease was released despite the failure.
     let o = env.run(&["current", "res"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));

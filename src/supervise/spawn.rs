@@ -69,9 +69,13 @@ pub struct Setup {
 /// Starts `spec` in a new process group as `setup` says; returns its pid.
 pub fn spawn(spec: &Spec, setup: Setup) -> Result<i32, SpawnError> {
     let program_name = spec.program.to_string_lossy().into_owned();
-    let cannot = |source| SpawnError::CannotExecute {
+    let cannot = |source: io::Error| SpawnError::CannotExecute {
         program: program_name.clone(),
-        source,
+        // `Permission denied`, without ` (os error 13)`.
+        why: match source.raw_os_error() {
+            Some(errno) => nix::errno::Errno::from_raw(errno).desc().to_owned(),
+            None => source.to_string(),
+        },
     };
     let nul = || {
         cannot(io::Error::new(
@@ -137,13 +141,29 @@ pub fn spawn(spec: &Spec, setup: Setup) -> Result<i32, SpawnError> {
             let mut status = 0;
             // SAFETY: waitpid writes only into `status`.
             unsafe { libc::waitpid(pid, &mut status, 0) };
-            let source = io::Error::from_raw_os_error(errno);
-            if errno == libc::ENOENT {
-                Err(SpawnError::NotFound {
+            // What was executed, when it is known: a path, or where `$PATH` led ahead of time.
+            let file = spec.path.as_deref().or_else(|| {
+                let p = spec.program.as_os_str();
+                p.as_bytes().contains(&b'/').then_some(p)
+            });
+            let meta = file.and_then(|f| std::fs::metadata(f).ok());
+            match errno {
+                // The file is there: what is missing is the interpreter its `#!` line names (a
+                // shell says "bad interpreter" and exits 126 too).
+                libc::ENOENT if meta.is_some() => Err(SpawnError::CannotExecute {
                     program: program_name,
-                })
-            } else {
-                Err(cannot(source))
+                    why: "the interpreter named by its #! line was not found".into(),
+                }),
+                libc::ENOENT => Err(SpawnError::NotFound {
+                    program: program_name,
+                }),
+                libc::EACCES if meta.is_some_and(|m| m.is_dir()) => {
+                    Err(SpawnError::CannotExecute {
+                        program: program_name,
+                        why: "it is a directory".into(),
+                    })
+                }
+                _ => Err(cannot(io::Error::from_raw_os_error(errno))),
             }
         }
     }
