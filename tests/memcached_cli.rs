@@ -132,6 +132,28 @@ fn run_warns_once_about_eviction() {
     assert!(stdout(&o).contains(WARNING), "{}", stdout(&o));
 }
 
+/// memcached keeps a key up to a second past the lease's expiry (whole seconds, plus one): in
+/// that second the lease is over all the same, and a renewal does not bring it back.
+#[test]
+fn a_lease_past_its_expiry_is_not_held_nor_renewed() {
+    let s = mc::memcached();
+    let (env, u, res) = (Env::new(), mc::url(s), resource("expired"));
+    let o = lockrun(&env, &u, &["acquire", "--ttl", "1500ms", &res]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let id = stdout(&o).trim().to_owned();
+    std::thread::sleep(Duration::from_millis(1600));
+    assert_fails(&lockrun(&env, &u, &["current", &res]), 1, "is not held");
+    assert_eq!(
+        lockrun(&env, &u, &["is-held", &res, &id]).status.code(),
+        Some(1)
+    );
+    assert_fails(
+        &lockrun(&env, &u, &["renew", &res, &id]),
+        1,
+        "does not hold",
+    );
+}
+
 #[test]
 fn a_run_whose_lease_is_deleted_stops_with_124() {
     let s = mc::memcached();

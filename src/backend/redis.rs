@@ -173,7 +173,7 @@ impl Redis {
                     crate::duration::format(self.connect_timeout)
                 )));
             }
-            Ok(Err(e)) => return Err(errors::map(&e, &self.url).0),
+            Ok(Err(e)) => return Err(errors::map_connect(&e, &self.url).0),
             Ok(Ok(c)) => c,
         };
         if let Ok(mut slot) = self.conn.lock() {

@@ -20,7 +20,12 @@ pub struct Status {
     /// The lease last reported: a new one is printed (not on a terminal) and told to the caller.
     reported: Option<Option<LeaseId>>,
     live: bool,
+    /// The last "still waiting" warning and when it was printed.
+    retried: Option<(String, Instant)>,
 }
+
+/// How often the same backend error is repeated while waiting (a new error is shown at once).
+const RETRY_REPEAT: Duration = Duration::from_secs(10);
 
 impl Status {
     pub fn new(resource: &Resource, enabled: bool) -> Self {
@@ -32,6 +37,7 @@ impl Status {
             holder: None,
             reported: None,
             live: false,
+            retried: None,
         }
     }
 
@@ -50,12 +56,19 @@ impl Status {
                 new
             }
             Event::Retrying { error } => {
-                if self.enabled {
+                let text = error.to_string();
+                let now = Instant::now();
+                let repeat = match &self.retried {
+                    Some((last, at)) => *last != text || now >= *at + RETRY_REPEAT,
+                    None => true,
+                };
+                if self.enabled && repeat {
                     self.clear();
                     eprintln!(
-                        "lockrun: warning: still waiting for {}: {error}",
+                        "lockrun: warning: still waiting for {}: {text}",
                         self.resource
                     );
+                    self.retried = Some((text, now));
                 }
                 false
             }
@@ -110,5 +123,42 @@ impl Status {
 impl Drop for Status {
     fn drop(&mut self) {
         self.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::Error;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_same_backend_error_is_repeated_only_every_ten_seconds() {
+        let mut s = Status::new(&Resource::new("r").unwrap(), true);
+        let down = Error::Unavailable("down".into());
+        let printed = |s: &Status| s.retried.clone().map(|(t, at)| (t, at.elapsed()));
+        s.event(Event::Retrying { error: &down });
+        assert_eq!(printed(&s), Some(("down".into(), Duration::ZERO)));
+        tokio::time::advance(Duration::from_secs(3)).await;
+        s.event(Event::Retrying { error: &down });
+        assert_eq!(
+            printed(&s),
+            Some(("down".into(), Duration::from_secs(3))),
+            "not again"
+        );
+        tokio::time::advance(Duration::from_secs(7)).await;
+        s.event(Event::Retrying { error: &down });
+        assert_eq!(
+            printed(&s),
+            Some(("down".into(), Duration::ZERO)),
+            "again after 10s"
+        );
+        let other = Error::Unavailable("refused".into());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        s.event(Event::Retrying { error: &other });
+        assert_eq!(
+            printed(&s),
+            Some(("refused".into(), Duration::ZERO)),
+            "a new error at once"
+        );
     }
 }

@@ -212,7 +212,11 @@ pub(super) async fn renew<S: Io>(
 ) -> Result<Renewal> {
     for _ in 0..ATTEMPTS {
         let held = match p.get(c).await? {
-            Some((Record::Held(held), cas)) if held.id == *id => (held.renewed(ttl), cas),
+            // Past its expiry the lease has ended, though memcached (whole seconds, plus one)
+            // may keep the key a little longer: a renewal never brings it back.
+            Some((Record::Held(held), cas)) if held.id == *id && held.expires_ms > now_ms() => {
+                (held.renewed(ttl), cas)
+            }
             _ => return Ok(Renewal::Lost),
         };
         let (renewed, cas) = held;
@@ -255,10 +259,10 @@ pub(super) async fn release<S: Io>(c: &mut Conn<S>, p: &Place<'_>, id: &LeaseId)
     Err(Fault::Contended)
 }
 
-/// The lease the key holds, if any (a tombstone holds none).
+/// The lease the key holds, if any: a tombstone holds none, nor does a record past its expiry.
 pub(super) async fn current<S: Io>(c: &mut Conn<S>, p: &Place<'_>) -> Result<Option<Lease>> {
     Ok(match p.get(c).await? {
-        Some((Record::Held(held), _)) => Some(held.lease(p.resource)),
+        Some((Record::Held(held), _)) if held.expires_ms > now_ms() => Some(held.lease(p.resource)),
         _ => None,
     })
 }

@@ -16,8 +16,19 @@ pub(super) enum Conn {
     Drop,
 }
 
-/// Maps a client error; `url` is the redacted URL for the message.
+/// Maps a client error on a connection that was working; `url` is the redacted URL for the
+/// message.
 pub(super) fn map(e: &RedisError, url: &str) -> (Error, Conn) {
+    map_as(e, url, false)
+}
+
+/// Maps an error in opening a connection, where a server that hangs up may be one that speaks
+/// only TLS.
+pub(super) fn map_connect(e: &RedisError, url: &str) -> (Error, Conn) {
+    map_as(e, url, true)
+}
+
+fn map_as(e: &RedisError, url: &str, connecting: bool) -> (Error, Conn) {
     let text = e.to_string();
     let code = e.code().unwrap_or_default();
     if text.starts_with("TLS error") || text.starts_with("TLS Error") || handshake_failed(&text) {
@@ -51,7 +62,7 @@ pub(super) fn map(e: &RedisError, url: &str) -> (Error, Conn) {
     if e.is_io_error() {
         // A TLS-only server hangs up on a plain client; the client reports either.
         let dropped = e.is_connection_dropped() || text.contains("unexpectedly terminated");
-        let hint = if url.starts_with("redis://") && dropped {
+        let hint = if connecting && url.starts_with("redis://") && dropped {
             " (if the server requires TLS, use rediss://)"
         } else {
             ""
@@ -304,5 +315,29 @@ mod tests {
         let e = timeout(URL, Some(Duration::from_secs(5)));
         assert!(e.is_retryable());
         assert!(e.to_string().contains("did not answer within 5s"), "{e}");
+    }
+
+    /// A connection that worked and then broke (a restarted server) is not a TLS mismatch; a
+    /// server that hangs up on a new connection may be one.
+    #[test]
+    fn the_tls_hint_is_for_new_connections_only() {
+        let broken = || {
+            RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "broken pipe",
+            ))
+        };
+        let url = "redis://127.0.0.1:6379/0";
+        let (e, conn) = map(&broken(), url);
+        assert_eq!(conn, Conn::Drop);
+        assert!(
+            matches!(&e, Error::Unavailable(m) if !m.contains("TLS")),
+            "{e}"
+        );
+        let (e, _) = map_connect(&broken(), url);
+        assert!(
+            matches!(&e, Error::Unavailable(m) if m.contains("use rediss://")),
+            "{e}"
+        );
     }
 }
