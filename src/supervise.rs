@@ -6,7 +6,9 @@
 //!   the foreground group, so it can read the terminal (a `terraform apply` prompt) and receives
 //!   Ctrl-C itself. When Ctrl-Z stops it, lockrun takes the terminal back and stops itself, so
 //!   the shell sees the job stopped; continued, it hands the terminal back and continues the
-//!   command (see `follow_stop`).
+//!   command (see `follow_stop`). A job started in the background, or moved there, is followed
+//!   the same way when its command stops on reading the terminal; and a command that stops so
+//!   after a running job was brought to the foreground gets the terminal then.
 //! - HUP, INT, QUIT, TERM, USR1, USR2 and WINCH sent to lockrun are forwarded to the group. A
 //!   second INT or TERM while the command is stopping escalates to KILL.
 //! - No descendant outlives lockrun: lockrun is a child subreaper; the command gets a parent-death
@@ -192,6 +194,9 @@ pub async fn supervise(
     // SAFETY: prctl with integer arguments has no memory-safety preconditions.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
     let tty = foreground_tty();
+    // The terminal lockrun is attached to, foreground or not: a job started with `&`, or put in
+    // the background with `bg`, may be brought to the foreground later (`fg`).
+    let terminal = tty.or_else(controlling_tty);
     // The guard learns the deadline before the command can run, from the command's process
     // (in the same write as its group): the command must never run unguarded (a lockrun
     // stopped right after spawning it would otherwise let it run past the lease).
@@ -233,7 +238,7 @@ pub async fn supervise(
         if let Some(st) = reaped.exited {
             break st;
         }
-        if let (Some(sig), Some(fd)) = (reaped.stopped, tty) {
+        if let (Some(sig), Some(fd)) = (reaped.stopped, terminal) {
             follow_stop(fd, pgid, sig);
             continue;
         }
@@ -303,7 +308,7 @@ pub async fn supervise(
             State::Lost => Some(Stop::Lost),
         };
     }
-    restore_foreground(tty);
+    restore_foreground(terminal, pgid, tty.is_some());
     clean_up_group(pgid, signals, kill_after).await;
     if let Ok(g) = guard {
         g.disarm();
@@ -372,11 +377,30 @@ fn foreground_tty() -> Option<RawFd> {
     })
 }
 
-fn restore_foreground(tty: Option<RawFd>) {
-    if let Some(fd) = tty {
+/// The descriptor (0, 1 or 2) of lockrun's controlling terminal, in the foreground or not.
+fn controlling_tty() -> Option<RawFd> {
+    (0..3).find(|&fd| {
+        // SAFETY: isatty/tcgetpgrp only read process state; tcgetpgrp fails on a terminal that
+        // is not the controlling one.
+        unsafe { libc::isatty(fd) == 1 && libc::tcgetpgrp(fd) > 0 }
+    })
+}
+
+/// Takes the terminal back from what is left of the command, so that lockrun's job ends in the
+/// foreground it had: when the command's group holds it, or, if lockrun started in the
+/// foreground, a group the command made; never from the shell (the session's leader), which
+/// holds it while the job is in the background.
+fn restore_foreground(terminal: Option<RawFd>, pgid: i32, was_foreground: bool) {
+    if let Some(fd) = terminal {
         // SIGTTOU is ignored during supervision, so this works from the background.
         // SAFETY: plain syscalls on a descriptor we did not close.
-        unsafe { libc::tcsetpgrp(fd, libc::getpgrp()) };
+        unsafe {
+            let fg = libc::tcgetpgrp(fd);
+            let ours = libc::getpgrp();
+            if fg != ours && fg != libc::getsid(0) && (fg == pgid || was_foreground) {
+                libc::tcsetpgrp(fd, ours);
+            }
+        }
     }
 }
 
@@ -431,6 +455,14 @@ fn follow_stop(fd: RawFd, pgid: i32, sig: i32) {
     // SAFETY: plain syscalls on a descriptor we did not close; SIGTTOU is ignored during
     // supervision, so tcsetpgrp works from the background.
     unsafe {
+        // The command stopped for the terminal while lockrun's job has it: the job was brought
+        // to the foreground while it ran in the background (`bg`, then `fg`: a running job gets
+        // no SIGCONT, so this is when lockrun learns of it). The terminal is the command's.
+        if sig != libc::SIGTSTP && libc::tcgetpgrp(fd) == libc::getpgrp() {
+            libc::tcsetpgrp(fd, pgid);
+            killpg(pgid, libc::SIGCONT);
+            return;
+        }
         if libc::tcgetpgrp(fd) == pgid {
             libc::tcsetpgrp(fd, libc::getpgrp());
         }
@@ -442,10 +474,16 @@ fn follow_stop(fd: RawFd, pgid: i32, sig: i32) {
         } else {
             sig
         };
+        let sent = std::time::Instant::now();
         libc::kill(0, own);
-        // Continued.
+        // Continued: in the foreground (`fg`), the terminal goes back to the command.
         if libc::tcgetpgrp(fd) == libc::getpgrp() {
             libc::tcsetpgrp(fd, pgid);
+        } else if sig != libc::SIGTSTP && sent.elapsed() < Duration::from_millis(5) {
+            // Not stopped at all: the kernel drops stop signals to an orphaned process group.
+            // Continued in the background, the command would only stop on the terminal again,
+            // at once, and again: it stays stopped.
+            return;
         }
     }
     killpg(pgid, libc::SIGCONT);

@@ -143,3 +143,125 @@ fn suspend_and_resume(job_line: impl Fn(&str) -> String) {
     assert!(seen.contains("rc=0"), "{seen}");
     assert_eq!(status.code(), Some(0), "{seen}");
 }
+
+/// Runs `body` (with `LOCKRUN` replaced by the binary) as a job-control bash script in a pty,
+/// types Ctrl-Z once `suspend_at` (if any) has appeared, answers `yes` once `after` has appeared
+/// and `wait` has passed, and checks that the command read the answer and the job ended with 0.
+fn job_reads_the_answer(body: &str, suspend_at: Option<&str>, after: &str, wait: Duration) {
+    server::require("bash", "bash");
+    server::require("script", "util-linux");
+    let env = Env::new();
+    let job = env.file("job.sh");
+    let body = body.replace("LOCKRUN", env!("CARGO_BIN_EXE_lockrun"));
+    std::fs::write(&job, format!("set -m\n{body}\necho \"rc=$?\"\n")).unwrap();
+    let mut child = Command::new("script")
+        .args([
+            "-qec",
+            &format!("bash --norc --noprofile {}", job.display()),
+            "/dev/null",
+        ])
+        .env("LOCKRUN_BACKEND", env.backend())
+        .env("HOME", env.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script");
+    let pid = child.id() as i32;
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(30));
+        // SAFETY: kill(2) on a pid; at worst the process is gone already.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    if let Some(marker) = suspend_at {
+        read_until(&mut out, &mut seen, marker);
+        std::thread::sleep(Duration::from_millis(200));
+        child.stdin.as_mut().unwrap().write_all(b"\x1a").unwrap();
+    }
+    read_until(&mut out, &mut seen, after);
+    std::thread::sleep(wait);
+    child.stdin.as_mut().unwrap().write_all(b"yes\n").unwrap();
+    read_until(&mut out, &mut seen, "rc=");
+    let _ = child.wait();
+    let mut rest = String::new();
+    let _ = out.read_to_string(&mut rest);
+    seen.push_str(&rest);
+    assert!(seen.contains("got=yes"), "{seen}");
+    assert!(seen.contains("rc=0"), "{seen}");
+}
+
+/// Ctrl-Z, `bg`, then `fg` while the command still runs in the background: the command gets the
+/// terminal back with the job, and reads from it (once was not enough: the first read stopped
+/// the job again, and the answer went to the shell).
+#[test]
+fn bg_then_fg_gives_the_command_the_terminal() {
+    // `rea%s` prints "ready", which the job line bash shows does not contain.
+    let body = "LOCKRUN res -- sh -c \"echo started; sleep 1; printf 'rea%s\\n' dy; read x; echo got=\\$x\"\n\
+                echo \"stopped=$?\"\nbg\nsleep 0.3\nfg";
+    job_reads_the_answer(body, Some("started"), "ready", Duration::from_millis(500));
+}
+
+/// A job started with `&`, whose command stops on reading the terminal, and then `fg`: the
+/// command gets the terminal and goes on.
+#[test]
+fn a_job_started_in_the_background_reads_after_fg() {
+    let body = "LOCKRUN res -- sh -c \"echo started; read x; echo got=\\$x\" &\nsleep 1\nfg";
+    job_reads_the_answer(body, None, "started", Duration::from_millis(1500));
+}
+
+/// A lockrun whose process group is orphaned (its shell is gone; the kernel then drops stop
+/// signals to it) and whose command stops on reading the terminal does not spin continuing the
+/// command, which would stop again at once.
+#[test]
+fn an_orphaned_job_does_not_spin_on_a_command_that_reads_the_terminal() {
+    server::require("bash", "bash");
+    server::require("script", "util-linux");
+    let env = Env::new();
+    let pid_file = env.file("lockrun.pid");
+    let job = env.file("job.sh");
+    std::fs::write(
+        &job,
+        format!(
+            "set -m\n(\"{}\" res -- sh -c 'echo $PPID > {}; read x < /dev/tty' &)\nsleep 3\n",
+            env!("CARGO_BIN_EXE_lockrun"),
+            pid_file.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new("script")
+        .args([
+            "-qec",
+            &format!("bash --norc --noprofile {}", job.display()),
+            "/dev/null",
+        ])
+        .env("LOCKRUN_BACKEND", env.backend())
+        .env("HOME", env.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("script");
+    assert!(eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
+    }));
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: kill(2) on a pid; the guard then ends the command.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    let _ = child.wait();
+    assert!(ticks < 30, "lockrun used {ticks} ticks of CPU in 1.5 s");
+}
