@@ -75,6 +75,35 @@ fn read_until(out: &mut impl Read, seen: &mut String, want: &str) {
     }
 }
 
+/// Runs `script` (a job-control bash script, `set -m` added) in a pty, in `env`. A job left
+/// stopped would hang the test: the pty is ended after 30 s, so that it fails instead.
+fn bash_job_in_pty(env: &Env, script: &str) -> std::process::Child {
+    server::require("bash", "bash");
+    server::require("script", "util-linux");
+    let job = env.file("job.sh");
+    std::fs::write(&job, format!("set -m\n{script}")).unwrap();
+    let child = Command::new("script")
+        .args([
+            "-qec",
+            &format!("bash --norc --noprofile {}", job.display()),
+            "/dev/null",
+        ])
+        .env("LOCKRUN_BACKEND", env.backend())
+        .env("HOME", env.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("script");
+    let pid = child.id() as i32;
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(30));
+        // SAFETY: kill(2) on a pid; at worst the process is gone already.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    child
+}
+
 /// Ctrl-Z stops the command, and lockrun follows it, so the job-control shell gets its prompt
 /// back (the job reports stopped); `fg` gives the terminal back to the command, which goes on.
 #[test]
@@ -89,42 +118,18 @@ fn ctrl_z_suspends_a_job_lockrun_does_not_lead() {
 }
 
 fn suspend_and_resume(job_line: impl Fn(&str) -> String) {
-    server::require("bash", "bash");
     let env = Env::new();
-    let job = env.file("job.sh");
     let lockrun = format!(
         "{} res -- sh -c \"echo ready; read x; echo got=\\$x\"",
         env!("CARGO_BIN_EXE_lockrun")
     );
-    std::fs::write(
-        &job,
-        format!(
-            "set -m\n{}\necho \"stopped=$?\"\nfg\necho \"rc=$?\"\n",
+    let mut child = bash_job_in_pty(
+        &env,
+        &format!(
+            "{}\necho \"stopped=$?\"\nfg\necho \"rc=$?\"\n",
             job_line(&lockrun)
         ),
-    )
-    .unwrap();
-    server::require("script", "util-linux");
-    let mut child = Command::new("script")
-        .args([
-            "-qec",
-            &format!("bash --norc --noprofile {}", job.display()),
-            "/dev/null",
-        ])
-        .env("LOCKRUN_BACKEND", env.backend())
-        .env("HOME", env.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script");
-    // A job that stays stopped would hang the test: end it after 30 s, so it fails instead.
-    let pid = child.id() as i32;
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(30));
-        // SAFETY: kill(2) on a pid; at worst the process is gone already.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    });
+    );
     let mut out = child.stdout.take().unwrap();
     let mut seen = String::new();
     read_until(&mut out, &mut seen, "ready");
@@ -148,31 +153,9 @@ fn suspend_and_resume(job_line: impl Fn(&str) -> String) {
 /// types Ctrl-Z once `suspend_at` (if any) has appeared, answers `yes` once `after` has appeared
 /// and `wait` has passed, and checks that the command read the answer and the job ended with 0.
 fn job_reads_the_answer(body: &str, suspend_at: Option<&str>, after: &str, wait: Duration) {
-    server::require("bash", "bash");
-    server::require("script", "util-linux");
     let env = Env::new();
-    let job = env.file("job.sh");
     let body = body.replace("LOCKRUN", env!("CARGO_BIN_EXE_lockrun"));
-    std::fs::write(&job, format!("set -m\n{body}\necho \"rc=$?\"\n")).unwrap();
-    let mut child = Command::new("script")
-        .args([
-            "-qec",
-            &format!("bash --norc --noprofile {}", job.display()),
-            "/dev/null",
-        ])
-        .env("LOCKRUN_BACKEND", env.backend())
-        .env("HOME", env.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script");
-    let pid = child.id() as i32;
-    std::thread::spawn(move || {
-        std::thread::sleep(Duration::from_secs(30));
-        // SAFETY: kill(2) on a pid; at worst the process is gone already.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    });
+    let mut child = bash_job_in_pty(&env, &format!("{body}\necho \"rc=$?\"\n"));
     let mut out = child.stdout.take().unwrap();
     let mut seen = String::new();
     if let Some(marker) = suspend_at {
@@ -216,33 +199,16 @@ fn a_job_started_in_the_background_reads_after_fg() {
 /// command, which would stop again at once.
 #[test]
 fn an_orphaned_job_does_not_spin_on_a_command_that_reads_the_terminal() {
-    server::require("bash", "bash");
-    server::require("script", "util-linux");
     let env = Env::new();
     let pid_file = env.file("lockrun.pid");
-    let job = env.file("job.sh");
-    std::fs::write(
-        &job,
-        format!(
-            "set -m\n(\"{}\" res -- sh -c 'echo $PPID > {}; read x < /dev/tty' &)\nsleep 3\n",
+    let mut child = bash_job_in_pty(
+        &env,
+        &format!(
+            "(\"{}\" res -- sh -c 'echo $PPID > {}; read x < /dev/tty' &)\nsleep 3\n",
             env!("CARGO_BIN_EXE_lockrun"),
             pid_file.display()
         ),
-    )
-    .unwrap();
-    let mut child = Command::new("script")
-        .args([
-            "-qec",
-            &format!("bash --norc --noprofile {}", job.display()),
-            "/dev/null",
-        ])
-        .env("LOCKRUN_BACKEND", env.backend())
-        .env("HOME", env.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("script");
+    );
     assert!(eventually(Duration::from_secs(10), || {
         std::fs::read_to_string(&pid_file).is_ok_and(|s| s.ends_with('\n'))
     }));
