@@ -680,6 +680,14 @@ fn io_error(kind: &str, path: &Path, what: &str, e: io::Error) -> Error {
     }
 }
 
+/// `Permission denied (os error 13)` → `Permission denied`.
+fn strip_os_error(e: &io::Error) -> String {
+    match e.raw_os_error() {
+        Some(code) => Errno::from_raw(code).desc().to_owned(),
+        None => e.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod io_error_tests {
     use super::*;
@@ -700,13 +708,5 @@ mod io_error_tests {
         assert!(matches!(e(libc::EDQUOT), Error::Unavailable(_)));
         assert!(matches!(e(libc::EROFS), Error::Config(_)));
         assert!(matches!(e(libc::EIO), Error::Other(_)));
-    }
-}
-
-/// `Permission denied (os error 13)` → `Permission denied`.
-fn strip_os_error(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(code) => Errno::from_raw(code).desc().to_owned(),
-        None => e.to_string(),
     }
 }
