@@ -140,6 +140,8 @@ async fn run(
 ) {
     let mut trusted_until = timing.trusted_until(granted_sent_at);
     let mut next = granted_sent_at + timing.heartbeat;
+    // Whether the last renewal failed.
+    let mut failing = false;
     let retry = (timing.heartbeat / 4).clamp(Duration::from_millis(50), Duration::from_secs(2));
     let report = |b: Beat| {
         if let Some(tx) = beats {
@@ -169,6 +171,9 @@ async fn run(
                 next = sent + timing.heartbeat;
             }
             Ok(Ok(Renewal::Renewed(_))) => {
+                if std::mem::take(&mut failing) {
+                    tracing::info!("renewed the lease on {resource} again");
+                }
                 trusted_until = trusted_until.max(timing.trusted_until(sent));
                 state.send_replace(State::Held { trusted_until });
                 report(Beat::Renewed {
@@ -183,20 +188,36 @@ async fn run(
                 return;
             }
             Ok(Err(e)) => {
-                tracing::warn!("renewing the lease on {resource} failed: {e}");
+                failed(
+                    &mut failing,
+                    &format!("renewing the lease on {resource} failed: {e}"),
+                );
                 report(Beat::Failed {
                     error: e.to_string(),
                 });
                 next = Instant::now() + crate::wait::jitter(retry);
             }
             Err(_) => {
-                tracing::warn!("renewing the lease on {resource} timed out after {limit:?}");
-                report(Beat::Failed {
-                    error: format!("timed out after {limit:?}"),
-                });
+                let what = format!("timed out after {limit:?}");
+                failed(
+                    &mut failing,
+                    &format!("renewing the lease on {resource} {what}"),
+                );
+                report(Beat::Failed { error: what });
                 next = Instant::now() + crate::wait::jitter(retry);
             }
         }
+    }
+}
+
+/// Reports a failed renewal: the first of a run of failures as a warning, the ones after it
+/// (retries every fraction of a heartbeat, often with the same error) only with `-v`. If they
+/// go on until the deadline, the line lockrun ends with says so.
+fn failed(failing: &mut bool, what: &str) {
+    if std::mem::replace(failing, true) {
+        tracing::info!("{what}");
+    } else {
+        tracing::warn!("{what} (retrying)");
     }
 }
 

@@ -259,7 +259,8 @@ pub async fn supervise(
             continue;
         }
         if !term_sent && deadline_term.is_some_and(|t| now >= t) {
-            tracing::warn!(
+            // The line lockrun ends with says so; here only with -v.
+            tracing::info!(
                 "lease renewal keeps failing: stopping the command before the lease can expire"
             );
             stopped.get_or_insert(Stop::Deadline);

@@ -134,8 +134,17 @@ pub async fn acquire(
     if let Some(ticket) = line.ticket.take() {
         ticket.leave().await;
     }
+    // An attempt whose answer did not come in time may still be applied by the store, leaving
+    // a lease under this id that nobody knows of until its TTL. Give it back, should there be
+    // one (nobody else can hold the id), but do not wait long for a store that is not answering.
+    if matches!(&out, Err(e) if e.is_retryable()) {
+        let _ = tokio::time::timeout(GIVE_BACK_WAIT, backend.release(req.resource, req.id)).await;
+    }
     out
 }
+
+/// How long a failed acquire waits to give back a grant that may have been applied late.
+const GIVE_BACK_WAIT: Duration = Duration::from_secs(1);
 
 /// The waiter's place in the backend's line, when waiting fairly.
 struct Line {
@@ -296,6 +305,15 @@ async fn acquire_in(
                     free_again += 1;
                     continue;
                 }
+                // Held under this very id: an earlier attempt that failed (its answer timed out
+                // or was lost) was applied after all. Nobody else can hold that id: give the
+                // lease back and ask again at once, for a grant whose time is known.
+                if holder.as_ref().is_some_and(|h| h.id == *req.id) && free_again < FREE_AGAIN_TRIES
+                {
+                    free_again += 1;
+                    let _ = backend.release(req.resource, req.id).await;
+                    continue;
+                }
                 free_again = 0;
                 if holder.as_ref().map(|h| &h.id) != last_holder.as_ref().map(|h| &h.id) {
                     poll = POLL_MIN; // a new holder: start polling fast again
@@ -386,6 +404,10 @@ mod tests {
         calls: Mutex<Vec<Instant>>,
         /// How many attempts, before the answers, find the resource freed in the meantime.
         free_again: Mutex<usize>,
+        /// How many attempts, before the answers, find it held under the request's own id.
+        own: Mutex<usize>,
+        /// The lease ids released.
+        released: Mutex<Vec<LeaseId>>,
     }
 
     fn lease(r: &Resource, id: &LeaseId) -> Lease {
@@ -420,6 +442,14 @@ mod tests {
                     expires_in: Some(Duration::ZERO),
                 });
             }
+            let mut own = self.own.lock().unwrap();
+            if *own > 0 {
+                *own -= 1;
+                return Ok(Acquire::Busy {
+                    holder: Some(lease(req.resource, req.id)),
+                    expires_in: Some(self.busy_for),
+                });
+            }
             let next = self.answers.lock().unwrap().remove(0);
             match next {
                 Ok(true) => Ok(Acquire::Acquired(lease(req.resource, req.id))),
@@ -433,7 +463,8 @@ mod tests {
         async fn renew(&self, _: &Resource, _: &LeaseId, _: Duration) -> Result<Renewal, Error> {
             Ok(Renewal::Lost)
         }
-        async fn release(&self, _: &Resource, _: &LeaseId) -> Result<bool, Error> {
+        async fn release(&self, _: &Resource, id: &LeaseId) -> Result<bool, Error> {
+            self.released.lock().unwrap().push(id.clone());
             Ok(false)
         }
         async fn current(&self, _: &Resource) -> Result<Option<Lease>, Error> {
@@ -447,6 +478,8 @@ mod tests {
             busy_for,
             calls: Mutex::new(vec![]),
             free_again: Mutex::new(0),
+            own: Mutex::new(0),
+            released: Mutex::new(vec![]),
         }
     }
 
@@ -513,6 +546,68 @@ mod tests {
             took >= Duration::from_secs(2) && took < Duration::from_millis(2100),
             "{took:?}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_grant_applied_after_its_answer_was_lost_is_given_back_and_asked_again() {
+        // The store holds the resource under this very request's id (an attempt that timed
+        // out was applied after all): it is released, and the next attempt goes out at once.
+        let b = scripted(vec![Ok(true)], Duration::from_secs(60));
+        *b.own.lock().unwrap() = 1;
+        let r = Resource::new("r").unwrap();
+        let id = LeaseId::generate();
+        let start = Instant::now();
+        let out = acquire(
+            &b,
+            &request(&r, &id),
+            Wait::Forever,
+            Retry::FailFast,
+            Order::Race,
+            &mut |_| {},
+        )
+        .await
+        .unwrap();
+        assert!(matches!(out, Outcome::Granted(_)), "{out:?}");
+        assert_eq!(*b.released.lock().unwrap(), vec![id]);
+        assert!(
+            b.calls.lock().unwrap().iter().all(|&t| t == start),
+            "no waiting"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_acquire_that_fails_unanswered_gives_back_what_it_may_have_been_granted() {
+        let r = Resource::new("r").unwrap();
+        let id = LeaseId::generate();
+        let req = request(&r, &id);
+        let b = scripted(
+            vec![Err(Error::Unavailable("timed out".into()))],
+            Duration::ZERO,
+        );
+        let out = acquire(
+            &b,
+            &req,
+            Wait::Forever,
+            Retry::FailFast,
+            Order::Race,
+            &mut |_| {},
+        )
+        .await;
+        assert!(matches!(out, Err(Error::Unavailable(_))));
+        assert_eq!(*b.released.lock().unwrap(), vec![id.clone()]);
+        // A refusal that is not about an unanswered request leaves nothing to give back.
+        let b = scripted(vec![Err(Error::Config("bad".into()))], Duration::ZERO);
+        let out = acquire(
+            &b,
+            &req,
+            Wait::Forever,
+            Retry::FailFast,
+            Order::Race,
+            &mut |_| {},
+        )
+        .await;
+        assert!(matches!(out, Err(Error::Config(_))));
+        assert!(b.released.lock().unwrap().is_empty());
     }
 
     #[tokio::test(start_paused = true)]

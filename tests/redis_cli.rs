@@ -246,6 +246,36 @@ fn a_stalled_server_stops_the_command_before_the_lease_could_expire() {
     );
 }
 
+/// A server that goes away for good: the renewals fail every fraction of a heartbeat until the
+/// deadline, but stderr gets one warning for them and the line lockrun ends with, not a line per
+/// retry, nor one for the release that fails too.
+#[test]
+fn a_server_gone_for_good_makes_two_lines_not_one_per_retry() {
+    let s: Server = server::start_redis(&[]);
+    let (env, u, res) = (Env::new(), url(s.port), resource("gone"));
+    let child = env
+        .cmd()
+        .args(["-b", &u, "run", "--ttl", "3s", &res, "--", "sleep", "60"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(1500));
+    // SAFETY: kill(2) on the server's pid (the harness cleans up its directory at exit).
+    unsafe { libc::kill(s.pid as i32, libc::SIGKILL) };
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(124), "{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with("lockrun: warning: renewing the lease")
+            && lines[0].ends_with("(retrying)"),
+        "{err}"
+    );
+    assert!(lines[1].contains("could not renew the lease"), "{err}");
+}
+
 #[test]
 fn server_down_is_unavailable() {
     let (env, port) = (Env::new(), server::free_port());

@@ -176,6 +176,45 @@ fn child_gets_its_lease_in_the_environment() {
     assert_eq!(stdout(&o).trim(), "2", "tokens increase across runs");
 }
 
+/// A lockrun inside the command reaches the same store the same way, though the backend is a
+/// `[backend.NAME]` section of a config file named with `-c`: it sees the outer lease as its own
+/// resource's holder, and cannot take it.
+#[test]
+fn a_nested_lockrun_uses_the_same_named_backend_and_config() {
+    let env = Env::new();
+    let config = env.file("elsewhere.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[default]\nbackend = \"shared\"\n[backend.shared]\nurl = \"file://{}/shared-locks\"\n",
+            env.path().display()
+        ),
+    )
+    .unwrap();
+    let lockrun = env!("CARGO_BIN_EXE_lockrun");
+    let inner = format!(
+        "echo \"$LOCKRUN_BACKEND|$LOCKRUN_CONFIG\"; cd /; \
+         {lockrun} is-held \"$LOCKRUN_RESOURCE\" \"$LOCKRUN_LEASE_ID\"; echo held=$?; \
+         {lockrun} -q -n \"$LOCKRUN_RESOURCE\" -- true; echo nested=$?"
+    );
+    let o = env
+        .cmd()
+        .current_dir(env.path())
+        .args(["-c", "elsewhere.toml", "job", "--", "sh", "-c", &inner])
+        .env_remove("LOCKRUN_BACKEND")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let first = out.lines().next().unwrap();
+    assert_eq!(first, format!("shared|{}", config.display()), "{out}");
+    assert!(out.contains("held=0"), "{out}");
+    assert!(
+        out.contains("nested=75"),
+        "the nested lockrun took a held resource: {out}"
+    );
+}
+
 #[test]
 fn eight_workers_never_overlap_and_tokens_increase() {
     let env = Env::new();

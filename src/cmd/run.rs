@@ -1,11 +1,14 @@
 //! `lockrun run` (and `lockrun RESOURCE -- CMD`): acquire, run, renew, release.
 
+use std::path::Path;
+
 use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::events::Events;
 use super::{wait_policy, Ctx, Failure};
 use crate::cli::RunArgs;
+use crate::config::Plan;
 use crate::exit::Exit;
 use crate::heartbeat::{Beat, State};
 use crate::lease::{rfc3339, Lease, Resource};
@@ -103,7 +106,7 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
         program: args.command[0].clone(),
         path,
         args: args.command[1..].to_vec(),
-        env: child_env(guard.lease(), &plan.backend.redacted()),
+        env: child_env(guard.lease(), &plan, ctx.config.path()),
     };
     let outcome = supervise::supervise(
         &spec,
@@ -187,6 +190,12 @@ async fn release(guard: Guard, resource: &Resource, may_have_ended: bool) -> boo
             );
             false
         }
+        // After a deadline stop the backend did not answer renewals: no news that it does not
+        // answer this either.
+        Err(e) if may_have_ended => {
+            tracing::info!("could not release the lease on {}: {e}", esc(resource));
+            false
+        }
         Err(e) => {
             tracing::warn!("could not release the lease on {}: {e}", esc(resource));
             false
@@ -219,17 +228,32 @@ fn esc(r: &Resource) -> String {
     crate::lease::escape(r.as_str())
 }
 
-/// What the command learns about its lease. No secrets: the backend URL is redacted. Variables
-/// an outer lockrun may have set are overwritten or removed, never inherited.
-fn child_env(lease: &Lease, backend: &str) -> Vec<(String, Option<String>)> {
-    vec![
+/// What the command learns about its lease. Variables an outer lockrun may have set are
+/// overwritten or removed, never inherited.
+///
+/// A `lockrun` inside the command must reach the same store the same way: `LOCKRUN_BACKEND` is
+/// the `[backend.NAME]` name when the backend came from one (its URL alone would lose the
+/// section's prefix, table, region...), and `LOCKRUN_CONFIG` the config file it is in. Else it
+/// is the URL, with no secrets (a password is `***`).
+fn child_env(lease: &Lease, plan: &Plan, config: Option<&Path>) -> Vec<(String, Option<String>)> {
+    let backend = match &plan.backend_name {
+        Some(name) => name.clone(),
+        None => plan.backend.redacted(),
+    };
+    let mut env = vec![
         ("LOCKRUN_RESOURCE".into(), Some(lease.resource.to_string())),
         ("LOCKRUN_LEASE_ID".into(), Some(lease.id.to_string())),
         ("LOCKRUN_PRINCIPAL".into(), Some(lease.principal.clone())),
-        ("LOCKRUN_BACKEND".into(), Some(backend.to_owned())),
+        ("LOCKRUN_BACKEND".into(), Some(backend)),
         (
             "LOCKRUN_FENCING_TOKEN".into(),
             lease.fencing_token.map(|t| t.to_string()),
         ),
-    ]
+    ];
+    // Absolute, as the command may change directory.
+    let config = config.and_then(|p| std::path::absolute(p).ok());
+    if let Some(path) = config.as_deref().and_then(Path::to_str) {
+        env.push(("LOCKRUN_CONFIG".into(), Some(path.to_owned())));
+    }
+    env
 }
