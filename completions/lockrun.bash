@@ -121,7 +121,7 @@ _lockrun() {
             return 0
             ;;
         lockrun__subcmd__acquire)
-            opts="-w -n -E -c -b -p -v -q -h --ttl --wait --no-wait --conflict-exit-code --fair --json --config --backend --principal --verbose --quiet --help"
+            opts="-w -n -E -c -b -p -v -q -h -V --ttl --wait --no-wait --conflict-exit-code --fair --json --config --backend --principal --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -179,7 +179,7 @@ _lockrun() {
             return 0
             ;;
         lockrun__subcmd__current)
-            opts="-f -c -b -p -v -q -h --id-only --format --config --backend --principal --verbose --quiet --help"
+            opts="-f -c -b -p -v -q -h -V --id-only --format --config --backend --principal --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -225,7 +225,7 @@ _lockrun() {
             return 0
             ;;
         lockrun__subcmd__doctor)
-            opts="-c -b -p -v -q -h --ttl --heartbeat --kill-after --config --backend --principal --verbose --quiet --help"
+            opts="-c -b -p -v -q -h -V --ttl --heartbeat --kill-after --config --backend --principal --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -429,7 +429,7 @@ _lockrun() {
             return 0
             ;;
         lockrun__subcmd__init)
-            opts="-c -b -p -v -q -h --config --backend --principal --verbose --quiet --help"
+            opts="-c -b -p -v -q -h -V --config --backend --principal --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -467,7 +467,7 @@ _lockrun() {
             return 0
             ;;
         lockrun__subcmd__is__subcmd__held)
-            opts="-c -b -p -v -q -h --config --backend --principal --verbose --quiet --help"
+            opts="-c -b -p -v -q -h -V --config --backend --principal --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -505,7 +505,7 @@ _lockrun() {
             return 0
             ;;
         lockrun__subcmd__list)
-            opts="-f -c -b -p -v -q -h --format --config --backend --principal --verbose --quiet --help"
+            opts="-f -c -b -p -v -q -h -V --format --config --backend --principal --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -551,7 +551,7 @@ _lockrun() {
             return 0
             ;;
         lockrun__subcmd__release)
-            opts="-c -b -p -v -q -h --config --backend --principal --verbose --quiet --help"
+            opts="-c -b -p -v -q -h -V --config --backend --principal --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -589,7 +589,7 @@ _lockrun() {
             return 0
             ;;
         lockrun__subcmd__renew)
-            opts="-c -b -p -v -q -h --ttl --json --config --backend --principal --verbose --quiet --help"
+            opts="-c -b -p -v -q -h -V --ttl --json --config --backend --principal --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -631,7 +631,7 @@ _lockrun() {
             return 0
             ;;
         lockrun__subcmd__run)
-            opts="-w -n -E -c -b -p -v -q -h --ttl --wait --no-wait --conflict-exit-code --fair --heartbeat --kill-after --events --config --backend --principal --verbose --quiet --help"
+            opts="-w -n -E -c -b -p -v -q -h -V --ttl --wait --no-wait --conflict-exit-code --fair --heartbeat --kill-after --events --config --backend --principal --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

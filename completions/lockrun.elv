@@ -67,6 +67,8 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand --quiet 'No progress, warnings or busy/not-held lines on stderr: only errors'
             cand -h 'Print help'
             cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
         }
         &'lockrun;acquire'= {
             cand --ttl 'Lease TTL [default: 1h]'
@@ -90,6 +92,8 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand --quiet 'No progress, warnings or busy/not-held lines on stderr: only errors'
             cand -h 'Print help'
             cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
         }
         &'lockrun;renew'= {
             cand --ttl 'New TTL, counted from now [default: the configured ttl, 1h]'
@@ -106,6 +110,8 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand --quiet 'No progress, warnings or busy/not-held lines on stderr: only errors'
             cand -h 'Print help'
             cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
         }
         &'lockrun;release'= {
             cand -c 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]'
@@ -120,6 +126,8 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand --quiet 'No progress, warnings or busy/not-held lines on stderr: only errors'
             cand -h 'Print help'
             cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
         }
         &'lockrun;current'= {
             cand -f 'Output format'
@@ -137,6 +145,8 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand --quiet 'No progress, warnings or busy/not-held lines on stderr: only errors'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
         }
         &'lockrun;is-held'= {
             cand -c 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]'
@@ -151,6 +161,8 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand --quiet 'No progress, warnings or busy/not-held lines on stderr: only errors'
             cand -h 'Print help'
             cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
         }
         &'lockrun;init'= {
             cand -c 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]'
@@ -165,6 +177,8 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand --quiet 'No progress, warnings or busy/not-held lines on stderr: only errors'
             cand -h 'Print help'
             cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
         }
         &'lockrun;doctor'= {
             cand --ttl 'The run TTL to check [default: the configured run_ttl, 30s]'
@@ -182,6 +196,8 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand --quiet 'No progress, warnings or busy/not-held lines on stderr: only errors'
             cand -h 'Print help'
             cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
         }
         &'lockrun;list'= {
             cand -f 'Output format'
@@ -198,6 +214,8 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand --quiet 'No progress, warnings or busy/not-held lines on stderr: only errors'
             cand -h 'Print help (see more with ''--help'')'
             cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
         }
         &'lockrun;help'= {
             cand run 'Acquire a lease, run a command, renew while it runs, release when it exits'

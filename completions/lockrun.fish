@@ -55,6 +55,7 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l fair -d 'Serve w
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s q -l quiet -d 'No progress, warnings or busy/not-held lines on stderr: only errors'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s h -l help -d 'Print help'
+complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s V -l version -d 'Print version'
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -l ttl -d 'Lease TTL [default: 1h]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s w -l wait -d 'Wait at most this long for the lease (e.g. 30s, 10m) [default: wait forever]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s E -l conflict-exit-code -d 'Exit code when the lease was not acquired' -r
@@ -67,6 +68,7 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -l json -d 'Pri
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s q -l quiet -d 'No progress, warnings or busy/not-held lines on stderr: only errors'
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s h -l help -d 'Print help'
+complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s V -l version -d 'Print version'
 complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -l ttl -d 'New TTL, counted from now [default: the configured ttl, 1h]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
@@ -75,12 +77,14 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -l json -d 'Print
 complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -s q -l quiet -d 'No progress, warnings or busy/not-held lines on stderr: only errors'
 complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -s h -l help -d 'Print help'
+complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -s V -l version -d 'Print version'
 complete -c lockrun -n "__fish_lockrun_using_subcommand release" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "__fish_lockrun_using_subcommand release" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand release" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand release" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand release" -s q -l quiet -d 'No progress, warnings or busy/not-held lines on stderr: only errors'
 complete -c lockrun -n "__fish_lockrun_using_subcommand release" -s h -l help -d 'Print help'
+complete -c lockrun -n "__fish_lockrun_using_subcommand release" -s V -l version -d 'Print version'
 complete -c lockrun -n "__fish_lockrun_using_subcommand current" -s f -l format -d 'Output format' -r -f -a "id\t'Only the lease id'
 json\t'One JSON object'
 rows\t'`key: value` rows'
@@ -92,18 +96,21 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand current" -l id-only -d '
 complete -c lockrun -n "__fish_lockrun_using_subcommand current" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand current" -s q -l quiet -d 'No progress, warnings or busy/not-held lines on stderr: only errors'
 complete -c lockrun -n "__fish_lockrun_using_subcommand current" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c lockrun -n "__fish_lockrun_using_subcommand current" -s V -l version -d 'Print version'
 complete -c lockrun -n "__fish_lockrun_using_subcommand is-held" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "__fish_lockrun_using_subcommand is-held" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand is-held" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand is-held" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand is-held" -s q -l quiet -d 'No progress, warnings or busy/not-held lines on stderr: only errors'
 complete -c lockrun -n "__fish_lockrun_using_subcommand is-held" -s h -l help -d 'Print help'
+complete -c lockrun -n "__fish_lockrun_using_subcommand is-held" -s V -l version -d 'Print version'
 complete -c lockrun -n "__fish_lockrun_using_subcommand init" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "__fish_lockrun_using_subcommand init" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand init" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand init" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand init" -s q -l quiet -d 'No progress, warnings or busy/not-held lines on stderr: only errors'
 complete -c lockrun -n "__fish_lockrun_using_subcommand init" -s h -l help -d 'Print help'
+complete -c lockrun -n "__fish_lockrun_using_subcommand init" -s V -l version -d 'Print version'
 complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -l ttl -d 'The run TTL to check [default: the configured run_ttl, 30s]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -l heartbeat -d 'The heartbeat to check [default: TTL/3]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -l kill-after -d 'The kill-after grace to check [default: min(TTL/6, 10s)]' -r
@@ -113,6 +120,7 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -s p -l principa
 complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -s q -l quiet -d 'No progress, warnings or busy/not-held lines on stderr: only errors'
 complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -s h -l help -d 'Print help'
+complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -s V -l version -d 'Print version'
 complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s f -l format -d 'Output format' -r -f -a "rows\t'A header, then one tab-separated row per lease'
 json\t'One JSON array of lease objects'"
 complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
@@ -121,6 +129,7 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s p -l principal 
 complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s q -l quiet -d 'No progress, warnings or busy/not-held lines on stderr: only errors'
 complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s V -l version -d 'Print version'
 complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor list help" -f -a "run" -d 'Acquire a lease, run a command, renew while it runs, release when it exits'
 complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor list help" -f -a "acquire" -d 'Acquire a lease and print its id, for holding it across several commands'
 complete -c lockrun -n "__fish_lockrun_using_subcommand help; and not __fish_seen_subcommand_from run acquire renew release current is-held init doctor list help" -f -a "renew" -d 'Extend a lease acquired earlier, keeping its id'

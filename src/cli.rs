@@ -46,6 +46,7 @@ Backends:
 #[command(
     name = "lockrun",
     version,
+    propagate_version = true,
     after_help = EXIT_CODES,
     override_usage = "lockrun [OPTIONS] <RESOURCE> -- <COMMAND>...\n       lockrun [OPTIONS] <VERB> [ARGS]...",
     subcommand_value_name = "VERB",
@@ -333,7 +334,9 @@ pub fn with_implied_run(args: Vec<OsString>) -> Vec<OsString> {
             }
             return insert_run(args, i); // a run option before the resource
         }
-        if is_verb(&a) {
+        if is_verb(&a) || (mistyped_verb(&a) && !args[i..].iter().any(|x| x == "--")) {
+            // A verb; or one mistyped, with no `--` to say that a command follows: left to
+            // clap, which rejects it, rather than run what follows as a command.
             return args;
         }
         return insert_run(args, i);
@@ -357,6 +360,38 @@ fn is_verb(word: &str) -> bool {
     VERBS.contains(&word)
 }
 
+/// Whether `word` is a verb with a typo: one edit away from a verb (two from a verb of more
+/// than four letters).
+fn mistyped_verb(word: &str) -> bool {
+    meant_verb(word).is_some()
+}
+
+/// The verb that `word` is a typo of, if it is one (see [`mistyped_verb`]).
+pub fn meant_verb(word: &str) -> Option<&'static str> {
+    VERBS.iter().copied().find(|v| {
+        let d = edit_distance(word, v);
+        d > 0 && d <= if v.len() > 4 { 2 } else { 1 }
+    })
+}
+
+/// Levenshtein distance, by characters.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let next = (prev + usize::from(ca != cb))
+                .min(row[j] + 1)
+                .min(row[j + 1] + 1);
+            prev = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
+}
+
 fn is_verbose_cluster(a: &str) -> bool {
     a.len() > 1 && a.starts_with('-') && !a.starts_with("--") && a[1..].chars().all(|c| c == 'v')
 }
@@ -370,6 +405,28 @@ fn insert_run(mut args: Vec<OsString>, at: usize) -> Vec<OsString> {
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    #[test]
+    fn mistyped_verbs() {
+        assert_eq!(edit_distance("curent", "current"), 1);
+        assert_eq!(edit_distance("relase", "release"), 1);
+        assert_eq!(edit_distance("", "run"), 3);
+        assert_eq!(meant_verb("curent"), Some("current"));
+        assert_eq!(meant_verb("aquire"), Some("acquire"));
+        assert_eq!(meant_verb("is_held"), Some("is-held"));
+        assert_eq!(meant_verb("rnu"), None, "two edits from a short verb");
+        assert_eq!(meant_verb("current"), None);
+        assert_eq!(meant_verb("deploy"), None);
+        // Without `--`, a typo is left to clap; with it, it is a resource.
+        assert_eq!(
+            norm(&["lockrun", "curent", "echo"]),
+            ["lockrun", "curent", "echo"]
+        );
+        assert_eq!(
+            norm(&["lockrun", "curent", "--", "echo"]),
+            ["lockrun", "run", "curent", "--", "echo"]
+        );
+    }
 
     fn norm(args: &[&str]) -> Vec<String> {
         with_implied_run(args.iter().map(OsString::from).collect())

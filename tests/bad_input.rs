@@ -47,6 +47,17 @@ fn usage_errors_exit_2() {
         2,
         "heartbeat 1ms is too short (at least 50ms)",
     );
+    // A mistyped verb is not taken for a resource with a command to run (`--` says it is one).
+    let o = env.run(&["curent", "echo", "hi"]);
+    assert_fails(&o, 2, "'curent' is not a verb (did you mean 'current'?)");
+    assert_eq!(stdout(&o), "");
+    assert_fails(
+        &env.run(&["relase", "res", "0123"]),
+        2,
+        "did you mean 'release'?",
+    );
+    let o = env.run(&["curent", "--", "echo", "hi"]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), "hi\n"));
     let long = "p".repeat(300);
     for p in ["a\nb", &long] {
         assert_fails(&env.run(&["-p", p, "acquire", "res"]), 2, "--principal");

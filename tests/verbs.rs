@@ -202,9 +202,19 @@ fn help_and_version() {
     let o = env.run(&["--version"]);
     assert_eq!(o.status.code(), Some(0));
     assert!(stdout(&o).starts_with("lockrun "));
+    let version = stdout(&o);
     for verb in ["run", "acquire", "renew", "release", "current", "is-held"] {
         let o = env.run(&[verb, "--help"]);
         assert_eq!(o.status.code(), Some(0), "{verb}");
+        // A global option, after the verb too.
+        for v in ["--version", "-V"] {
+            let o = env.run(&[verb, v]);
+            assert_eq!(
+                (o.status.code(), stdout(&o)),
+                (Some(0), version.clone()),
+                "{verb} {v}"
+            );
+        }
     }
 }
 

@@ -211,14 +211,36 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
 fn clap_exit(e: clap::Error) -> Exit {
     use clap::error::ErrorKind;
     match e.kind() {
+        // Help, and the version of the binary, also when asked after a verb (where clap would
+        // name the verb: `lockrun-acquire 0.1.0`).
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            match write_out(format_args!("{e}")) {
+            let written = if e.kind() == ErrorKind::DisplayVersion {
+                write_out(format_args!("lockrun {}\n", env!("CARGO_PKG_VERSION")))
+            } else {
+                write_out(format_args!("{e}"))
+            };
+            match written {
                 Err(w) if w.kind() != std::io::ErrorKind::BrokenPipe => {
                     eprintln!("lockrun: cannot write to stdout: {w}");
                     Exit::Internal
                 }
                 _ => Exit::Success,
             }
+        }
+        ErrorKind::InvalidSubcommand => {
+            let word = e
+                .get(clap::error::ContextKind::InvalidSubcommand)
+                .map(|v| v.to_string())
+                .unwrap_or_default();
+            let meant = crate::cli::meant_verb(&word)
+                .map(|v| format!(" (did you mean '{v}'?)"))
+                .unwrap_or_default();
+            eprintln!(
+                "lockrun: '{}' is not a verb{meant}; to run a command under a lease on a \
+                 resource of that name, put -- before the command",
+                crate::lease::escape(&word)
+            );
+            Exit::Usage
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             eprint!("{e}");
