@@ -184,7 +184,8 @@ pub fn rfc3339(t: SystemTime) -> String {
 }
 
 /// The longest TTL a lease may have: every backend can store it, and its expiry can be shown.
-pub const MAX_TTL: Duration = Duration::from_secs(10 * 365 * 86400);
+/// Ten years of 365.25 days, as `10y` reads.
+pub const MAX_TTL: Duration = Duration::from_secs(10 * 31_557_600);
 
 /// A TTL must be positive (at least 1ms, the finest unit every backend keeps) and at most
 /// [`MAX_TTL`].
@@ -274,6 +275,11 @@ mod tests {
     fn ttl_bounds() {
         assert!(check_ttl(Duration::from_millis(1)).is_ok());
         assert!(check_ttl(MAX_TTL).is_ok());
+        assert_eq!(
+            crate::duration::parse("10y").unwrap(),
+            MAX_TTL,
+            "`10y` is allowed"
+        );
         assert_eq!(
             check_ttl(Duration::ZERO).unwrap_err().0,
             "the TTL must be at least 1ms"

@@ -172,7 +172,7 @@ impl Line {
             self.ticket = Some(backend.enqueue(req).await?.ok_or_else(|| {
                 Error::Config(
                     "this backend keeps no line of waiters, so it cannot serve them in order \
-                     (--fair); etcd can"
+                     (--fair, or fair = true in the config file); etcd can"
                         .into(),
                 )
             })?);

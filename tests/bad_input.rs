@@ -221,7 +221,11 @@ fn unknown_backend_and_bad_urls_exit_78() {
 fn fair_waiting_on_a_backend_without_a_line_exits_78() {
     let env = Env::new();
     let o = env.run(&["--fair", "res", "--", "true"]);
-    assert_fails(&o, 78, "cannot serve them in order (--fair); etcd can");
+    assert_fails(
+        &o,
+        78,
+        "cannot serve them in order (--fair, or fair = true in the config file); etcd can",
+    );
     assert_fails(&env.run(&["acquire", "--fair", "res"]), 78, "--fair");
     let cfg = env.file("fair.toml");
     std::fs::write(&cfg, "[resource.\"res\"]\nfair = true\n").unwrap();
