@@ -128,6 +128,10 @@ pub enum Error {
         line: Option<usize>,
         message: String,
     },
+    /// A `[backend.<name>]` section's backend-specific keys are wrong (the message names the
+    /// file, line and section).
+    #[error("{0}")]
+    Backend(String),
     /// A value from a flag or the environment is invalid.
     #[error("{origin}: {message}")]
     Value {
@@ -731,6 +735,8 @@ impl Parser<'_> {
             let file = self.path.display().to_string();
             let settings =
                 Settings::new(format!("{file} {header}"), rest).with_lines(&file, &header, lines);
+            crate::backend::check_settings(&url, &settings)
+                .map_err(|e| Error::Backend(e.to_string()))?;
             backends.insert(name.to_owned(), Backend { url, settings });
         }
         Ok(backends)

@@ -280,6 +280,23 @@ fn malformed_config_exits_78_naming_file_and_line() {
         let o = env.run(&["-c", cfg.to_str().unwrap(), "-b", name, "acquire", "res"]);
         assert_fails(&o, 78, needle);
     }
+    // Also in a section that no resource uses (yet): found when the file is read.
+    let mut unused = vec![(
+        "[backend.f]\nurl = \"file:///nonexistent/l\"\nprefx = 1\n",
+        "bad.toml:3: [backend.f]: unknown key 'prefx'",
+    )];
+    if cfg!(feature = "etcd") {
+        unused.push((
+            "[backend.e]\nurl = \"etcd://127.0.0.1:1\"\nconnect_timeout = \"5 fortnights\"\n",
+            "bad.toml:3: [backend.e]: key 'connect_timeout'",
+        ));
+    }
+    for (text, needle) in unused {
+        std::fs::write(&cfg, text).unwrap();
+        let b = env.backend();
+        let o = env.run(&["-c", cfg.to_str().unwrap(), "-b", &b, "acquire", "res"]);
+        assert_fails(&o, 78, needle);
+    }
     let o = env.run(&["-c", "/nonexistent/lockrun.toml", "acquire", "res"]);
     assert_fails(&o, 78, "/nonexistent/lockrun.toml");
     let mut c = env.cmd();

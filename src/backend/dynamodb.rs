@@ -84,6 +84,9 @@ mod errors;
 mod item;
 mod ops;
 mod options;
+
+/// The keys a `[backend.NAME]` section of this backend may have.
+pub(super) const SETTINGS: &[&str] = options::KEYS;
 pub use options::http_client;
 mod table;
 mod takeover;

@@ -95,6 +95,9 @@ mod cluster;
 mod errors;
 mod ops;
 mod options;
+
+/// The keys a `[backend.NAME]` section of this backend may have.
+pub(super) const SETTINGS: &[&str] = options::KEYS;
 mod queue;
 mod ready;
 mod record;

@@ -87,6 +87,9 @@ mod errors;
 mod name;
 mod ops;
 mod options;
+
+/// The keys a `[backend.NAME]` section of this backend may have.
+pub(super) const SETTINGS: &[&str] = options::KEYS;
 mod record;
 
 pub use name::{object_name, DEFAULT_PREFIX};

@@ -75,6 +75,9 @@ use crate::lease::{Lease, LeaseId, Resource};
 mod keys;
 mod ops;
 mod options;
+
+/// The keys a `[backend.NAME]` section of this backend may have.
+pub(super) const SETTINGS: &[&str] = options::KEYS;
 mod proto;
 mod record;
 mod takeover;

@@ -234,6 +234,37 @@ pub trait Backend: Send + Sync {
     }
 }
 
+/// Checks a `[backend.NAME]` section without opening anything, so that a mistake in a section
+/// no resource uses yet is found when the config file is read: an unknown key, and a duration
+/// (`*_timeout`, `skew_allowance`) that does not read as one. The backend checks the rest (the
+/// files a section names, values that need each other) when it is opened.
+pub fn check_settings(url: &BackendUrl, settings: &Settings) -> Result<(), Error> {
+    let keys: &[&str] = match url.scheme() {
+        "file" => &[],
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => postgres::SETTINGS,
+        #[cfg(feature = "redis")]
+        "redis" | "rediss" | "redis+unix" => redis::SETTINGS,
+        #[cfg(feature = "dynamodb")]
+        "dynamodb" => dynamodb::SETTINGS,
+        #[cfg(feature = "etcd")]
+        "etcd" | "etcd+https" => etcd::SETTINGS,
+        #[cfg(feature = "memcached")]
+        "memcached" => memcached::SETTINGS,
+        #[cfg(feature = "kubernetes")]
+        "kubernetes" | "k8s" => kubernetes::SETTINGS,
+        // Not built in: opening it says so.
+        _ => return Ok(()),
+    };
+    settings.expect_only(keys)?;
+    for key in keys {
+        if key.ends_with("_timeout") || *key == "skew_allowance" {
+            settings.duration(key)?;
+        }
+    }
+    Ok(())
+}
+
 /// Opens the backend named by `url`, with backend-specific `settings` from the config file.
 pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Arc<dyn Backend>, Error> {
     match url.scheme() {

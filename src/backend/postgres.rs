@@ -124,6 +124,9 @@ use crate::lease::{escape, Lease, LeaseId, Resource};
 
 mod errors;
 mod options;
+
+/// The keys a `[backend.NAME]` section of this backend may have.
+pub(super) const SETTINGS: &[&str] = options::KEYS;
 mod pgpass;
 mod setup;
 mod sql;

@@ -84,6 +84,9 @@ use crate::lease::{Lease, LeaseId, Resource};
 
 mod errors;
 mod options;
+
+/// The keys a `[backend.NAME]` section of this backend may have.
+pub(super) const SETTINGS: &[&str] = options::KEYS;
 mod script;
 
 use errors::Conn;

@@ -524,17 +524,14 @@ fn wait_values() {
 
 #[test]
 fn backend_choices() {
-    let base = "[backend.ci]\nurl = \"redis://ci-redis:6379/2\"\nkey_prefix = \"lr:\"\nconnect_timeout = \"2s\"\n";
+    let base = "[backend.ci]\nurl = \"redis://ci-redis:6379/2\"\nprefix = \"lr:\"\nconnect_timeout = \"2s\"\n";
     // By name, with backend-specific keys passed through.
     let c = cfg(&format!("{base}[default]\nbackend = \"ci\"\n"));
     let p = plan(&c, "r");
     assert_eq!(p.backend.to_string(), "redis://ci-redis:6379/2");
     assert_eq!(p.backend_name.as_deref(), Some("ci"));
     assert_eq!(p.settings.origin, "/etc/lockrun/config.toml [backend.ci]");
-    assert_eq!(
-        p.settings.string("key_prefix").unwrap().as_deref(),
-        Some("lr:")
-    );
+    assert_eq!(p.settings.string("prefix").unwrap().as_deref(), Some("lr:"));
     assert_eq!(
         p.settings.duration("connect_timeout").unwrap(),
         Some(Duration::from_secs(2))
@@ -542,7 +539,7 @@ fn backend_choices() {
     assert_eq!(p.settings.string("url").unwrap(), None);
     assert!(p
         .settings
-        .expect_only(&["key_prefix", "connect_timeout"])
+        .expect_only(&["prefix", "connect_timeout"])
         .is_ok());
     // By URL, and by absolute path.
     let p = plan(
@@ -619,10 +616,10 @@ fn backend_errors() {
 #[test]
 fn backend_settings_may_hold_any_toml() {
     // Datetimes and arrays in a backend section do not upset line tracking.
-    let c = cfg("[backend.x]\nurl = \"redis://h\"\nsince = 1979-05-27T07:32:00Z\nnodes = [\"a\", \"b\"]\n[default]\nbackend = \"x\"\n");
+    let c = cfg("[backend.x]\nurl = \"redis://h\"\nprefix = 1979-05-27T07:32:00Z\nusername = [\"a\", \"b\"]\n[default]\nbackend = \"x\"\n");
     assert_eq!(plan(&c, "r").backend_name.as_deref(), Some("x"));
     let msg =
-        bad("[backend.x]\nurl = \"redis://h\"\nsince = 1979-05-27\n[default]\nttl = \"5x\"\n");
+        bad("[backend.x]\nurl = \"redis://h\"\nprefix = 1979-05-27\n[default]\nttl = \"5x\"\n");
     assert!(
         msg.starts_with("/etc/lockrun/config.toml:5: key 'ttl'"),
         "{msg}"
@@ -691,7 +688,7 @@ fn user_config_path_computation() {
 
 #[test]
 fn debug_output_hides_secrets() {
-    let c = cfg("[backend.x]\nurl = \"redis://u:hunter2@h\"\npassword = \"hunter3\"\n[default]\nbackend = \"x\"\n");
+    let c = cfg("[backend.x]\nurl = \"redis://u:hunter2@h\"\nusername = \"hunter3\"\n[default]\nbackend = \"x\"\n");
     let p = plan(&c, "r");
     for text in [format!("{c:?}"), format!("{p:?}")] {
         assert!(

@@ -11,7 +11,7 @@ use aws_smithy_http_client::tls;
 use super::super::{BackendUrl, Error, Settings};
 
 /// Keys accepted both as URL query parameters and as settings.
-const KEYS: &[&str] = &[
+pub(super) const KEYS: &[&str] = &[
     "region",
     "endpoint",
     "profile",

@@ -9,7 +9,7 @@ use super::name;
 use crate::backend::{BackendUrl, Error, Settings};
 
 /// Keys accepted both as URL query parameters and as settings.
-const KEYS: &[&str] = &[
+pub(super) const KEYS: &[&str] = &[
     "context",
     "skew_allowance",
     "command_timeout",

@@ -6,7 +6,7 @@ use super::keys;
 use crate::backend::{BackendUrl, Error, Settings};
 
 /// The settings keys the memcached backend understands.
-const KEYS: &[&str] = &[
+pub(super) const KEYS: &[&str] = &[
     "prefix",
     "connect_timeout",
     "command_timeout",
