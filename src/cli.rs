@@ -360,13 +360,13 @@ fn is_verb(word: &str) -> bool {
     VERBS.contains(&word)
 }
 
-/// Whether `word` is a verb with a typo: one edit away from a verb (two from a verb of more
-/// than four letters).
+/// Whether `word` is a verb with a typo (see [`meant_verb`]).
 fn mistyped_verb(word: &str) -> bool {
     meant_verb(word).is_some()
 }
 
-/// The verb that `word` is a typo of, if it is one (see [`mistyped_verb`]).
+/// The verb that `word` is a typo of, if it is one: one edit away from it (two from a verb of
+/// more than four letters).
 pub fn meant_verb(word: &str) -> Option<&'static str> {
     VERBS.iter().copied().find(|v| {
         let d = edit_distance(word, v);

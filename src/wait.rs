@@ -504,6 +504,19 @@ mod tests {
         acquire(b, &req, wait, Retry::FailFast, order, &mut |_| {}).await
     }
 
+    /// [`run`] with a request of the caller's.
+    async fn run_req(b: &dyn Backend, req: &AcquireRequest<'_>) -> Result<Outcome, Error> {
+        acquire(
+            b,
+            req,
+            Wait::Forever,
+            Retry::FailFast,
+            Order::Race,
+            &mut |_| {},
+        )
+        .await
+    }
+
     #[tokio::test(start_paused = true)]
     async fn no_wait_tries_once() {
         let b = scripted(vec![Ok(false)], Duration::from_secs(10));
@@ -557,16 +570,7 @@ mod tests {
         let r = Resource::new("r").unwrap();
         let id = LeaseId::generate();
         let start = Instant::now();
-        let out = acquire(
-            &b,
-            &request(&r, &id),
-            Wait::Forever,
-            Retry::FailFast,
-            Order::Race,
-            &mut |_| {},
-        )
-        .await
-        .unwrap();
+        let out = run_req(&b, &request(&r, &id)).await.unwrap();
         assert!(matches!(out, Outcome::Granted(_)), "{out:?}");
         assert_eq!(*b.released.lock().unwrap(), vec![id]);
         assert!(
@@ -584,28 +588,12 @@ mod tests {
             vec![Err(Error::Unavailable("timed out".into()))],
             Duration::ZERO,
         );
-        let out = acquire(
-            &b,
-            &req,
-            Wait::Forever,
-            Retry::FailFast,
-            Order::Race,
-            &mut |_| {},
-        )
-        .await;
+        let out = run_req(&b, &req).await;
         assert!(matches!(out, Err(Error::Unavailable(_))));
         assert_eq!(*b.released.lock().unwrap(), vec![id.clone()]);
         // A refusal that is not about an unanswered request leaves nothing to give back.
         let b = scripted(vec![Err(Error::Config("bad".into()))], Duration::ZERO);
-        let out = acquire(
-            &b,
-            &req,
-            Wait::Forever,
-            Retry::FailFast,
-            Order::Race,
-            &mut |_| {},
-        )
-        .await;
+        let out = run_req(&b, &req).await;
         assert!(matches!(out, Err(Error::Config(_))));
         assert!(b.released.lock().unwrap().is_empty());
     }
