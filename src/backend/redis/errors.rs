@@ -182,8 +182,10 @@ mod tests {
             let (err, _) = map(&e, URL);
             assert!(err.is_retryable(), "{e}: {err:?}");
         }
-        let (err, conn) = map(&io(std::io::ErrorKind::ConnectionReset), URL);
+        // A new connection reset: perhaps a server that speaks only TLS.
+        let (err, conn) = map_connect(&io(std::io::ErrorKind::ConnectionReset), URL);
         assert_eq!(conn, Conn::Drop);
+        assert!(err.is_retryable(), "{err:?}");
         assert!(err.to_string().contains("use rediss://"), "{err}");
     }
 
