@@ -121,7 +121,7 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -s v -l verbose 
 complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -s q -l quiet -d 'No progress, warnings or busy/not-held lines on stderr: only errors'
 complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -s h -l help -d 'Print help'
 complete -c lockrun -n "__fish_lockrun_using_subcommand doctor" -s V -l version -d 'Print version'
-complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s f -l format -d 'Output format' -r -f -a "rows\t'A header, then one tab-separated row per lease'
+complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s f -l format -d 'Output format' -r -f -a "rows\t'A header, then one tab-separated row per lease (nothing when no lease is held)'
 json\t'One JSON array of lease objects'"
 complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "__fish_lockrun_using_subcommand list" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r

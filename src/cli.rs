@@ -123,7 +123,7 @@ pub struct ListArgs {
 /// Output formats of `list`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ListFormat {
-    /// A header, then one tab-separated row per lease
+    /// A header, then one tab-separated row per lease (nothing when no lease is held)
     Rows,
     /// One JSON array of lease objects
     Json,

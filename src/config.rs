@@ -767,7 +767,16 @@ impl Parser<'_> {
                     section.principal = Some(p);
                 }
                 "ttl" => section.ttl = Some(ttl(value).map_err(fail)?),
-                "run_ttl" => section.run_ttl = Some(ttl(value).map_err(fail)?),
+                "run_ttl" => {
+                    let d = ttl(value).map_err(&fail)?;
+                    if d < crate::heartbeat::MIN_TTL {
+                        return Err(fail(format!(
+                            "too short for a supervised command (at least {})",
+                            crate::duration::format(crate::heartbeat::MIN_TTL)
+                        )));
+                    }
+                    section.run_ttl = Some(d);
+                }
                 "wait" => section.wait = Some(wait(value).map_err(fail)?),
                 "fair" => section.fair = Some(boolean(value).map_err(fail)?),
                 _ => {

@@ -29,6 +29,9 @@ pub struct Timing {
     pub margin: Duration,
 }
 
+/// The shortest TTL of a lease that is renewed (a supervised command's).
+pub const MIN_TTL: Duration = Duration::from_millis(500);
+
 /// The shortest heartbeat: a renewal request to the backend 20 times a second.
 pub const MIN_HEARTBEAT: Duration = Duration::from_millis(50);
 
@@ -41,10 +44,11 @@ impl Timing {
         kill_after: Option<Duration>,
     ) -> Result<Timing, String> {
         crate::lease::check_ttl(ttl).map_err(|e| e.0)?;
-        if ttl < Duration::from_millis(500) {
+        if ttl < MIN_TTL {
             return Err(format!(
-                "TTL {} is too short for a supervised command (at least 500ms)",
-                crate::duration::format(ttl)
+                "TTL {} is too short for a supervised command (at least {})",
+                crate::duration::format(ttl),
+                crate::duration::format(MIN_TTL)
             ));
         }
         let margin = ttl

@@ -450,6 +450,13 @@ fn bad_durations() {
         msg.contains(":2: key 'ttl' in [default]: must be longer than zero"),
         "{msg}"
     );
+    let msg = bad("[default]\nrun_ttl = \"100ms\"\n");
+    assert!(
+        msg.contains(
+            ":2: key 'run_ttl' in [default]: too short for a supervised command (at least 500ms)"
+        ),
+        "{msg}"
+    );
     let msg = bad("[default]\nrun_ttl = \"10000y\"\n");
     assert!(
         msg.contains(":2: key 'run_ttl' in [default]: the TTL must be at most 10 years"),
