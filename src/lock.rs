@@ -180,10 +180,11 @@ impl Lock {
         wait: Wait,
         on_event: &mut (dyn FnMut(Event<'_>) + Send),
     ) -> Result<Guard, Error> {
-        crate::lease::check_ttl(self.ttl)?;
+        // The TTL's bounds: checked by the renewal timing, or here when there is none.
         let timing = if self.renew {
             Some(self.timing()?)
         } else {
+            crate::lease::check_ttl(self.ttl)?;
             None
         };
         let principal = self

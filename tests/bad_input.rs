@@ -99,17 +99,21 @@ fn a_reader_that_went_away_is_no_crash() {
     }
 }
 
+/// A file every write to fails (ENOSPC).
+fn dev_full() -> std::fs::File {
+    std::fs::File::options()
+        .write(true)
+        .open("/dev/full")
+        .unwrap()
+}
+
 #[test]
 fn an_acquired_lease_whose_id_cannot_be_written_is_released() {
     let env = Env::new();
-    let full = std::fs::OpenOptions::new()
-        .write(true)
-        .open("/dev/full")
-        .unwrap();
     let o = env
         .cmd()
         .args(["acquire", "res"])
-        .stdout(full)
+        .stdout(dev_full())
         .output()
         .unwrap();
     assert_fails(&o, 70, "cannot write to stdout");
@@ -128,14 +132,10 @@ fn an_acquired_lease_whose_id_cannot_be_written_is_released() {
     assert_fails(&env.run(&["current", "res"]), 1, "not held");
     // Other verbs report a failed write too, instead of a panic.
     env.run(&["acquire", "res"]);
-    let full = std::fs::File::options()
-        .write(true)
-        .open("/dev/full")
-        .unwrap();
     let o = env
         .cmd()
         .args(["current", "res"])
-        .stdout(full)
+        .stdout(dev_full())
         .output()
         .unwrap();
     assert_fails(&o, 70, "cannot write to stdout");
