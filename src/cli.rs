@@ -13,14 +13,15 @@ const EXIT_CODES: &str = "\
 Exit codes:
   N / 128+S  run: the command exited with N / was killed by signal S
   0          the verb succeeded
-  1          is-held: not held; current: nothing held; renew/release: this lease id does not hold the resource
+  1          is-held: not held; current: nothing held;
+             renew/release: this lease id does not hold the resource
   2          usage error
   65         a stored lease record is corrupt
   69         backend unreachable or timed out
   70         internal error, or stdout cannot be written
   75         busy: not acquired (-n, or -w ran out); -E N changes it
   78         bad configuration (config file, unknown backend, bad URL)
-  124        run: the lease was lost while the command ran, and lockrun stopped it
+  124        run: the lease was lost while the command ran; lockrun stopped it
   126 / 127  run: the command is not executable / not found
 
 Environment:
@@ -32,8 +33,8 @@ Environment:
   LOCKRUN_PRINCIPAL and LOCKRUN_BACKEND.
 
 Backends:
-  memcached may evict a lock under memory pressure: use memcached:// only where a duplicate run
-  is harmless.";
+  memcached may evict a lock under memory pressure: use memcached:// only
+  where a duplicate run is harmless.";
 
 /// Run a command while holding a lease on a named resource.
 ///
