@@ -140,7 +140,14 @@ def start_redis(tmp, procs):
     return f"redis://127.0.0.1:{port}/0"
 
 
+# Servers already started in this run (name -> URL).
+STARTED = {}
+
+
 def start_postgres(tmp, procs):
+    """Starts one PostgreSQL server per run (pgbouncer's backend is the same one)."""
+    if "postgres" in STARTED:
+        return STARTED["postgres"]
     bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
     d = os.path.join(tmp, "pg")
     os.mkdir(d)
@@ -161,7 +168,50 @@ def start_postgres(tmp, procs):
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=demote))
     wait_port(port, "postgres")
     time.sleep(0.5)
-    return f"postgres://postgres@127.0.0.1:{port}/postgres"
+    STARTED["postgres"] = f"postgres://postgres@127.0.0.1:{port}/postgres"
+    return STARTED["postgres"]
+
+
+# Extra environment for the backends that need a config file (name -> variables).
+BACKEND_ENV = {}
+
+
+def start_pgbouncer(tmp, procs):
+    """PostgreSQL behind PgBouncer in transaction mode, as it is often deployed: the lockrun
+    processes share a few server connections instead of each starting a server process. Waiters
+    poll there (`listen = false`, as the README says for transaction poolers). Returns the name of
+    the [backend.pgbouncer] section of a config file made for it."""
+    pgbouncer = shutil.which("pgbouncer") or shutil.which("/usr/sbin/pgbouncer")
+    if not pgbouncer:
+        raise SystemExit("pgbouncer is not installed (apt-get install -y pgbouncer)")
+    pg_port = int(start_postgres(tmp, procs).rsplit(":", 1)[1].split("/")[0])
+    d = os.path.join(tmp, "pgbouncer")
+    os.mkdir(d)
+    port = free_port()
+    with open(os.path.join(d, "users.txt"), "w") as f:
+        f.write('"postgres" ""\n')
+    with open(os.path.join(d, "pgbouncer.ini"), "w") as f:
+        f.write(f"[databases]\npostgres = host=127.0.0.1 port={pg_port} dbname=postgres\n"
+                f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
+                f"auth_type = trust\nauth_file = {d}/users.txt\npool_mode = transaction\n"
+                f"default_pool_size = 4\nmax_client_conn = 200\nlogfile = {d}/pgbouncer.log\n")
+    demote = None
+    if os.geteuid() == 0:
+        nobody = pwd.getpwnam("nobody")
+        for p in (d, *(os.path.join(d, n) for n in os.listdir(d))):
+            os.chown(p, nobody.pw_uid, nobody.pw_gid)
+
+        def demote():
+            os.setgid(nobody.pw_gid)
+            os.setuid(nobody.pw_uid)
+    procs.append(subprocess.Popen([pgbouncer, os.path.join(d, "pgbouncer.ini")],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=demote))
+    wait_port(port, "pgbouncer")
+    config = os.path.join(tmp, "pgbouncer.toml")
+    with open(config, "w") as f:
+        f.write(f'[backend.pgbouncer]\nurl = "postgres://postgres@127.0.0.1:{port}/postgres"\nlisten = false\n')
+    BACKEND_ENV["pgbouncer"] = {"LOCKRUN_CONFIG": config}
+    return "pgbouncer"
 
 
 def start_etcd(tmp, procs):
@@ -230,7 +280,7 @@ def clean_env(home):
 
 
 SERVERS = {"redis": start_redis, "postgres": start_postgres, "etcd": start_etcd, "dynamodb": start_dynamodb,
-           "memcached": start_memcached}
+           "memcached": start_memcached, "pgbouncer": start_pgbouncer}
 
 
 def main():
@@ -313,8 +363,10 @@ def run(args, procs):
                                         f"overlaps {ov}{ratio}"))
 
     flock_fig = None
+    base_env = env
     for url in backends:
         name = url.split("://")[0]
+        env = {**base_env, **BACKEND_ENV.get(url, {})}
         res = f"bench-{os.getpid()}"
         if name == "dynamodb":
             # The table is created once, as an operator would (`lockrun init`).

@@ -9,6 +9,8 @@ pub mod etcd;
 pub mod k8s;
 #[cfg(feature = "memcached")]
 pub mod memcached;
+#[cfg(feature = "postgres")]
+pub mod pgbouncer;
 pub mod server;
 
 use std::path::{Path, PathBuf};
