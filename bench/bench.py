@@ -10,9 +10,11 @@ Prints, for each backend asked for:
     etcd's);
   - the resident memory of a `lockrun run` holding a lease while its child sleeps.
 
-Usage: bench/bench.py [--runs N] [--rounds N] [--servers redis,postgres,etcd,dynamodb,memcached] [--backend URL ...] [--binary PATH]
+Usage: bench/bench.py [--runs N] [--rounds N] [--servers redis,postgres,etcd,dynamodb,memcached,pgbouncer]
+                      [--backend URL ...] [--binary PATH]
 --servers starts the named servers itself, on free loopback ports in temporary directories, and
-stops them at the end; --backend adds any URL you already have.
+stops them at the end (pgbouncer: PostgreSQL behind PgBouncer in transaction mode, the waiters
+polling); --backend adds any URL you already have.
 """
 import argparse
 import glob
