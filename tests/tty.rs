@@ -231,3 +231,40 @@ fn an_orphaned_job_does_not_spin_on_a_command_that_reads_the_terminal() {
     let _ = child.wait();
     assert!(ticks < 30, "lockrun used {ticks} ticks of CPU in 1.5 s");
 }
+
+/// On a terminal 40 columns wide, the live "waiting for" line is cut to fit: a longer line
+/// would wrap, and each redraw would leave its first row behind.
+#[test]
+fn the_live_waiting_line_fits_a_narrow_terminal() {
+    let env = Env::new();
+    let id = env.run(&[
+        "-p",
+        "someone-with-a-long-name@a-long-host-name",
+        "acquire",
+        "res",
+    ]);
+    assert_eq!(id.status.code(), Some(0), "{}", stderr(&id));
+    // `script` runs the line under `sh -c`: set the width first.
+    let line = format!(
+        "stty cols 40; {} -w 2500ms res -- true; echo exit=$?",
+        env!("CARGO_BIN_EXE_lockrun")
+    );
+    let out = Command::new("script")
+        .args(["-qec", &line, "/dev/null"])
+        .env("LOCKRUN_BACKEND", env.backend())
+        .env("HOME", env.path())
+        .stdin(Stdio::null())
+        .output()
+        .expect("script");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("exit=75"), "{text}");
+    let draws: Vec<&str> = text
+        .split('\r')
+        .map(|s| s.trim_start_matches("\x1b[K").trim_end_matches('\n'))
+        .filter(|s| s.contains("waiting for"))
+        .collect();
+    assert!(draws.len() >= 2, "the line was redrawn: {text:?}");
+    for d in draws {
+        assert!(d.chars().count() <= 39, "{d:?} in {text:?}");
+    }
+}

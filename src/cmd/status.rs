@@ -99,11 +99,13 @@ impl Status {
         if self.tty {
             let elapsed =
                 crate::duration::format(Duration::from_secs(self.start.elapsed().as_secs()));
-            let _ = write!(
-                err,
-                "\r\x1b[Klockrun: waiting for {} ({elapsed}): {holder}",
+            let line = format!(
+                "lockrun: waiting for {} ({elapsed}): {holder}",
                 self.resource
             );
+            // A line longer than the terminal wraps, and `\r\x1b[K` clears only its last row:
+            // each redraw would leave a row behind.
+            let _ = write!(err, "\r\x1b[K{}", fit(&line, columns()));
             self.live = true;
         } else {
             let _ = writeln!(err, "lockrun: waiting for {}: {holder}", self.resource);
@@ -120,6 +122,41 @@ impl Status {
     }
 }
 
+/// The width of the terminal on stderr, when it tells.
+fn columns() -> Option<usize> {
+    // SAFETY: an all-zero winsize is valid, and TIOCGWINSZ only writes one.
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; a failure leaves `ws` untouched.
+    let r = unsafe { libc::ioctl(libc::STDERR_FILENO, libc::TIOCGWINSZ, &mut ws) };
+    (r == 0 && ws.ws_col > 0).then_some(usize::from(ws.ws_col))
+}
+
+/// `line`, cut with an ellipsis to fit in `width` columns less one (a line that fills the last
+/// column leaves the cursor on the next row on some terminals). Characters from U+1100 on count
+/// as two columns, as the wide ones among them take: a line may come out shorter than it could,
+/// never longer.
+fn fit(line: &str, width: Option<usize>) -> std::borrow::Cow<'_, str> {
+    let Some(width) = width else {
+        return line.into();
+    };
+    let room = width.saturating_sub(1);
+    let cols = |c: char| if c < '\u{1100}' { 1 } else { 2 };
+    if line.chars().map(cols).sum::<usize>() <= room {
+        return line.into();
+    }
+    let mut used = 0;
+    let mut out = String::new();
+    for c in line.chars() {
+        if used + cols(c) + 1 > room {
+            break;
+        }
+        used += cols(c);
+        out.push(c);
+    }
+    out.push('…');
+    out.into()
+}
+
 impl Drop for Status {
     fn drop(&mut self) {
         self.clear();
@@ -130,6 +167,20 @@ impl Drop for Status {
 mod tests {
     use super::*;
     use crate::backend::Error;
+
+    #[test]
+    fn the_live_line_fits_the_terminal() {
+        let line = "lockrun: waiting for res (3s): alice@host since 10:00:00";
+        assert_eq!(fit(line, None), line);
+        assert_eq!(fit(line, Some(200)), line);
+        assert_eq!(fit(line, Some(line.len() + 1)), line);
+        assert_eq!(
+            fit(line, Some(line.len())),
+            "lockrun: waiting for res (3s): alice@host since 10:00:…"
+        );
+        assert_eq!(fit(line, Some(20)), "lockrun: waiting f…");
+        assert_eq!(fit("lockrun: 日本語", Some(14)), "lockrun: 日…");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn the_same_backend_error_is_repeated_only_every_ten_seconds() {
