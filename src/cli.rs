@@ -14,7 +14,8 @@ Exit codes:
   N / 128+S  run: the command exited with N / was killed by signal S
   0          the verb succeeded
   1          is-held: not held; current: nothing held;
-             renew/release: this lease id does not hold the resource
+             renew/release: this lease id does not hold the resource;
+             doctor: it printed a warning
   2          usage error
   65         a stored lease record is corrupt
   69         backend unreachable or timed out

@@ -17,6 +17,8 @@ pub enum Exit {
     /// `is-held`: not held; `current`: nothing held; `renew`/`release`: this lease id does not
     /// hold the resource.
     NotHeld,
+    /// `doctor`: the check passed but found something to warn about.
+    Warned,
     /// The command line could not be understood.
     Usage,
     /// The lease was not acquired (`-n`, or `-w` ran out). `-E N` changes the code.
@@ -48,7 +50,7 @@ impl Exit {
             Exit::Child(n) => n,
             // A shell reports death by signal S as 128+S; clamp so a bogus number cannot wrap.
             Exit::ChildSignal(s) => (128 + s.clamp(1, 127)) as u8,
-            Exit::NotHeld => 1,
+            Exit::NotHeld | Exit::Warned => 1,
             Exit::Usage => 2,
             Exit::Busy(n) => n,
             Exit::Unavailable => 69,
@@ -75,6 +77,7 @@ mod tests {
         assert_eq!(Exit::ChildSignal(15).code(), 143);
         assert_eq!(Exit::ChildSignal(9).code(), 137);
         assert_eq!(Exit::NotHeld.code(), 1);
+        assert_eq!(Exit::Warned.code(), 1);
         assert_eq!(Exit::Usage.code(), 2);
         assert_eq!(Exit::Busy(BUSY_DEFAULT).code(), 75);
         assert_eq!(Exit::Busy(3).code(), 3);

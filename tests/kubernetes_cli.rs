@@ -107,7 +107,7 @@ fn round_trip_with_increasing_tokens() {
     assert_eq!(token_of(&json), 3);
     let doctor = ok(&s.run(URL, &["doctor"]));
     assert!(
-        doctor.contains("fencing Strict, expiry by lockrun's clocks")
+        doctor.contains("fencing tokens strictly increasing, expiry by lockrun's clocks")
             && doctor.contains("ok    round trips"),
         "{doctor}"
     );

@@ -288,7 +288,7 @@ fn doctor_warns_about_eviction_and_list_says_it_cannot() {
     let s = mc::memcached();
     let (env, u) = (Env::new(), mc::url(s));
     let o = lockrun(&env, &u, &["doctor"]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let out = stdout(&o);
     assert!(out.contains("ok    round trips"), "{out}");
     assert!(out.contains("warn  this backend may evict a lock"), "{out}");

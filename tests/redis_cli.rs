@@ -478,3 +478,46 @@ fn list_shows_live_leases() {
     assert_eq!(all[0]["resource"], "a*b [x]");
     assert_eq!(all[0]["principal"], "alice");
 }
+
+/// A server that may evict keys: every verb warns once with the setting to change, `run` adds
+/// no second warning, and `doctor` counts it as a problem (exit 1). Under `allkeys-*` the token
+/// counter may go too, and the fencing tokens are only best effort.
+#[test]
+fn an_evicting_server_is_a_warning_and_doctor_says_so() {
+    let s = server::start_redis(&["maxmemory 100mb", "maxmemory-policy allkeys-lru"]);
+    let (env, u, res) = (Env::new(), url(s.port), resource("evict"));
+    let warning = "may evict keys (maxmemory 104857600, maxmemory-policy allkeys-lru)";
+    let o = lockrun(&env, &u, &["run", &res, "--", "true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains(warning), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    let o = lockrun(&env, &u, &["doctor"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(out.contains("warn  this backend may evict a lock"), "{out}");
+    assert!(
+        out.contains("fencing tokens increasing while the store keeps its counter"),
+        "{out}"
+    );
+    assert!(!out.contains("no problems found"), "{out}");
+    assert!(stderr(&o).contains(warning), "{}", stderr(&o));
+
+    // volatile-*: leases may go, the counter (no expiry) stays.
+    redis_cli(
+        s.port,
+        &["CONFIG", "SET", "maxmemory-policy", "volatile-lru"],
+    );
+    let o = lockrun(&env, &u, &["doctor"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("fencing tokens strictly increasing"),
+        "{}",
+        stdout(&o)
+    );
+    // noeviction: nothing to warn about.
+    redis_cli(s.port, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    let o = lockrun(&env, &u, &["doctor"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+    assert!(stdout(&o).contains("no problems found"), "{}", stdout(&o));
+    assert_eq!(stderr(&o), "");
+}

@@ -300,7 +300,7 @@ fn doctor_checks_the_backend_end_to_end() {
         Some(1)
     );
     let o = env.run(&["doctor", "--ttl", "3s", "--heartbeat", "2900ms"]);
-    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(o.status.code(), Some(1), "a warning is exit 1");
     let out = stdout(&o);
     assert!(out.contains("warn  run settings are rejected"), "{out}");
     let o = env.run(&[

@@ -54,7 +54,9 @@
 //!   leases together, and tokens start again from 1.
 //! - Eviction: under `maxmemory` with any policy but `noeviction`, Redis may delete live lease
 //!   keys (they have an expiry, so `volatile-*` policies pick them too) and `allkeys-*` policies
-//!   may delete the counters. lockrun reads `maxmemory*` when it connects and warns.
+//!   may delete the counters. lockrun reads `maxmemory*` when it connects and warns; the
+//!   capabilities then say so (`may_evict`, and best-effort fencing under `allkeys-*`), and
+//!   `lockrun doctor` counts it as a warning.
 //! - Redis Cluster is not supported (the two keys of a resource may live on different shards).
 //!
 //! # Errors
@@ -104,6 +106,19 @@ pub struct Redis {
     url: String,
     connect_timeout: Duration,
     command_timeout: Duration,
+    /// What the server's eviction policy may delete, read when connecting.
+    evicts: Evicts,
+}
+
+/// What a Redis server's `maxmemory-policy` lets it delete under memory pressure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Evicts {
+    /// Nothing (`noeviction`, no `maxmemory`, or the policy could not be read).
+    Nothing,
+    /// Keys with an expiry, so leases (`volatile-*`).
+    Leases,
+    /// Any key, the fencing counters too (`allkeys-*`).
+    Everything,
 }
 
 impl fmt::Debug for Redis {
@@ -145,10 +160,11 @@ impl Redis {
             url: opts.display,
             connect_timeout: opts.connect_timeout,
             command_timeout: opts.command_timeout,
+            evicts: Evicts::Nothing,
         };
         let conn = redis.connect().await?;
-        redis.check_eviction(conn).await?;
-        Ok(redis)
+        let evicts = redis.check_eviction(conn).await?;
+        Ok(Redis { evicts, ..redis })
     }
 
     /// `{prefix}{kind}:{resource}`.
@@ -267,8 +283,9 @@ impl Redis {
         Ok(out)
     }
 
-    /// Warns when the server may evict lease keys. Servers that hide `CONFIG` are not checked.
-    async fn check_eviction(&self, mut conn: MultiplexedConnection) -> Result<(), Error> {
+    /// Warns when the server may evict lease keys, and says what it may evict. Servers that hide
+    /// `CONFIG` are not checked.
+    async fn check_eviction(&self, mut conn: MultiplexedConnection) -> Result<Evicts, Error> {
         let mut cmd = ::redis::cmd("CONFIG");
         cmd.arg("GET").arg("maxmemory*");
         let answer = tokio::time::timeout(
@@ -286,7 +303,7 @@ impl Redis {
                     "cannot read the eviction policy of redis at {}: {e}",
                     self.url
                 );
-                return Ok(());
+                return Ok(Evicts::Nothing);
             }
             Ok(Err(e)) => return Err(errors::map(&e, &self.url).0),
             Ok(Ok(pairs)) => pairs,
@@ -298,16 +315,22 @@ impl Redis {
                 .and_then(|kv| kv.get(1).cloned())
         };
         let (limit, policy) = (get("maxmemory"), get("maxmemory-policy"));
-        if let (Some(limit), Some(policy)) = (limit, policy) {
-            if limit != "0" && policy != "noeviction" {
-                tracing::warn!(
-                    "redis at {} may evict keys (maxmemory {limit}, maxmemory-policy {policy}): \
-                     a live lease could vanish; set maxmemory-policy noeviction",
-                    self.url
-                );
-            }
+        let (Some(limit), Some(policy)) = (limit, policy) else {
+            return Ok(Evicts::Nothing);
+        };
+        if limit == "0" || policy == "noeviction" {
+            return Ok(Evicts::Nothing);
         }
-        Ok(())
+        tracing::warn!(
+            "redis at {} may evict keys (maxmemory {limit}, maxmemory-policy {policy}): \
+             a live lease could vanish; set maxmemory-policy noeviction",
+            self.url
+        );
+        Ok(if policy.starts_with("allkeys") {
+            Evicts::Everything
+        } else {
+            Evicts::Leases
+        })
     }
 
     fn unexpected(&self, op: &str, reply: &Reply) -> Error {
@@ -320,12 +343,18 @@ impl Redis {
 
 #[async_trait]
 impl Backend for Redis {
+    /// Strict fencing, expiry by the server's clock, watch; under an eviction policy, leases may
+    /// vanish, and under an `allkeys-*` one the fencing counters too.
     fn capabilities(&self) -> Capabilities {
         Capabilities {
-            fencing: Fencing::Strict,
+            fencing: if self.evicts == Evicts::Everything {
+                Fencing::BestEffort
+            } else {
+                Fencing::Strict
+            },
             server_time: true,
             watch: true,
-            may_evict: false,
+            may_evict: self.evicts != Evicts::Nothing,
         }
     }
 

@@ -43,8 +43,12 @@ pub async fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<Exit, Failure> {
     out(format_args!("ok    connect {}", ms(t.elapsed())))?;
     let caps = backend.capabilities();
     out(format_args!(
-        "ok    capabilities: fencing {:?}, expiry by {}, waiters wake by {}",
-        caps.fencing,
+        "ok    capabilities: fencing tokens {}, expiry by {}, waiters wake by {}",
+        match caps.fencing {
+            Fencing::Strict => "strictly increasing",
+            Fencing::BestEffort => "increasing while the store keeps its counter",
+            Fencing::None => "none",
+        },
         if caps.server_time {
             "the server's clock"
         } else {
@@ -121,10 +125,11 @@ pub async fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<Exit, Failure> {
     }
     if warnings == 0 {
         out(format_args!("ok    no problems found"))?;
+        Ok(Exit::Success)
     } else {
         out(format_args!("{warnings} warning(s)"))?;
+        Ok(Exit::Warned)
     }
-    Ok(Exit::Success)
 }
 
 struct Round {
