@@ -12,7 +12,7 @@
 //! use std::time::Duration;
 //! use lockrun::{Lock, Wait};
 //!
-//! // Any backend URL works: file:///var/lock/lockrun, redis://..., postgres://..., etcd://...
+//! // Any backend URL works: file:///var/lib/lockrun, redis://..., postgres://..., etcd://...
 //! // (or `lockrun::open_configured("nightly-report")` to use the CLI's config file).
 //! let backend = lockrun::open(&format!("file://{}", dir.path().display())).await?;
 //! let lock = Lock::new(backend, "nightly-report")?
@@ -89,7 +89,7 @@ pub use lease::{Lease, LeaseId, Resource};
 pub use lock::{Guard, Lock};
 pub use wait::{Order, Retry, Wait};
 
-/// Opens a backend from its URL (`file:///var/lock/lockrun`, `redis://host:6379/0`, ...), with
+/// Opens a backend from its URL (`file:///var/lib/lockrun`, `redis://host:6379/0`, ...), with
 /// no extra settings.
 pub async fn open(url: &str) -> Result<std::sync::Arc<dyn backend::Backend>, Error> {
     let url = backend::BackendUrl::parse(url)?;

@@ -1,4 +1,4 @@
-//! The file backend: leases kept in a local lock directory (`file:///var/lock/lockrun`).
+//! The file backend: leases kept in a local lock directory (`file:///var/lib/lockrun`).
 //!
 //! # Layout
 //!
@@ -152,7 +152,7 @@ impl File {
         }
         let path = u.to_file_path().map_err(|()| {
             Error::Config(format!(
-                "file backend URL '{url}' must name a local absolute path, like file:///var/lock/lockrun"
+                "file backend URL '{url}' must name a local absolute path, like file:///var/lib/lockrun"
             ))
         })?;
         File::at(&path)

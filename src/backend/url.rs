@@ -26,7 +26,7 @@ const MULTI_HOST: &[&str] = &["etcd", "etcd+https", "memcached"];
 /// A host and its port, if the URL gives one.
 type Host = (String, Option<u16>);
 
-/// A backend URL such as `file:///var/lock/lockrun` or `redis://:pw@127.0.0.1:6379/0`.
+/// A backend URL such as `file:///var/lib/lockrun` or `redis://:pw@127.0.0.1:6379/0`.
 ///
 /// `Display` and `Debug` never show a password.
 #[derive(Clone, PartialEq, Eq)]
