@@ -31,7 +31,8 @@ Environment:
   LOCKRUN_PRINCIPAL  principal (like -p)
   LOCKRUN_LOG        log filter, e.g. debug or lockrun=trace (like -v)
   The command gets LOCKRUN_RESOURCE, LOCKRUN_LEASE_ID, LOCKRUN_FENCING_TOKEN,
-  LOCKRUN_PRINCIPAL and LOCKRUN_BACKEND.
+  LOCKRUN_PRINCIPAL and LOCKRUN_BACKEND (and LOCKRUN_CONFIG when a config file
+  was read).
 
 Backends:
   memcached may evict a lock under memory pressure: use memcached:// only
@@ -222,6 +223,7 @@ pub struct RenewArgs {
     /// Print the renewed lease as a JSON object
     #[arg(long)]
     pub json: bool,
+    /// The resource the lease is on
     #[arg(value_name = "RESOURCE")]
     pub resource: String,
     /// The id printed by `lockrun acquire`
@@ -231,6 +233,7 @@ pub struct RenewArgs {
 
 #[derive(Debug, Args)]
 pub struct LeaseArgs {
+    /// The resource the lease is on
     #[arg(value_name = "RESOURCE")]
     pub resource: String,
     /// The id printed by `lockrun acquire`
@@ -246,6 +249,7 @@ pub struct CurrentArgs {
     /// Output format
     #[arg(short = 'f', long, value_enum, default_value_t = Format::Rows)]
     pub format: Format,
+    /// The resource to look at
     #[arg(value_name = "RESOURCE")]
     pub resource: String,
 }

@@ -15,6 +15,12 @@ fn usage_errors_exit_2() {
     assert_fails(&env.run(&["acquire", "-E", "300", "res"]), 2, "300");
     assert_fails(&env.run(&["frobnicate"]), 2, "");
     assert_fails(&env.run(&["res", "--"]), 2, "COMMAND");
+    // flock(1)'s `-c 'command'` habit: -c is the config file here, and the command is missing.
+    assert_fails(
+        &env.run(&["res", "-c", "echo hi"]),
+        2,
+        "<COMMAND>... (the command goes after --, as in: lockrun RESOURCE -- sh -c 'a && b')",
+    );
     assert_fails(&env.run(&["renew", "res"]), 2, "LEASE_ID");
     assert_fails(&env.run(&["current", "-f", "xml", "res"]), 2, "xml");
     assert_fails(

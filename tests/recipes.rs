@@ -115,7 +115,10 @@ fn cron_recipe_is_silent_when_busy() {
         .trim()
         .replace("/usr/local/bin/sync-reports", "true");
     // The recipe names lockrun where scripts/install puts it, in the test's home.
-    assert!(command.starts_with("$HOME/.cargo/bin/lockrun "), "{command}");
+    assert!(
+        command.starts_with("$HOME/.cargo/bin/lockrun "),
+        "{command}"
+    );
     let bin = env.path().join(".cargo/bin");
     std::fs::create_dir_all(&bin).unwrap();
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_lockrun"), bin.join("lockrun")).unwrap();

@@ -263,7 +263,14 @@ fn clap_exit(e: clap::Error) -> Exit {
             } else {
                 first
             };
-            eprintln!("lockrun: {} (see 'lockrun --help')", first.trim());
+            // flock(1) takes `-c 'shell command'`; here -c is the config file.
+            let hint =
+                if e.kind() == ErrorKind::MissingRequiredArgument && first.contains("<COMMAND>") {
+                    "the command goes after --, as in: lockrun RESOURCE -- sh -c 'a && b'"
+                } else {
+                    "see 'lockrun --help'"
+                };
+            eprintln!("lockrun: {} ({hint})", first.trim());
             Exit::Usage
         }
     }

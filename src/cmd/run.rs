@@ -89,7 +89,10 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
             plan.backend.scheme()
         );
     }
-    tracing::debug!("acquired {resource} (token {:?})", guard.fencing_token());
+    match guard.fencing_token() {
+        Some(token) => tracing::debug!("acquired {resource} (fencing token {token})"),
+        None => tracing::debug!("acquired {resource} (no fencing token)"),
+    }
     if let Some(ev) = &events {
         ev.emit(
             "acquired",

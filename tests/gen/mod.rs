@@ -11,7 +11,8 @@ pub fn generate() -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let cmd = lockrun::cli::Cli::command();
     let mut man = Vec::new();
-    clap_mangen::Man::new(cmd.clone())
+    // `help` has no page of its own: keep it out of SEE ALSO.
+    clap_mangen::Man::new(cmd.clone().disable_help_subcommand(true))
         .render(&mut man)
         .expect("render man page");
     out.push((PathBuf::from("man/lockrun.1"), man));
