@@ -747,6 +747,27 @@ fn events_stream_every_state_change() {
     }
 }
 
+/// A run that does not get the lease (`-n`, or `-w` running out) says so in the events too: a
+/// consumer can tell a skipped job from one that never started.
+#[test]
+fn events_say_when_the_lease_was_not_acquired() {
+    let env = Env::new();
+    let holder = stdout(&env.run(&["-p", "the-holder", "acquire", "res"]));
+    assert!(!holder.is_empty());
+    for wait in [&["-n"][..], &["-w", "300ms"][..]] {
+        let mut args = vec!["-q", "run", "--events", "-"];
+        args.extend_from_slice(wait);
+        args.extend_from_slice(&["res", "--", "true"]);
+        let o = env.run(&args);
+        assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+        let events = events_of(&stderr(&o));
+        let last = events.last().expect("events");
+        assert_eq!(last["event"], "busy", "{events:?}");
+        assert_eq!(last["holder"]["principal"], "the-holder", "{events:?}");
+        assert_eq!(last["resource"], "res");
+    }
+}
+
 /// Several lockruns appending to one events file: every line is whole (one write per line).
 #[test]
 fn events_of_concurrent_runs_appending_to_one_file_never_interleave() {

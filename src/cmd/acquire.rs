@@ -103,6 +103,12 @@ pub(super) async fn obtain(
     match outcome {
         Ok(guard) => Ok(guard),
         Err(crate::Error::Busy(holder)) => {
+            if let Some(ev) = events {
+                ev.emit(
+                    "busy",
+                    serde_json::json!({ "holder": Events::holder(holder.as_deref()) }),
+                );
+            }
             let who = holder.map_or_else(|| "held by someone else".into(), |h| h.holder_summary());
             let why = match wait {
                 Wait::AtMost(d) if !d.is_zero() => {
