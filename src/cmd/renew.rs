@@ -28,11 +28,13 @@ pub async fn renew(ctx: &Ctx, args: RenewArgs) -> Result<Exit, Failure> {
 
 /// The one line for "this lease id does not hold the resource".
 pub(super) fn not_held(resource: &crate::lease::Resource, id: &LeaseId) -> Failure {
-    // Enough of the id to tell leases apart; the ellipsis only when something was cut.
-    let mut short: String = id.as_str().chars().take(8).collect();
-    if short.len() < id.as_str().len() {
-        short.push('…');
-    }
+    // Enough of a long id to tell leases apart (lockrun's are 32 characters); a short one whole.
+    let whole = id.as_str();
+    let short = if whole.chars().count() <= 12 {
+        whole.to_owned()
+    } else {
+        whole.chars().take(8).chain(['…']).collect()
+    };
     Failure::outcome(
         Exit::NotHeld,
         format!(
@@ -40,4 +42,19 @@ pub(super) fn not_held(resource: &crate::lease::Resource, id: &LeaseId) -> Failu
             crate::lease::escape(resource.as_str())
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::lease::Resource;
+
+    #[test]
+    fn a_long_lease_id_is_shortened_in_the_message_and_a_short_one_is_not() {
+        let r = Resource::new("r").unwrap();
+        let msg = |id: &str| not_held(&r, &LeaseId::parse(id).unwrap()).message;
+        assert!(msg("bb4e2523993800e42b91625c84b8c333").starts_with("lease bb4e2523… does"));
+        assert!(msg("not-an-id").starts_with("lease not-an-id does"));
+        assert!(msg("abcdefghijklm").starts_with("lease abcdefgh… does"));
+    }
 }
