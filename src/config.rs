@@ -234,7 +234,7 @@ impl Config {
             return Self::read(Path::new(&path), Some("LOCKRUN_CONFIG"));
         }
         for path in user_config_path(env).into_iter().chain([system.to_owned()]) {
-            match std::fs::read_to_string(&path) {
+            match read_text(&path) {
                 Ok(text) => return Config::parse(&text, &path),
                 Err(e) if is_absent(&e) => continue,
                 Err(e) => return Err(read_error(&path, None, &e)),
@@ -244,7 +244,7 @@ impl Config {
     }
 
     fn read(path: &Path, named_by: Option<&'static str>) -> Result<Config, Error> {
-        let text = std::fs::read_to_string(path).map_err(|e| read_error(path, named_by, &e))?;
+        let text = read_text(path).map_err(|e| read_error(path, named_by, &e))?;
         Config::parse(&text, path)
     }
 
@@ -424,6 +424,34 @@ fn absolute(value: Option<String>) -> Option<PathBuf> {
         .filter(|p| p.is_absolute())
 }
 
+/// The most a config file may hold: far more than any real one, and a bound on what a wrong
+/// path (`-c /dev/zero`) can make lockrun read.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads a config file: a regular file (a FIFO or a device would block or never end) of at most
+/// [`MAX_CONFIG_BYTES`], in UTF-8.
+fn read_text(path: &Path) -> io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    let meta = file.metadata()?;
+    if meta.is_dir() {
+        return Err(io::Error::other("it is a directory"));
+    }
+    if !meta.is_file() {
+        return Err(io::Error::other("it is not a regular file"));
+    }
+    let mut text = String::new();
+    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_CONFIG_BYTES {
+        return Err(io::Error::other("it is larger than 1 MiB"));
+    }
+    Ok(text)
+}
+
 /// A file that is simply not there (or under something that is not a directory).
 fn is_absent(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
@@ -433,7 +461,7 @@ fn read_error(path: &Path, named_by: Option<&'static str>, e: &io::Error) -> Err
     Error::Read {
         path: path.to_owned(),
         named_by,
-        reason: lease::escape(&e.to_string()),
+        reason: lease::escape(&crate::error::without_os_error(&e.to_string())),
     }
 }
 

@@ -219,6 +219,70 @@ fn unknown_backend_and_bad_urls_exit_78() {
     assert_fails(&o, 78, "nosuch");
     let o = env.run(&["-b", "redis://user:hunter2@[::1", "acquire", "res"]);
     assert!(!stderr(&o).contains("hunter2"), "{}", stderr(&o));
+    // An operating-system error is named without Rust's "(os error N)".
+    let o = env.run(&["-b", "redis://127.0.0.1:1/0", "current", "res"]);
+    assert_fails(&o, 69, "Connection refused");
+    assert!(!stderr(&o).contains("os error"), "{}", stderr(&o));
+}
+
+/// A file URL that names no directory (`file://$UNSET`) or is not `file://` with an absolute
+/// path would put the locks somewhere nobody else looks: 78, and nothing is written.
+#[test]
+fn file_urls_that_name_no_lock_directory_exit_78() {
+    let env = Env::new();
+    for (url, needle) in [
+        ("file://", "names the root directory"),
+        ("file:///", "names the root directory"),
+        ("/", "names the root directory"),
+        ("file:locks", "must be file:// and an absolute path"),
+        ("file:/tmp/locks", "must be file:// and an absolute path"),
+    ] {
+        assert_fails(&env.run(&["-b", url, "acquire", "-n", "res"]), 78, needle);
+    }
+    assert!(!std::path::Path::new("/res.lease").exists());
+}
+
+/// A variable that chooses the store but is not UTF-8 would read as unset, and lockrun would
+/// quietly use the local file backend: 78 instead, and nothing is acquired.
+#[test]
+fn store_variables_that_are_not_utf8_exit_78() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    for key in ["LOCKRUN_BACKEND", "LOCKRUN_CONFIG", "XDG_STATE_HOME"] {
+        let mut c = env.cmd();
+        c.env(key, std::ffi::OsStr::from_bytes(b"redis://h/\xff"));
+        let o = c.args(["acquire", "-n", "res"]).output().unwrap();
+        assert_fails(
+            &o,
+            78,
+            &format!("the environment variable {key} is not valid UTF-8"),
+        );
+    }
+    assert_eq!(env.run(&["current", "res"]).status.code(), Some(1));
+}
+
+/// A config path that is not a regular file, or a huge one, is refused before reading: /dev/zero
+/// used to grow lockrun's memory without end, and a FIFO blocked it.
+#[test]
+fn a_config_that_is_not_a_regular_file_exits_78() {
+    let env = Env::new();
+    let fifo = env.file("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let big = env.file("big.toml");
+    std::fs::write(&big, "#".repeat(2 << 20)).unwrap();
+    for (path, needle) in [
+        ("/dev/zero".into(), "it is not a regular file"),
+        (fifo, "it is not a regular file"),
+        (env.path().to_owned(), "it is a directory"),
+        (big, "it is larger than 1 MiB"),
+    ] {
+        let o = env.run(&["-c", path.to_str().unwrap(), "current", "res"]);
+        assert_fails(&o, 78, needle);
+    }
 }
 
 /// The file backend keeps no line of waiters: `--fair` (or `fair = true`) is a configuration

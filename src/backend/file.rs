@@ -155,6 +155,12 @@ impl File {
                 "file backend URL '{url}' must name a local absolute path, like file:///var/lib/lockrun"
             ))
         })?;
+        // `file://` alone (say `file://$UNSET_VARIABLE`) names the root directory.
+        if path.parent().is_none() {
+            return Err(Error::Config(format!(
+                "file backend URL '{url}' names the root directory, not a lock directory; give one, like file:///var/lib/lockrun"
+            )));
+        }
         File::at(&path)
     }
 

@@ -54,6 +54,19 @@ impl BackendUrl {
             })?
         };
         let scheme = url.scheme();
+        // `file:relative` and `file:/x` parse as absolute paths (`file:///relative`): a typo
+        // would quietly move the locks.
+        if scheme == "file"
+            && !text.starts_with('/')
+            && !text
+                .get(..7)
+                .is_some_and(|s| s.eq_ignore_ascii_case("file://"))
+        {
+            return Err(Error::Config(format!(
+                "file backend URL '{}' must be file:// and an absolute path, like file:///var/lib/lockrun",
+                redact_text(text)
+            )));
+        }
         if !SCHEMES.iter().any(|(s, _)| *s == scheme) {
             return Err(Error::Config(format!(
                 "unknown backend '{scheme}' in '{}' (known: {})",

@@ -175,14 +175,36 @@ pub async fn main(args: Vec<OsString>) -> Exit {
         Ok(exit) => exit,
         Err(f) => {
             if !(f.outcome && quiet) {
-                eprintln!("lockrun: {}", one_line(&f.message));
+                eprintln!(
+                    "lockrun: {}",
+                    crate::error::without_os_error(&one_line(&f.message))
+                );
             }
             f.exit
         }
     }
 }
 
+/// The variables that choose where leases live. One that is set but not UTF-8 would read as
+/// unset, and lockrun would quietly use another store: refuse it instead.
+const STORE_VARIABLES: &[&str] = &[
+    "LOCKRUN_BACKEND",
+    "LOCKRUN_CONFIG",
+    "LOCKRUN_PRINCIPAL",
+    "XDG_STATE_HOME",
+    "XDG_CONFIG_HOME",
+    "HOME",
+];
+
 async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
+    for key in STORE_VARIABLES {
+        if std::env::var_os(key).is_some_and(|v| v.to_str().is_none()) {
+            return Err(Failure::new(
+                Exit::Config,
+                format!("the environment variable {key} is not valid UTF-8"),
+            ));
+        }
+    }
     let flags = Flags {
         config: cli.global.config.clone(),
         backend: cli.global.backend.clone(),

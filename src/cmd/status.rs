@@ -56,7 +56,7 @@ impl Status {
                 new
             }
             Event::Retrying { error } => {
-                let text = error.to_string();
+                let text = crate::error::without_os_error(&error.to_string());
                 let now = Instant::now();
                 let repeat = match &self.retried {
                     Some((last, at)) => *last != text || now >= *at + RETRY_REPEAT,
