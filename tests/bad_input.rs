@@ -148,11 +148,14 @@ fn an_acquired_lease_whose_id_cannot_be_written_is_released() {
 }
 
 #[test]
-fn no_arguments_prints_help_and_exits_2() {
+fn no_arguments_is_one_usage_line_and_exit_2() {
     let env = Env::new();
     let o = env.run(&[]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("Usage"));
+    assert_fails(
+        &o,
+        2,
+        "nothing to do: give a resource and a command (lockrun RESOURCE -- COMMAND...) or a verb",
+    );
 }
 
 #[test]

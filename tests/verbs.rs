@@ -300,7 +300,7 @@ fn doctor_checks_the_backend_end_to_end() {
         Some(1)
     );
     let o = env.run(&["doctor", "--ttl", "3s", "--heartbeat", "2900ms"]);
-    assert_eq!(o.status.code(), Some(1), "a warning is exit 1");
+    assert_fails(&o, 1, "doctor found 1 thing(s) to fix");
     let out = stdout(&o);
     assert!(out.contains("warn  run settings are rejected"), "{out}");
     let o = env.run(&[
@@ -319,6 +319,42 @@ fn doctor_checks_the_backend_end_to_end() {
     );
     let o = env.run(&["-b", "nosuch://x", "doctor"]);
     assert_fails(&o, 78, "unknown backend");
+}
+
+/// A FIFO planted under a record's name is skipped with a warning; opening it used to hang
+/// `list` for good.
+#[test]
+fn list_skips_a_record_that_is_not_a_regular_file() {
+    let env = Env::new();
+    assert_eq!(env.run(&["acquire", "a"]).status.code(), Some(0));
+    let fifo = env.path().join("locks/b.lease");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let mut child = env
+        .cmd()
+        .arg("list")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || child
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "list hung on a FIFO"
+    );
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("\na\t"), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("b.lease is not a regular file"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]

@@ -128,7 +128,10 @@ pub async fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<Exit, Failure> {
         Ok(Exit::Success)
     } else {
         out(format_args!("{warnings} warning(s)"))?;
-        Ok(Exit::Warned)
+        Err(Failure::outcome(
+            Exit::Warned,
+            format!("doctor found {warnings} thing(s) to fix (the warn lines above)"),
+        ))
     }
 }
 

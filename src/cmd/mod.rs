@@ -265,7 +265,9 @@ fn clap_exit(e: clap::Error) -> Exit {
             Exit::Usage
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            eprint!("{e}");
+            eprintln!(
+                "lockrun: nothing to do: give a resource and a command (lockrun RESOURCE -- COMMAND...) or a verb (see 'lockrun --help')"
+            );
             Exit::Usage
         }
         _ => {

@@ -108,9 +108,18 @@ impl Dir {
             if name.starts_with('.') || !name.ends_with(name::RECORD_SUFFIX) {
                 continue;
             }
-            let Ok(file) = self.open_at(name, OFlag::O_RDONLY, 0) else {
+            // Non-blocking: opening a FIFO planted under a record's name must not hang `list`.
+            let Ok(file) = self.open_at(name, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0) else {
                 continue;
             };
+            if !file.metadata().is_ok_and(|m| m.is_file()) {
+                tracing::warn!(
+                    "lock directory {}: {} is not a regular file; not listed",
+                    self.path.display(),
+                    crate::lease::escape(name)
+                );
+                continue;
+            }
             let mut bytes = Vec::new();
             if file.take(MAX_RECORD).read_to_end(&mut bytes).is_err() {
                 continue;
