@@ -1,5 +1,14 @@
 //! The `lockrun` binary: build the runtime, run the command line, exit with its status.
 
+/// Runs before `main`, and before Rust's runtime reopens closed standard descriptors.
+#[used]
+#[link_section = ".init_array"]
+static NOTE_STD_FDS: extern "C" fn() = note_std_fds;
+
+extern "C" fn note_std_fds() {
+    lockrun::cmd::note_std_fds();
+}
+
 fn main() {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     lockrun::cmd::before_start(&args);

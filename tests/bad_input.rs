@@ -147,6 +147,35 @@ fn an_acquired_lease_whose_id_cannot_be_written_is_released() {
     assert_fails(&o, 70, "cannot write to stdout");
 }
 
+/// A closed stdout (`>&-`) is a failed write too: Rust's runtime reopens it on /dev/null before
+/// `main`, so `acquire` used to print the id nowhere, exit 0, and leave a lease nobody could
+/// release.
+#[test]
+fn a_closed_stdout_is_a_failed_write() {
+    let env = Env::new();
+    let bin = env!("CARGO_BIN_EXE_lockrun");
+    let o = env.cmd_sh(&format!("{bin} acquire res >&-"));
+    assert_fails(
+        &o,
+        70,
+        "cannot write to stdout: it was closed when lockrun started",
+    );
+    assert!(
+        stderr(&o).contains("the lease was released"),
+        "{}",
+        stderr(&o)
+    );
+    assert_fails(&env.run(&["current", "res"]), 1, "not held");
+    assert_fails(
+        &env.cmd_sh(&format!("{bin} --help >&-")),
+        70,
+        "cannot write",
+    );
+    // A command under `run` is not lockrun's output: it runs, and its status passes through.
+    let o = env.cmd_sh(&format!("{bin} res -- sh -c 'exit 3' >&-"));
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+}
+
 #[test]
 fn no_arguments_is_one_usage_line_and_exit_2() {
     let env = Env::new();

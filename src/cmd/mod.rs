@@ -97,10 +97,32 @@ pub(crate) fn out(text: impl std::fmt::Display) -> Result<(), Failure> {
     }
 }
 
+/// Whether stdout was closed when lockrun started (Rust's runtime then put /dev/null there).
+pub(crate) fn stdout_was_closed() -> bool {
+    STDOUT_CLOSED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub(crate) fn write_out(text: std::fmt::Arguments<'_>) -> std::io::Result<()> {
+    if stdout_was_closed() {
+        return Err(std::io::Error::other("it was closed when lockrun started"));
+    }
     let mut stdout = std::io::stdout().lock();
     stdout.write_fmt(text)?;
     stdout.flush()
+}
+
+/// Whether descriptor 1 was closed when the process started (see [`note_std_fds`]).
+static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Notes whether stdout is closed. The binary calls it from a constructor (`.init_array`),
+/// before Rust's runtime reopens closed standard descriptors on /dev/null: then `acquire >&-`
+/// would print its lease id nowhere and succeed, and nobody could release that lease.
+/// Allocates nothing, so it is safe to call before `main`.
+pub fn note_std_fds() {
+    // SAFETY: fcntl on an integer descriptor has no memory-safety preconditions.
+    if unsafe { libc::fcntl(libc::STDOUT_FILENO, libc::F_GETFD) } < 0 {
+        STDOUT_CLOSED.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// What every verb needs: the global options and the loaded config.
