@@ -471,3 +471,23 @@ fn corrupt_record_exits_65_and_is_left_alone() {
     );
     assert_eq!(std::fs::read(&record).unwrap(), b"{\"v\":1,\"garbage");
 }
+
+/// A directory where a resource's lock file belongs is damage, like a bad record (65); a lock
+/// directory that cannot hold files is configuration (78). Both were internal errors (70).
+#[test]
+fn a_lock_file_that_cannot_be_opened_is_corrupt_or_configuration() {
+    let env = Env::new();
+    assert_eq!(env.run(&["acquire", "other"]).status.code(), Some(0));
+    std::fs::create_dir(env.path().join("locks/res.lock")).unwrap();
+    assert_fails(
+        &env.run(&["current", "res"]),
+        65,
+        "res.lock cannot be opened: Is a directory",
+    );
+    assert_fails(&env.run(&["release", "res", "abc"]), 65, "Is a directory");
+    assert_fails(
+        &env.run(&["-b", "file:///proc/self/fdinfo", "current", "res"]),
+        78,
+        "cannot be opened",
+    );
+}

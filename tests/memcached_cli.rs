@@ -228,6 +228,17 @@ fn bad_input() {
             &format!("cannot connect to memcached at 127.0.0.1:{port}"),
         );
     }
+    // Another kind of server on the port: unavailable (as Redis and etcd say), not internal.
+    let redis = server::redis();
+    assert_fails(
+        &lockrun(
+            &env,
+            &format!("memcached://127.0.0.1:{}", redis.port),
+            &["current", "res"],
+        ),
+        69,
+        "does not answer like memcached",
+    );
     let up = mc::url(s);
     let one_down = format!("{up},127.0.0.1:{port}");
     assert_fails(

@@ -230,6 +230,12 @@ impl Memcached {
                     "the server at {server} does not support '{cmd}'; lockrun needs memcached's \
                      text protocol with gets, cas and incr"
                 )),
+                // Typically another kind of server on that port (Redis answers `version` with
+                // -ERR): unavailable, as Redis and etcd report a server of the wrong kind.
+                ProtoError::Unexpected(m) => Error::Unavailable(format!(
+                    "the server at {server} does not answer like memcached ({op}: unexpected \
+                     reply {m}); is this a memcached port?"
+                )),
                 other => Error::Other(format!("memcached at {server}: {op}: {other}")),
             },
         })

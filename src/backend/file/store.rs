@@ -685,6 +685,10 @@ fn io_error(kind: &str, path: &Path, what: &str, e: io::Error) -> Error {
         Some(Errno::EACCES | Errno::EPERM | Errno::EROFS) => Error::Config(text),
         // A full disk or quota may free up: unavailable for now, as a server that is down.
         Some(Errno::ENOSPC | Errno::EDQUOT) => Error::Unavailable(text),
+        // A directory where a lockrun file belongs: the store is damaged, as by a bad record.
+        Some(Errno::EISDIR) => Error::Corrupt(text),
+        // The lock directory cannot hold files (it went away, or is a /proc directory).
+        Some(Errno::ENOENT | Errno::ENOTDIR) => Error::Config(text),
         _ => Error::Other(text),
     }
 }
@@ -716,6 +720,8 @@ mod io_error_tests {
         );
         assert!(matches!(e(libc::EDQUOT), Error::Unavailable(_)));
         assert!(matches!(e(libc::EROFS), Error::Config(_)));
+        assert!(matches!(e(libc::EISDIR), Error::Corrupt(_)));
+        assert!(matches!(e(libc::ENOENT), Error::Config(_)));
         assert!(matches!(e(libc::EIO), Error::Other(_)));
     }
 }
