@@ -252,8 +252,8 @@ fn unknown_backend_and_bad_urls_exit_78() {
     let o = env.run(&["-b", "redis://user:hunter2@[::1", "acquire", "res"]);
     assert!(!stderr(&o).contains("hunter2"), "{}", stderr(&o));
     // An operating-system error is named without Rust's "(os error N)".
-    let o = env.run(&["-b", "redis://127.0.0.1:1/0", "current", "res"]);
-    assert_fails(&o, 69, "Connection refused");
+    let o = env.run(&["-c", "/nonexistent/lockrun.toml", "current", "res"]);
+    assert_fails(&o, 78, "No such file or directory");
     assert!(!stderr(&o).contains("os error"), "{}", stderr(&o));
 }
 

@@ -292,6 +292,7 @@ fn server_down_is_unavailable() {
             &format!("cannot connect to redis at redis://:***@127.0.0.1:{port}/0"),
         );
         assert!(!stderr(&o).contains("hunter2"));
+        assert!(!stderr(&o).contains("os error"), "{}", stderr(&o));
     }
 }
 
