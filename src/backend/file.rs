@@ -134,6 +134,14 @@ pub fn fuzz_decode(bytes: &[u8], resource: &Resource) {
 /// lock, before it waits for it on a blocking thread.
 const LOCK_SPINS: usize = 8;
 
+/// How long a step waits for the resource's kernel lock before it reports the store as
+/// unavailable (exit 69; a waiter keeps trying). A step holds that lock for microseconds: this
+/// long means its holder is stopped (SIGSTOP, a debugger, a frozen cgroup) or hung.
+const LOCK_PATIENCE: Duration = Duration::from_secs(10);
+
+/// The longest sleep between two tries for a kernel lock that another process holds.
+const LOCK_BACKOFF_MAX: Duration = Duration::from_millis(5);
+
 /// Leases in a local lock directory.
 #[derive(Debug, Clone)]
 pub struct File {
@@ -176,9 +184,10 @@ impl File {
     /// the step to another thread (which, on a busy machine, also waits for that thread to be
     /// scheduled). When another process holds it (typically another waiter woken by the same
     /// release), this one yields the CPU and tries again a few times, asking `look` in between
-    /// whether the step is still needed (the other may have been granted the lease). Only then
-    /// does the wait move to a blocking thread, so a stalled holder (SIGSTOP in the middle of a
-    /// step) never blocks the runtime.
+    /// whether the step is still needed (the other may have been granted the lease). Then it
+    /// sleeps between tries, longer each time, so that the wait can be cancelled (`-w` running
+    /// out, a signal) and never blocks the runtime; and a holder stalled in the middle of a step
+    /// (SIGSTOP) makes the step unavailable after [`LOCK_PATIENCE`] instead of hanging it.
     async fn locked<T, F>(
         &self,
         resource: &Resource,
@@ -198,14 +207,27 @@ impl File {
                 return Ok(out);
             }
         }
-        let dir = Arc::clone(&self.dir);
-        let resource = resource.clone();
-        tokio::task::spawn_blocking(move || {
-            let locked = dir.lock(&resource)?;
-            f(locked, &resource)
-        })
-        .await
-        .map_err(|e| Error::Other(format!("lock directory worker failed: {e}")))?
+        let started = tokio::time::Instant::now();
+        let mut pause = Duration::from_micros(200);
+        loop {
+            tokio::time::sleep(pause).await;
+            if let Some(locked) = self.dir.try_lock(resource)? {
+                return f(locked, resource);
+            }
+            if let Some(out) = look() {
+                return Ok(out);
+            }
+            if started.elapsed() >= LOCK_PATIENCE {
+                return Err(Error::Unavailable(format!(
+                    "the lock file of {} in {} has been locked for {} by a process that does \
+                     not finish its step (stopped or hung?)",
+                    crate::lease::escape(resource.as_str()),
+                    self.dir.path.display(),
+                    crate::duration::format(LOCK_PATIENCE)
+                )));
+            }
+            pause = (pause * 2).min(LOCK_BACKOFF_MAX);
+        }
     }
 
     /// The answer to an attempt on a resource that is busy, read without its kernel lock (see

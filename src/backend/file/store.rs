@@ -209,6 +209,7 @@ impl Dir {
     /// Takes the exclusive kernel lock of `resource` (flock on its `.lock` file, which is never
     /// replaced), waiting for it. The lock is released when the guard drops, or by the kernel if
     /// we die.
+    #[cfg(test)]
     pub fn lock<'a>(&'a self, resource: &'a Resource) -> Result<Locked<'a>, Error> {
         self.lock_or(resource, true)
             .map(|l| l.expect("a blocking lock is always taken"))

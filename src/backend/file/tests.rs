@@ -772,6 +772,36 @@ async fn a_busy_resource_is_answered_without_its_kernel_lock() {
     assert!(matches!(got, Acquire::Acquired(l) if l.id == id));
 }
 
+/// A process stopped in the middle of a step keeps the resource's kernel lock: a step waiting
+/// for it can be cancelled (the caller's `-w`), and gives up as unavailable after
+/// `LOCK_PATIENCE` rather than hang (`acquire -n` used to wait for good).
+#[tokio::test(start_paused = true)]
+async fn a_step_behind_a_stalled_holder_gives_up_as_unavailable() {
+    let tmp = tempfile::tempdir().unwrap();
+    let b = File::at(tmp.path()).unwrap();
+    let r = res("stalled");
+    let id = LeaseId::generate();
+    let req = AcquireRequest {
+        resource: &r,
+        id: &id,
+        principal: "me@here",
+        ttl: Duration::from_secs(60),
+    };
+    let _held = b.dir.lock(&r).unwrap();
+    assert!(
+        tokio::time::timeout(Duration::from_secs(1), b.try_acquire(&req))
+            .await
+            .is_err(),
+        "the wait is cancellable"
+    );
+    let started = tokio::time::Instant::now();
+    match b.try_acquire(&req).await {
+        Err(Error::Unavailable(m)) => assert!(m.contains("does not finish its step"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() >= super::LOCK_PATIENCE);
+}
+
 #[tokio::test]
 async fn conformance_smoke() {
     // The full suite runs in tests/conformance_file.rs; this keeps the unit run honest.
