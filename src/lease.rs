@@ -219,14 +219,19 @@ pub fn default_principal() -> String {
 }
 
 /// Escapes text read back from a shared store before it reaches a terminal or a log line:
-/// control characters (including ESC) become `\u{..}` escapes.
+/// control characters (including ESC) become `\u{..}` escapes, and so do the characters that
+/// break or reorder a line without being control characters: the line and paragraph separators
+/// (U+2028, U+2029), which some log tools split on, and the bidirectional overrides and isolates
+/// (U+202A–U+202E, U+2066–U+2069), which can make a name read as another.
 pub fn escape(text: &str) -> String {
-    if !text.chars().any(|c| c.is_control()) {
+    let hidden =
+        |c: char| c.is_control() || matches!(c, '\u{2028}'..='\u{202e}' | '\u{2066}'..='\u{2069}');
+    if !text.chars().any(hidden) {
         return text.to_owned();
     }
     text.chars()
         .flat_map(|c| {
-            if c.is_control() {
+            if hidden(c) {
                 c.escape_default().collect::<Vec<_>>()
             } else {
                 vec![c]
@@ -322,6 +327,10 @@ mod tests {
         assert_eq!(escape("plain"), "plain");
         assert_eq!(escape("a\x1b[31mb"), "a\\u{1b}[31mb");
         assert_eq!(escape("l1\nl2"), "l1\\nl2");
+        assert_eq!(escape("a\u{2028}b"), "a\\u{2028}b");
+        assert_eq!(escape("x\u{202e}gpj.exe"), "x\\u{202e}gpj.exe");
+        assert_eq!(escape("\u{2066}i\u{2069}"), "\\u{2066}i\\u{2069}");
+        assert_eq!(escape("日本 ünïcode"), "日本 ünïcode");
     }
 
     #[test]

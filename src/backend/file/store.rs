@@ -125,7 +125,15 @@ impl Dir {
                 continue;
             }
             match record::stored_resource(&bytes).and_then(|r| Resource::new(r).ok()) {
-                Some(r) => out.push(r),
+                Some(r) if name::record(r.as_str()) == name => out.push(r),
+                // A record copied or moved from another resource's file: not that resource's
+                // lease (reading it through its own name reports it).
+                Some(r) => tracing::warn!(
+                    "lock directory {}: {} holds the record of another resource ({}); not listed",
+                    self.path.display(),
+                    crate::lease::escape(name),
+                    crate::lease::escape(r.as_str())
+                ),
                 // An empty record reads as none (see Durability in the module docs).
                 None if bytes.is_empty() => {}
                 // Not silently: a damaged record may be a lease someone holds.
