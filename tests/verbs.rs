@@ -355,6 +355,19 @@ fn list_skips_a_record_that_is_not_a_regular_file() {
         "{}",
         stderr(&o)
     );
+    // A record copied under another resource's name is that other lease, listed once.
+    std::fs::copy(
+        env.path().join("locks/a.lease"),
+        env.path().join("locks/c.lease"),
+    )
+    .unwrap();
+    let o = env.run(&["list"]);
+    assert_eq!(stdout(&o).matches("\na\t").count(), 1, "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("c.lease holds the record of another resource (a)"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
