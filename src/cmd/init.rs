@@ -7,11 +7,16 @@ use crate::exit::Exit;
 pub async fn init(ctx: &Ctx, args: InitArgs) -> Result<Exit, Failure> {
     // The backend is chosen per resource; without one, the [default] section decides.
     let name = args.resource.as_deref().unwrap_or("lockrun-init");
-    let (_, plan) = ctx.plan(name)?;
+    let (resource, plan) = ctx.plan(name)?;
     let backend = ctx.open(&plan).await?;
     match backend.init().await? {
         Some(done) => eprintln!("lockrun: {}: {done}", plan.backend),
-        None => eprintln!("lockrun: {}: nothing to set up", plan.backend),
+        None => {
+            // Nothing to create, but the store must answer: `init` in a deploy script is the
+            // place to learn that it does not (some backends connect only on first use).
+            backend.current(&resource).await?;
+            eprintln!("lockrun: {}: nothing to set up", plan.backend)
+        }
     }
     Ok(Exit::Success)
 }
