@@ -10,7 +10,9 @@
 //! the guard once. Each write is of whole messages and at most 18 bytes (below `PIPE_BUF`), so
 //! writes from the two never interleave. End of file without `d` means lockrun died, and the
 //! guard sends SIGKILL to the group; so does the deadline passing (at once when the group is
-//! named after its deadline has passed).
+//! named after its deadline has passed). The guard keeps that deadline on CLOCK_BOOTTIME, with a
+//! timer on that clock: the monotonic clock stands still while the machine is suspended, and a
+//! resume past the deadline kills the group at once rather than a suspension's length later.
 //!
 //! On x86_64 and aarch64 the guard is started as a clone that shares lockrun's memory
 //! (`CLONE_VM`, like a thread) but is a process of its own: starting it copies no page tables and
@@ -281,23 +283,62 @@ unsafe fn guard_main(read_fd: RawFd) -> ! {
             0,
         ],
     );
-    let now = || {
+    let clock = |id: libc::clockid_t| {
         let mut ts = libc::timespec {
             tv_sec: 0,
             tv_nsec: 0,
         };
         sys::call(
             libc::SYS_clock_gettime,
+            [id as usize, std::ptr::addr_of_mut!(ts) as usize, 0, 0, 0, 0],
+        );
+        timespec_ns(&ts)
+    };
+    // lockrun sends deadlines on CLOCK_MONOTONIC, which stands still while the machine is
+    // suspended; the stores keep counting. The guard keeps its deadline on CLOCK_BOOTTIME,
+    // which counts the suspension too, with a timer on that clock: after a resume past the
+    // deadline it fires at once, and the command does not run on while its lease may have been
+    // granted elsewhere. Without the timer (a kernel or sandbox that refuses it), a monotonic
+    // timeout, as before.
+    let timer = sys::call(
+        libc::SYS_timerfd_create,
+        [
+            libc::CLOCK_BOOTTIME as usize,
+            (libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) as usize,
+            0,
+            0,
+            0,
+            0,
+        ],
+    );
+    let clock_id = if timer >= 0 {
+        libc::CLOCK_BOOTTIME
+    } else {
+        libc::CLOCK_MONOTONIC
+    };
+    let now = || clock(clock_id);
+    let arm = |at: u64| {
+        let spec = libc::itimerspec {
+            it_interval: libc::timespec {
+                tv_sec: 0,
+                tv_nsec: 0,
+            },
+            it_value: libc::timespec {
+                tv_sec: (at / 1_000_000_000) as _,
+                tv_nsec: (at % 1_000_000_000) as libc::c_long,
+            },
+        };
+        sys::call(
+            libc::SYS_timerfd_settime,
             [
-                libc::CLOCK_MONOTONIC as usize,
-                std::ptr::addr_of_mut!(ts) as usize,
-                0,
+                timer as usize,
+                libc::TFD_TIMER_ABSTIME as usize,
+                std::ptr::addr_of!(spec) as usize,
                 0,
                 0,
                 0,
             ],
         );
-        timespec_ns(&ts)
     };
     let kill_group = |pgid: i32| {
         sys::call(
@@ -319,17 +360,25 @@ unsafe fn guard_main(read_fd: RawFd) -> ! {
     let mut have = 0usize;
     let mut buf = [0u8; 64];
     loop {
-        let mut pfd = libc::pollfd {
-            fd: 3,
-            events: libc::POLLIN,
-            revents: 0,
-        };
+        let mut pfds = [
+            libc::pollfd {
+                fd: 3,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: timer as i32,
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
         let mut left = libc::timespec {
             tv_sec: 0,
             tv_nsec: 0,
         };
-        // Without a group there is nothing to kill yet: wait for a message.
-        let timeout = if deadline == 0 || pgid == 0 {
+        // Without a group there is nothing to kill yet: wait for a message. With the timer, it
+        // wakes the poll at the deadline.
+        let timeout = if deadline == 0 || pgid == 0 || timer >= 0 {
             0 // NULL: no timeout
         } else {
             let ns = deadline.saturating_sub(now());
@@ -337,9 +386,17 @@ unsafe fn guard_main(read_fd: RawFd) -> ! {
             left.tv_nsec = (ns % 1_000_000_000) as libc::c_long;
             std::ptr::addr_of!(left) as usize
         };
+        let watched = if timer >= 0 { 2 } else { 1 };
         let n = sys::call(
             libc::SYS_ppoll,
-            [std::ptr::addr_of_mut!(pfd) as usize, 1, timeout, 0, 8, 0],
+            [
+                std::ptr::addr_of_mut!(pfds) as usize,
+                watched,
+                timeout,
+                0,
+                8,
+                0,
+            ],
         );
         if n == -(libc::EINTR as isize) {
             continue;
@@ -347,7 +404,15 @@ unsafe fn guard_main(read_fd: RawFd) -> ! {
         if n < 0 {
             break;
         }
-        if n > 0 {
+        if n > 0 && pfds[1].revents != 0 {
+            // Expired: take the count, so the timer stops being readable.
+            let mut count = [0u8; 8];
+            sys::call(
+                libc::SYS_read,
+                [timer as usize, count.as_mut_ptr() as usize, 8, 0, 0, 0],
+            );
+        }
+        if n > 0 && pfds[0].revents != 0 {
             let r = sys::call(
                 libc::SYS_read,
                 [3, buf.as_mut_ptr() as usize, buf.len(), 0, 0, 0],
@@ -377,7 +442,17 @@ unsafe fn guard_main(read_fd: RawFd) -> ! {
                             value = (value << 8) | u64::from(x);
                         }
                         if msg[0] == b'k' {
-                            deadline = value;
+                            deadline = if timer >= 0 {
+                                let at = on_boot_clock(
+                                    value,
+                                    clock(libc::CLOCK_MONOTONIC),
+                                    clock(libc::CLOCK_BOOTTIME),
+                                );
+                                arm(at);
+                                at
+                            } else {
+                                value
+                            };
                         } else {
                             pgid = value as i32;
                         }
@@ -398,6 +473,21 @@ unsafe fn guard_main(read_fd: RawFd) -> ! {
         kill_group(pgid);
     }
     sys::exit()
+}
+
+/// A CLOCK_MONOTONIC deadline (0: none) as the same moment on CLOCK_BOOTTIME, given both
+/// clocks read now; 0 stays 0, and a deadline already past maps to one already past.
+fn on_boot_clock(monotonic_deadline: u64, monotonic_now: u64, boot_now: u64) -> u64 {
+    if monotonic_deadline == 0 {
+        return 0;
+    }
+    if monotonic_deadline >= monotonic_now {
+        boot_now.saturating_add(monotonic_deadline - monotonic_now)
+    } else {
+        boot_now
+            .saturating_sub(monotonic_now - monotonic_deadline)
+            .max(1)
+    }
 }
 
 /// Raw system calls: the result, or minus the error number; `errno` is never touched.
@@ -454,5 +544,22 @@ mod sys {
         loop {
             call(libc::SYS_exit_group, [0; 6]);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::on_boot_clock;
+
+    #[test]
+    fn a_monotonic_deadline_becomes_the_same_moment_on_the_boot_clock() {
+        // The boot clock is ahead by the time the machine has been suspended (here 500).
+        assert_eq!(on_boot_clock(0, 1_000, 1_500), 0);
+        assert_eq!(on_boot_clock(1_200, 1_000, 1_500), 1_700);
+        assert_eq!(on_boot_clock(1_000, 1_000, 1_500), 1_500);
+        assert_eq!(on_boot_clock(900, 1_000, 1_500), 1_400);
+        // Long past: still a deadline (never 0, which means none), and already due.
+        assert_eq!(on_boot_clock(1, 1_000, 500), 1);
+        assert_eq!(on_boot_clock(u64::MAX, 1, 2), u64::MAX);
     }
 }
