@@ -428,11 +428,14 @@ fn absolute(value: Option<String>) -> Option<PathBuf> {
 /// path (`-c /dev/zero`) can make lockrun read.
 const MAX_CONFIG_BYTES: u64 = 1 << 20;
 
-/// Reads a config file: a regular file (a FIFO or a device would block or never end) of at most
-/// [`MAX_CONFIG_BYTES`], in UTF-8.
+/// Reads a config file of at most [`MAX_CONFIG_BYTES`], in UTF-8. Besides regular files,
+/// `/dev/null` (no config at all) and pipes (`-c <(make-config)`) work; a FIFO that no one has
+/// opened for writing reads as empty rather than blocking, and an endless device (`/dev/zero`)
+/// stops at the limit.
 fn read_text(path: &Path) -> io::Result<String> {
     use std::io::Read;
     use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking to open: a FIFO's open would wait for a writer.
     let file = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -441,8 +444,15 @@ fn read_text(path: &Path) -> io::Result<String> {
     if meta.is_dir() {
         return Err(io::Error::other("it is a directory"));
     }
-    if !meta.is_file() {
-        return Err(io::Error::other("it is not a regular file"));
+    // Blocking to read: a pipe's writer may not have written yet.
+    // SAFETY: fcntl on a descriptor we own has no memory-safety preconditions.
+    unsafe {
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
+        libc::fcntl(
+            fd,
+            libc::F_SETFL,
+            libc::fcntl(fd, libc::F_GETFL) & !libc::O_NONBLOCK,
+        );
     }
     let mut text = String::new();
     file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;

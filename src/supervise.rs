@@ -180,6 +180,24 @@ async fn next_forwarded(forwarded: &mut [(i32, Signal)]) -> i32 {
     }
 }
 
+/// How long the machine has been suspended since it booted: CLOCK_BOOTTIME counts it,
+/// CLOCK_MONOTONIC (the clock of `Instant`) does not.
+fn suspended() -> Duration {
+    let read = |id| {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: clock_gettime writes into `ts`.
+        unsafe { libc::clock_gettime(id, &mut ts) };
+        Duration::new(
+            ts.tv_sec.max(0) as u64,
+            ts.tv_nsec.clamp(0, 999_999_999) as u32,
+        )
+    };
+    read(libc::CLOCK_BOOTTIME).saturating_sub(read(libc::CLOCK_MONOTONIC))
+}
+
 /// Runs the command under supervision until it and its whole group are gone. `guard` is
 /// [`Guard::arm`]'s result, which the caller may get early (while it waits for the lease), so
 /// that starting the guard is not between the grant and the command's start.
@@ -231,6 +249,7 @@ pub async fn supervise(
     unsafe { libc::signal(libc::SIGTTOU, libc::SIG_IGN) };
 
     let mut stopped: Option<Stop> = None;
+    let suspended_before = suspended();
     let mut term_sent = false;
     let mut kill_at: Option<Instant> = None;
     let status = loop {
@@ -299,10 +318,12 @@ pub async fn supervise(
         }
     };
     // Killed while lockrun could not act (stopped, starved) after its lease's deadline: the
-    // guard did it, at the deadline.
+    // guard did it, at the deadline. The guard counts time the machine spent suspended (see
+    // `supervise::guard`), which `Instant` does not.
     if stopped.is_none() && status == Status::Signaled(libc::SIGKILL) {
+        let asleep = suspended().saturating_sub(suspended_before);
         stopped = match *lease.borrow() {
-            State::Held { trusted_until } if Instant::now() >= trusted_until => {
+            State::Held { trusted_until } if Instant::now() + asleep >= trusted_until => {
                 Some(Stop::Deadline)
             }
             State::Held { .. } => None,

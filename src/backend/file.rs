@@ -135,7 +135,7 @@ pub fn fuzz_decode(bytes: &[u8], resource: &Resource) {
 const LOCK_SPINS: usize = 8;
 
 /// How long a step waits for the resource's kernel lock before it reports the store as
-/// unavailable (exit 69; a waiter keeps trying). A step holds that lock for microseconds: this
+/// unavailable (exit 69). A step holds that lock for microseconds: this
 /// long means its holder is stopped (SIGSTOP, a debugger, a frozen cgroup) or hung.
 const LOCK_PATIENCE: Duration = Duration::from_secs(10);
 
@@ -185,9 +185,10 @@ impl File {
     /// scheduled). When another process holds it (typically another waiter woken by the same
     /// release), this one yields the CPU and tries again a few times, asking `look` in between
     /// whether the step is still needed (the other may have been granted the lease). Then it
-    /// sleeps between tries, longer each time, so that the wait can be cancelled (`-w` running
-    /// out, a signal) and never blocks the runtime; and a holder stalled in the middle of a step
-    /// (SIGSTOP) makes the step unavailable after [`LOCK_PATIENCE`] instead of hanging it.
+    /// sleeps between tries, longer each time, so that the wait can be cancelled (a signal, a
+    /// library caller's timeout) and never blocks the runtime; and a holder stalled in the middle
+    /// of a step (SIGSTOP) makes the step unavailable after [`LOCK_PATIENCE`] instead of hanging
+    /// it.
     async fn locked<T, F>(
         &self,
         resource: &Resource,

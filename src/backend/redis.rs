@@ -49,8 +49,8 @@
 //!   replica that never saw a grant, and a second holder can then be granted the same resource.
 //!   Treat a Redis lease as an *efficiency* lock unless the command checks the fencing token
 //!   (`LOCKRUN_FENCING_TOKEN`) at the resource it protects.
-//! - Fencing tokens are declared [`Fencing::Strict`]: they strictly increase as long as the server
-//!   keeps the counter. With persistence off (no RDB/AOF), a restart resets the counters and the
+//! - Fencing tokens are declared [`Fencing::Strict`] (best effort under an `allkeys-*` eviction
+//!   policy, below): they strictly increase as long as the server keeps the counter. With persistence off (no RDB/AOF), a restart resets the counters and the
 //!   leases together, and tokens start again from 1.
 //! - Eviction: under `maxmemory` with any policy but `noeviction`, Redis may delete live lease
 //!   keys (they have an expiry, so `volatile-*` policies pick them too) and `allkeys-*` policies

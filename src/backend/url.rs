@@ -54,16 +54,16 @@ impl BackendUrl {
             })?
         };
         let scheme = url.scheme();
-        // `file:relative` and `file:/x` parse as absolute paths (`file:///relative`): a typo
-        // would quietly move the locks.
+        // `file:relative` parses as the absolute `file:///relative`: a typo would quietly move
+        // the locks. (`file:/x`, RFC 8089's short form, is absolute as written.)
         if scheme == "file"
             && !text.starts_with('/')
             && !text
-                .get(..7)
-                .is_some_and(|s| s.eq_ignore_ascii_case("file://"))
+                .get(..6)
+                .is_some_and(|s| s.eq_ignore_ascii_case("file:/"))
         {
             return Err(Error::Config(format!(
-                "file backend URL '{}' must be file:// and an absolute path, like file:///var/lib/lockrun",
+                "file backend URL '{}' must name an absolute path, like file:///var/lib/lockrun",
                 redact_text(text)
             )));
         }

@@ -12,9 +12,12 @@ pub async fn init(ctx: &Ctx, args: InitArgs) -> Result<Exit, Failure> {
     match backend.init().await? {
         Some(done) => eprintln!("lockrun: {}: {done}", plan.backend),
         None => {
-            // Nothing to create, but the store must answer: `init` in a deploy script is the
-            // place to learn that it does not (some backends connect only on first use).
-            backend.current(&resource).await?;
+            // Nothing to create, but a server must answer: `init` in a deploy script is the
+            // place to learn that it does not (some backends connect only on first use). The
+            // lock directory was checked when it was opened.
+            if plan.backend.scheme() != "file" {
+                backend.current(&resource).await?;
+            }
             eprintln!("lockrun: {}: nothing to set up", plan.backend)
         }
     }

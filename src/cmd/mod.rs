@@ -207,16 +207,9 @@ pub async fn main(args: Vec<OsString>) -> Exit {
     }
 }
 
-/// The variables that choose where leases live. One that is set but not UTF-8 would read as
-/// unset, and lockrun would quietly use another store: refuse it instead.
-const STORE_VARIABLES: &[&str] = &[
-    "LOCKRUN_BACKEND",
-    "LOCKRUN_CONFIG",
-    "LOCKRUN_PRINCIPAL",
-    "XDG_STATE_HOME",
-    "XDG_CONFIG_HOME",
-    "HOME",
-];
+/// The variables that choose the store. One that is set but not UTF-8 would read as unset, and
+/// lockrun would quietly use another store (the local file backend): refuse it instead.
+const STORE_VARIABLES: &[&str] = &["LOCKRUN_BACKEND", "LOCKRUN_CONFIG"];
 
 async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
     for key in STORE_VARIABLES {

@@ -82,7 +82,10 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
     };
     // Once the lease is held: a busy or failed run keeps to its one line.
     // Redis names the setting to change when it connects; memcached evicts by design.
-    if backend.capabilities().may_evict && plan.backend.scheme() != "redis" && ctx.chatty() {
+    if backend.capabilities().may_evict
+        && !plan.backend.scheme().starts_with("redis")
+        && ctx.chatty()
+    {
         tracing::warn!(
             "{} may evict a lock under memory pressure; use it only where a duplicate run is \
              harmless",

@@ -300,24 +300,8 @@ unsafe fn guard_main(read_fd: RawFd) -> ! {
     // deadline it fires at once, and the command does not run on while its lease may have been
     // granted elsewhere. Without the timer (a kernel or sandbox that refuses it), a monotonic
     // timeout, as before.
-    let timer = sys::call(
-        libc::SYS_timerfd_create,
-        [
-            libc::CLOCK_BOOTTIME as usize,
-            (libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) as usize,
-            0,
-            0,
-            0,
-            0,
-        ],
-    );
-    let clock_id = if timer >= 0 {
-        libc::CLOCK_BOOTTIME
-    } else {
-        libc::CLOCK_MONOTONIC
-    };
-    let now = || clock(clock_id);
-    let arm = |at: u64| {
+    // Sets `fd`'s timer to fire at `at` on its clock (0: disarmed); the call's result.
+    let settime = |fd: isize, at: u64| {
         let spec = libc::itimerspec {
             it_interval: libc::timespec {
                 tv_sec: 0,
@@ -331,14 +315,40 @@ unsafe fn guard_main(read_fd: RawFd) -> ! {
         sys::call(
             libc::SYS_timerfd_settime,
             [
-                timer as usize,
+                fd as usize,
                 libc::TFD_TIMER_ABSTIME as usize,
                 std::ptr::addr_of!(spec) as usize,
                 0,
                 0,
                 0,
             ],
-        );
+        )
+    };
+    let mut timer = sys::call(
+        libc::SYS_timerfd_create,
+        [
+            libc::CLOCK_BOOTTIME as usize,
+            (libc::TFD_CLOEXEC | libc::TFD_NONBLOCK) as usize,
+            0,
+            0,
+            0,
+            0,
+        ],
+    );
+    // A timer that cannot be set (a sandbox that allows one call but not the other) is no timer.
+    if timer >= 0 && settime(timer, 0) < 0 {
+        sys::call(libc::SYS_close, [timer as usize, 0, 0, 0, 0, 0]);
+        timer = -1;
+    }
+    let timer = timer;
+    let clock_id = if timer >= 0 {
+        libc::CLOCK_BOOTTIME
+    } else {
+        libc::CLOCK_MONOTONIC
+    };
+    let now = || clock(clock_id);
+    let arm = |at: u64| {
+        settime(timer, at);
     };
     let kill_group = |pgid: i32| {
         sys::call(

@@ -773,7 +773,7 @@ async fn a_busy_resource_is_answered_without_its_kernel_lock() {
 }
 
 /// A process stopped in the middle of a step keeps the resource's kernel lock: a step waiting
-/// for it can be cancelled (the caller's `-w`), and gives up as unavailable after
+/// for it can be cancelled (a caller's timeout), and gives up as unavailable after
 /// `LOCK_PATIENCE` rather than hang (`acquire -n` used to wait for good).
 #[tokio::test(start_paused = true)]
 async fn a_step_behind_a_stalled_holder_gives_up_as_unavailable() {
