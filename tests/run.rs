@@ -820,4 +820,16 @@ fn events_to_a_file_descriptor() {
     }
     let o = env.run(&["--events", "x", "res", "--", "true"]);
     assert_fails(&o, 2, "--events");
+    // A standard descriptor the caller closed is not open either, although Rust's runtime put
+    // /dev/null there before `main` (the line goes to that /dev/null: only the status shows).
+    let bin = env!("CARGO_BIN_EXE_lockrun");
+    let marker = env.file("ran");
+    for (fd, redirect) in [("1", ">&-"), ("2", "2>&-")] {
+        let o = env.cmd_sh(&format!(
+            "exec {bin} --events {fd} res -- touch {} {redirect}",
+            marker.display()
+        ));
+        assert_eq!(o.status.code(), Some(2), "--events {fd} {redirect}");
+        assert!(!marker.exists());
+    }
 }

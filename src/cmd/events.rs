@@ -43,8 +43,9 @@ pub fn note_inherited(args: &[OsString]) {
             None => None,
         };
         if let Some(fd) = value.and_then(|v| v.parse::<RawFd>().ok()) {
-            // A closed stdout was reopened on /dev/null before `main`: not the caller's.
-            let reopened = fd == libc::STDOUT_FILENO && super::stdout_was_closed();
+            // A closed standard descriptor was reopened on /dev/null before `main`: not the
+            // caller's.
+            let reopened = super::was_closed(fd);
             // SAFETY: fcntl on an integer descriptor has no memory-safety preconditions.
             if fd >= 0 && !reopened && unsafe { libc::fcntl(fd, libc::F_GETFD) } >= 0 {
                 open.push(fd);

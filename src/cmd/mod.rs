@@ -99,7 +99,12 @@ pub(crate) fn out(text: impl std::fmt::Display) -> Result<(), Failure> {
 
 /// Whether stdout was closed when lockrun started (Rust's runtime then put /dev/null there).
 pub(crate) fn stdout_was_closed() -> bool {
-    STDOUT_CLOSED.load(std::sync::atomic::Ordering::Relaxed)
+    was_closed(libc::STDOUT_FILENO)
+}
+
+/// Whether standard descriptor `fd` (0, 1 or 2) was closed when lockrun started.
+pub(crate) fn was_closed(fd: std::os::fd::RawFd) -> bool {
+    (0..3).contains(&fd) && STD_CLOSED.load(std::sync::atomic::Ordering::Relaxed) & (1 << fd) != 0
 }
 
 pub(crate) fn write_out(text: std::fmt::Arguments<'_>) -> std::io::Result<()> {
@@ -111,18 +116,24 @@ pub(crate) fn write_out(text: std::fmt::Arguments<'_>) -> std::io::Result<()> {
     stdout.flush()
 }
 
-/// Whether descriptor 1 was closed when the process started (see [`note_std_fds`]).
-static STDOUT_CLOSED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Which of descriptors 0, 1 and 2 (bits 0, 1, 2) were closed when the process started (see
+/// [`note_std_fds`]).
+static STD_CLOSED: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
 
-/// Notes whether stdout is closed. The binary calls it from a constructor (`.init_array`),
-/// before Rust's runtime reopens closed standard descriptors on /dev/null: then `acquire >&-`
-/// would print its lease id nowhere and succeed, and nobody could release that lease.
-/// Allocates nothing, so it is safe to call before `main`.
+/// Notes which standard descriptors are closed. The binary calls it from a constructor
+/// (`.init_array`), before Rust's runtime reopens closed standard descriptors on /dev/null:
+/// then `acquire >&-` would print its lease id nowhere and succeed, and nobody could release
+/// that lease; `--events 2 2>&-` would write to /dev/null. Allocates nothing, so it is safe to
+/// call before `main`.
 pub fn note_std_fds() {
-    // SAFETY: fcntl on an integer descriptor has no memory-safety preconditions.
-    if unsafe { libc::fcntl(libc::STDOUT_FILENO, libc::F_GETFD) } < 0 {
-        STDOUT_CLOSED.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut closed = 0;
+    for fd in 0..3 {
+        // SAFETY: fcntl on an integer descriptor has no memory-safety preconditions.
+        if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+            closed |= 1 << fd;
+        }
     }
+    STD_CLOSED.store(closed, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// What every verb needs: the global options and the loaded config.
