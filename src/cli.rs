@@ -196,7 +196,7 @@ pub struct RunArgs {
     #[arg(value_name = "RESOURCE")]
     pub resource: String,
     /// The command and its arguments (executed directly, not through a shell)
-    #[arg(value_name = "COMMAND", required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(value_name = "COMMAND", value_hint = clap::ValueHint::CommandWithArguments, required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<OsString>,
 }
 
