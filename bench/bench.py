@@ -142,6 +142,21 @@ def start_redis(tmp, procs):
     return f"redis://127.0.0.1:{port}/0"
 
 
+def as_nobody(paths):
+    """Servers that refuse to run as root (postgres, pgbouncer) run as `nobody` under root: gives
+    it `paths` and returns the preexec_fn that drops to it (None when not root)."""
+    if os.geteuid() != 0:
+        return None
+    nobody = pwd.getpwnam("nobody")
+    for p in paths:
+        os.chown(p, nobody.pw_uid, nobody.pw_gid)
+
+    def demote():
+        os.setgid(nobody.pw_gid)
+        os.setuid(nobody.pw_uid)
+    return demote
+
+
 # Servers already started in this run (name -> URL).
 STARTED = {}
 
@@ -153,15 +168,9 @@ def start_postgres(tmp, procs):
     bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
     d = os.path.join(tmp, "pg")
     os.mkdir(d)
-    demote = None
     if os.geteuid() == 0:
-        nobody = pwd.getpwnam("nobody")
         os.chmod(tmp, 0o755)
-        os.chown(d, nobody.pw_uid, nobody.pw_gid)
-
-        def demote():
-            os.setgid(nobody.pw_gid)
-            os.setuid(nobody.pw_uid)
+    demote = as_nobody([d])
     subprocess.run([f"{bindir}/initdb", "-D", f"{d}/data", "-U", "postgres", "--auth=trust"],
                    check=True, stdout=subprocess.DEVNULL, preexec_fn=demote, env={**os.environ, "LC_ALL": "C"})
     port = free_port()
@@ -197,15 +206,7 @@ def start_pgbouncer(tmp, procs):
                 f"[pgbouncer]\nlisten_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
                 f"auth_type = trust\nauth_file = {d}/users.txt\npool_mode = transaction\n"
                 f"default_pool_size = 4\nmax_client_conn = 200\nlogfile = {d}/pgbouncer.log\n")
-    demote = None
-    if os.geteuid() == 0:
-        nobody = pwd.getpwnam("nobody")
-        for p in (d, *(os.path.join(d, n) for n in os.listdir(d))):
-            os.chown(p, nobody.pw_uid, nobody.pw_gid)
-
-        def demote():
-            os.setgid(nobody.pw_gid)
-            os.setuid(nobody.pw_uid)
+    demote = as_nobody([d, *(os.path.join(d, n) for n in os.listdir(d))])
     procs.append(subprocess.Popen([pgbouncer, os.path.join(d, "pgbouncer.ini")],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=demote))
     wait_port(port, "pgbouncer")

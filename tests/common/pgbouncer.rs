@@ -4,7 +4,6 @@
 //! stops it when the test process ends). Like postgres, pgbouncer refuses to run as root, so
 //! under root it runs as `nobody`.
 
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -52,13 +51,10 @@ pub fn start(pg: &Server, pool_mode: &str, pool_size: u32) -> Server {
     .expect("pgbouncer.ini");
     let mut cmd = Command::new(binary());
     cmd.arg(&ini);
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        for p in [&dir, &users, &ini] {
-            std::os::unix::fs::chown(p, Some(65534), Some(65534)).expect("chown");
-        }
-        cmd.uid(65534).gid(65534);
+    for p in [&dir, &users, &ini] {
+        server::chown_nobody(p);
     }
+    server::unprivileged(&mut cmd);
     let pid = server::spawn_managed(cmd, &dir);
     server::wait_for_port(port, "pgbouncer", &dir);
     Server { port, dir, pid }

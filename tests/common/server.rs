@@ -225,15 +225,16 @@ pub fn pg_bin() -> PathBuf {
         .to_path_buf()
 }
 
-/// postgres refuses to run as root: run it as `nobody` then.
-fn unprivileged(cmd: &mut Command) {
+/// postgres and pgbouncer refuse to run as root: run them as `nobody` then.
+pub fn unprivileged(cmd: &mut Command) {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         cmd.uid(65534).gid(65534);
     }
 }
 
-fn chown_nobody(path: &Path) {
+/// Gives `path` to `nobody` when the tests run as root (see [`unprivileged`]).
+pub fn chown_nobody(path: &Path) {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } == 0 {
         std::os::unix::fs::chown(path, Some(65534), Some(65534)).expect("chown");

@@ -689,7 +689,11 @@ impl Locked<'_> {
 
 /// Permission problems do not go away by retrying; other I/O errors are reported as they are.
 fn io_error(kind: &str, path: &Path, what: &str, e: io::Error) -> Error {
-    let text = format!("{kind} {} {what}: {}", path.display(), strip_os_error(&e));
+    let text = format!(
+        "{kind} {} {what}: {}",
+        path.display(),
+        crate::error::without_os_error(&e.to_string())
+    );
     match e.raw_os_error().map(Errno::from_raw) {
         Some(Errno::EACCES | Errno::EPERM | Errno::EROFS) => Error::Config(text),
         // A full disk or quota may free up: unavailable for now, as a server that is down.
@@ -699,14 +703,6 @@ fn io_error(kind: &str, path: &Path, what: &str, e: io::Error) -> Error {
         // The lock directory cannot hold files (it went away, or is a /proc directory).
         Some(Errno::ENOENT | Errno::ENOTDIR) => Error::Config(text),
         _ => Error::Other(text),
-    }
-}
-
-/// `Permission denied (os error 13)` → `Permission denied`.
-fn strip_os_error(e: &io::Error) -> String {
-    match e.raw_os_error() {
-        Some(code) => Errno::from_raw(code).desc().to_owned(),
-        None => e.to_string(),
     }
 }
 
