@@ -10,11 +10,13 @@ Prints, for each backend asked for:
     etcd's);
   - the resident memory of a `lockrun run` holding a lease while its child sleeps.
 
-Usage: bench/bench.py [--runs N] [--rounds N] [--servers redis,postgres,etcd,dynamodb,memcached,pgbouncer]
+Usage: bench/bench.py [--runs N] [--rounds N]
+                      [--servers redis,postgres,etcd,dynamodb,memcached,pgbouncer,pg-durable]
                       [--backend URL ...] [--binary PATH]
 --servers starts the named servers itself, on free loopback ports in temporary directories, and
 stops them at the end (pgbouncer: PostgreSQL behind PgBouncer in transaction mode, the waiters
-polling); --backend adds any URL you already have.
+polling; pg-durable: a PostgreSQL that flushes every commit to disk, where the others do not);
+--backend adds any URL you already have.
 """
 import argparse
 import glob
@@ -161,12 +163,15 @@ def as_nobody(paths):
 STARTED = {}
 
 
-def start_postgres(tmp, procs):
-    """Starts one PostgreSQL server per run (pgbouncer's backend is the same one)."""
-    if "postgres" in STARTED:
-        return STARTED["postgres"]
+def start_postgres(tmp, procs, durable=False):
+    """Starts one PostgreSQL server per run (pgbouncer's backend is the same one). It commits
+    without flushing (fsync and synchronous_commit off), as the tests' servers do; `durable`
+    starts another that flushes every commit to disk, as a production server does."""
+    name = "postgres-durable" if durable else "postgres"
+    if name in STARTED:
+        return STARTED[name]
     bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
-    d = os.path.join(tmp, "pg")
+    d = os.path.join(tmp, name)
     os.mkdir(d)
     if os.geteuid() == 0:
         os.chmod(tmp, 0o755)
@@ -174,13 +179,25 @@ def start_postgres(tmp, procs):
     subprocess.run([f"{bindir}/initdb", "-D", f"{d}/data", "-U", "postgres", "--auth=trust"],
                    check=True, stdout=subprocess.DEVNULL, preexec_fn=demote, env={**os.environ, "LC_ALL": "C"})
     port = free_port()
+    flush = "on" if durable else "off"
     procs.append(subprocess.Popen([f"{bindir}/postgres", "-D", f"{d}/data", "-h", "127.0.0.1", "-p", str(port),
-                                   "-k", d, "-c", "fsync=off", "-c", "synchronous_commit=off"],
+                                   "-k", d, "-c", f"fsync={flush}", "-c", f"synchronous_commit={flush}"],
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=demote))
     wait_port(port, "postgres")
     time.sleep(0.5)
-    STARTED["postgres"] = f"postgres://postgres@127.0.0.1:{port}/postgres"
-    return STARTED["postgres"]
+    STARTED[name] = f"postgres://postgres@127.0.0.1:{port}/postgres"
+    return STARTED[name]
+
+
+def start_postgres_durable(tmp, procs):
+    """PostgreSQL flushing every commit to this machine's disk (fsync and synchronous_commit on,
+    the defaults). Returns the name of the [backend.pg-durable] section of a config file."""
+    url = start_postgres(tmp, procs, durable=True)
+    config = os.path.join(tmp, "pg-durable.toml")
+    with open(config, "w") as f:
+        f.write(f'[backend.pg-durable]\nurl = "{url}"\n')
+    BACKEND_ENV["pg-durable"] = {"LOCKRUN_CONFIG": config}
+    return "pg-durable"
 
 
 # Extra environment for the backends that need a config file (name -> variables).
@@ -283,7 +300,7 @@ def clean_env(home):
 
 
 SERVERS = {"redis": start_redis, "postgres": start_postgres, "etcd": start_etcd, "dynamodb": start_dynamodb,
-           "memcached": start_memcached, "pgbouncer": start_pgbouncer}
+           "memcached": start_memcached, "pgbouncer": start_pgbouncer, "pg-durable": start_postgres_durable}
 
 
 def main():

@@ -90,19 +90,24 @@ impl Pg {
 
     /// Runs SQL as the superuser and returns the unaligned output.
     fn sql(&self, sql: &str) -> String {
-        let psql = server::pg_bin().join("psql");
-        let out = Command::new(if psql.exists() { psql } else { "psql".into() })
-            .arg(server::postgres_url(self.server))
-            .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
-            .output()
-            .expect("psql");
-        assert!(
-            out.status.success(),
-            "psql {sql:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        stdout(&out).trim().to_owned()
+        query(self.server, sql)
     }
+}
+
+/// Runs SQL as the superuser on `server` and returns the unaligned output.
+fn query(server: &Server, sql: &str) -> String {
+    let psql = server::pg_bin().join("psql");
+    let out = Command::new(if psql.exists() { psql } else { "psql".into() })
+        .arg(server::postgres_url(server))
+        .args(["-X", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-c", sql])
+        .output()
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "psql {sql:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(&out).trim().to_owned()
 }
 
 /// Asserts the exit code, showing stderr when it differs.
@@ -690,6 +695,50 @@ fn a_paused_server_is_unavailable_after_the_connect_timeout() {
     s.resume();
     assert_fails(&o, 69, "while connecting");
     assert!(took < Duration::from_secs(10), "{took:?}");
+}
+
+/// A release does not wait for its WAL to be flushed; acquire and renew do. Observed on a server
+/// of its own that flushes at commit (`synchronous_commit=on`, `fsync=on`) and otherwise writes
+/// no WAL of its own (`wal_level=minimal`: no standby snapshots) and flushes in the background
+/// only every 10 s: right after a durable commit everything inserted has been flushed, right
+/// after an asynchronous one the release's commit record has not.
+#[test]
+fn a_release_commits_without_waiting_for_the_wal_flush() {
+    let s = server::start_postgres_with(&[
+        "fsync=on",
+        "synchronous_commit=on",
+        "wal_level=minimal",
+        "max_wal_senders=0",
+        "wal_writer_delay=10000ms",
+    ]);
+    let pg = Pg::with_url(&server::postgres_url(&s));
+    let res = pg.resource("async");
+    let flushed = || {
+        query(
+            &s,
+            "SELECT pg_current_wal_flush_lsn() >= pg_current_wal_insert_lsn()",
+        ) == "t"
+    };
+    // The WAL writer's own 10-second flush may land between a release and the check: a release
+    // that is flushed at once every time, three times over, is a synchronous one.
+    let mut unflushed_releases = 0;
+    for _ in 0..3 {
+        let id = ok(&pg.run(&["acquire", &res]));
+        assert!(flushed(), "an acquire must be durable when it returns");
+        ok(&pg.run(&["renew", &res, &id]));
+        assert!(flushed(), "a renewal must be durable when it returns");
+        ok(&pg.run(&["release", &res, &id]));
+        if !flushed() {
+            unflushed_releases += 1;
+        }
+        // The setting was for the release's transaction alone.
+        assert_eq!(query(&s, "SHOW synchronous_commit"), "on");
+    }
+    assert!(
+        unflushed_releases > 0,
+        "every release waited for its WAL flush"
+    );
+    exits(&pg.run(&["current", &res]), 1);
 }
 
 #[test]

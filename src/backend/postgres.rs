@@ -60,7 +60,9 @@
 //!   NOT released AND expires_at > clock_timestamp()`, so an expired lease is never revived.
 //! - release: the same guard, `SET released = true, expires_at = clock_timestamp()`, and
 //!   `pg_notify('lockrun_<table>', resource)` for the freed row, in the same statement; when
-//!   nothing was freed, `current` tells a foreign row from a lease that is not ours.
+//!   nothing was freed, `current` tells a foreign row from a lease that is not ours. The release
+//!   alone commits asynchronously (`set_config('synchronous_commit', 'off', true)`): it need not
+//!   survive a crash, and it is on the handoff's path.
 //! - current: the row, with liveness judged by the server.
 //!
 //! A row that lockrun did not write (token below 1, malformed lease id, NULLs) is never taken

@@ -245,6 +245,13 @@ pub fn start_postgres() -> Server {
     start_postgres_in(server_dir("postgres"), &[])
 }
 
+/// A PostgreSQL server of its own with extra `name=value` settings, which override the
+/// harness's (e.g. `fsync=on`).
+pub fn start_postgres_with(settings: &[&str]) -> Server {
+    let settings: Vec<String> = settings.iter().map(|s| s.to_string()).collect();
+    start_postgres_in(server_dir("postgres-own"), &settings)
+}
+
 /// A PostgreSQL server of its own with `ssl=on`, its server certificate (for 127.0.0.1) made
 /// in its directory (see [`super::certs`]). TCP connections must use TLS (`hostssl` only in its
 /// pg_hba.conf), so a plain one is refused: no pg_hba.conf entry.

@@ -135,11 +135,19 @@ impl Sql {
         );
         // $1 resource, $2 lease id, $3 channel. One row when released (the notification goes
         // out at commit), none otherwise: the caller then reads the row with `current`.
+        //
+        // A release commits without waiting for its WAL to reach disk (`synchronous_commit`
+        // off for this transaction alone): it is on the handoff's path, and a release that a
+        // server crash forgets only leaves the lease to expire, as a crashed holder's would.
+        // The next grant's commit is synchronous and comes later in the WAL, so no grant can
+        // survive a crash that forgot the release before it. Acquire and renew stay durable:
+        // forgetting either could let two holders overlap, or repeat a fencing token.
         let release = format!(
             "UPDATE {t} AS t SET released = true, expires_at = clock_timestamp() \
              WHERE t.resource = $1 AND t.lease_id = $2 AND NOT t.released \
                AND t.expires_at > clock_timestamp() AND {ours_t} \
-             RETURNING pg_notify($3, t.resource) IS NULL AS notified"
+             RETURNING pg_notify($3, t.resource) IS NULL AS notified, \
+               set_config('synchronous_commit', 'off', true) AS sync"
         );
         let create = format!(
             "CREATE TABLE IF NOT EXISTS {t} (\n\
