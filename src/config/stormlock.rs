@@ -31,7 +31,9 @@
 //! # Mapping
 //!
 //! - `[default]` → `[default]`; any other section not starting with `backend.` → the resource
-//!   section of that exact name. Keys `principal`, `backend`, `ttl`, and lockrun's `run_ttl` and
+//!   section of that exact name. Without a `[default]` section, the `[DEFAULT]` keys are
+//!   lockrun's `[default]` too (a resource without a section of its own gets them as in every
+//!   other section; stormlock fails there). Keys `principal`, `backend`, `ttl`, and lockrun's `run_ttl` and
 //!   `wait`. An empty value counts as unset, as in stormlock. A missing principal means
 //!   lockrun's default `user@host`, where stormlock fails with an assertion.
 //! - Durations: stormlock's `N unit`, the unit being any prefix of `days`, `hours`, `minutes`,
@@ -253,6 +255,8 @@ fn read(text: &str) -> Result<Vec<Section>, Fail> {
     let mut indent_level = 0;
     let mut seen_sections: BTreeMap<String, usize> = BTreeMap::new();
     let mut seen_keys: HashSet<(String, String)> = HashSet::new();
+    // Where the first `[DEFAULT]` header is.
+    let mut defaults_at: Option<usize> = None;
     let slot = |c: Current| match c {
         Current::Defaults => usize::MAX,
         Current::Section(i) => i,
@@ -289,6 +293,7 @@ fn read(text: &str) -> Result<Vec<Section>, Fail> {
             open = None;
             if name == DEFAULT_SECTION {
                 current = Some(Current::Defaults);
+                defaults_at.get_or_insert(at);
                 continue;
             }
             if let Some(first) = seen_sections.get(name) {
@@ -355,6 +360,19 @@ fn read(text: &str) -> Result<Vec<Section>, Fail> {
             entry.value.push_str(&l);
         }
         entry.value.truncate(entry.value.trim_end().len());
+    }
+    // `[DEFAULT]` keys apply to every section; with no `[default]` section they are also the
+    // defaults of the resources that have no section (stormlock would fail there instead), so
+    // that `backend = redis` under `[DEFAULT]` never leaves another resource on the local file
+    // backend.
+    if let Some(at) = defaults_at.filter(|_| !sections.is_empty()) {
+        if !sections.iter().any(|s| s.name == "default") {
+            sections.push(Section {
+                name: "default".to_owned(),
+                at,
+                entries: Vec::new(),
+            });
+        }
     }
     for section in &mut sections {
         for d in &defaults {

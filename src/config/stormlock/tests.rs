@@ -469,6 +469,27 @@ team = dev
     assert_eq!(p.principal, "ops@example");
     assert_eq!(p.ttl, Duration::from_secs(7200));
 
+    // Without a [default] section, [DEFAULT] is the default of resources without a section: a
+    // shared backend there never leaves another resource on the local file backend.
+    let c = cfg("\
+[DEFAULT]
+backend = redis
+ttl = 5 m
+principal = ops@bastion
+team = ops
+[backend.redis]
+url = redis://h/7
+[deploy-prod]
+ttl = 2 hours
+");
+    let p = plan(&c, "other");
+    assert_eq!(secret(&p), "redis://h/7");
+    assert_eq!(p.ttl, Duration::from_secs(300));
+    assert_eq!(p.principal, "ops@bastion");
+    let p = plan(&c, "deploy-prod");
+    assert_eq!(secret(&p), "redis://h/7");
+    assert_eq!(p.ttl, Duration::from_secs(7200));
+
     let c = cfg("[default]\nbackend = redis\n[backend.redis]\nurl = redis://:a%%b@h/0\n");
     assert_eq!(secret(&plan(&c, "x")), "redis://:a%b@h/0");
     let msg = bad("[default]\n\nprincipal = 100%\n");
