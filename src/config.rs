@@ -323,7 +323,12 @@ impl Config {
         let choice = if let Some(b) = &flags.backend {
             self.resolve(b).map_err(value_error("--backend"))?
         } else if let Some(b) = non_empty(env("LOCKRUN_BACKEND")) {
-            self.resolve(&b).map_err(value_error("LOCKRUN_BACKEND"))?
+            match self.resolve(&b).map_err(value_error("LOCKRUN_BACKEND"))? {
+                // `lockrun run` hides a URL's password from its command (`***`): a lockrun
+                // inside it takes the password from the backend's other sources.
+                Choice::Url(url) => Choice::Url(url.without_hidden_secrets().0),
+                other => other,
+            }
         } else {
             pick(layers, |s| s.backend.as_ref())
                 .cloned()

@@ -353,6 +353,28 @@ fn passwords() {
         .unwrap();
     assert_fails(&o, 78, "authentication failed");
     assert!(!stderr(&o).contains("hunter2"));
+
+    // A lockrun inside `lockrun run` sees the URL with its password hidden (`***`). It then
+    // takes the password from the environment, or says that the server needs one.
+    let nested =
+        r#"echo "$LOCKRUN_BACKEND"; exec "$0" is-held "$LOCKRUN_RESOURCE" "$LOCKRUN_LEASE_ID""#;
+    let run_nested = |password: Option<&str>| {
+        let mut c = env.cmd();
+        c.args(["-b", &right, "run", "nested", "--", "sh", "-c", nested])
+            .arg(env!("CARGO_BIN_EXE_lockrun"));
+        match password {
+            Some(pw) => c.env("LOCKRUN_REDIS_PASSWORD", pw),
+            None => c.env_remove("LOCKRUN_REDIS_PASSWORD"),
+        };
+        c.output().unwrap()
+    };
+    let o = run_nested(Some("s3cret-pw"));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let shown = stdout(&o);
+    assert!(shown.contains(":***@127.0.0.1"), "{shown}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    let o = run_nested(None);
+    assert_fails(&o, 78, "the server requires a password");
 }
 
 #[test]

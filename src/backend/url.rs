@@ -135,6 +135,42 @@ impl BackendUrl {
     }
 }
 
+impl BackendUrl {
+    /// The URL without the secrets that [`BackendUrl::redacted`] hid as `***`, and whether there
+    /// were any: for a URL read back from `LOCKRUN_BACKEND`, as `lockrun run` gives it to its
+    /// command, so that the backend's other password sources (environment, password file)
+    /// apply instead of the literal `***`.
+    pub fn without_hidden_secrets(&self) -> (BackendUrl, bool) {
+        let mut u = self.url.clone();
+        let mut hidden = false;
+        if u.password() == Some("***") {
+            hidden = true;
+            let _ = u.set_password(None);
+        }
+        let pairs: Vec<(String, String)> = u
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect();
+        let kept: Vec<&(String, String)> = pairs
+            .iter()
+            .filter(|(k, v)| !(is_secret_key(k) && v == "***"))
+            .collect();
+        if kept.len() < pairs.len() {
+            hidden = true;
+            if kept.is_empty() {
+                u.set_query(None);
+            } else {
+                u.query_pairs_mut().clear().extend_pairs(kept);
+            }
+        }
+        let url = BackendUrl {
+            url: u,
+            more_hosts: self.more_hosts.clone(),
+        };
+        (url, hidden)
+    }
+}
+
 fn is_secret_key(k: &str) -> bool {
     let k = k.to_ascii_lowercase();
     k.contains("password") || k.contains("secret") || k.contains("token")
@@ -262,6 +298,36 @@ mod tests {
         assert!(u.to_string().contains("sslmode=require"));
         let e = BackendUrl::parse("bogus://u:hunter2@h").unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn hidden_secrets_are_dropped_when_read_back() {
+        for (url, want) in [
+            (
+                "redis://user:hunter2@127.0.0.1:6379/0",
+                "redis://user@127.0.0.1:6379/0",
+            ),
+            (
+                "postgres://h/db?password=pw&sslmode=require",
+                "postgres://h/db?sslmode=require",
+            ),
+            ("postgres://h/db?password=pw", "postgres://h/db"),
+            (
+                "etcd://u:pw@10.0.0.1:2379,h3/",
+                "etcd://u@10.0.0.1:2379,h3/",
+            ),
+        ] {
+            let shown = BackendUrl::parse(url).unwrap().redacted();
+            let (back, hidden) = BackendUrl::parse(&shown).unwrap().without_hidden_secrets();
+            assert!(hidden, "{url}");
+            assert_eq!(back.redacted(), want);
+            assert!(back.secret_url().password().is_none(), "{url}");
+        }
+        // A real secret, even one that merely contains stars, is kept.
+        let u = BackendUrl::parse("redis://:a***b@h/0").unwrap();
+        let (back, hidden) = u.without_hidden_secrets();
+        assert!(!hidden);
+        assert_eq!(back.secret_url().password(), Some("a***b"));
     }
 
     #[test]
