@@ -96,7 +96,7 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand --version 'Print version'
         }
         &'lockrun;renew'= {
-            cand --ttl 'New TTL, counted from now [default: the configured ttl, 1h]'
+            cand --ttl 'New TTL, counted from now [default: the lease''s own TTL]'
             cand -c 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]'
             cand --config 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]'
             cand -b 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]'

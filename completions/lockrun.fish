@@ -69,7 +69,7 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s v -l verbose
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s q -l quiet -d 'No progress, warnings or busy/not-held lines on stderr: only errors'
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s h -l help -d 'Print help'
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s V -l version -d 'Print version'
-complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -l ttl -d 'New TTL, counted from now [default: the configured ttl, 1h]' -r
+complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -l ttl -d 'New TTL, counted from now [default: the lease\'s own TTL]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand renew" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r

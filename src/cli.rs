@@ -217,7 +217,7 @@ pub struct AcquireArgs {
 
 #[derive(Debug, Args)]
 pub struct RenewArgs {
-    /// New TTL, counted from now [default: the configured ttl, 1h]
+    /// New TTL, counted from now [default: the lease's own TTL]
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub ttl: Option<Duration>,
     /// Print the renewed lease as a JSON object

@@ -70,6 +70,12 @@ fn round_trip_across_processes() {
     .unwrap();
     assert_eq!(json["lease_id"], id.as_str(), "renew keeps the id");
     assert!(json["expires_at"].as_str().unwrap() > before.as_str());
+    assert_eq!(json["ttl_seconds"], 3.0 * 3600.0);
+    // Without --ttl the lease keeps its own TTL, not the configured 1h.
+    let o = env.run(&["renew", "--json", "db-migration", &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(json["ttl_seconds"], 3.0 * 3600.0, "{json}");
 
     assert_eq!(
         env.run(&["release", "db-migration", &id]).status.code(),

@@ -9,9 +9,20 @@ use crate::lease::LeaseId;
 pub async fn renew(ctx: &Ctx, args: RenewArgs) -> Result<Exit, Failure> {
     let (resource, plan) = ctx.plan(&args.resource)?;
     let id = LeaseId::parse(&args.lease_id)?;
-    let ttl = args.ttl.unwrap_or(plan.ttl);
-    super::acquire::check_ttl(ttl)?;
+    if let Some(ttl) = args.ttl {
+        super::acquire::check_ttl(ttl)?;
+    }
     let backend = ctx.open(&plan).await?;
+    // Without --ttl, the lease keeps the TTL it has: `acquire --ttl 2h` then `renew` must not
+    // cut it to the configured 1h. A lease that this id does not hold falls through to the
+    // renewal, which reports it.
+    let ttl = match args.ttl {
+        Some(ttl) => ttl,
+        None => match backend.current(&resource).await? {
+            Some(lease) if lease.id == id => lease.ttl,
+            _ => plan.ttl,
+        },
+    };
     match backend.renew(&resource, &id, ttl).await? {
         Renewal::Renewed(lease) => {
             if args.json {

@@ -76,6 +76,12 @@ impl Suite {
                     <= SLACK,
             "current does not show the renewed lease"
         );
+        // `lockrun renew` without --ttl renews with the TTL that `current` reports.
+        ensure!(
+            cur.ttl.max(Duration::from_secs(120)) - cur.ttl.min(Duration::from_secs(120)) <= SLACK,
+            "current shows ttl {:?} after a renewal to 120s",
+            cur.ttl
+        );
         release(&*b, &res, &la.id, true).await?;
         Ok(Outcome::Passed)
     }
