@@ -500,6 +500,31 @@ fn list_shows_live_leases() {
     assert_eq!(all.len(), 1, "{json}");
     assert_eq!(all[0]["resource"], "a*b [x]");
     assert_eq!(all[0]["principal"], "alice");
+
+    // A principal written into the store by someone else, with a newline and an escape
+    // sequence: the rows (to a pipe, not a terminal) show it escaped, on one line; JSON exactly.
+    let keys = redis_cli(s.port, &["--scan"]);
+    let key = keys
+        .lines()
+        .find(|k| k.contains("lease") && k.contains("a*b"))
+        .unwrap_or_else(|| panic!("the lease's key in {keys:?}"));
+    let forged = "mallory
+fencing_token: 999[31m";
+    redis_cli(s.port, &["hset", key, "principal", forged]);
+    let o = lockrun(&env, &u, &["current", "a*b [x]"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let rows = stdout(&o);
+    assert!(
+        rows.contains("principal:     mallory\\nfencing_token: 999\\u{1b}[31m\n"),
+        "{rows}"
+    );
+    assert_eq!(rows.lines().count(), 6, "{rows}");
+    let o = lockrun(&env, &u, &["list"]);
+    assert_eq!(stdout(&o).lines().count(), 2, "{}", stdout(&o));
+    assert!(!stdout(&o).contains('\x1b'));
+    let o = lockrun(&env, &u, &["current", "-f", "json", "a*b [x]"]);
+    let json: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(json["principal"], forged);
 }
 
 /// A server that may evict keys: every verb warns once with the setting to change, `run` adds

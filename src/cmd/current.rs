@@ -1,7 +1,5 @@
 //! `lockrun current`: who holds a resource, since when, until when.
 
-use std::io::IsTerminal;
-
 use super::{Ctx, Failure};
 use crate::cli::{CurrentArgs, Format};
 use crate::exit::Exit;
@@ -21,16 +19,15 @@ pub async fn current(ctx: &Ctx, args: CurrentArgs) -> Result<Exit, Failure> {
     } else {
         args.format
     };
-    super::out(format_args!(
-        "{}",
-        render(&lease, format, std::io::stdout().is_terminal())?
-    ))?;
+    super::out(format_args!("{}", render(&lease, format)?))?;
     Ok(Exit::Success)
 }
 
-/// Renders a lease. Text read back from the store is escaped when it goes to a terminal.
-pub fn render(lease: &Lease, format: Format, tty: bool) -> Result<String, Failure> {
-    let text = |s: &str| if tty { escape(s) } else { s.to_owned() };
+/// Renders a lease. In the text formats, control characters in text read back from the store are
+/// escaped, to a terminal or not: a principal holding a newline must not forge a row, nor an
+/// escape sequence reach whoever reads the output. JSON is exact.
+pub fn render(lease: &Lease, format: Format) -> Result<String, Failure> {
+    let text = escape;
     let token = lease
         .fencing_token
         .map_or_else(|| "-".to_owned(), |t| t.to_string());
@@ -83,19 +80,19 @@ mod tests {
     #[test]
     fn formats() {
         let l = lease();
-        assert_eq!(render(&l, Format::Id, false).unwrap(), "abc123");
-        let rows = render(&l, Format::Rows, true).unwrap();
+        assert_eq!(render(&l, Format::Id).unwrap(), "abc123");
+        let rows = render(&l, Format::Rows).unwrap();
         assert!(rows.contains("fencing_token: 7"), "{rows}");
         assert!(
             rows.contains("acquired_at:   2027-01-15T08:00:00.000Z"),
             "{rows}"
         );
-        assert!(!rows.contains('\x1b'), "escaped on a terminal");
-        let one = render(&l, Format::Oneline, false).unwrap();
+        assert!(!rows.contains('\x1b'), "escaped, to a terminal or not");
+        let one = render(&l, Format::Oneline).unwrap();
         assert_eq!(one.split('\t').count(), 6);
         assert!(!one.contains('\x1b'));
         let json: serde_json::Value =
-            serde_json::from_str(&render(&l, Format::Json, false).unwrap()).unwrap();
+            serde_json::from_str(&render(&l, Format::Json).unwrap()).unwrap();
         for k in [
             "resource",
             "principal",

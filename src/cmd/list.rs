@@ -1,7 +1,5 @@
 //! `lockrun list`: every live lease on the configured backend.
 
-use std::io::IsTerminal;
-
 use super::{Ctx, Failure};
 use crate::cli::{ListArgs, ListFormat};
 use crate::exit::Exit;
@@ -27,8 +25,8 @@ pub async fn list(ctx: &Ctx, args: ListArgs) -> Result<Exit, Failure> {
         }
     }
     leases.sort_by(|a, b| a.resource.cmp(&b.resource));
-    let tty = std::io::stdout().is_terminal();
-    let text = |s: &str| if tty { escape(s) } else { s.to_owned() };
+    // Control characters read back from the store are escaped in rows (see `current`).
+    let text = escape;
     match args.format {
         ListFormat::Json => {
             let all: Vec<_> = leases.iter().map(Lease::to_json).collect();
