@@ -166,7 +166,7 @@ pub struct WaitArgs {
     /// Try once; do not wait if the resource is busy
     #[arg(short = 'n', long)]
     pub no_wait: bool,
-    /// Exit code when the lease was not acquired
+    /// Exit code when the lease was not acquired (run: 0 skips quietly; acquire: not 0)
     #[arg(short = 'E', long, value_name = "N", default_value_t = crate::exit::BUSY_DEFAULT)]
     pub conflict_exit_code: u8,
     /// Serve waiters first come, first served: each waits in the backend's line for the one

@@ -13,6 +13,16 @@ fn usage_errors_exit_2() {
     assert_fails(&env.run(&["res", "--ttl", "soon", "--", "true"]), 2, "soon");
     assert_fails(&env.run(&["run", "-w", "-3", "res", "--", "true"]), 2, "");
     assert_fails(&env.run(&["acquire", "-E", "300", "res"]), 2, "300");
+    // acquire -E 0 would make a busy resource look acquired; run -E 0 just skips the command.
+    let id = stdout(&env.run(&["acquire", "res"])).trim().to_owned();
+    assert_fails(
+        &env.run(&["acquire", "-n", "-E", "0", "res"]),
+        2,
+        "acquire -E 0 would report a busy resource as acquired",
+    );
+    let o = env.run(&["run", "-n", "-E", "0", "res", "--", "false"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(env.run(&["release", "res", &id]).status.code(), Some(0));
     assert_fails(&env.run(&["frobnicate"]), 2, "");
     assert_fails(&env.run(&["res", "--"]), 2, "COMMAND");
     // flock(1)'s `-c 'command'` habit: -c is the config file here, and the command is missing.

@@ -12,6 +12,14 @@ use crate::lock::{Guard, Lock};
 use crate::wait::{self, Wait};
 
 pub async fn acquire(ctx: &Ctx, args: AcquireArgs) -> Result<Exit, Failure> {
+    // `ID=$(lockrun acquire -n -E 0 res) && migrate` would go on with no lease and an empty id.
+    // (`run -E 0` is fine: there the command does not run.)
+    if args.wait.conflict_exit_code == 0 {
+        return Err(Failure::usage(
+            "acquire -E 0 would report a busy resource as acquired (exit 0 with no lease id); \
+             give a non-zero code",
+        ));
+    }
     let (resource, plan) = ctx.plan(&args.resource)?;
     let ttl = args.ttl.unwrap_or(plan.ttl);
     check_ttl(ttl)?;
