@@ -573,15 +573,7 @@ fn quoted(name: &str) -> String {
 }
 
 /// "a string", "an integer", ...
-fn kind(value: &toml::Value) -> String {
-    let t = value.type_str();
-    let article = if t.starts_with(['a', 'e', 'i', 'o', 'u']) {
-        "an"
-    } else {
-        "a"
-    };
-    format!("{article} {t}")
-}
+use crate::backend::a_kind as kind;
 
 fn string(value: &toml::Value) -> Result<&str, String> {
     value

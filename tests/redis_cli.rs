@@ -413,6 +413,34 @@ fn bad_urls_and_settings_are_config_errors() {
         .output()
         .unwrap();
     assert_fails(&o, 78, "unknown key 'pasword_file'");
+    // A bad setting names its file and line, with the right article.
+    let file = config.to_str().unwrap();
+    for (setting, want) in [
+        (
+            "\ncommand_timeout = \"0\"",
+            ":4: [backend.r]: key 'command_timeout' must be longer than zero",
+        ),
+        (
+            "prefix = 5",
+            ":3: [backend.r]: key 'prefix' must be a string, not an integer",
+        ),
+        (
+            "password_file = \"/nonexistent/pw\"",
+            ":3: [backend.r]: cannot read password_file /nonexistent/pw",
+        ),
+    ] {
+        std::fs::write(
+            &config,
+            format!("[backend.r]\nurl = \"{}\"\n{setting}\n", url(p)),
+        )
+        .unwrap();
+        let o = env
+            .cmd()
+            .args(["-c", file, "-b", "r", "current", "res"])
+            .output()
+            .unwrap();
+        assert_fails(&o, 78, &format!("{file}{want}"));
+    }
     // A socket that does not exist is a server that is not there.
     let o = lockrun(
         &env,

@@ -42,6 +42,7 @@ pub(crate) mod tls;
 pub(crate) mod tls_text;
 mod url;
 
+pub(crate) use settings::a_kind;
 pub use settings::Settings;
 pub use url::BackendUrl;
 

@@ -88,6 +88,17 @@ impl Settings {
         }
     }
 
+    /// A duration setting that must be longer than zero.
+    pub fn positive_duration(&self, key: &str) -> Result<Option<std::time::Duration>, Error> {
+        match self.duration(key)? {
+            Some(d) if d.is_zero() => Err(Error::Config(format!(
+                "{}: key '{key}' must be longer than zero",
+                self.origin_of(key)
+            ))),
+            other => Ok(other),
+        }
+    }
+
     /// A boolean setting.
     pub fn boolean(&self, key: &str) -> Result<Option<bool>, Error> {
         match self.table.get(key) {
@@ -99,9 +110,20 @@ impl Settings {
 
     fn wrong_type(&self, key: &str, want: &str, got: &toml::Value) -> Error {
         Error::Config(format!(
-            "{}: key '{key}' must be {want}, not a {}",
+            "{}: key '{key}' must be {want}, not {}",
             self.origin_of(key),
-            got.type_str()
+            a_kind(got)
         ))
     }
+}
+
+/// The kind of a TOML value with its article: "a string", "an integer".
+pub(crate) fn a_kind(value: &toml::Value) -> String {
+    let t = value.type_str();
+    let article = if t.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        "an"
+    } else {
+        "a"
+    };
+    format!("{article} {t}")
 }

@@ -102,14 +102,7 @@ impl Options {
             .string("prefix")?
             .unwrap_or_else(|| DEFAULT_PREFIX.into());
         let positive = |key: &str| -> Result<Duration, Error> {
-            match settings.duration(key)? {
-                None => Ok(DEFAULT_TIMEOUT),
-                Some(d) if d.is_zero() => Err(Error::Config(format!(
-                    "{}: key '{key}' must be longer than zero",
-                    settings.origin
-                ))),
-                Some(d) => Ok(d),
-            }
+            Ok(settings.positive_duration(key)?.unwrap_or(DEFAULT_TIMEOUT))
         };
         Ok(Options {
             endpoints,
@@ -170,7 +163,7 @@ fn credentials(
         let text = std::fs::read_to_string(&path).map_err(|e| {
             Error::Config(format!(
                 "{}: cannot read password_file {}: {e}",
-                settings.origin,
+                settings.origin_of("password_file"),
                 path.display()
             ))
         })?;

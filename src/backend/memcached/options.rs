@@ -67,17 +67,14 @@ impl Options {
         let prefix = settings
             .string("prefix")?
             .unwrap_or_else(|| DEFAULT_PREFIX.to_owned());
-        keys::check_prefix(&prefix)
-            .map_err(|why| Error::Config(format!("{}: key 'prefix' {why}", settings.origin)))?;
+        keys::check_prefix(&prefix).map_err(|why| {
+            Error::Config(format!(
+                "{}: key 'prefix' {why}",
+                settings.origin_of("prefix")
+            ))
+        })?;
         let positive = |key: &str, default: Duration| -> Result<Duration, Error> {
-            match settings.duration(key)? {
-                None => Ok(default),
-                Some(d) if d.is_zero() => Err(Error::Config(format!(
-                    "{}: key '{key}' must be longer than zero",
-                    settings.origin
-                ))),
-                Some(d) => Ok(d),
-            }
+            Ok(settings.positive_duration(key)?.unwrap_or(default))
         };
         Ok(Options {
             servers,

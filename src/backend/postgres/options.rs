@@ -227,26 +227,25 @@ impl Options {
             pg.application_name("lockrun");
         }
 
-        let connect_timeout = match settings.duration("connect_timeout")? {
+        let connect_timeout = match settings.positive_duration("connect_timeout")? {
             Some(d) => d,
             None => pg.get_connect_timeout().copied().unwrap_or(DEFAULT_TIMEOUT),
         };
-        nonzero(settings, "connect_timeout", connect_timeout)?;
+
         pg.connect_timeout(connect_timeout);
         let statement_timeout = match (
-            settings.duration("statement_timeout")?,
-            settings.duration("command_timeout")?,
+            settings.positive_duration("statement_timeout")?,
+            settings.positive_duration("command_timeout")?,
         ) {
             (Some(_), Some(_)) => {
                 return Err(Error::Config(format!(
                     "{}: give only one of 'statement_timeout' and 'command_timeout'",
-                    settings.origin
+                    settings.origin_of("command_timeout")
                 )))
             }
             (Some(d), None) | (None, Some(d)) => d,
             (None, None) => DEFAULT_TIMEOUT,
         };
-        nonzero(settings, "statement_timeout", statement_timeout)?;
 
         let schema = match settings.string("schema")? {
             Some(s) => Some(identifier("schema", &s)?),
@@ -272,17 +271,6 @@ impl Options {
             user,
             password_note,
         })
-    }
-}
-
-fn nonzero(settings: &Settings, key: &str, d: Duration) -> Result<(), Error> {
-    if d.is_zero() {
-        Err(Error::Config(format!(
-            "{}: '{key}' must be longer than zero",
-            settings.origin
-        )))
-    } else {
-        Ok(())
     }
 }
 
@@ -495,6 +483,7 @@ mod tests {
                 "only one",
             ),
             ("connect_timeout = 0", "longer than zero"),
+            ("connect_timeout = [1]", "must be a duration, not an array"),
             ("statement_timeout = \"soon\"", "statement_timeout"),
         ] {
             match opts("postgres://u@h/db", toml) {
@@ -502,6 +491,9 @@ mod tests {
                 other => panic!("{toml}: {other:?}"),
             }
         }
+        // libpq's connect_timeout=0 (wait forever) leaves lockrun's own timeout in place.
+        let o = opts("postgres://u@h/db?connect_timeout=0", "").unwrap();
+        assert_eq!(o.connect_timeout, DEFAULT_TIMEOUT);
     }
 
     #[test]

@@ -134,14 +134,7 @@ pub(super) fn options(
         },
     };
     let timeout = |key: &str| -> Result<Duration, Error> {
-        match settings.duration(key)? {
-            None => Ok(DEFAULT_TIMEOUT),
-            Some(d) if d.is_zero() => Err(Error::Config(format!(
-                "{}: key '{key}' must be longer than zero",
-                settings.origin
-            ))),
-            Some(d) => Ok(d),
-        }
+        Ok(settings.positive_duration(key)?.unwrap_or(DEFAULT_TIMEOUT))
     };
     let ca = ca_file(settings, matches!(addr, ConnectionAddr::TcpTls { .. }))?;
     Ok(Options {
@@ -182,7 +175,7 @@ fn ca_file(settings: &Settings, tls: bool) -> Result<Option<Vec<u8>>, Error> {
     };
     Err(Error::Config(format!(
         "{}: ca_file {} {why}",
-        settings.origin,
+        settings.origin_of("ca_file"),
         path.display()
     )))
 }
@@ -205,7 +198,7 @@ fn password_file(settings: &Settings) -> Result<Option<String>, Error> {
     let text = std::fs::read_to_string(&path).map_err(|e| {
         Error::Config(format!(
             "{}: cannot read password_file {}: {e}",
-            settings.origin,
+            settings.origin_of("password_file"),
             path.display()
         ))
     })?;
@@ -216,7 +209,7 @@ fn password_file(settings: &Settings) -> Result<Option<String>, Error> {
     if pw.is_empty() {
         return Err(Error::Config(format!(
             "{}: password_file {} is empty",
-            settings.origin,
+            settings.origin_of("password_file"),
             path.display()
         )));
     }
