@@ -49,8 +49,8 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
         }
         'lockrun;run' {
             [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'Lease TTL; renewed every TTL/3 while the command runs [default: 30s]')
-            [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Wait at most this long for the lease (e.g. 30s, 10m) [default: wait forever]')
-            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Wait at most this long for the lease (e.g. 30s, 10m) [default: wait forever]')
+            [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default: wait forever]')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default: wait forever]')
             [CompletionResult]::new('-E', '-E ', [CompletionResultType]::ParameterName, 'Exit code when the lease was not acquired (run: 0 skips quietly; acquire: not 0)')
             [CompletionResult]::new('--conflict-exit-code', '--conflict-exit-code', [CompletionResultType]::ParameterName, 'Exit code when the lease was not acquired (run: 0 skips quietly; acquire: not 0)')
             [CompletionResult]::new('--heartbeat', '--heartbeat', [CompletionResultType]::ParameterName, 'Renew this often [default: TTL/3]')
@@ -77,8 +77,8 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
         }
         'lockrun;acquire' {
             [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'Lease TTL [default: 1h]')
-            [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Wait at most this long for the lease (e.g. 30s, 10m) [default: wait forever]')
-            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Wait at most this long for the lease (e.g. 30s, 10m) [default: wait forever]')
+            [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default: wait forever]')
+            [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default: wait forever]')
             [CompletionResult]::new('-E', '-E ', [CompletionResultType]::ParameterName, 'Exit code when the lease was not acquired (run: 0 skips quietly; acquire: not 0)')
             [CompletionResult]::new('--conflict-exit-code', '--conflict-exit-code', [CompletionResultType]::ParameterName, 'Exit code when the lease was not acquired (run: 0 skips quietly; acquire: not 0)')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]')

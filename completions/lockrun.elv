@@ -45,8 +45,8 @@ set edit:completion:arg-completer[lockrun] = {|@words|
         }
         &'lockrun;run'= {
             cand --ttl 'Lease TTL; renewed every TTL/3 while the command runs [default: 30s]'
-            cand -w 'Wait at most this long for the lease (e.g. 30s, 10m) [default: wait forever]'
-            cand --wait 'Wait at most this long for the lease (e.g. 30s, 10m) [default: wait forever]'
+            cand -w 'Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default: wait forever]'
+            cand --wait 'Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default: wait forever]'
             cand -E 'Exit code when the lease was not acquired (run: 0 skips quietly; acquire: not 0)'
             cand --conflict-exit-code 'Exit code when the lease was not acquired (run: 0 skips quietly; acquire: not 0)'
             cand --heartbeat 'Renew this often [default: TTL/3]'
@@ -72,8 +72,8 @@ set edit:completion:arg-completer[lockrun] = {|@words|
         }
         &'lockrun;acquire'= {
             cand --ttl 'Lease TTL [default: 1h]'
-            cand -w 'Wait at most this long for the lease (e.g. 30s, 10m) [default: wait forever]'
-            cand --wait 'Wait at most this long for the lease (e.g. 30s, 10m) [default: wait forever]'
+            cand -w 'Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default: wait forever]'
+            cand --wait 'Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default: wait forever]'
             cand -E 'Exit code when the lease was not acquired (run: 0 skips quietly; acquire: not 0)'
             cand --conflict-exit-code 'Exit code when the lease was not acquired (run: 0 skips quietly; acquire: not 0)'
             cand -c 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]'

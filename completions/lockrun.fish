@@ -42,7 +42,7 @@ complete -c lockrun -n "__fish_lockrun_needs_command" -f -a "doctor" -d 'Check t
 complete -c lockrun -n "__fish_lockrun_needs_command" -f -a "list" -d 'List every live lease on the configured backend'
 complete -c lockrun -n "__fish_lockrun_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l ttl -d 'Lease TTL; renewed every TTL/3 while the command runs [default: 30s]' -r
-complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s w -l wait -d 'Wait at most this long for the lease (e.g. 30s, 10m) [default: wait forever]' -r
+complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s w -l wait -d 'Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default: wait forever]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s E -l conflict-exit-code -d 'Exit code when the lease was not acquired (run: 0 skips quietly; acquire: not 0)' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l heartbeat -d 'Renew this often [default: TTL/3]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l kill-after -d 'Grace between TERM and KILL when lockrun stops the command [default: min(TTL/6, 10s)]' -r
@@ -57,7 +57,7 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s q -l quiet -d 'N
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s h -l help -d 'Print help'
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s V -l version -d 'Print version'
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -l ttl -d 'Lease TTL [default: 1h]' -r
-complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s w -l wait -d 'Wait at most this long for the lease (e.g. 30s, 10m) [default: wait forever]' -r
+complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s w -l wait -d 'Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default: wait forever]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s E -l conflict-exit-code -d 'Exit code when the lease was not acquired (run: 0 skips quietly; acquire: not 0)' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "__fish_lockrun_using_subcommand acquire" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r

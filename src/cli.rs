@@ -160,9 +160,10 @@ pub struct InitArgs {
 /// How long to wait for a busy resource.
 #[derive(Debug, Args, Clone)]
 pub struct WaitArgs {
-    /// Wait at most this long for the lease (e.g. 30s, 10m) [default: wait forever]
-    #[arg(short = 'w', long, value_name = "DURATION", value_parser = duration, conflicts_with = "no_wait")]
-    pub wait: Option<Duration>,
+    /// Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default:
+    /// wait forever]
+    #[arg(short = 'w', long, value_name = "DURATION", value_parser = crate::wait::Wait::parse, conflicts_with = "no_wait")]
+    pub wait: Option<crate::wait::Wait>,
     /// Try once; do not wait if the resource is busy
     #[arg(short = 'n', long)]
     pub no_wait: bool,

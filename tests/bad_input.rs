@@ -22,6 +22,16 @@ fn usage_errors_exit_2() {
     );
     let o = env.run(&["run", "-n", "-E", "0", "res", "--", "false"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // -w takes what `wait` in the config file takes: 0 tries once, and 'forever'.
+    let o = env.run(&["acquire", "-w", "0", "res"]);
+    assert_fails(&o, 75, "res is busy");
+    assert_fails(
+        &env.run(&["acquire", "-w", "soon", "res"]),
+        2,
+        "(a duration, 0 to try once, or 'forever')",
+    );
+    let o = env.run(&["run", "-w", "forever", "other", "--", "true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert_eq!(env.run(&["release", "res", &id]).status.code(), Some(0));
     assert_fails(&env.run(&["frobnicate"]), 2, "");
     assert_fails(&env.run(&["res", "--"]), 2, "COMMAND");

@@ -170,8 +170,8 @@ impl Ctx {
 pub fn wait_policy(args: &WaitArgs, plan: &Plan) -> Wait {
     if args.no_wait {
         Wait::AtMost(std::time::Duration::ZERO)
-    } else if let Some(d) = args.wait {
-        Wait::AtMost(d)
+    } else if let Some(w) = args.wait {
+        w
     } else {
         plan.wait
     }
