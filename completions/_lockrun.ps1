@@ -146,7 +146,7 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
             [CompletionResult]::new('--backend', '--backend', [CompletionResultType]::ParameterName, 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]')
             [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]')
             [CompletionResult]::new('--principal', '--principal', [CompletionResultType]::ParameterName, 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]')
-            [CompletionResult]::new('--id-only', '--id-only', [CompletionResultType]::ParameterName, 'Print only the lease id (same as -f id)')
+            [CompletionResult]::new('--id-only', '--id-only', [CompletionResultType]::ParameterName, 'Print only the lease id (same as -f id; of the two, the last one given counts, as in stormlock)')
             [CompletionResult]::new('-v', '-v', [CompletionResultType]::ParameterName, 'More log output on stderr (-v info, -vv debug, -vvv trace)')
             [CompletionResult]::new('--verbose', '--verbose', [CompletionResultType]::ParameterName, 'More log output on stderr (-v info, -vv debug, -vvv trace)')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'No progress, warnings or busy/not-held lines on stderr: only errors')

@@ -138,7 +138,7 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand --backend 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]'
             cand -p 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]'
             cand --principal 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]'
-            cand --id-only 'Print only the lease id (same as -f id)'
+            cand --id-only 'Print only the lease id (same as -f id; of the two, the last one given counts, as in stormlock)'
             cand -v 'More log output on stderr (-v info, -vv debug, -vvv trace)'
             cand --verbose 'More log output on stderr (-v info, -vv debug, -vvv trace)'
             cand -q 'No progress, warnings or busy/not-held lines on stderr: only errors'

@@ -92,7 +92,7 @@ oneline\t'One tab-separated line: resource, principal, lease id, token, acquired
 complete -c lockrun -n "__fish_lockrun_using_subcommand current" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "__fish_lockrun_using_subcommand current" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand current" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r
-complete -c lockrun -n "__fish_lockrun_using_subcommand current" -l id-only -d 'Print only the lease id (same as -f id)'
+complete -c lockrun -n "__fish_lockrun_using_subcommand current" -l id-only -d 'Print only the lease id (same as -f id; of the two, the last one given counts, as in stormlock)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand current" -s v -l verbose -d 'More log output on stderr (-v info, -vv debug, -vvv trace)'
 complete -c lockrun -n "__fish_lockrun_using_subcommand current" -s q -l quiet -d 'No progress, warnings or busy/not-held lines on stderr: only errors'
 complete -c lockrun -n "__fish_lockrun_using_subcommand current" -s h -l help -d 'Print help (see more with \'--help\')'

@@ -244,11 +244,12 @@ pub struct LeaseArgs {
 
 #[derive(Debug, Args)]
 pub struct CurrentArgs {
-    /// Print only the lease id (same as -f id)
-    #[arg(long)]
+    /// Print only the lease id (same as -f id; of the two, the last one given counts, as in
+    /// stormlock)
+    #[arg(long, overrides_with = "format")]
     pub id_only: bool,
     /// Output format
-    #[arg(short = 'f', long, value_enum, default_value_t = Format::Rows)]
+    #[arg(short = 'f', long, value_enum, default_value_t = Format::Rows, overrides_with = "id_only")]
     pub format: Format,
     /// The resource to look at
     #[arg(value_name = "RESOURCE")]

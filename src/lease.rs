@@ -83,8 +83,14 @@ impl LeaseId {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'))
         {
+            // Quoted, so that a stray space or quote shows.
+            let why = if text.len() > MAX_LEASE_ID_LEN {
+                format!("longer than {MAX_LEASE_ID_LEN} characters")
+            } else {
+                "only letters, digits and . _ : - can be in one".to_owned()
+            };
             return Err(InvalidInput(format!(
-                "lease id {} is malformed (expected the id printed by 'lockrun acquire')",
+                "lease id '{}' is malformed: {why} (expected the id printed by 'lockrun acquire')",
                 escape(&truncate(text, 40))
             )));
         }

@@ -244,6 +244,12 @@ fn garbage_lease_ids_exit_2_and_change_nothing() {
             assert_fails(&o, 2, "lease id");
         }
     }
+    // The id is quoted, so that what is wrong with it shows.
+    assert_fails(
+        &env.run(&["release", "res", &format!("{id} ")]),
+        2,
+        &format!("lease id '{id} ' is malformed: only letters, digits and . _ : - can be in one"),
+    );
     assert_eq!(env.run(&["is-held", "res", &id]).status.code(), Some(0));
 }
 

@@ -38,6 +38,11 @@ fn round_trip_across_processes() {
         stdout(&env.run(&["current", "-f", "id", "db-migration"])).trim(),
         id
     );
+    // --id-only and -f: the last one given counts (as in stormlock).
+    let o = env.run(&["current", "-f", "json", "--id-only", "db-migration"]);
+    assert_eq!(stdout(&o).trim(), id);
+    let o = env.run(&["current", "--id-only", "-f", "json", "db-migration"]);
+    assert!(stdout(&o).starts_with('{'), "{}", stdout(&o));
     let json: serde_json::Value = serde_json::from_str(&stdout(&env.run(&[
         "current",
         "-f",
