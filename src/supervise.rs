@@ -285,6 +285,10 @@ pub async fn supervise(
             stopped.get_or_insert(Stop::Deadline);
             term_sent = true;
             killpg(pgid, libc::SIGTERM);
+            // Once stopping, see it through: a renewal that succeeds after the TERM does not
+            // call off the KILL at this deadline (a command that ignores TERM would otherwise
+            // run on, and lockrun would report a stop that did not happen).
+            kill_at = kill_when;
             continue;
         }
         let next_timer = [kill_when, if term_sent { None } else { deadline_term }]

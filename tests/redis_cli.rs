@@ -246,6 +246,61 @@ fn a_stalled_server_stops_the_command_before_the_lease_could_expire() {
     );
 }
 
+/// A server that answers again after lockrun sent the command TERM for the deadline: the stop is
+/// seen through (KILL at that deadline), so a command that ignores TERM does not run on while
+/// lockrun reports that it stopped it.
+#[test]
+fn a_stop_for_the_deadline_is_seen_through_when_the_server_comes_back() {
+    let s: Server = server::start_redis(&[]);
+    let (env, u, res) = (Env::new(), url(s.port), resource("comeback"));
+    let (term, done) = (env.file("term"), env.file("done"));
+    // A command that notes the TERM and sleeps on (a sleep resumes after the handler).
+    let script = format!(
+        "import pathlib, signal, time\n\
+         signal.signal(signal.SIGTERM, lambda *_: pathlib.Path({:?}).touch())\n\
+         time.sleep(12)\n\
+         pathlib.Path({:?}).touch()\n",
+        term.display().to_string(),
+        done.display().to_string()
+    );
+    let child = env
+        .cmd()
+        .args([
+            "-q",
+            "-b",
+            &u,
+            "run",
+            "--ttl",
+            "9s",
+            "--kill-after",
+            "4s",
+            &res,
+            "--",
+            "python3",
+            "-c",
+            &script,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    std::thread::sleep(Duration::from_millis(500));
+    s.pause();
+    // TERM comes 4 s before the deadline; the server answers again at once after it, so a
+    // renewal succeeds well before the KILL would be due.
+    assert!(
+        eventually(Duration::from_secs(15), || term.exists()),
+        "no TERM for the deadline"
+    );
+    s.resume();
+    let o = child.wait_with_output().unwrap();
+    assert_fails(&o, 124, "could not renew the lease");
+    assert!(
+        !done.exists(),
+        "the command ran on after lockrun reported stopping it"
+    );
+}
+
 /// A server that goes away for good: the renewals fail every fraction of a heartbeat until the
 /// deadline, but stderr gets one warning for them and the line lockrun ends with, not a line per
 /// retry, nor one for the release that fails too.
