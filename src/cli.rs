@@ -12,6 +12,7 @@ use crate::duration::clap_parser as duration;
 const EXIT_CODES: &str = "\
 Exit codes:
   N / 128+S  run: the command exited with N / was killed by signal S
+             (INT, QUIT: lockrun dies of it too, so a script around it stops)
   0          the verb succeeded
   1          is-held: not held; current: nothing held;
              renew/release: this lease id does not hold the resource;

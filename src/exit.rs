@@ -14,6 +14,13 @@ pub enum Exit {
     Child(u8),
     /// `run`: the command was killed by this signal number.
     ChildSignal(i32),
+    /// `run`: interrupted from the keyboard (INT or QUIT), while waiting or by the command's
+    /// death. lockrun then dies of the same signal itself ([`die_of`]), as the cooperative
+    /// convention of shells asks, so that a script, loop or `make` around it stops too; a shell
+    /// reports 128+S either way. With `group`, the signal also goes to lockrun's own process
+    /// group: the terminal sent it to the command's group alone, which lockrun had made the
+    /// foreground, and the rest of lockrun's job (the script that started it) missed it.
+    Interrupted { signal: i32, group: bool },
     /// `is-held`: not held; `current`: nothing held; `renew`/`release`: this lease id does not
     /// hold the resource.
     NotHeld,
@@ -49,7 +56,9 @@ impl Exit {
             Exit::Success => 0,
             Exit::Child(n) => n,
             // A shell reports death by signal S as 128+S; clamp so a bogus number cannot wrap.
-            Exit::ChildSignal(s) => (128 + s.clamp(1, 127)) as u8,
+            Exit::ChildSignal(s) | Exit::Interrupted { signal: s, .. } => {
+                (128 + s.clamp(1, 127)) as u8
+            }
             Exit::NotHeld | Exit::Warned => 1,
             Exit::Usage => 2,
             Exit::Busy(n) => n,
@@ -60,6 +69,33 @@ impl Exit {
             Exit::Lost => 124,
             Exit::CannotExecute => 126,
             Exit::NotFound => 127,
+        }
+    }
+}
+
+/// Ends lockrun by `signal` (see [`Exit::Interrupted`]): its default action restored, sent to
+/// lockrun alone or to its whole process group. SIGQUIT leaves no core of lockrun. Returns only
+/// if the signal did not end the process.
+pub fn die_of(signal: i32, group: bool) {
+    // SAFETY: plain system calls on this process; the disposition is set before the signal is
+    // sent, and the signal is unblocked so that it is delivered at once.
+    unsafe {
+        if signal == libc::SIGQUIT {
+            let none = libc::rlimit {
+                rlim_cur: 0,
+                rlim_max: 0,
+            };
+            libc::setrlimit(libc::RLIMIT_CORE, &none);
+        }
+        libc::signal(signal, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        if group {
+            libc::kill(0, signal);
+        } else {
+            libc::raise(signal);
         }
     }
 }
@@ -94,5 +130,10 @@ mod tests {
     fn signal_codes_never_wrap() {
         assert_eq!(Exit::ChildSignal(0).code(), 129);
         assert_eq!(Exit::ChildSignal(200).code(), 255);
+        let int = Exit::Interrupted {
+            signal: libc::SIGINT,
+            group: true,
+        };
+        assert_eq!(int.code(), 130);
     }
 }

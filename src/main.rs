@@ -23,5 +23,9 @@ fn main() {
         }
     };
     let exit = runtime.block_on(lockrun::cmd::main(args));
+    if let lockrun::exit::Exit::Interrupted { signal, group } = exit {
+        drop(runtime);
+        lockrun::exit::die_of(signal, group);
+    }
     std::process::exit(exit.code().into());
 }

@@ -91,6 +91,10 @@ pub enum Stop {
 pub struct Outcome {
     pub status: Status,
     pub stopped: Option<Stop>,
+    /// The command died of INT or QUIT, a keyboard interrupt: lockrun should die of it too
+    /// ([`crate::exit::Exit::Interrupted`]), also sending it to its own group (`true`) when the
+    /// terminal sent it to the command's group alone.
+    pub interrupt: Option<(i32, bool)>,
 }
 
 /// Signals passed on to the command's process group.
@@ -249,6 +253,8 @@ pub async fn supervise(
     unsafe { libc::signal(libc::SIGTTOU, libc::SIG_IGN) };
 
     let mut stopped: Option<Stop> = None;
+    // INT and QUIT that lockrun itself received (and passed on).
+    let mut received_interrupt = false;
     let suspended_before = suspended();
     let mut term_sent = false;
     let mut kill_at: Option<Instant> = None;
@@ -299,6 +305,7 @@ pub async fn supervise(
             _ = signals.child.recv() => {}
             sig = next_forwarded(&mut signals.forwarded) => {
                 let is_stop = sig == libc::SIGINT || sig == libc::SIGTERM;
+                received_interrupt |= sig == libc::SIGINT || sig == libc::SIGQUIT;
                 if is_stop && stopped.is_some() {
                     tracing::info!("second {} while stopping: killing the command", signame(sig));
                     killpg(pgid, libc::SIGKILL);
@@ -339,7 +346,17 @@ pub async fn supervise(
     if let Ok(g) = guard {
         g.disarm();
     }
-    Ok(Outcome { status, stopped })
+    let interrupt = match status {
+        Status::Signaled(s @ (libc::SIGINT | libc::SIGQUIT)) => {
+            Some((s, tty.is_some() && !received_interrupt))
+        }
+        _ => None,
+    };
+    Ok(Outcome {
+        status,
+        stopped,
+        interrupt,
+    })
 }
 
 /// When to TERM the command (renewals failing) and when to KILL it: the lease's deadline, or

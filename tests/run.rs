@@ -290,6 +290,30 @@ fn term_and_int_are_forwarded() {
     }
 }
 
+/// A command that dies of the INT (or QUIT) lockrun passed on makes lockrun die of it too, after
+/// the release, so that the script that sent it stops as around the bare command; one killed by
+/// TERM gives 143.
+#[test]
+fn an_interrupted_command_makes_lockrun_die_of_the_interrupt() {
+    use std::os::unix::process::ExitStatusExt;
+    for (sig, code, signal) in [
+        (libc::SIGINT, None, Some(libc::SIGINT)),
+        (libc::SIGQUIT, None, Some(libc::SIGQUIT)),
+        (libc::SIGTERM, Some(143), None),
+    ] {
+        let env = Env::new();
+        let ready = env.file("ready");
+        let script = format!("touch {}; exec sleep 10", ready.display());
+        let mut child = run_sh_until(&env, &script, &ready);
+        kill(child.id() as i32, sig);
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), code, "{sig}: {status:?}");
+        assert_eq!(status.signal(), signal, "{sig}: {status:?}");
+        assert!(!status.core_dumped(), "lockrun dumped core");
+        assert_fails(&env.run(&["current", "res"]), 1, "not held");
+    }
+}
+
 /// Under `nohup` (HUP ignored when lockrun starts) a hang-up is not forwarded: the command keeps
 /// running, with HUP ignored as it would be without lockrun.
 #[test]

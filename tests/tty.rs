@@ -65,6 +65,62 @@ fn ctrl_c_reaches_the_command() {
     assert_eq!(status.code(), Some(9));
 }
 
+/// Ctrl-C at the terminal stops the script that ran lockrun too, as it would around the bare
+/// command or flock(1): lockrun dies of the SIGINT its command died of, and passes it to its
+/// own process group (the script's), which the terminal left out because the command's group
+/// was the foreground one. A command that handles the interrupt and exits leaves the script
+/// going, as without lockrun.
+#[test]
+fn ctrl_c_stops_the_script_around_lockrun() {
+    let lockrun = env!("CARGO_BIN_EXE_lockrun");
+    for (command, continues) in [
+        ("echo ready; exec sleep 10", None),
+        (
+            "trap 'echo handled; exit 3' INT; echo ready; sleep 10",
+            Some("CONTINUED 3"),
+        ),
+    ] {
+        let env = Env::new();
+        let mut child = bash_in_pty(
+            &env,
+            &format!("\"{lockrun}\" res -- sh -c \"{command}\"; echo CONTINUED $?\n"),
+        );
+        let mut out = child.stdout.take().unwrap();
+        let mut seen = String::new();
+        read_until(&mut out, &mut seen, "ready");
+        child.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
+        let _ = child.wait();
+        out.read_to_string(&mut seen).unwrap();
+        match continues {
+            None => assert!(!seen.contains("CONTINUED"), "the script went on: {seen}"),
+            Some(line) => assert!(seen.contains(line), "{seen}"),
+        }
+        assert_fails(&env.run(&["current", "res"]), 1, "not held");
+    }
+}
+
+/// Ctrl-C while lockrun waits for the lease stops the script around it too.
+#[test]
+fn ctrl_c_while_waiting_stops_the_script_around_lockrun() {
+    let env = Env::new();
+    let id = stdout(&env.run(&["acquire", "res"])).trim().to_owned();
+    let mut child = bash_in_pty(
+        &env,
+        &format!(
+            "\"{}\" res -- true; echo CONTINUED $?\n",
+            env!("CARGO_BIN_EXE_lockrun")
+        ),
+    );
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    read_until(&mut out, &mut seen, "waiting for res");
+    child.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
+    let _ = child.wait();
+    out.read_to_string(&mut seen).unwrap();
+    assert!(!seen.contains("CONTINUED"), "the script went on: {seen}");
+    assert_eq!(env.run(&["is-held", "res", &id]).status.code(), Some(0));
+}
+
 /// Reads the pty's output until `want` appears (or the stream ends).
 fn read_until(out: &mut impl Read, seen: &mut String, want: &str) {
     let mut buf = [0u8; 256];
@@ -78,10 +134,17 @@ fn read_until(out: &mut impl Read, seen: &mut String, want: &str) {
 /// Runs `script` (a job-control bash script, `set -m` added) in a pty, in `env`. A job left
 /// stopped would hang the test: the pty is ended after 30 s, so that it fails instead.
 fn bash_job_in_pty(env: &Env, script: &str) -> std::process::Child {
+    bash_in_pty(env, &format!("set -m\n{script}"))
+}
+
+/// Runs a bash script in a pty, in `env`, ended after 30 s like [`bash_job_in_pty`]. Without
+/// `set -m` the script and what it starts share one process group, the terminal's foreground
+/// group, as for `make` or a script run from an interactive shell.
+fn bash_in_pty(env: &Env, script: &str) -> std::process::Child {
     server::require("bash", "bash");
     server::require("script", "util-linux");
     let job = env.file("job.sh");
-    std::fs::write(&job, format!("set -m\n{script}")).unwrap();
+    std::fs::write(&job, script).unwrap();
     let child = Command::new("script")
         .args([
             "-qec",

@@ -54,7 +54,11 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
         };
         let guard = tokio::select! {
             g = super::acquire::obtain(ctx, &lock, left, &args.wait, events.as_ref()) => g?,
-            sig = signals.next_stop_request() => return Ok(Exit::ChildSignal(sig)),
+            sig = signals.next_stop_request() => return Ok(match sig {
+                // From the keyboard, the rest of lockrun's job got it too.
+                libc::SIGINT | libc::SIGQUIT => Exit::Interrupted { signal: sig, group: false },
+                _ => Exit::ChildSignal(sig),
+            }),
         };
         // A grant whose answer came too late to leave the command any trusted time (the
         // request sat on a stalled backend, or lockrun was stopped meanwhile) may already have
@@ -131,7 +135,10 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
         Ok(o) => match (o.stopped, o.status) {
             (Some(Stop::Lost | Stop::Deadline), _) => Exit::Lost,
             (_, Status::Exited(n)) => Exit::Child(n.clamp(0, 255) as u8),
-            (_, Status::Signaled(s)) => Exit::ChildSignal(s),
+            (_, Status::Signaled(s)) => match o.interrupt {
+                Some((signal, group)) => Exit::Interrupted { signal, group },
+                None => Exit::ChildSignal(s),
+            },
         },
     };
     if let (Some(ev), Ok(o)) = (&events, &outcome) {
