@@ -562,15 +562,24 @@ async fn clean_up_group(pgid: i32, signals: &mut Signals, kill_after: Duration) 
         } else {
             (false, libc::SIGTERM)
         };
+        // A stopped process acts on TERM only once continued: CONT follows each TERM.
         if kill || !group_termed {
             killpg(pgid, sig);
+            if !kill {
+                killpg(pgid, libc::SIGCONT);
+            }
             group_termed = true;
         }
         for pid in orphans() {
             if kill || !termed.contains(&pid) {
                 // SAFETY: kill has no memory-safety preconditions; `pid` is our child, so it
                 // is not reused before we reap it.
-                unsafe { libc::kill(pid, sig) };
+                unsafe {
+                    libc::kill(pid, sig);
+                    if !kill {
+                        libc::kill(pid, libc::SIGCONT);
+                    }
+                }
                 termed.push(pid);
             }
         }

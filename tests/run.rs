@@ -626,6 +626,25 @@ fn leftover_processes_are_reaped_before_release() {
     assert!(!alive(pid), "background process survived");
 }
 
+/// A leftover that is stopped gets CONT after its TERM: it ends at once instead of at the KILL
+/// `--kill-after` later, which held up the release.
+#[test]
+fn a_stopped_leftover_is_continued_to_take_its_term() {
+    let env = Env::new();
+    let pid_file = env.file("pid");
+    let script = format!(
+        "sleep 300 & echo $! > {}; kill -STOP $!; exit 0",
+        pid_file.display()
+    );
+    let t = Instant::now();
+    let o = env.run(&["--kill-after", "5s", "res", "--", "sh", "-c", &script]);
+    let took = t.elapsed();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let pid = read_pid(&pid_file).unwrap();
+    assert!(!alive(pid), "the stopped leftover survived");
+}
+
 /// A leftover that made a process group of its own (as `timeout(1)` does) and ignores TERM is
 /// reached once it is reparented to lockrun, and killed with what it started, however late it
 /// got there: nothing of the command outlives the release.
