@@ -55,6 +55,20 @@ pub struct Spec {
     pub args: Vec<OsString>,
     /// Changes to the inherited environment: set to `Some(value)`, or remove on `None`.
     pub env: Vec<(String, Option<String>)>,
+    /// What lockrun was started with that Rust's runtime changed before `main`, to be handed to
+    /// the command as lockrun got it.
+    pub started_with: StartedWith,
+}
+
+/// What the caller handed lockrun that Rust's runtime changes before `main` (it reopens closed
+/// standard descriptors on /dev/null and ignores SIGPIPE), noted by the binary before that.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StartedWith {
+    /// Bits 0, 1, 2: descriptor 0, 1, 2 was closed. The command gets it closed too (as under
+    /// flock(1): `echo hi >&-` fails), not a /dev/null that swallows its output.
+    pub closed_std: u8,
+    /// SIGPIPE was ignored: the command inherits that (as under flock(1)); else its default.
+    pub sigpipe_ignored: bool,
 }
 
 /// Why the command could not be started.

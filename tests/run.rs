@@ -353,6 +353,54 @@ fn a_signal_ignored_at_start_stays_ignored() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
+/// What Rust's runtime changes in lockrun before `main` reaches the command as the caller had
+/// it: SIGPIPE ignored stays ignored, and a closed standard descriptor is closed, not /dev/null
+/// (`lockrun res -- echo hi >&-` fails as `echo hi >&-` does).
+#[test]
+fn the_command_gets_sigpipe_and_closed_descriptors_as_lockrun_did() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    let probe = "grep SigIgn /proc/self/status; \
+                 for fd in 0 1 2; do [ -e /proc/$$/fd/$fd ] || echo closed $fd; done";
+    let sig_ign = |out: &str| {
+        let line = out.lines().find(|l| l.starts_with("SigIgn")).unwrap();
+        let bits = u64::from_str_radix(line.split_whitespace().nth(1).unwrap(), 16).unwrap();
+        bits & (1 << (libc::SIGPIPE - 1)) != 0
+    };
+    let run = |ignore_pipe: bool, close_stdin: bool| {
+        let mut cmd = env.cmd();
+        cmd.args(["res", "--", "sh", "-c", probe]);
+        // SAFETY: signal() and close() are async-signal-safe, as pre_exec requires.
+        unsafe {
+            cmd.pre_exec(move || {
+                if ignore_pipe {
+                    libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+                }
+                if close_stdin {
+                    libc::close(0);
+                }
+                Ok(())
+            });
+        }
+        let o = cmd.output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        stdout(&o)
+    };
+    let out = run(false, false);
+    assert!(!sig_ign(&out), "{out}");
+    assert!(!out.contains("closed"), "{out}");
+    let out = run(true, true);
+    assert!(sig_ign(&out), "SIGPIPE ignored by the caller: {out}");
+    assert!(
+        out.contains("closed 0"),
+        "stdin closed by the caller: {out}"
+    );
+    // A closed stdout: the command's write fails, as it would without lockrun.
+    let bin = env!("CARGO_BIN_EXE_lockrun");
+    let o = env.cmd_sh(&format!("{bin} res -- sh -c 'echo hi' >&-"));
+    assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
 #[test]
 fn second_term_escalates_to_kill() {
     let env = Env::new();

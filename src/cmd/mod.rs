@@ -134,6 +134,24 @@ pub fn note_std_fds() {
         }
     }
     STD_CLOSED.store(closed, std::sync::atomic::Ordering::Relaxed);
+    // Rust's runtime ignores SIGPIPE before `main`; note whether the caller had already.
+    // SAFETY: sigaction with a null new action only reads the current one into `old`.
+    let ignored = unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGPIPE, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    };
+    SIGPIPE_IGNORED.store(ignored, std::sync::atomic::Ordering::Relaxed);
+}
+
+static SIGPIPE_IGNORED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// What the command must get as lockrun got it (see [`note_std_fds`]).
+pub(crate) fn started_with() -> crate::supervise::StartedWith {
+    crate::supervise::StartedWith {
+        closed_std: STD_CLOSED.load(std::sync::atomic::Ordering::Relaxed),
+        sigpipe_ignored: SIGPIPE_IGNORED.load(std::sync::atomic::Ordering::Relaxed),
+    }
 }
 
 /// What every verb needs: the global options and the loaded config.

@@ -118,6 +118,7 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
         path,
         args: args.command[1..].to_vec(),
         env: child_env(guard.lease(), &plan, ctx.config.path()),
+        started_with: super::started_with(),
     };
     let outcome = supervise::supervise(
         &spec,

@@ -48,6 +48,7 @@ struct Shared {
     /// The signals to reset to their default action (see [`caught_signals`]); every caught one
     /// when `None`.
     reset: Option<libc::sigset_t>,
+    started_with: super::StartedWith,
     parent: libc::pid_t,
     mask: libc::sigset_t,
     /// The errno of the failed step; 0 when the exec succeeded.
@@ -100,6 +101,7 @@ pub fn spawn(spec: &Spec, setup: Setup) -> Result<i32, SpawnError> {
         tty: setup.tty,
         guard: setup.guard,
         reset: setup.caught,
+        started_with: spec.started_with,
         // SAFETY: getpid has no preconditions.
         parent: unsafe { libc::getpid() },
         // SAFETY: an all-zero sigset_t is a valid value to be overwritten below.
@@ -180,7 +182,9 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             libc::_exit(127)
         };
         let errno = || *libc::__errno_location();
-        // Caught signals back to their defaults; SIGPIPE too. (32 and 33 are glibc's own.)
+        // Caught signals back to their defaults; SIGPIPE too, unless lockrun was started with it
+        // ignored. (32 and 33 are glibc's own.)
+        let pipe_default = !shared.started_with.sigpipe_ignored;
         for sig in 1..=64 {
             if sig == libc::SIGKILL || sig == libc::SIGSTOP || sig == 32 || sig == 33 {
                 continue;
@@ -189,7 +193,7 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
                 Some(set) => libc::sigismember(set, sig) == 1,
                 None => caught(sig),
             };
-            if reset || sig == libc::SIGPIPE {
+            if reset || (sig == libc::SIGPIPE && pipe_default) {
                 let mut dfl: libc::sigaction = std::mem::zeroed();
                 dfl.sa_sigaction = libc::SIG_DFL;
                 libc::sigaction(sig, &dfl, std::ptr::null_mut());
@@ -214,6 +218,12 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
         if libc::getppid() != shared.parent {
             // lockrun died before the death signal was set: the command must not start.
             libc::_exit(127);
+        }
+        // Standard descriptors that were closed when lockrun started are closed again.
+        for fd in 0..3 {
+            if shared.started_with.closed_std & (1 << fd) != 0 {
+                libc::close(fd);
+            }
         }
         libc::pthread_sigmask(libc::SIG_SETMASK, &shared.mask, std::ptr::null_mut());
         if let Some(path) = &shared.path {
@@ -350,6 +360,7 @@ mod tests {
             path: Some(path.into()),
             args: vec![],
             env: vec![],
+            started_with: Default::default(),
         };
         assert_eq!(run(&spec("true", "/nonexistent/true")), 0);
         assert_eq!(run(&spec("false", "/nonexistent/false")), 1);
