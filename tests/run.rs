@@ -401,6 +401,27 @@ fn the_command_gets_sigpipe_and_closed_descriptors_as_lockrun_did() {
     assert_ne!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
+/// lockrun reaps its guard process before it exits: under a subreaper that reaps only its own
+/// children (a container's first process), each run left a zombie behind.
+#[test]
+fn no_process_of_lockrun_is_left_to_a_subreaper() {
+    let env = Env::new();
+    let reaper = r#"
+import ctypes, os, subprocess, sys, time
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+for _ in range(3):
+    subprocess.run([sys.argv[1], "res", "--", "true"], check=True)
+time.sleep(0.3)
+print(open(f"/proc/self/task/{os.getpid()}/children").read().strip() or "none")
+"#;
+    let o = env.cmd_sh(&format!(
+        "python3 -c '{reaper}' {}",
+        env!("CARGO_BIN_EXE_lockrun")
+    ));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "none", "processes left to the subreaper");
+}
+
 #[test]
 fn second_term_escalates_to_kill() {
     let env = Env::new();

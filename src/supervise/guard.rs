@@ -64,6 +64,7 @@ const STACK: usize = 64 * 1024;
 pub struct Guard {
     write_fd: RawFd,
     deadline: Option<Instant>,
+    pid: i32,
 }
 
 impl Guard {
@@ -91,6 +92,7 @@ impl Guard {
                 Ok(Guard {
                     write_fd,
                     deadline: None,
+                    pid,
                 })
             }
             Err(e) => {
@@ -161,6 +163,32 @@ impl Drop for Guard {
         unsafe {
             libc::write(self.write_fd, b"d".as_ptr().cast(), 1);
             libc::close(self.write_fd);
+        }
+        reap_ending(self.pid);
+    }
+}
+
+/// Reaps a guard told to exit, waiting for it briefly (it exits as soon as it reads that): a
+/// guard that outlived lockrun would be left to whoever inherits it, and a parent or
+/// subreaper that reaps only its own children (a container's first process) would keep it as
+/// a zombie.
+fn reap_ending(pid: i32) {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_millis(100);
+    let gone = loop {
+        let mut status = 0;
+        // SAFETY: waitpid writes only into `status`. __WALL: the guard is a clone child.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::__WALL) };
+        if r != 0 {
+            break true; // reaped now, or not ours any more (ECHILD)
+        }
+        if std::time::Instant::now() >= give_up {
+            break false; // left to `reap_exited`
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    };
+    if gone {
+        if let Ok(mut guards) = GUARDS.lock() {
+            guards.retain(|&g| g != pid);
         }
     }
 }
