@@ -229,10 +229,15 @@ pub async fn supervise(
     // Orphaned descendants are reparented to us, so that we can reap and kill them.
     // SAFETY: prctl with integer arguments has no memory-safety preconditions.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    let tty = foreground_tty();
+    // A command whose standard descriptors are all redirected may still open /dev/tty (a
+    // password prompt): the terminal is then reached through a descriptor of our own.
+    let opened = (controlling_tty().is_none())
+        .then(open_controlling_tty)
+        .flatten();
+    let tty = foreground_tty().or(opened.filter(|&fd| is_foreground(fd)));
     // The terminal lockrun is attached to, foreground or not: a job started with `&`, or put in
     // the background with `bg`, may be brought to the foreground later (`fg`).
-    let terminal = tty.or_else(controlling_tty);
+    let terminal = tty.or_else(controlling_tty).or(opened);
     // The guard learns the deadline before the command can run, from the command's process
     // (in the same write as its group): the command must never run unguarded (a lockrun
     // stopped right after spawning it would otherwise let it run past the lease).
@@ -356,6 +361,10 @@ pub async fn supervise(
         };
     }
     restore_foreground(terminal, pgid, tty.is_some());
+    if let Some(fd) = opened {
+        // SAFETY: closing the descriptor opened above, used by nothing else.
+        unsafe { libc::close(fd) };
+    }
     clean_up_group(pgid, signals, kill_after).await;
     if let Ok(g) = guard {
         g.disarm();
@@ -428,10 +437,26 @@ async fn sleep_until_opt(t: Option<Instant>) {
 /// The first of stdin, stdout, stderr that is a terminal on which lockrun's process group is
 /// the foreground group.
 fn foreground_tty() -> Option<RawFd> {
-    (0..3).find(|&fd| {
-        // SAFETY: isatty/tcgetpgrp/getpgrp only read process state.
-        unsafe { libc::isatty(fd) == 1 && libc::tcgetpgrp(fd) == libc::getpgrp() }
-    })
+    (0..3).find(|&fd| is_foreground(fd))
+}
+
+/// Whether `fd` is a terminal on which lockrun's process group is the foreground group.
+fn is_foreground(fd: RawFd) -> bool {
+    // SAFETY: isatty/tcgetpgrp/getpgrp only read process state.
+    unsafe { libc::isatty(fd) == 1 && libc::tcgetpgrp(fd) == libc::getpgrp() }
+}
+
+/// lockrun's controlling terminal opened as `/dev/tty`, when it has one (close-on-exec: the
+/// command opens its own).
+fn open_controlling_tty() -> Option<RawFd> {
+    // SAFETY: open with a constant path; the descriptor is ours to close.
+    let fd = unsafe {
+        libc::open(
+            c"/dev/tty".as_ptr(),
+            libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC | libc::O_NONBLOCK,
+        )
+    };
+    (fd >= 0).then_some(fd)
 }
 
 /// The descriptor (0, 1 or 2) of lockrun's controlling terminal, in the foreground or not.

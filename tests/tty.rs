@@ -42,6 +42,38 @@ fn a_prompt_reads_the_terminal() {
     );
 }
 
+/// A command whose standard descriptors are all redirected can still prompt on /dev/tty (sudo,
+/// ssh and git do): lockrun hands it the terminal it reached through /dev/tty.
+#[test]
+fn a_prompt_on_dev_tty_works_with_every_descriptor_redirected() {
+    let env = Env::new();
+    let log = env.file("log");
+    let mut child = in_pty(
+        &env,
+        &format!(
+            "res -- sh -c 'read x </dev/tty; echo \"got=$x\"' >{} 2>&1 </dev/null",
+            log.display()
+        ),
+    );
+    std::thread::sleep(Duration::from_millis(700));
+    child
+        .stdin
+        .as_mut()
+        .unwrap()
+        .write_all(b"secret\n")
+        .unwrap();
+    let pid = child.id() as i32;
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(10));
+        // SAFETY: kill(2) on a pid; at worst the process is gone already.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    });
+    let status = child.wait().unwrap();
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert_eq!(text.trim(), "got=secret");
+}
+
 #[test]
 fn ctrl_c_reaches_the_command() {
     let env = Env::new();
