@@ -125,8 +125,8 @@ const FORWARDED: [i32; 7] = [
 /// Every signal lockrun's process may have a handler for: the forwarded ones and SIGCHLD (ours),
 /// SIGSEGV and SIGBUS (the Rust runtime's stack overflow report). The command's process resets
 /// those of them that are caught; test `may_catch_names_every_caught_signal` checks the list.
-const MAY_CATCH: [i32; FORWARDED.len() + 3] = {
-    let mut all = [0; FORWARDED.len() + 3];
+const MAY_CATCH: [i32; FORWARDED.len() + 4] = {
+    let mut all = [0; FORWARDED.len() + 4];
     let mut i = 0;
     while i < FORWARDED.len() {
         all[i] = FORWARDED[i];
@@ -135,6 +135,7 @@ const MAY_CATCH: [i32; FORWARDED.len() + 3] = {
     all[i] = libc::SIGCHLD;
     all[i + 1] = libc::SIGSEGV;
     all[i + 2] = libc::SIGBUS;
+    all[i + 3] = libc::SIGTSTP;
     all
 };
 
@@ -270,6 +271,13 @@ pub async fn supervise(
                       // Never be stopped by writing to a terminal we no longer own.
                       // SAFETY: setting a signal disposition to SIG_IGN is always sound.
     unsafe { libc::signal(libc::SIGTTOU, libc::SIG_IGN) };
+    // Ctrl-Z that reaches lockrun rather than the command (lockrun's job was brought to the
+    // foreground with `fg` while the command ran in the background, so the terminal is not the
+    // command's) is passed on to the command; `follow_stop` then stops lockrun's job. Caught
+    // from here on only: while lockrun waits for the lease, Ctrl-Z stops it as usual.
+    let mut tstp = (spawn::action(libc::SIGTSTP) != Some(libc::SIG_IGN))
+        .then(|| signal(SignalKind::from_raw(libc::SIGTSTP)).ok())
+        .flatten();
 
     let mut stopped: Option<Stop> = None;
     // INT and QUIT that lockrun itself received (and passed on).
@@ -283,7 +291,20 @@ pub async fn supervise(
             break st;
         }
         if let (Some(sig), Some(fd)) = (reaped.stopped, terminal) {
-            follow_stop(fd, pgid, sig);
+            if !follow_stop(fd, pgid, sig) && stopped.is_none() {
+                // Nobody can continue the job, nor answer the command: end it, as the read
+                // it stopped on would have failed without lockrun.
+                tracing::warn!(
+                    "the command stopped to read the terminal, but no shell can bring \
+                     lockrun's job to the foreground (its process group is orphaned): \
+                     stopping the command"
+                );
+                stopped = Some(Stop::Signal(libc::SIGTERM));
+                term_sent = true;
+                killpg(pgid, libc::SIGTERM);
+                killpg(pgid, libc::SIGCONT);
+                kill_at = Some(Instant::now() + kill_after);
+            }
             continue;
         }
         let (deadline_term, kill_when) = kill_deadline(&lease.borrow(), kill_after, kill_at);
@@ -343,6 +364,9 @@ pub async fn supervise(
                     killpg(pgid, libc::SIGTERM);
                     kill_at = Some(Instant::now() + kill_after);
                 }
+            }
+            _ = recv_opt(&mut tstp) => {
+                killpg(pgid, libc::SIGTSTP);
             }
             _ = sleep_until_opt(next_timer) => {}
         }
@@ -425,6 +449,17 @@ fn map_stack(size: usize) -> io::Result<*mut libc::c_void> {
         return Err(io::Error::last_os_error());
     }
     Ok(stack)
+}
+
+async fn recv_opt(s: &mut Option<Signal>) {
+    match s {
+        Some(s) => {
+            if s.recv().await.is_none() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
+    }
 }
 
 async fn sleep_until_opt(t: Option<Instant>) {
@@ -533,7 +568,11 @@ fn reap(main: i32) -> Reaped {
 /// the foreground again (`fg`), and continues the command (`fg` or `bg`). While lockrun is
 /// stopped it cannot renew the lease; the guard kills the command at the lease's deadline, as it
 /// does for any stopped lockrun.
-fn follow_stop(fd: RawFd, pgid: i32, sig: i32) {
+///
+/// Returns false when lockrun could not stop: its process group is orphaned (no shell can
+/// continue it), and the command, stopped on the terminal, is left stopped for the caller to
+/// end.
+fn follow_stop(fd: RawFd, pgid: i32, sig: i32) -> bool {
     // SAFETY: plain syscalls on a descriptor we did not close; SIGTTOU is ignored during
     // supervision, so tcsetpgrp works from the background.
     unsafe {
@@ -543,7 +582,7 @@ fn follow_stop(fd: RawFd, pgid: i32, sig: i32) {
         if sig != libc::SIGTSTP && libc::tcgetpgrp(fd) == libc::getpgrp() {
             libc::tcsetpgrp(fd, pgid);
             killpg(pgid, libc::SIGCONT);
-            return;
+            return true;
         }
         if libc::tcgetpgrp(fd) == pgid {
             libc::tcsetpgrp(fd, libc::getpgrp());
@@ -557,18 +596,26 @@ fn follow_stop(fd: RawFd, pgid: i32, sig: i32) {
             sig
         };
         let sent = std::time::Instant::now();
+        // lockrun catches TSTP while it supervises (see `supervise`): its default action, to
+        // stop, for the moment of this signal.
+        let mut caught: libc::sigaction = std::mem::zeroed();
+        let mut dfl: libc::sigaction = std::mem::zeroed();
+        dfl.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(own, &dfl, &mut caught);
         libc::kill(0, own);
+        libc::sigaction(own, &caught, std::ptr::null_mut());
         // Continued: in the foreground (`fg`), the terminal goes back to the command.
         if libc::tcgetpgrp(fd) == libc::getpgrp() {
             libc::tcsetpgrp(fd, pgid);
         } else if sig != libc::SIGTSTP && sent.elapsed() < Duration::from_millis(5) {
             // Not stopped at all: the kernel drops stop signals to an orphaned process group.
             // Continued in the background, the command would only stop on the terminal again,
-            // at once, and again: it stays stopped.
-            return;
+            // at once, and again.
+            return false;
         }
     }
     killpg(pgid, libc::SIGCONT);
+    true
 }
 
 /// After the main command exited: TERM what is left of its group and of the orphans reparented
