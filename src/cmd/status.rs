@@ -20,6 +20,9 @@ pub struct Status {
     /// The lease last reported: a new one is printed (not on a terminal) and told to the caller.
     reported: Option<Option<LeaseId>>,
     live: bool,
+    /// When the live line was last drawn: it is redrawn at most twice a second (the ticks come once a second), or at once for a
+    /// new holder, not at every busy answer and tick besides.
+    drawn_at: Option<Instant>,
     /// The last "still waiting" warning and when it was printed.
     retried: Option<(String, Instant)>,
 }
@@ -37,6 +40,7 @@ impl Status {
             holder: None,
             reported: None,
             live: false,
+            drawn_at: None,
             retried: None,
         }
     }
@@ -50,7 +54,7 @@ impl Status {
                 let new = self.reported.as_ref() != Some(&id);
                 self.reported = Some(id);
                 self.holder = Some(holder.cloned());
-                if new || self.tty {
+                if new || (self.tty && self.due()) {
                     self.draw();
                 }
                 new
@@ -77,9 +81,15 @@ impl Status {
 
     /// Redraws the live line (called every second on a terminal).
     pub fn tick(&mut self) {
-        if self.tty && self.holder.is_some() {
+        if self.tty && self.holder.is_some() && self.due() {
             self.draw();
         }
+    }
+
+    /// Whether the live line is due for a redraw.
+    fn due(&self) -> bool {
+        self.drawn_at
+            .map_or(true, |at| at.elapsed() >= Duration::from_millis(500))
     }
 
     /// How often [`Status::tick`] is worth calling.
@@ -107,6 +117,7 @@ impl Status {
             // each redraw would leave a row behind.
             let _ = write!(err, "\r\x1b[K{}", fit(&line, columns()));
             self.live = true;
+            self.drawn_at = Some(Instant::now());
         } else {
             let _ = writeln!(err, "lockrun: waiting for {}: {holder}", self.resource);
         }
@@ -180,6 +191,22 @@ mod tests {
         );
         assert_eq!(fit(line, Some(20)), "lockrun: waiting f…");
         assert_eq!(fit("lockrun: 日本語", Some(14)), "lockrun: 日…");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_live_line_is_not_redrawn_at_every_busy_answer_and_tick() {
+        let mut s = Status::new(&Resource::new("r").unwrap(), true);
+        s.tty = true;
+        s.event(Event::Busy { holder: None });
+        let first = s.drawn_at.expect("drawn at the first busy answer");
+        tokio::time::advance(Duration::from_millis(10)).await;
+        s.event(Event::Busy { holder: None });
+        s.tick();
+        assert_eq!(s.drawn_at, Some(first), "redrawn within 10 ms");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        s.tick();
+        assert!(s.drawn_at > Some(first), "not redrawn a second later");
+        s.clear();
     }
 
     #[tokio::test(start_paused = true)]
