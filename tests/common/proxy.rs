@@ -4,7 +4,8 @@
 //! Each accepted connection gets a connection of its own to the upstream port and two threads
 //! that copy bytes, one per direction. A frozen connection holds what it reads (in both
 //! directions) and forwards nothing until [`Proxy::thaw`]; then it forwards what it held, in
-//! order, and goes on as before. Connections accepted later are not frozen.
+//! order, and goes on as before. Connections accepted later are not frozen, unless the whole
+//! proxy is ([`Proxy::freeze_all_on`]): then nothing answers, as with a paused server.
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
@@ -28,6 +29,10 @@ struct Shared {
     freeze_on: Mutex<Option<Vec<u8>>>,
     /// How many connections froze on [`Proxy::freeze_on`]'s pattern.
     froze_on_pattern: AtomicUsize,
+    /// Whether the pattern freezes every connection, later ones included.
+    pattern_freezes_all: AtomicBool,
+    /// Every connection is frozen, later ones included.
+    all: AtomicBool,
 }
 
 impl Proxy {
@@ -51,9 +56,13 @@ impl Proxy {
                     client.try_clone().expect("clone"),
                     server.try_clone().expect("clone"),
                 );
-                let (f2, sh) = (Arc::clone(&frozen), Arc::clone(&accepting));
-                std::thread::spawn(move || pump(client, server, &frozen, Some(&sh)));
-                std::thread::spawn(move || pump(s2, c2, &f2, None));
+                let (f2, sh, sh2) = (
+                    Arc::clone(&frozen),
+                    Arc::clone(&accepting),
+                    Arc::clone(&accepting),
+                );
+                std::thread::spawn(move || pump(client, server, &frozen, &sh, true));
+                std::thread::spawn(move || pump(s2, c2, &f2, &sh2, false));
             }
         });
         Proxy { port, shared }
@@ -71,6 +80,15 @@ impl Proxy {
         *self.shared.freeze_on.lock().unwrap() = Some(pattern.to_vec());
     }
 
+    /// Freezes every connection, open now or accepted later, once a client sends `pattern`
+    /// (before it is forwarded).
+    pub fn freeze_all_on(&self, pattern: &[u8]) {
+        self.shared
+            .pattern_freezes_all
+            .store(true, Ordering::SeqCst);
+        self.freeze_on(pattern);
+    }
+
     /// How many connections froze on a [`Proxy::freeze_on`] pattern so far.
     pub fn frozen_on_pattern(&self) -> usize {
         self.shared.froze_on_pattern.load(Ordering::SeqCst)
@@ -78,6 +96,7 @@ impl Proxy {
 
     /// Lets every frozen connection forward what it held, and go on.
     pub fn thaw(&self) {
+        self.shared.all.store(false, Ordering::SeqCst);
         for f in self.shared.conns.lock().unwrap().iter() {
             f.store(false, Ordering::SeqCst);
         }
@@ -89,9 +108,16 @@ impl Proxy {
     }
 }
 
-/// Copies `from` to `to` until EOF, holding bytes while `frozen`. `shared` is given for the
-/// client-to-server direction, which checks the freeze pattern.
-fn pump(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool, shared: Option<&Shared>) {
+/// Copies `from` to `to` until EOF, holding bytes while `frozen` (or the whole proxy is). The
+/// client-to-server direction (`upstream`) checks the freeze pattern.
+fn pump(
+    mut from: TcpStream,
+    mut to: TcpStream,
+    frozen: &AtomicBool,
+    shared: &Shared,
+    upstream: bool,
+) {
+    let held = || frozen.load(Ordering::SeqCst) || shared.all.load(Ordering::SeqCst);
     let mut buf = vec![0u8; 65536];
     // The end of what was read before, so a pattern split across two reads is seen.
     let mut tail: Vec<u8> = Vec::new();
@@ -100,13 +126,16 @@ fn pump(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool, shared: Opt
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        if let Some(shared) = shared {
+        if upstream {
             let mut pattern = shared.freeze_on.lock().unwrap();
             if let Some(p) = pattern.as_ref() {
                 let mut seen = std::mem::take(&mut tail);
                 seen.extend_from_slice(&buf[..n]);
                 if seen.windows(p.len()).any(|w| w == p.as_slice()) {
                     frozen.store(true, Ordering::SeqCst);
+                    if shared.pattern_freezes_all.swap(false, Ordering::SeqCst) {
+                        shared.all.store(true, Ordering::SeqCst);
+                    }
                     shared.froze_on_pattern.fetch_add(1, Ordering::SeqCst);
                     *pattern = None;
                 } else {
@@ -115,7 +144,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool, shared: Opt
                 }
             }
         }
-        while frozen.load(Ordering::SeqCst) {
+        while held() {
             std::thread::sleep(Duration::from_millis(5));
         }
         if to.write_all(&buf[..n]).is_err() {
@@ -123,7 +152,7 @@ fn pump(mut from: TcpStream, mut to: TcpStream, frozen: &AtomicBool, shared: Opt
         }
     }
     // Pass the end on (after anything held was forwarded), so the other side sees it in order.
-    while frozen.load(Ordering::SeqCst) {
+    while held() {
         std::thread::sleep(Duration::from_millis(5));
     }
     let _ = to.shutdown(Shutdown::Write);

@@ -117,9 +117,12 @@ impl Etcd {
         let resp = match self.txn("acquiring", &txn).await {
             Ok(resp) => resp,
             Err(e) => {
-                // Unknown outcome: revoking the etcd lease undoes the grant if it was made, and
-                // frees the lease if it was not.
-                self.revoke(rec.etcd_lease).await;
+                // Unknown outcome: the transaction may still be applied. Revoking the etcd lease
+                // undoes the grant if it was made, and keeps it from being made later. That is
+                // the give-back the caller sends next, bounded (a release of this id revokes a
+                // remembered lease first: see `crate::wait`), rather than one more full
+                // command_timeout here, against a cluster that is not answering.
+                self.remember(&key, req.id, rec.etcd_lease);
                 return Err(e);
             }
         };
@@ -138,7 +141,12 @@ impl Etcd {
         let holder = first_kv(resp.op_responses());
         let revoke = async {
             if !waiter {
-                self.revoke(rec.etcd_lease).await;
+                // With the lease of an earlier attempt of unknown outcome, if any: that attempt
+                // did not leave the key ours either (this one would have been granted).
+                let earlier = self.forget_granted(&key, req.id);
+                for lease in std::iter::once(rec.etcd_lease).chain(earlier) {
+                    self.revoke(lease).await;
+                }
             }
         };
         let (_, described) = tokio::join!(revoke, self.describe(req.resource, holder, waiter));
@@ -433,9 +441,17 @@ impl Etcd {
 
 impl Etcd {
     /// Notes that `key` is held by `id` through etcd lease `lease`.
+    /// An etcd lease this replaces for the same id (that of an attempt of unknown outcome,
+    /// followed by one that was granted) is revoked in the background.
     fn remember(&self, key: &[u8], id: &LeaseId, lease: i64) {
-        if let Ok(mut granted) = self.granted.lock() {
-            granted.insert(key.to_vec(), (id.clone(), lease));
+        let replaced = match self.granted.lock() {
+            Ok(mut granted) => granted.insert(key.to_vec(), (id.clone(), lease)),
+            Err(_) => None,
+        };
+        if let Some((before, old)) = replaced {
+            if before == *id && old != lease {
+                self.revoke_later(vec![old]);
+            }
         }
     }
 
