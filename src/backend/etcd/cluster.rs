@@ -5,8 +5,9 @@
 //! member at once (nothing was sent, so repeating it is safe); a call that times out is reported,
 //! and the next call starts at the next member, so a paused or partitioned member is left
 //! behind. A call left unanswered (timed out, or its caller stopped waiting) also drops the
-//! member's client, so a connection that went silent is not used again. etcd's auth tokens lapse when idle: a call refused for that reason reconnects, which
-//! logs in again, and is retried once (etcd refused it before applying it).
+//! member's client, so a connection that went silent is not used again. etcd's auth tokens
+//! lapse when idle: a call refused for that reason reconnects, which logs in again, and is
+//! retried once (etcd refused it before applying it).
 
 use std::future::Future;
 use std::sync::atomic::Ordering;

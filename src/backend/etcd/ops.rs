@@ -141,15 +141,19 @@ impl Etcd {
         let holder = first_kv(resp.op_responses());
         let revoke = async {
             if !waiter {
-                // With the lease of an earlier attempt of unknown outcome, if any: that attempt
-                // did not leave the key ours either (this one would have been granted).
-                let earlier = self.forget_granted(&key, req.id);
-                for lease in std::iter::once(rec.etcd_lease).chain(earlier) {
-                    self.revoke(lease).await;
-                }
+                self.revoke(rec.etcd_lease).await;
             }
         };
         let (_, described) = tokio::join!(revoke, self.describe(req.resource, holder, waiter));
+        // The lease of an earlier attempt of unknown outcome goes too. Had that attempt been
+        // applied, the key would be ours under it, and the caller gives that back and asks
+        // again anyway (see `crate::wait`).
+        if let Some(earlier) = (!waiter)
+            .then(|| self.forget_granted(&key, req.id))
+            .flatten()
+        {
+            self.revoke(earlier).await;
+        }
         let (holder, expires_in) = described?;
         Ok(Acquire::Busy { holder, expires_in })
     }
@@ -440,8 +444,8 @@ impl Etcd {
 }
 
 impl Etcd {
-    /// Notes that `key` is held by `id` through etcd lease `lease`.
-    /// An etcd lease this replaces for the same id (that of an attempt of unknown outcome,
+    /// Notes that `key` is held by `id` through etcd lease `lease` (or may be: see
+    /// [`Etcd::acquire_with`]). An etcd lease this replaces for the same id (that of an attempt of unknown outcome,
     /// followed by one that was granted) is revoked in the background.
     fn remember(&self, key: &[u8], id: &LeaseId, lease: i64) {
         let replaced = match self.granted.lock() {
