@@ -137,14 +137,52 @@ pub async fn acquire(
     // An attempt whose answer did not come in time may still be applied by the store, leaving
     // a lease under this id that nobody knows of until its TTL. Give it back, should there be
     // one (nobody else can hold the id), but do not wait long for a store that is not answering.
-    if matches!(&out, Err(e) if e.is_retryable()) {
-        let _ = tokio::time::timeout(GIVE_BACK_WAIT, backend.release(req.resource, req.id)).await;
+    // Unless that freed a lease, the attempt may still be on its way (a stalled connection can
+    // deliver it after the give-back, which went out on another one): the error names the
+    // lease, so that it can be freed.
+    match out {
+        Err(Error::Unavailable(why)) => {
+            let give_back = backend.release(req.resource, req.id);
+            let freed = matches!(
+                tokio::time::timeout(GIVE_BACK_WAIT, give_back).await,
+                Ok(Ok(true))
+            );
+            Err(Error::Unavailable(if freed {
+                why
+            } else {
+                unconfirmed(&why, req)
+            }))
+        }
+        out => out,
     }
-    out
 }
 
 /// How long a failed acquire waits to give back a grant that may have been applied late.
-const GIVE_BACK_WAIT: Duration = Duration::from_secs(1);
+pub const GIVE_BACK_WAIT: Duration = Duration::from_secs(1);
+
+/// The message of an acquire that failed unanswered and whose give-back freed nothing: `why`,
+/// and the lease the store may still grant, with the command that frees it. One line.
+fn unconfirmed(why: &str, req: &AcquireRequest<'_>) -> String {
+    let resource = shell_word(&crate::lease::escape(req.resource.as_str()));
+    format!(
+        "{why}; if the server applies the request late, lease {id} may hold {resource} until \
+         its TTL: lockrun release {resource} {id}",
+        id = req.id
+    )
+}
+
+/// `text` as one shell word: as it is when plain, else in single quotes.
+fn shell_word(text: &str) -> String {
+    let plain = !text.is_empty()
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"%+,-./:=@_".contains(&b));
+    if plain {
+        text.to_owned()
+    } else {
+        format!("'{}'", text.replace('\'', r"'\''"))
+    }
+}
 
 /// The waiter's place in the backend's line, when waiting fairly.
 struct Line {
@@ -408,6 +446,8 @@ mod tests {
         own: Mutex<usize>,
         /// The lease ids released.
         released: Mutex<Vec<LeaseId>>,
+        /// Whether a release frees a lease.
+        frees: Mutex<bool>,
     }
 
     fn lease(r: &Resource, id: &LeaseId) -> Lease {
@@ -465,7 +505,7 @@ mod tests {
         }
         async fn release(&self, _: &Resource, id: &LeaseId) -> Result<bool, Error> {
             self.released.lock().unwrap().push(id.clone());
-            Ok(false)
+            Ok(*self.frees.lock().unwrap())
         }
         async fn current(&self, _: &Resource) -> Result<Option<Lease>, Error> {
             Ok(None)
@@ -480,6 +520,7 @@ mod tests {
             free_again: Mutex::new(0),
             own: Mutex::new(0),
             released: Mutex::new(vec![]),
+            frees: Mutex::new(false),
         }
     }
 
@@ -591,6 +632,27 @@ mod tests {
         let out = run_req(&b, &req).await;
         assert!(matches!(out, Err(Error::Unavailable(_))));
         assert_eq!(*b.released.lock().unwrap(), vec![id.clone()]);
+        // The give-back freed nothing, so the attempt may still be applied: the message names
+        // the lease and how to free it, on the same line.
+        let Err(e) = out else { unreachable!() };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("timed out; if the server applies the request late, lease "),
+            "{text}"
+        );
+        assert!(
+            text.ends_with(&format!(": lockrun release r {id}")),
+            "{text}"
+        );
+        assert!(!text.contains('\n'), "{text}");
+        // A give-back that freed the lease settles it: the message is the error alone.
+        let b = scripted(
+            vec![Err(Error::Unavailable("timed out".into()))],
+            Duration::ZERO,
+        );
+        *b.frees.lock().unwrap() = true;
+        let out = run_req(&b, &req).await;
+        assert_eq!(out.unwrap_err(), Error::Unavailable("timed out".into()));
         // A refusal that is not about an unanswered request leaves nothing to give back.
         let b = scripted(vec![Err(Error::Config("bad".into()))], Duration::ZERO);
         let out = run_req(&b, &req).await;
@@ -820,6 +882,14 @@ mod tests {
             Instant::now() - start >= EXPIRY_SLACK * 5,
             "it waited in between"
         );
+    }
+
+    #[test]
+    fn a_resource_is_one_shell_word() {
+        assert_eq!(shell_word("db/migrate-1.2@x"), "db/migrate-1.2@x");
+        assert_eq!(shell_word("two words"), "'two words'");
+        assert_eq!(shell_word("it's"), r"'it'\''s'");
+        assert_eq!(shell_word("$(x)"), "'$(x)'");
     }
 
     #[test]

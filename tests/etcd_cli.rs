@@ -124,6 +124,95 @@ fn failed_acquires_leak_no_etcd_leases() {
     assert_eq!(leases(&server), before - 1);
 }
 
+/// A connection that stops answering while the server answers new ones: the renewal that
+/// stalled on it is given up at the heartbeat's limit, and the next one connects anew, so the
+/// command runs to its end. (Pausing the server cannot show this.)
+#[test]
+fn a_run_replaces_a_connection_that_stops_answering() {
+    let server = etcd();
+    let proxy = proxy::Proxy::start(server.port);
+    let e = EtcdEnv::with_url(format!("etcd://127.0.0.1:{}", proxy.port));
+    let res = format!("{}-half-open", prefix());
+    let started = e.env.file("started");
+    let script = format!("touch {}; sleep 8", started.display());
+    let child = e
+        .cmd()
+        .args(["run", "--ttl", "6s", &res, "--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    assert!(eventually(Duration::from_secs(10), || started.exists()));
+    std::thread::sleep(Duration::from_millis(300));
+    let before = proxy.connections();
+    proxy.freeze_existing();
+    let frozen = Instant::now();
+    let o = child.wait_with_output().unwrap();
+    eprintln!(
+        "lockrun exited {:?} after the freeze, connections {before} -> {}: {}",
+        frozen.elapsed(),
+        proxy.connections(),
+        stderr(&o)
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(proxy.connections() > before, "a new connection was opened");
+}
+
+/// An acquire whose connection stalls: one stderr line, after `command_timeout` and a bounded
+/// give-back, which revokes the attempt's etcd lease on a new connection. The transaction,
+/// delivered late, then cannot grant anything, and no etcd lease is left behind.
+#[test]
+fn an_unanswered_acquire_is_one_line_and_leaves_nothing() {
+    let server = start_etcd();
+    let proxy = proxy::Proxy::start(server.port);
+    let e = EtcdEnv::with_url(format!("etcd://127.0.0.1:{}", proxy.port));
+    let res = format!("{}-unanswered", prefix());
+    let before = leases(&server);
+    proxy.freeze_on(res.as_bytes());
+    let start = Instant::now();
+    let o = e.run(&["acquire", "--ttl", "1h", &res]);
+    let took = start.elapsed();
+    eprintln!("acquire exited after {took:?}: {}", stderr(&o));
+    assert_eq!(proxy.frozen_on_pattern(), 1);
+    assert_fails(&o, 69, "no answer within 5s");
+    assert!(took < Duration::from_millis(6500), "{took:?}");
+    // The give-back was confirmed (the etcd lease is revoked): no lease to name.
+    assert!(!stderr(&o).contains("lockrun release"), "{}", stderr(&o));
+    proxy.thaw();
+    std::thread::sleep(Duration::from_millis(500));
+    let direct = EtcdEnv::new(&server);
+    assert_fails(&direct.run(&["current", &res]), 1, "is not held");
+    assert_eq!(leases(&server), before, "an etcd lease was left behind");
+}
+
+/// An acquire that stalls with the whole server (nothing answers, new connections neither):
+/// still one stderr line, after `command_timeout` plus the bounded give-back, naming the lease
+/// the late transaction may grant. (The etcd lease used to be revoked first with a full
+/// `command_timeout` of its own and a warning line: 11 s and two lines.)
+#[test]
+fn an_acquire_stalled_with_the_whole_server_is_one_line_in_bounded_time() {
+    let server = start_etcd();
+    let proxy = proxy::Proxy::start(server.port);
+    let e = EtcdEnv::with_url(format!("etcd://127.0.0.1:{}", proxy.port));
+    let res = format!("{}-stalled", prefix());
+    proxy.freeze_all_on(res.as_bytes());
+    let start = Instant::now();
+    let o = e.run(&["acquire", "--ttl", "1h", &res]);
+    let took = start.elapsed();
+    eprintln!("acquire exited after {took:?}: {}", stderr(&o));
+    proxy.thaw();
+    assert_eq!(proxy.frozen_on_pattern(), 1);
+    assert_fails(&o, 69, "no answer within 5s");
+    assert!(
+        stderr(&o).contains(&format!(
+            "may hold {res} until its TTL: lockrun release {res} "
+        )),
+        "{}",
+        stderr(&o)
+    );
+    assert!(took < Duration::from_millis(6500), "{took:?}");
+}
+
 #[test]
 fn child_gets_the_create_revision_as_fencing_token() {
     let server = etcd();

@@ -306,3 +306,49 @@ fn doctor_warns_about_eviction_and_list_says_it_cannot() {
     let o = lockrun(&env, &u, &["list"]);
     assert_fails(&o, 78, "cannot list");
 }
+
+/// An acquire whose connection stalls: lockrun gives up after `command_timeout`, its give-back
+/// on a new connection finds nothing to free, and the `add` still reaches the server afterwards.
+/// The one-line message names that very lease and the command that frees it.
+#[test]
+fn an_unanswered_acquire_names_the_lease_it_may_leave() {
+    let s = mc::memcached();
+    let proxy = proxy::Proxy::start(s.port);
+    let (env, res) = (Env::new(), resource("unanswered"));
+    let u = format!("memcached://127.0.0.1:{}", proxy.port);
+    proxy.freeze_on(format!("add {}", lease_key(&res)).as_bytes());
+    let start = std::time::Instant::now();
+    let o = lockrun(&env, &u, &["acquire", "--ttl", "1h", &res]);
+    let took = start.elapsed();
+    eprintln!("acquire exited after {took:?}: {}", stderr(&o));
+    assert_eq!(proxy.frozen_on_pattern(), 1);
+    assert_fails(&o, 69, "did not answer acquire within 5s");
+    assert!(took < Duration::from_millis(6500), "{took:?}");
+    let err = stderr(&o);
+    let command = err.split(": lockrun release ").nth(1).unwrap_or_default();
+    let words: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(words.len(), 2, "{err}");
+    assert_eq!(words[0], res, "{err}");
+    let id = words[1];
+    assert!(
+        err.contains(&format!("lease {id} may hold {res} until its TTL")),
+        "{err}"
+    );
+    proxy.thaw();
+    let key = lease_key(&res);
+    assert!(
+        eventually(Duration::from_secs(5), || Raw::connect(s.port)
+            .get_text(&key)
+            .is_some_and(|r| r.contains(&format!("\"id\":\"{id}\"")))),
+        "the late acquire did not leave lease {id}"
+    );
+    // The command in the message frees it.
+    let direct = mc::url(s);
+    let o = lockrun(&env, &direct, &["release", &res, id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_fails(
+        &lockrun(&env, &direct, &["current", &res]),
+        1,
+        "is not held",
+    );
+}

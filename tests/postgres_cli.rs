@@ -679,6 +679,95 @@ fn a_statement_that_hangs_times_out() {
     assert!(took < Duration::from_secs(10), "{took:?}");
 }
 
+/// The test server through a loopback proxy that can freeze connections (plain text, so that
+/// the proxy can see the statements).
+fn through(proxy: &proxy::Proxy) -> Pg {
+    Pg::with_url(&format!(
+        "postgres://postgres:{PG_PASSWORD}@127.0.0.1:{}/postgres?sslmode=disable",
+        proxy.port
+    ))
+}
+
+/// A connection that stops answering while the server answers new ones: the renewal that
+/// stalled on it is given up at the heartbeat's limit, and the next one goes out on a new
+/// connection, so the command runs to its end. (Pausing the server cannot show this.)
+#[test]
+fn a_run_replaces_a_connection_that_stops_answering() {
+    let proxy = proxy::Proxy::start(server::postgres().port);
+    let pg = through(&proxy);
+    let res = pg.resource("half-open");
+    ok(&pg.run(&["init"]));
+    let started = pg.env.file("started");
+    let script = format!("touch {}; sleep 8", started.display());
+    let child = pg
+        .cmd(&["run", "--ttl", "6s", &res, "--", "sh", "-c", &script])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    assert!(eventually(Duration::from_secs(10), || started.exists()));
+    std::thread::sleep(Duration::from_millis(300));
+    let before = proxy.connections();
+    proxy.freeze_existing();
+    let frozen = Instant::now();
+    let o = child.wait_with_output().unwrap();
+    eprintln!(
+        "lockrun exited {:?} after the freeze, connections {before} -> {}: {}",
+        frozen.elapsed(),
+        proxy.connections(),
+        stderr(&o)
+    );
+    exits(&o, 0);
+    assert!(proxy.connections() > before, "a new connection was opened");
+}
+
+/// An acquire whose connection stalls: lockrun gives up after `statement_timeout`, its
+/// give-back on a new connection finds nothing to free, and the statement still reaches the
+/// server afterwards. The one-line message names that very lease and the command that frees it.
+#[test]
+fn an_unanswered_acquire_names_the_lease_it_may_leave() {
+    let proxy = proxy::Proxy::start(server::postgres().port);
+    let pg = through(&proxy);
+    let res = pg.resource("unanswered");
+    ok(&pg.run(&["init"]));
+    proxy.freeze_on(b"INSERT INTO");
+    let start = Instant::now();
+    let o = pg.run(&["acquire", "--ttl", "1h", &res]);
+    let took = start.elapsed();
+    eprintln!("acquire exited after {took:?}: {}", stderr(&o));
+    assert_eq!(proxy.frozen_on_pattern(), 1);
+    assert_fails(&o, 69, "no answer within 5s");
+    assert!(took < Duration::from_millis(6500), "{took:?}");
+    let err = stderr(&o);
+    let command = err.split(": lockrun release ").nth(1).unwrap_or_default();
+    let words: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(words.len(), 2, "{err}");
+    assert_eq!(words[0], res, "{err}");
+    let id = words[1];
+    assert!(
+        err.contains(&format!("lease {id} may hold {res} until its TTL")),
+        "{err}"
+    );
+    proxy.thaw();
+    let held = format!(
+        "SELECT lease_id FROM {} WHERE resource = '{res}' AND NOT released",
+        pg.table
+    );
+    assert!(
+        eventually(Duration::from_secs(5), || pg.sql(&held) == id),
+        "the late acquire did not leave lease {id}: {:?}",
+        pg.sql(&held)
+    );
+    // The command in the message frees it.
+    let direct = Pg::with_url(&server::postgres_url(pg.server));
+    direct.config(
+        &server::postgres_url(pg.server),
+        &format!("table = \"{}\"", pg.table),
+    );
+    ok(&direct.run(&["release", &res, id]));
+    assert_eq!(pg.sql(&held), "");
+}
+
 #[test]
 fn a_paused_server_is_unavailable_after_the_connect_timeout() {
     let s = server::start_postgres();

@@ -331,6 +331,87 @@ fn a_server_gone_for_good_makes_two_lines_not_one_per_retry() {
     assert!(lines[1].contains("could not renew the lease"), "{err}");
 }
 
+/// A connection that stops answering while the server answers new ones (a half-open TCP
+/// connection, a NAT that forgot it): the renewal that stalled on it is given up at the
+/// heartbeat's limit, and the next one goes out on a new connection, so the command runs to
+/// its end. (Pausing the whole server cannot show this: no connection would answer.)
+#[test]
+fn a_run_replaces_a_connection_that_stops_answering() {
+    let s = server::redis();
+    let proxy = proxy::Proxy::start(s.port);
+    let (env, u, res) = (Env::new(), url(proxy.port), resource("half-open"));
+    let started = env.file("started");
+    let script = format!("touch {}; sleep 8", started.display());
+    let child = env
+        .cmd()
+        .args([
+            "-b", &u, "run", "--ttl", "6s", &res, "--", "sh", "-c", &script,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    assert!(eventually(Duration::from_secs(10), || started.exists()));
+    std::thread::sleep(Duration::from_millis(300));
+    proxy.freeze_existing();
+    let frozen = Instant::now();
+    let o = child.wait_with_output().unwrap();
+    eprintln!(
+        "lockrun exited {:?} after the freeze, on {} connections: {}",
+        frozen.elapsed(),
+        proxy.connections(),
+        stderr(&o)
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(proxy.connections() >= 2, "a new connection was opened");
+}
+
+/// An acquire whose connection stalls: lockrun gives up after `command_timeout` and gives the
+/// lease back, on the stalled connection too, behind the acquire. When that connection delivers
+/// the acquire late, the release follows it, so no lease nobody knows the id of is left for its
+/// whole TTL. The one-line message names the lease all the same.
+#[test]
+fn an_unanswered_acquire_is_given_back_behind_it() {
+    let s = server::redis();
+    let proxy = proxy::Proxy::start(s.port);
+    let (env, u, res) = (Env::new(), url(proxy.port), resource("unanswered"));
+    proxy.freeze_on(format!("lockrun:token:{res}").as_bytes());
+    let start = Instant::now();
+    let o = lockrun(&env, &u, &["acquire", "--ttl", "1h", &res]);
+    let took = start.elapsed();
+    eprintln!("acquire exited after {took:?}: {}", stderr(&o));
+    assert_eq!(proxy.frozen_on_pattern(), 1);
+    assert_fails(&o, 69, "did not answer within 5s");
+    let err = stderr(&o);
+    let id = err
+        .split("lockrun release ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().nth(1))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(err.contains(&format!("lease {id} may hold {res}")), "{err}");
+    assert!(took < Duration::from_millis(6500), "{took:?}");
+    proxy.thaw();
+    // The acquire arrives now (it draws a fencing token), and the release right after it.
+    let token = format!("lockrun:token:{res}");
+    assert!(
+        eventually(Duration::from_secs(5), || redis_cli(
+            s.port,
+            &["GET", &token]
+        ) == "1"),
+        "the held acquire never reached the server"
+    );
+    let lease = format!("lockrun:lease:{res}");
+    assert!(
+        eventually(Duration::from_secs(2), || redis_cli(
+            s.port,
+            &["EXISTS", &lease]
+        ) == "0"),
+        "lease {} left held by the late acquire",
+        redis_cli(s.port, &["HGET", &lease, "id"])
+    );
+}
+
 #[test]
 fn server_down_is_unavailable() {
     let (env, port) = (Env::new(), server::free_port());

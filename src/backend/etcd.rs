@@ -14,7 +14,9 @@
 //! - **acquire**: `LeaseGrant(ttl)`, then one transaction: *if* the key's `create_revision` is 0
 //!   (absent) *then* put the value attached to the new etcd lease, *else* read the key. Losing
 //!   the race revokes the etcd lease at once, so failed attempts leak nothing; a transaction
-//!   whose outcome is unknown (timeout) revokes it too, which undoes the grant if it happened.
+//!   whose outcome is unknown (timeout) leaves its etcd lease to the give-back that follows
+//!   (a release of that lease id revokes it, which undoes the grant if it happened and keeps a
+//!   late one from happening), or to the next attempt.
 //!   The fencing token is the revision of the put, i.e. the key's `create_revision`: etcd's
 //!   revision is cluster-wide and only ever increases, so every grant gets a larger token.
 //! - **renew**: read the key and check that it holds our lease id, then one keep-alive of its etcd

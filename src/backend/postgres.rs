@@ -96,9 +96,11 @@
 //!
 //! Connecting (including TLS and authentication) is bounded by `connect_timeout`, each
 //! statement by `statement_timeout`, on the client side, so a paused or partitioned server never
-//! hangs a heartbeat. A statement that timed out is cancelled on a best-effort basis and its
-//! connection is dropped; it may still commit on the server (an acquire then leaves a lease
-//! nobody knows the id of, which ends at its TTL).
+//! hangs a heartbeat. A statement left unanswered (it timed out, or its caller stopped waiting:
+//! a renewal gets at most a heartbeat) is cancelled on a best-effort basis and its connection is
+//! not used again, so a connection that went silent while the server answers new ones is
+//! replaced at the next statement. It may still commit on the server: an acquire then leaves a
+//! lease that holds the resource until its TTL, and the error names it (see [`crate::wait`]).
 //!
 //! # Errors
 //!
@@ -109,6 +111,7 @@
 //! [`Error::Corrupt`].
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -159,6 +162,42 @@ struct Live {
     client: Arc<Client>,
     task: AbortHandle,
     hub: Arc<watch::Hub>,
+    /// Set when a statement on it went unanswered (see [`InFlight`]): not used again.
+    silent: Arc<AtomicBool>,
+}
+
+/// A statement in flight on the shared connection. Dropped before [`InFlight::answered`], that
+/// is when its time ran out or its caller stopped waiting (the heartbeat gives a renewal at most
+/// a heartbeat, less than `statement_timeout`), it marks the connection silent, so that the next
+/// statement goes out on a new one, and asks the server to cancel the statement (best effort).
+struct InFlight {
+    client: Arc<Client>,
+    silent: Arc<AtomicBool>,
+    tls: tls::Connector,
+    answered: bool,
+}
+
+impl InFlight {
+    fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        self.silent.store(true, Ordering::Relaxed);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let token = self.client.cancel_token();
+            let tls = self.tls.clone();
+            rt.spawn(async move {
+                let cancel = token.cancel_query(tls);
+                let _ = tokio::time::timeout(Duration::from_secs(2), cancel).await;
+            });
+        }
+    }
 }
 
 impl Live {
@@ -194,11 +233,12 @@ impl Live {
             client: Arc::new(client),
             task: task.abort_handle(),
             hub,
+            silent: Arc::default(),
         })
     }
 
     fn is_open(&self) -> bool {
-        !self.client.is_closed()
+        !self.client.is_closed() && !self.silent.load(Ordering::Relaxed)
     }
 }
 
@@ -247,14 +287,26 @@ impl Postgres {
 
     /// The shared connection, (re)connecting when there is none or it broke.
     async fn client(&self) -> Result<Arc<Client>, Error> {
-        let mut slot = self.conn.lock().await;
-        if let Some(live) = slot.as_ref().filter(|l| l.is_open()) {
-            return Ok(Arc::clone(&live.client));
-        }
-        let live = Live::open(&self.opts).await?;
-        let client = Arc::clone(&live.client);
-        *slot = Some(live);
+        let lent = self.lend().await?;
+        let client = Arc::clone(&lent.client);
+        lent.answered();
         Ok(client)
+    }
+
+    /// [`Postgres::client`], for one statement: unless it is answered, the connection is not
+    /// used again.
+    async fn lend(&self) -> Result<InFlight, Error> {
+        let mut slot = self.conn.lock().await;
+        let live = match slot.as_ref().filter(|l| l.is_open()) {
+            Some(live) => live,
+            None => slot.insert(Live::open(&self.opts).await?),
+        };
+        Ok(InFlight {
+            client: Arc::clone(&live.client),
+            silent: Arc::clone(&live.silent),
+            tls: self.opts.tls.clone(),
+            answered: false,
+        })
     }
 
     /// Forgets a broken connection (and closes it) so the next call reconnects.
@@ -304,23 +356,24 @@ impl Postgres {
 
     /// One statement with a client-side deadline.
     async fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, Failed> {
-        let client = self.client().await.map_err(Failed::Mapped)?;
+        let in_flight = self.lend().await.map_err(Failed::Mapped)?;
+        let client = Arc::clone(&in_flight.client);
         let limit = self.opts.statement_timeout;
         match tokio::time::timeout(limit, client.query_typed(sql, params)).await {
-            Ok(Ok(rows)) => Ok(rows),
+            Ok(Ok(rows)) => {
+                in_flight.answered();
+                Ok(rows)
+            }
             Ok(Err(e)) => {
+                in_flight.answered();
                 if errors::is_connection_lost(&e) {
                     self.discard(&client).await;
                 }
                 Err(Failed::Pg(e))
             }
             Err(_) => {
-                let token = client.cancel_token();
-                let tls = self.opts.tls.clone();
-                tokio::spawn(async move {
-                    let cancel = token.cancel_query(tls);
-                    let _ = tokio::time::timeout(Duration::from_secs(2), cancel).await;
-                });
+                // Unanswered: the statement is cancelled, and the connection closed.
+                drop(in_flight);
                 self.discard(&client).await;
                 Err(Failed::Mapped(Error::Unavailable(format!(
                     "PostgreSQL at {}: no answer within {}",

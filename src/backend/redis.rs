@@ -10,7 +10,11 @@
 //! (both default 5s), and `ca_file` (`rediss://` only). A server that cannot be reached within
 //! `connect_timeout` is reported at once (exit 69); every call gets `command_timeout`, so a
 //! stalled server never hangs a caller, which is what lets a supervised command be stopped
-//! before its lease could expire.
+//! before its lease could expire. A call left unanswered, by its timeout or by a caller that
+//! stopped waiting (a renewal gets at most a heartbeat), takes its connection out of use, so a
+//! connection that went silent while the server answers new ones is replaced at the next call.
+//! The give-back of an unanswered acquire is also sent behind it, on its connection (see
+//! [`Redis::release`]).
 //!
 //! TLS is rustls (TLS 1.2 and 1.3). `rediss://` checks the server's certificate chain and its
 //! host name (or IP address) against the system's trusted roots (the `ca-certificates` bundle,
@@ -98,8 +102,11 @@ use script::{corrupt, millis, Reply, Scripts};
 pub struct Redis {
     /// Holds the password: never printed.
     client: Client,
-    /// The shared connection; `None` after a failure that made it suspect.
-    conn: Mutex<Option<MultiplexedConnection>>,
+    /// The shared connection, numbered; `None` after a failure that made it suspect.
+    conn: Mutex<Shared>,
+    /// Acquires left unanswered, each with the connection it went out on (see
+    /// [`Redis::release`]). A few at most.
+    unanswered: Mutex<Vec<Unanswered>>,
     scripts: Scripts,
     prefix: String,
     /// The URL with secrets redacted.
@@ -108,6 +115,75 @@ pub struct Redis {
     command_timeout: Duration,
     /// What the server's eviction policy may delete, read when connecting.
     evicts: Evicts,
+}
+
+/// The shared connection and how many were opened before it, so that a call that found its
+/// connection suspect forgets that one, never a newer one another call opened meanwhile.
+#[derive(Default)]
+struct Shared {
+    generation: u64,
+    conn: Option<MultiplexedConnection>,
+}
+
+/// An acquire whose answer never came, and the connection it went out on, which may still
+/// deliver it to the server.
+struct Unanswered {
+    lease_key: String,
+    id: String,
+    conn: MultiplexedConnection,
+}
+
+/// How many unanswered acquires are remembered.
+const UNANSWERED_KEPT: usize = 8;
+
+/// How long a release waits for the answer of its copy sent behind an unanswered acquire (see
+/// [`Redis::release`]). That connection stalled, so the answer rarely comes; the wait keeps the
+/// request alive until the connection has written it.
+const BEHIND_WAIT: Duration = Duration::from_millis(250);
+
+/// A script call in flight on the shared connection. Dropped before [`InFlight::answered`], that
+/// is when its time ran out or its caller stopped waiting (the heartbeat gives a renewal at most
+/// a heartbeat, less than `command_timeout`), it takes the connection out of use: a connection
+/// that stopped answering must not be handed to the next call. An unanswered acquire is noted
+/// with its connection, for the release that gives it back.
+struct InFlight<'a> {
+    redis: &'a Redis,
+    generation: u64,
+    conn: MultiplexedConnection,
+    /// For an acquire: its lease key and lease id.
+    acquire: Option<(String, String)>,
+    answered: bool,
+}
+
+impl InFlight<'_> {
+    fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        tracing::debug!(
+            "a call to redis at {} went unanswered; the next call opens a new connection",
+            self.redis.url
+        );
+        self.redis.forget_conn(self.generation);
+        if let Some((lease_key, id)) = self.acquire.take() {
+            if let Ok(mut list) = self.redis.unanswered.lock() {
+                if list.len() >= UNANSWERED_KEPT {
+                    list.remove(0);
+                }
+                list.push(Unanswered {
+                    lease_key,
+                    id,
+                    conn: self.conn.clone(),
+                });
+            }
+        }
+    }
 }
 
 /// What a Redis server's `maxmemory-policy` lets it delete under memory pressure.
@@ -154,7 +230,8 @@ impl Redis {
         .map_err(|e| Error::Config(format!("bad redis URL '{}': {e}", opts.display)))?;
         let redis = Redis {
             client,
-            conn: Mutex::new(None),
+            conn: Mutex::default(),
+            unanswered: Mutex::default(),
             scripts: Scripts::new(),
             prefix: opts.prefix,
             url: opts.display,
@@ -162,8 +239,8 @@ impl Redis {
             command_timeout: opts.command_timeout,
             evicts: Evicts::Nothing,
         };
-        let conn = redis.connect().await?;
-        let evicts = redis.check_eviction(conn).await?;
+        let (generation, conn) = redis.connect().await?;
+        let evicts = redis.check_eviction(generation, conn).await?;
         Ok(Redis { evicts, ..redis })
     }
 
@@ -172,8 +249,8 @@ impl Redis {
         format!("{}{kind}:{}", self.prefix, resource.as_str())
     }
 
-    /// Opens a new shared connection (authenticated, on the right database).
-    async fn connect(&self) -> Result<MultiplexedConnection, Error> {
+    /// Opens a new shared connection (authenticated, on the right database), and its number.
+    async fn connect(&self) -> Result<(u64, MultiplexedConnection), Error> {
         let config = AsyncConnectionConfig::new();
         let attempt = self
             .client
@@ -195,30 +272,48 @@ impl Redis {
             Ok(Err(e)) => return Err(errors::map_connect(&e, &self.url).0),
             Ok(Ok(c)) => c,
         };
-        if let Ok(mut slot) = self.conn.lock() {
-            *slot = Some(conn.clone());
-        }
-        Ok(conn)
+        let mut slot = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        slot.generation += 1;
+        slot.conn = Some(conn.clone());
+        Ok((slot.generation, conn))
     }
 
-    /// The shared connection, reconnecting if the last one failed.
-    async fn conn(&self) -> Result<MultiplexedConnection, Error> {
-        let existing = self.conn.lock().ok().and_then(|c| c.clone());
+    /// The shared connection and its number, reconnecting if the last one failed.
+    async fn conn(&self) -> Result<(u64, MultiplexedConnection), Error> {
+        let existing = self.conn.lock().ok().and_then(|slot| {
+            let conn = slot.conn.clone()?;
+            Some((slot.generation, conn))
+        });
         match existing {
             Some(c) => Ok(c),
             None => self.connect().await,
         }
     }
 
-    fn forget_conn(&self) {
+    /// Takes connection number `generation` out of use, unless a newer one replaced it already.
+    fn forget_conn(&self, generation: u64) {
         if let Ok(mut slot) = self.conn.lock() {
-            *slot = None;
+            if slot.generation == generation {
+                slot.conn = None;
+            }
         }
     }
 
     /// Runs a script with the command timeout and decodes its reply.
     async fn eval(&self, script: &Script, keys: &[&str], args: &[&str]) -> Result<Reply, Error> {
-        let mut conn = self.conn().await?;
+        self.eval_as(script, keys, args, false).await
+    }
+
+    /// [`Redis::eval`]; with `acquire`, an answer that never comes is noted as an unanswered
+    /// acquire of the lease `args[0]` under `keys[0]`.
+    async fn eval_as(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&str],
+        acquire: bool,
+    ) -> Result<Reply, Error> {
+        let (generation, mut conn) = self.conn().await?;
         let mut call = script.prepare_invoke();
         for k in keys {
             call.key(*k);
@@ -226,28 +321,73 @@ impl Redis {
         for a in args {
             call.arg(*a);
         }
+        let in_flight = InFlight {
+            redis: self,
+            generation,
+            conn: conn.clone(),
+            acquire: acquire.then(|| (keys[0].to_owned(), args[0].to_owned())),
+            answered: false,
+        };
         let answer =
             tokio::time::timeout(self.command_timeout, call.invoke_async::<Value>(&mut conn)).await;
         match answer {
-            Err(_) => {
-                // A stalled or half-open connection: use a new one next time.
-                self.forget_conn();
-                Err(errors::timeout(&self.url, Some(self.command_timeout)))
-            }
+            // A stalled or half-open connection: dropping `in_flight` unanswered makes the next
+            // call use a new one.
+            Err(_) => Err(errors::timeout(&self.url, Some(self.command_timeout))),
             Ok(Err(e)) => {
+                in_flight.answered();
                 let (err, conn) = errors::map(&e, &self.url);
                 if conn == Conn::Drop {
-                    self.forget_conn();
+                    self.forget_conn(generation);
                 }
                 Err(err)
             }
-            Ok(Ok(value)) => Reply::decode(value),
+            Ok(Ok(value)) => {
+                in_flight.answered();
+                Reply::decode(value)
+            }
         }
+    }
+
+    /// The connections of unanswered acquires of lease `id` under `lease_key`, taken out of
+    /// the list.
+    fn take_unanswered(&self, lease_key: &str, id: &LeaseId) -> Vec<MultiplexedConnection> {
+        let Ok(mut list) = self.unanswered.lock() else {
+            return Vec::new();
+        };
+        let (mine, others) = std::mem::take(&mut *list)
+            .into_iter()
+            .partition(|u| u.lease_key == lease_key && u.id == id.as_str());
+        *list = others;
+        mine.into_iter().map(|u: Unanswered| u.conn).collect()
+    }
+
+    /// Sends the release of `id` on `conn`, as a plain `EVAL` (an `EVALSHA` that met an empty
+    /// script cache would need a second round trip), and waits [`BEHIND_WAIT`] for the answer:
+    /// true when it released the lease.
+    async fn release_behind(
+        &self,
+        mut conn: MultiplexedConnection,
+        lease_key: &str,
+        id: &LeaseId,
+        channel: &str,
+    ) -> bool {
+        let mut cmd = ::redis::cmd("EVAL");
+        cmd.arg(script::release_source())
+            .arg(1)
+            .arg(lease_key)
+            .arg(id.as_str())
+            .arg(channel);
+        let answer = tokio::time::timeout(BEHIND_WAIT, conn.send_packed_command(&cmd)).await;
+        matches!(
+            answer.map(|a| a.map(Reply::decode)),
+            Ok(Ok(Ok(Reply::Plain(status)))) if status == "released"
+        )
     }
 
     /// The resources with a lease key (SCAN over `PREFIX lease:*`, in pages).
     async fn scan_resources(&self) -> Result<Vec<Resource>, Error> {
-        let mut conn = self.conn().await?;
+        let (generation, mut conn) = self.conn().await?;
         let pattern = format!("{}lease:*", escape_glob(&self.prefix));
         let strip = format!("{}lease:", self.prefix);
         let mut cursor: u64 = 0;
@@ -262,7 +402,7 @@ impl Redis {
             let page = scan.query_async::<(u64, Vec<Vec<u8>>)>(&mut conn);
             let (next, keys) = match tokio::time::timeout(self.command_timeout, page).await {
                 Err(_) => {
-                    self.forget_conn();
+                    self.forget_conn(generation);
                     return Err(errors::timeout(&self.url, Some(self.command_timeout)));
                 }
                 Ok(Err(e)) => return Err(errors::map(&e, &self.url).0),
@@ -285,7 +425,11 @@ impl Redis {
 
     /// Warns when the server may evict lease keys, and says what it may evict. Servers that hide
     /// `CONFIG` are not checked.
-    async fn check_eviction(&self, mut conn: MultiplexedConnection) -> Result<Evicts, Error> {
+    async fn check_eviction(
+        &self,
+        generation: u64,
+        mut conn: MultiplexedConnection,
+    ) -> Result<Evicts, Error> {
         let mut cmd = ::redis::cmd("CONFIG");
         cmd.arg("GET").arg("maxmemory*");
         let answer = tokio::time::timeout(
@@ -295,7 +439,7 @@ impl Redis {
         .await;
         let pairs = match answer {
             Err(_) => {
-                self.forget_conn();
+                self.forget_conn(generation);
                 return Err(errors::timeout(&self.url, Some(self.command_timeout)));
             }
             Ok(Err(e)) if e.code() == Some("NOPERM") || e.kind() == ErrorKind::ResponseError => {
@@ -363,10 +507,11 @@ impl Backend for Redis {
         let counter = self.key("token", req.resource);
         let ttl = millis(req.ttl).to_string();
         let reply = self
-            .eval(
+            .eval_as(
                 &self.scripts.acquire,
                 &[&lease_key, &counter],
                 &[req.id.as_str(), req.principal, &ttl],
+                true,
             )
             .await?;
         match reply {
@@ -403,16 +548,30 @@ impl Backend for Redis {
         }
     }
 
+    /// Releases on the shared connection. If an acquire of this very lease went unanswered, the
+    /// release is also sent on that acquire's connection, behind it: Redis runs the commands of
+    /// one connection in order, so should the server get that acquire late, the lease it grants
+    /// is released right after, where a release on a new connection could have come first.
     async fn release(&self, resource: &Resource, id: &LeaseId) -> Result<bool, Error> {
         let lease_key = self.key("lease", resource);
         let channel = self.key("released", resource);
-        let reply = self
-            .eval(
-                &self.scripts.release,
-                &[&lease_key],
-                &[id.as_str(), &channel],
-            )
-            .await?;
+        let behind = self.take_unanswered(&lease_key, id);
+        let (keys, args) = ([lease_key.as_str()], [id.as_str(), channel.as_str()]);
+        let fresh = self.eval(&self.scripts.release, &keys, &args);
+        let reply = if behind.is_empty() {
+            fresh.await?
+        } else {
+            let behind = futures_util::future::join_all(
+                behind
+                    .into_iter()
+                    .map(|conn| self.release_behind(conn, &lease_key, id, &channel)),
+            );
+            let (fresh, behind) = futures_util::future::join(fresh, behind).await;
+            if behind.contains(&true) {
+                return Ok(true);
+            }
+            fresh?
+        };
         match reply {
             Reply::Plain(status) if status == "released" => Ok(true),
             Reply::Plain(status) if status == "not-held" => Ok(false),

@@ -11,6 +11,7 @@ pub mod k8s;
 pub mod memcached;
 #[cfg(feature = "postgres")]
 pub mod pgbouncer;
+pub mod proxy;
 pub mod server;
 
 use std::path::{Path, PathBuf};

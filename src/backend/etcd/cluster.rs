@@ -4,8 +4,10 @@
 //! Calls go to the current member. A call that could not even connect moves on to the next
 //! member at once (nothing was sent, so repeating it is safe); a call that times out is reported,
 //! and the next call starts at the next member, so a paused or partitioned member is left
-//! behind. etcd's auth tokens lapse when idle: a call refused for that reason reconnects, which
-//! logs in again, and is retried once (etcd refused it before applying it).
+//! behind. A call left unanswered (timed out, or its caller stopped waiting) also drops the
+//! member's client, so a connection that went silent is not used again. etcd's auth tokens
+//! lapse when idle: a call refused for that reason reconnects, which logs in again, and is
+//! retried once (etcd refused it before applying it).
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -23,6 +25,30 @@ use crate::backend::Error;
 pub(super) struct Member {
     endpoint: String,
     client: RwLock<Option<Client>>,
+}
+
+/// A call in flight to member `member`. Dropped before [`InFlight::answered`], that is when its
+/// time ran out or its caller stopped waiting (the heartbeat gives a renewal at most a
+/// heartbeat, less than `command_timeout`), it forgets the member's client: a connection that
+/// stopped answering must not be handed to the next call, which connects anew.
+struct InFlight<'a> {
+    etcd: &'a Etcd,
+    member: usize,
+    answered: bool,
+}
+
+impl InFlight<'_> {
+    fn answered(mut self) {
+        self.answered = true;
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.etcd.forget(self.member);
+        }
+    }
 }
 
 /// A time limit and the setting it comes from, for messages.
@@ -92,7 +118,13 @@ impl Etcd {
         loop {
             let i = (first + hops) % n;
             let attempt = async { f(self.client(i).await?).await };
+            let in_flight = InFlight {
+                etcd: self,
+                member: i,
+                answered: false,
+            };
             let Ok(out) = tokio::time::timeout_at(deadline, attempt).await else {
+                // `in_flight`, dropped unanswered, forgets the member's connection.
                 self.current.store((i + 1) % n, Ordering::Relaxed);
                 return Err(Error::Unavailable(format!(
                     "{}: {what}: no answer within {} ({})",
@@ -101,6 +133,7 @@ impl Etcd {
                     limit.1
                 )));
             };
+            in_flight.answered();
             match out {
                 Err(e) if hops + 1 < n && errors::is_connect_error(&e) => {
                     let endpoint = &self.members[i].endpoint;

@@ -117,9 +117,12 @@ impl Etcd {
         let resp = match self.txn("acquiring", &txn).await {
             Ok(resp) => resp,
             Err(e) => {
-                // Unknown outcome: revoking the etcd lease undoes the grant if it was made, and
-                // frees the lease if it was not.
-                self.revoke(rec.etcd_lease).await;
+                // Unknown outcome: the transaction may still be applied. Revoking the etcd lease
+                // undoes the grant if it was made, and keeps it from being made later. That is
+                // the give-back the caller sends next, bounded (a release of this id revokes a
+                // remembered lease first: see `crate::wait`), rather than one more full
+                // command_timeout here, against a cluster that is not answering.
+                self.remember(&key, req.id, rec.etcd_lease);
                 return Err(e);
             }
         };
@@ -142,6 +145,15 @@ impl Etcd {
             }
         };
         let (_, described) = tokio::join!(revoke, self.describe(req.resource, holder, waiter));
+        // The lease of an earlier attempt of unknown outcome goes too. Had that attempt been
+        // applied, the key would be ours under it, and the caller gives that back and asks
+        // again anyway (see `crate::wait`).
+        if let Some(earlier) = (!waiter)
+            .then(|| self.forget_granted(&key, req.id))
+            .flatten()
+        {
+            self.revoke(earlier).await;
+        }
         let (holder, expires_in) = described?;
         Ok(Acquire::Busy { holder, expires_in })
     }
@@ -432,10 +444,18 @@ impl Etcd {
 }
 
 impl Etcd {
-    /// Notes that `key` is held by `id` through etcd lease `lease`.
+    /// Notes that `key` is held by `id` through etcd lease `lease` (or may be: see
+    /// [`Etcd::acquire_with`]). An etcd lease this replaces for the same id (that of an attempt of unknown outcome,
+    /// followed by one that was granted) is revoked in the background.
     fn remember(&self, key: &[u8], id: &LeaseId, lease: i64) {
-        if let Ok(mut granted) = self.granted.lock() {
-            granted.insert(key.to_vec(), (id.clone(), lease));
+        let replaced = match self.granted.lock() {
+            Ok(mut granted) => granted.insert(key.to_vec(), (id.clone(), lease)),
+            Err(_) => None,
+        };
+        if let Some((before, old)) = replaced {
+            if before == *id && old != lease {
+                self.revoke_later(vec![old]);
+            }
         }
     }
 

@@ -103,6 +103,12 @@ if not f then return {'none'} end
 return {'held', f[1], f[2], f[3], f[4], f[5], f[6], now_ms()}
 "#;
 
+/// The release script's source, for an `EVAL` that must not depend on the script cache (see
+/// `Redis::release`).
+pub(super) fn release_source() -> String {
+    format!("{PRELUDE}{RELEASE}")
+}
+
 /// The four scripts, hashed once.
 pub(super) struct Scripts {
     pub acquire: Script,
