@@ -320,15 +320,17 @@ impl Config {
         flags: &Flags,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<(BackendUrl, Option<String>, Settings), Error> {
+        // `lockrun run` hides a URL's password from its command (`***`): a lockrun inside it,
+        // given that URL (`LOCKRUN_BACKEND`, or `-b "$LOCKRUN_BACKEND"`), takes the password
+        // from the backend's other sources.
+        let unhidden = |c: Choice| match c {
+            Choice::Url(url) => Choice::Url(url.without_hidden_secrets().0),
+            other => other,
+        };
         let choice = if let Some(b) = &flags.backend {
-            self.resolve(b).map_err(value_error("--backend"))?
+            unhidden(self.resolve(b).map_err(value_error("--backend"))?)
         } else if let Some(b) = non_empty(env("LOCKRUN_BACKEND")) {
-            match self.resolve(&b).map_err(value_error("LOCKRUN_BACKEND"))? {
-                // `lockrun run` hides a URL's password from its command (`***`): a lockrun
-                // inside it takes the password from the backend's other sources.
-                Choice::Url(url) => Choice::Url(url.without_hidden_secrets().0),
-                other => other,
-            }
+            unhidden(self.resolve(&b).map_err(value_error("LOCKRUN_BACKEND"))?)
         } else {
             pick(layers, |s| s.backend.as_ref())
                 .cloned()

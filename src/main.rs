@@ -24,7 +24,8 @@ fn main() {
     };
     let exit = runtime.block_on(lockrun::cmd::main(args));
     if let lockrun::exit::Exit::Interrupted { signal, group } = exit {
-        drop(runtime);
+        // Not after dropping the runtime, which would wait for any blocking task (a name
+        // lookup) to end first.
         lockrun::exit::die_of(signal, group);
     }
     std::process::exit(exit.code().into());

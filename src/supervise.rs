@@ -264,6 +264,10 @@ pub async fn supervise(
             if let Ok(g) = guard {
                 g.disarm();
             }
+            if let Some(fd) = opened {
+                // SAFETY: closing the descriptor opened above, used by nothing else.
+                unsafe { libc::close(fd) };
+            }
             return Err(e);
         }
     };
@@ -275,7 +279,8 @@ pub async fn supervise(
     // foreground with `fg` while the command ran in the background, so the terminal is not the
     // command's) is passed on to the command; `follow_stop` then stops lockrun's job. Caught
     // from here on only: while lockrun waits for the lease, Ctrl-Z stops it as usual.
-    let mut tstp = (spawn::action(libc::SIGTSTP) != Some(libc::SIG_IGN))
+    // Without a terminal there is no job to stop: a TSTP stops lockrun alone, as before.
+    let mut tstp = (terminal.is_some() && spawn::action(libc::SIGTSTP) != Some(libc::SIG_IGN))
         .then(|| signal(SignalKind::from_raw(libc::SIGTSTP)).ok())
         .flatten();
 
@@ -362,7 +367,7 @@ pub async fn supervise(
                     stopped = Some(Stop::Lost);
                     term_sent = true;
                     killpg(pgid, libc::SIGTERM);
-                    kill_at = Some(Instant::now() + kill_after);
+                    kill_at = Some(kill_when_lost(kill_at, Instant::now(), kill_after));
                 }
             }
             _ = recv_opt(&mut tstp) => {
@@ -384,6 +389,11 @@ pub async fn supervise(
             State::Lost => Some(Stop::Lost),
         };
     }
+    if tstp.is_some() {
+        // Ctrl-Z during the release and after stops lockrun again.
+        // SAFETY: setting a signal disposition to its default is always sound.
+        unsafe { libc::signal(libc::SIGTSTP, libc::SIG_DFL) };
+    }
     restore_foreground(terminal, pgid, tty.is_some());
     if let Some(fd) = opened {
         // SAFETY: closing the descriptor opened above, used by nothing else.
@@ -394,9 +404,14 @@ pub async fn supervise(
         g.disarm();
     }
     let interrupt = match status {
-        Status::Signaled(s @ (libc::SIGINT | libc::SIGQUIT)) => {
-            Some((s, tty.is_some() && !received_interrupt))
-        }
+        // Sent to lockrun's group when the command held the terminal and lockrun got no such
+        // signal itself: taken for the terminal's (lockrun cannot see who sent it; a `kill
+        // -INT` aimed at the command alone is taken so too). Not when lockrun was started with
+        // it ignored: then the keyboard's would not have reached lockrun's job either.
+        Status::Signaled(s @ (libc::SIGINT | libc::SIGQUIT)) => Some((
+            s,
+            tty.is_some() && !received_interrupt && spawn::action(s) != Some(libc::SIG_IGN),
+        )),
         _ => None,
     };
     Ok(Outcome {
@@ -429,6 +444,14 @@ fn kill_deadline(
         (a, b) => a.or(b),
     };
     (deadline_term, kill_when)
+}
+
+/// When to KILL the group after the lease was found lost at `now`: `kill_after` later, but never
+/// later than a KILL already due (a stop for the deadline under way, whose deadline the lost
+/// lease no longer tells).
+fn kill_when_lost(kill_at: Option<Instant>, now: Instant, kill_after: Duration) -> Instant {
+    let t = now + kill_after;
+    kill_at.map_or(t, |k| k.min(t))
 }
 
 /// A private anonymous mapping of `size` bytes for the stack of a clone (the command's, the
@@ -602,7 +625,15 @@ fn follow_stop(fd: RawFd, pgid: i32, sig: i32) -> bool {
         let mut dfl: libc::sigaction = std::mem::zeroed();
         dfl.sa_sigaction = libc::SIG_DFL;
         libc::sigaction(own, &dfl, &mut caught);
+        // Unblocked too, should lockrun have been started with it blocked: else lockrun would
+        // not stop, and its job would look orphaned below.
+        let mut only: libc::sigset_t = std::mem::zeroed();
+        let mut mask: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut only);
+        libc::sigaddset(&mut only, own);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &only, &mut mask);
         libc::kill(0, own);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
         libc::sigaction(own, &caught, std::ptr::null_mut());
         // Continued: in the foreground (`fg`), the terminal goes back to the command.
         if libc::tcgetpgrp(fd) == libc::getpgrp() {
@@ -731,6 +762,19 @@ fn signame(sig: i32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lost_lease_never_puts_off_a_kill_already_due() {
+        let now = Instant::now();
+        let grace = Duration::from_secs(4);
+        assert_eq!(kill_when_lost(None, now, grace), now + grace);
+        // TERM went out for the deadline, due in 1 s: the loss keeps that KILL.
+        let due = now + Duration::from_secs(1);
+        assert_eq!(kill_when_lost(Some(due), now, grace), due);
+        // A later one is brought forward.
+        let late = now + Duration::from_secs(9);
+        assert_eq!(kill_when_lost(Some(late), now, grace), now + grace);
+    }
 
     #[test]
     fn may_catch_names_every_caught_signal() {

@@ -6,7 +6,9 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::etcd::{client, etcd, lease_count, start_etcd, start_etcd_with_auth, url};
+use common::etcd::{
+    client, etcd, lease_count, start_etcd, start_etcd_with, start_etcd_with_auth, url,
+};
 use common::server::{prefix, Server};
 use futures_util::FutureExt;
 use lockrun::backend::conformance::{Outcome, Suite};
@@ -193,6 +195,24 @@ async fn renew_with_another_ttl_changes_the_server_ttl() {
     assert_eq!(key_lease(&b, &server, &res).await.1, 2);
     let cur = b.current(&res).await.unwrap().expect("held");
     assert_eq!(cur.fencing_token, l.fencing_token);
+    assert!(b.release(&res, &l.id).await.unwrap());
+}
+
+/// etcd raises a TTL below its minimum (1.5 election timeouts: 2 s with etcd's default raft
+/// timers), and `current` reports the raised one: renewing with it, as a plain `lockrun renew`
+/// does, keeps the same etcd lease (a keep-alive, not a new grant).
+#[tokio::test]
+async fn renewing_with_the_raised_ttl_keeps_the_etcd_lease() {
+    let server = start_etcd_with(&["--heartbeat-interval", "100", "--election-timeout", "1000"]);
+    let b = open(&server).await;
+    let res = resource("min-ttl");
+    let l = acquire(&b, &res, Duration::from_secs(1)).await;
+    let (first, granted) = key_lease(&b, &server, &res).await;
+    assert_eq!(granted, 2, "etcd's minimum TTL");
+    let cur = b.current(&res).await.unwrap().expect("held");
+    assert_eq!(cur.ttl, Duration::from_secs(2));
+    b.renew(&res, &l.id, cur.ttl).await.unwrap();
+    assert_eq!(key_lease(&b, &server, &res).await.0, first);
     assert!(b.release(&res, &l.id).await.unwrap());
 }
 

@@ -799,6 +799,7 @@ fn a_release_commits_without_waiting_for_the_wal_flush() {
         "wal_level=minimal",
         "max_wal_senders=0",
         "wal_writer_delay=10000ms",
+        "autovacuum=off",
     ]);
     let pg = Pg::with_url(&server::postgres_url(&s));
     let res = pg.resource("async");

@@ -266,7 +266,15 @@ fn ctrl_z_after_fg_of_a_background_job_stops_the_command_too() {
     let mut out = child.stdout.take().unwrap();
     let mut seen = String::new();
     read_until(&mut out, &mut seen, "fg-now");
-    std::thread::sleep(Duration::from_millis(500));
+    // `fg` names the job as it brings it to the foreground.
+    let named = seen.find("fg-now").unwrap();
+    while !seen[named..].contains("res -- sh -c") {
+        let mut buf = [0u8; 256];
+        let n = out.read(&mut buf).unwrap();
+        assert!(n > 0, "fg did not name the job: {seen}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    std::thread::sleep(Duration::from_millis(300));
     child.stdin.as_mut().unwrap().write_all(b"\x1a").unwrap();
     read_until(&mut out, &mut seen, "stopped=148");
     read_until(&mut out, &mut seen, "end");
@@ -325,9 +333,6 @@ fn a_job_started_in_the_background_reads_after_fg() {
     job_reads_the_answer(body, None, "started", Duration::from_millis(1500));
 }
 
-/// A lockrun whose process group is orphaned (its shell is gone; the kernel then drops stop
-/// signals to it) and whose command stops on reading the terminal does not spin continuing the
-/// command, which would stop again at once.
 /// A command that stops to read the terminal in a job nobody can continue (lockrun's process
 /// group is orphaned: the subshell that started it is gone) is ended, as its read would have
 /// failed without lockrun, instead of staying stopped with its lease renewed for ever (or

@@ -92,7 +92,7 @@ pub(super) fn sniff(text: &str) -> bool {
     let Ok(sections) = read(text) else {
         return false;
     };
-    !sections.is_empty() && !toml_like(&sections)
+    sections.iter().any(|s| !s.made) && !toml_like(&sections)
 }
 
 /// Reads and validates stormlock INI text. `toml_error` is set when the file was read as INI
@@ -181,6 +181,8 @@ struct Section {
     /// Byte offset of the `[`.
     at: usize,
     entries: Vec<Entry>,
+    /// Not in the file: the `[default]` made of `[DEFAULT]` (see [`read`]).
+    made: bool,
 }
 
 impl Section {
@@ -310,6 +312,7 @@ fn read(text: &str) -> Result<Vec<Section>, Fail> {
                 name: name.to_owned(),
                 at,
                 entries: Vec::new(),
+                made: false,
             });
             current = Some(Current::Section(sections.len() - 1));
             continue;
@@ -365,12 +368,13 @@ fn read(text: &str) -> Result<Vec<Section>, Fail> {
     // defaults of the resources that have no section (stormlock would fail there instead), so
     // that `backend = redis` under `[DEFAULT]` never leaves another resource on the local file
     // backend.
-    if let Some(at) = defaults_at.filter(|_| !sections.is_empty()) {
+    if let Some(at) = defaults_at {
         if !sections.iter().any(|s| s.name == "default") {
             sections.push(Section {
                 name: "default".to_owned(),
                 at,
                 entries: Vec::new(),
+                made: true,
             });
         }
     }

@@ -230,7 +230,10 @@ impl Etcd {
                 Err(e) if errors::is_lease_not_found(&e) => return Ok(Renewal::Lost),
                 Err(e) => return Err(errors::map(&self.opts.name, "renewing", e)),
             }
-            if want == held.rec.ttl_s {
+            // The TTL asked for, or the one etcd granted for it (raised to etcd's minimum, which
+            // `current` reports, and so a plain `lockrun renew` asks for): the keep-alive
+            // restarts it.
+            if want == held.rec.ttl_s || want == held.rec.etcd_ttl_s {
                 let granted = secs(held.rec.etcd_ttl_s);
                 return Ok(Renewal::Renewed(held.rec.lease(
                     resource,

@@ -489,6 +489,11 @@ ttl = 2 hours
     let p = plan(&c, "deploy-prod");
     assert_eq!(secret(&p), "redis://h/7");
     assert_eq!(p.ttl, Duration::from_secs(7200));
+    // A file of [DEFAULT] alone too.
+    let c = cfg("[DEFAULT]\nprincipal = ops@bastion\nttl = 5 m\n");
+    let p = plan(&c, "any");
+    assert_eq!(p.principal, "ops@bastion");
+    assert_eq!(p.ttl, Duration::from_secs(300));
 
     let c = cfg("[default]\nbackend = redis\n[backend.redis]\nurl = redis://:a%%b@h/0\n");
     assert_eq!(secret(&plan(&c, "x")), "redis://:a%b@h/0");
