@@ -133,27 +133,9 @@ fn a_run_replaces_a_connection_that_stops_answering() {
     let proxy = proxy::Proxy::start(server.port);
     let e = EtcdEnv::with_url(format!("etcd://127.0.0.1:{}", proxy.port));
     let res = format!("{}-half-open", prefix());
-    let started = e.env.file("started");
-    let script = format!("touch {}; sleep 8", started.display());
-    let child = e
-        .cmd()
-        .args(["run", "--ttl", "6s", &res, "--", "sh", "-c", &script])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    assert!(eventually(Duration::from_secs(10), || started.exists()));
-    std::thread::sleep(Duration::from_millis(300));
-    let before = proxy.connections();
-    proxy.freeze_existing();
-    let frozen = Instant::now();
-    let o = child.wait_with_output().unwrap();
-    eprintln!(
-        "lockrun exited {:?} after the freeze, connections {before} -> {}: {}",
-        frozen.elapsed(),
-        proxy.connections(),
-        stderr(&o)
-    );
+    let mut run = e.cmd();
+    run.args(["run", "--ttl", "6s", &res]);
+    let (o, before) = proxy::run_through_a_freeze(&proxy, run, e.env.path());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(proxy.connections() > before, "a new connection was opened");
 }

@@ -324,16 +324,8 @@ fn an_unanswered_acquire_names_the_lease_it_may_leave() {
     assert_eq!(proxy.frozen_on_pattern(), 1);
     assert_fails(&o, 69, "did not answer acquire within 5s");
     assert!(took < Duration::from_millis(6500), "{took:?}");
-    let err = stderr(&o);
-    let command = err.split(": lockrun release ").nth(1).unwrap_or_default();
-    let words: Vec<&str> = command.split_whitespace().collect();
-    assert_eq!(words.len(), 2, "{err}");
-    assert_eq!(words[0], res, "{err}");
-    let id = words[1];
-    assert!(
-        err.contains(&format!("lease {id} may hold {res} until its TTL")),
-        "{err}"
-    );
+    let id = proxy::lease_named_in(&stderr(&o), &res);
+    let id = id.as_str();
     proxy.thaw();
     let key = lease_key(&res);
     assert!(

@@ -697,26 +697,8 @@ fn a_run_replaces_a_connection_that_stops_answering() {
     let pg = through(&proxy);
     let res = pg.resource("half-open");
     ok(&pg.run(&["init"]));
-    let started = pg.env.file("started");
-    let script = format!("touch {}; sleep 8", started.display());
-    let child = pg
-        .cmd(&["run", "--ttl", "6s", &res, "--", "sh", "-c", &script])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    assert!(eventually(Duration::from_secs(10), || started.exists()));
-    std::thread::sleep(Duration::from_millis(300));
-    let before = proxy.connections();
-    proxy.freeze_existing();
-    let frozen = Instant::now();
-    let o = child.wait_with_output().unwrap();
-    eprintln!(
-        "lockrun exited {:?} after the freeze, connections {before} -> {}: {}",
-        frozen.elapsed(),
-        proxy.connections(),
-        stderr(&o)
-    );
+    let (o, before) =
+        proxy::run_through_a_freeze(&proxy, pg.cmd(&["run", "--ttl", "6s", &res]), pg.env.path());
     exits(&o, 0);
     assert!(proxy.connections() > before, "a new connection was opened");
 }
@@ -738,16 +720,8 @@ fn an_unanswered_acquire_names_the_lease_it_may_leave() {
     assert_eq!(proxy.frozen_on_pattern(), 1);
     assert_fails(&o, 69, "no answer within 5s");
     assert!(took < Duration::from_millis(6500), "{took:?}");
-    let err = stderr(&o);
-    let command = err.split(": lockrun release ").nth(1).unwrap_or_default();
-    let words: Vec<&str> = command.split_whitespace().collect();
-    assert_eq!(words.len(), 2, "{err}");
-    assert_eq!(words[0], res, "{err}");
-    let id = words[1];
-    assert!(
-        err.contains(&format!("lease {id} may hold {res} until its TTL")),
-        "{err}"
-    );
+    let id = proxy::lease_named_in(&stderr(&o), &res);
+    let id = id.as_str();
     proxy.thaw();
     let held = format!(
         "SELECT lease_id FROM {} WHERE resource = '{res}' AND NOT released",

@@ -340,28 +340,9 @@ fn a_run_replaces_a_connection_that_stops_answering() {
     let s = server::redis();
     let proxy = proxy::Proxy::start(s.port);
     let (env, u, res) = (Env::new(), url(proxy.port), resource("half-open"));
-    let started = env.file("started");
-    let script = format!("touch {}; sleep 8", started.display());
-    let child = env
-        .cmd()
-        .args([
-            "-b", &u, "run", "--ttl", "6s", &res, "--", "sh", "-c", &script,
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
-    assert!(eventually(Duration::from_secs(10), || started.exists()));
-    std::thread::sleep(Duration::from_millis(300));
-    proxy.freeze_existing();
-    let frozen = Instant::now();
-    let o = child.wait_with_output().unwrap();
-    eprintln!(
-        "lockrun exited {:?} after the freeze, on {} connections: {}",
-        frozen.elapsed(),
-        proxy.connections(),
-        stderr(&o)
-    );
+    let mut run = env.cmd();
+    run.args(["-b", &u, "run", "--ttl", "6s", &res]);
+    let (o, _) = proxy::run_through_a_freeze(&proxy, run, env.path());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(proxy.connections() >= 2, "a new connection was opened");
 }

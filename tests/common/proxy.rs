@@ -157,3 +157,54 @@ fn pump(
     }
     let _ = to.shutdown(Shutdown::Write);
 }
+
+/// Runs `run` (a `lockrun ... run --ttl 6s RES` command, to which the command is added), and
+/// once its command has started, freezes every connection the proxy has: the server answers
+/// only new ones from then on. Returns lockrun's output and the proxy's connections before the
+/// freeze.
+pub fn run_through_a_freeze(
+    proxy: &Proxy,
+    mut run: std::process::Command,
+    dir: &std::path::Path,
+) -> (std::process::Output, usize) {
+    let started = dir.join("started");
+    let script = format!("touch {}; sleep 8", started.display());
+    let child = run
+        .args(["--", "sh", "-c", &script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    assert!(
+        super::eventually(Duration::from_secs(10), || started.exists()),
+        "the command did not start"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let before = proxy.connections();
+    proxy.freeze_existing();
+    let frozen = std::time::Instant::now();
+    let o = child.wait_with_output().unwrap();
+    eprintln!(
+        "lockrun exited {:?} after the freeze, connections {before} -> {}: {}",
+        frozen.elapsed(),
+        proxy.connections(),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    (o, before)
+}
+
+/// The lease id that the one-line message of an unanswered acquire of `res` names, checking the
+/// message's form: `...; if the server applies the request late, lease ID may hold RES until
+/// its TTL: lockrun release RES ID`.
+pub fn lease_named_in(err: &str, res: &str) -> String {
+    let command = err.split(": lockrun release ").nth(1).unwrap_or_default();
+    let words: Vec<&str> = command.split_whitespace().collect();
+    assert_eq!(words.len(), 2, "{err}");
+    assert_eq!(words[0], res, "{err}");
+    let id = words[1];
+    assert!(
+        err.contains(&format!("lease {id} may hold {res} until its TTL")),
+        "{err}"
+    );
+    id.to_owned()
+}
