@@ -158,15 +158,17 @@ pub async fn acquire(
 }
 
 /// How long a failed acquire waits to give back a grant that may have been applied late.
-pub const GIVE_BACK_WAIT: Duration = Duration::from_secs(1);
+const GIVE_BACK_WAIT: Duration = Duration::from_secs(1);
 
 /// The message of an acquire that failed unanswered and whose give-back freed nothing: `why`,
 /// and the lease the store may still grant, with the command that frees it. One line.
 fn unconfirmed(why: &str, req: &AcquireRequest<'_>) -> String {
     let resource = shell_word(&crate::lease::escape(req.resource.as_str()));
+    // `--` before a resource that would read as an option.
+    let dashes = if resource.starts_with('-') { "-- " } else { "" };
     format!(
         "{why}; if the server applies the request late, lease {id} may hold {resource} until \
-         its TTL: lockrun release {resource} {id}",
+         its TTL: lockrun release {dashes}{resource} {id} (with the same -b/-c)",
         id = req.id
     )
 }
@@ -641,7 +643,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.ends_with(&format!(": lockrun release r {id}")),
+            text.ends_with(&format!(": lockrun release r {id} (with the same -b/-c)")),
             "{text}"
         );
         assert!(!text.contains('\n'), "{text}");
@@ -890,6 +892,19 @@ mod tests {
         assert_eq!(shell_word("two words"), "'two words'");
         assert_eq!(shell_word("it's"), r"'it'\''s'");
         assert_eq!(shell_word("$(x)"), "'$(x)'");
+        // A resource that reads as an option comes after `--`.
+        let req = AcquireRequest {
+            resource: &Resource::new("-x").unwrap(),
+            id: &LeaseId::parse("abc").unwrap(),
+            principal: "p",
+            ttl: Duration::from_secs(1),
+        };
+        assert!(
+            unconfirmed("timed out", &req)
+                .ends_with(": lockrun release -- -x abc (with the same -b/-c)"),
+            "{}",
+            unconfirmed("timed out", &req)
+        );
     }
 
     #[test]

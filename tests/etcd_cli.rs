@@ -134,7 +134,7 @@ fn a_run_replaces_a_connection_that_stops_answering() {
     let e = EtcdEnv::with_url(format!("etcd://127.0.0.1:{}", proxy.port));
     let res = format!("{}-half-open", prefix());
     let mut run = e.cmd();
-    run.args(["run", "--ttl", "6s", &res]);
+    run.args(["run", "--ttl", "6s", "--heartbeat", "1s", &res]);
     let (o, before) = proxy::run_through_a_freeze(&proxy, run, e.env.path());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(proxy.connections() > before, "a new connection was opened");

@@ -697,8 +697,11 @@ fn a_run_replaces_a_connection_that_stops_answering() {
     let pg = through(&proxy);
     let res = pg.resource("half-open");
     ok(&pg.run(&["init"]));
-    let (o, before) =
-        proxy::run_through_a_freeze(&proxy, pg.cmd(&["run", "--ttl", "6s", &res]), pg.env.path());
+    let (o, before) = proxy::run_through_a_freeze(
+        &proxy,
+        pg.cmd(&["run", "--ttl", "6s", "--heartbeat", "1s", &res]),
+        pg.env.path(),
+    );
     exits(&o, 0);
     assert!(proxy.connections() > before, "a new connection was opened");
 }

@@ -341,7 +341,7 @@ fn a_run_replaces_a_connection_that_stops_answering() {
     let proxy = proxy::Proxy::start(s.port);
     let (env, u, res) = (Env::new(), url(proxy.port), resource("half-open"));
     let mut run = env.cmd();
-    run.args(["-b", &u, "run", "--ttl", "6s", &res]);
+    run.args(["-b", &u, "run", "--ttl", "6s", "--heartbeat", "1s", &res]);
     let (o, _) = proxy::run_through_a_freeze(&proxy, run, env.path());
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     assert!(proxy.connections() >= 2, "a new connection was opened");
@@ -356,6 +356,16 @@ fn an_unanswered_acquire_is_given_back_behind_it() {
     let s = server::redis();
     let proxy = proxy::Proxy::start(s.port);
     let (env, u, res) = (Env::new(), url(proxy.port), resource("unanswered"));
+    // The server knows lockrun's scripts first: a frozen EVALSHA of a script it has not seen
+    // would be answered NOSCRIPT after the thaw, to nobody, and never run.
+    let warm = resource("warm");
+    let id = stdout(&lockrun(&env, &u, &["acquire", &warm]));
+    assert_eq!(
+        lockrun(&env, &u, &["release", &warm, id.trim()])
+            .status
+            .code(),
+        Some(0)
+    );
     proxy.freeze_on(format!("lockrun:token:{res}").as_bytes());
     let start = Instant::now();
     let o = lockrun(&env, &u, &["acquire", "--ttl", "1h", &res]);

@@ -97,9 +97,11 @@
 //! Connecting (including TLS and authentication) is bounded by `connect_timeout`, each
 //! statement by `statement_timeout`, on the client side, so a paused or partitioned server never
 //! hangs a heartbeat. A statement left unanswered (it timed out, or its caller stopped waiting:
-//! a renewal gets at most a heartbeat) is cancelled on a best-effort basis and its connection is
-//! not used again, so a connection that went silent while the server answers new ones is
-//! replaced at the next statement. It may still commit on the server: an acquire then leaves a
+//! a renewal gets at most a heartbeat) leaves its connection out of use, so a connection that
+//! went silent while the server answers new ones is replaced at the next statement; one that
+//! timed out is also cancelled on a best-effort basis. (Not one whose caller stopped waiting:
+//! that may be a renewal dropped just as the run ends, whose answer has arrived unread, and the
+//! cancel would hit the release queued behind it.) It may still commit on the server: an acquire then leaves a
 //! lease that holds the resource until its TTL, and the error names it (see [`crate::wait`]).
 //!
 //! # Errors
@@ -169,7 +171,7 @@ struct Live {
 /// A statement in flight on the shared connection. Dropped before [`InFlight::answered`], that
 /// is when its time ran out or its caller stopped waiting (the heartbeat gives a renewal at most
 /// a heartbeat, less than `statement_timeout`), it marks the connection silent, so that the next
-/// statement goes out on a new one, and asks the server to cancel the statement (best effort).
+/// statement goes out on a new one.
 struct InFlight {
     client: Arc<Client>,
     silent: Arc<AtomicBool>,
@@ -189,15 +191,17 @@ impl Drop for InFlight {
             return;
         }
         self.silent.store(true, Ordering::Relaxed);
-        if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let token = self.client.cancel_token();
-            let tls = self.tls.clone();
-            rt.spawn(async move {
-                let cancel = token.cancel_query(tls);
-                let _ = tokio::time::timeout(Duration::from_secs(2), cancel).await;
-            });
-        }
     }
+}
+
+/// Asks the server to cancel what `client` is running (best effort, in the background).
+fn cancel(client: &Client, tls: &tls::Connector) {
+    let token = client.cancel_token();
+    let tls = tls.clone();
+    tokio::spawn(async move {
+        let cancel = token.cancel_query(tls);
+        let _ = tokio::time::timeout(Duration::from_secs(2), cancel).await;
+    });
 }
 
 impl Live {
@@ -373,6 +377,7 @@ impl Postgres {
             }
             Err(_) => {
                 // Unanswered: the statement is cancelled, and the connection closed.
+                cancel(&client, &in_flight.tls);
                 drop(in_flight);
                 self.discard(&client).await;
                 Err(Failed::Mapped(Error::Unavailable(format!(

@@ -158,7 +158,8 @@ fn pump(
     let _ = to.shutdown(Shutdown::Write);
 }
 
-/// Runs `run` (a `lockrun ... run --ttl 6s RES` command, to which the command is added), and
+/// Runs `run` (a `lockrun ... run --ttl 6s --heartbeat 1s RES` command, to which the command
+/// is added: a stalled renewal is given up after 1 s, leaving seconds to reconnect), and
 /// once its command has started, freezes every connection the proxy has: the server answers
 /// only new ones from then on. Returns lockrun's output and the proxy's connections before the
 /// freeze.
@@ -199,8 +200,9 @@ pub fn run_through_a_freeze(
 pub fn lease_named_in(err: &str, res: &str) -> String {
     let command = err.split(": lockrun release ").nth(1).unwrap_or_default();
     let words: Vec<&str> = command.split_whitespace().collect();
-    assert_eq!(words.len(), 2, "{err}");
+    assert_eq!(words.len(), 6, "{err}");
     assert_eq!(words[0], res, "{err}");
+    assert_eq!(words[2..].join(" "), "(with the same -b/-c)", "{err}");
     let id = words[1];
     assert!(
         err.contains(&format!("lease {id} may hold {res} until its TTL")),

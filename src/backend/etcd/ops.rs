@@ -82,7 +82,8 @@ impl Etcd {
     /// The acquire transaction with an etcd lease granted at `t0` (see [`Etcd::acquire_once`]).
     /// A failed attempt revokes the etcd lease, unless it is a `waiter`'s: a waiter keeps it
     /// for its next attempt, and is told the holder from its record alone (see
-    /// [`Etcd::describe`]). An attempt of unknown outcome always revokes it.
+    /// [`Etcd::describe`]). An attempt of unknown outcome leaves it to the give-back (a release
+    /// of the attempt's lease id revokes it; see [`crate::wait`]).
     pub(super) async fn acquire_with(
         &self,
         req: &AcquireRequest<'_>,
