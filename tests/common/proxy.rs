@@ -210,3 +210,24 @@ pub fn lease_named_in(err: &str, res: &str) -> String {
     );
     id.to_owned()
 }
+
+/// Runs `acquire`, an acquire whose request the proxy freezes (on a pattern): checks that one
+/// connection froze and that lockrun gave up with exit 69 and `needle`, on one line, within
+/// `command_timeout` (5 s) and the give-back (1 s), and returns its output.
+pub fn acquire_frozen(
+    proxy: &Proxy,
+    acquire: impl FnOnce() -> std::process::Output,
+    needle: &str,
+) -> std::process::Output {
+    let start = std::time::Instant::now();
+    let o = acquire();
+    let took = start.elapsed();
+    eprintln!(
+        "acquire exited after {took:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(proxy.frozen_on_pattern(), 1);
+    super::assert_fails(&o, 69, needle);
+    assert!(took < Duration::from_millis(6500), "{took:?}");
+    o
+}
