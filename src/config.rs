@@ -412,13 +412,17 @@ pub fn user_config_path(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf>
 /// The lock directory of the built-in file backend: `$XDG_STATE_HOME/lockrun` (when absolute),
 /// else `$HOME/.local/state/lockrun`, else `/tmp/lockrun-<uid>`.
 pub fn default_file_dir(env: &dyn Fn(&str) -> Option<String>) -> PathBuf {
+    state_dir(env)
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/lockrun-{}", nix::unistd::getuid())))
+}
+
+/// The user's lockrun state directory: `$XDG_STATE_HOME/lockrun` (when absolute), else
+/// `$HOME/.local/state/lockrun`; `None` without either.
+pub fn state_dir(env: &dyn Fn(&str) -> Option<String>) -> Option<PathBuf> {
     if let Some(state) = absolute(env("XDG_STATE_HOME")) {
-        return state.join("lockrun");
+        return Some(state.join("lockrun"));
     }
-    if let Some(home) = absolute(env("HOME")) {
-        return home.join(".local/state/lockrun");
-    }
-    PathBuf::from(format!("/tmp/lockrun-{}", nix::unistd::getuid()))
+    absolute(env("HOME")).map(|home| home.join(".local/state/lockrun"))
 }
 
 fn non_empty(value: Option<String>) -> Option<String> {

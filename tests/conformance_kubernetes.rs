@@ -21,14 +21,17 @@ fn stand_in() -> &'static StandIn {
     SERVER.get_or_init(StandIn::start)
 }
 
-async fn backend(skew: Duration) -> Kubernetes {
+/// A backend that turns rule (a) on with `skew` as the allowance, or leaves it off.
+async fn backend(skew: Option<Duration>) -> Kubernetes {
     let config = stand_in().config(NAMESPACE).await;
-    Kubernetes::from_config(config, None)
-        .expect("backend")
-        .skew_allowance(skew)
+    let k = Kubernetes::from_config(config, None).expect("backend");
+    match skew {
+        Some(skew) => k.skew_allowance(skew),
+        None => k,
+    }
 }
 
-fn suite(skew: Duration) -> Suite {
+fn suite(skew: Option<Duration>) -> Suite {
     Suite::new(common::server::prefix(), move || {
         async move { Ok(Arc::new(backend(skew).await) as Arc<dyn Backend>) }.boxed()
     })
@@ -53,12 +56,12 @@ fn suite(skew: Duration) -> Suite {
     })
 }
 
-/// The whole suite with the default 5 s skew allowance: rule (a) cannot fire within the
-/// takeover window, so every takeover is rule (b), one TTL after the taker first saw the Lease.
+/// The whole suite as configured by default (rule (a) off): every takeover is rule (b), one TTL
+/// after the taker first saw the Lease.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubernetes_backend_passes_the_suite() {
     let short = Duration::from_secs(1);
-    let report = suite(Duration::from_secs(5))
+    let report = suite(None)
         .expiry(short, short + Duration::from_secs(1))
         .run_all()
         .await;
@@ -80,11 +83,11 @@ async fn kubernetes_backend_passes_the_suite() {
     }
 }
 
-/// With no skew allowance, rule (a) takes over right at `renewTime + leaseDurationSeconds`,
-/// before rule (b) could.
+/// With rule (a) turned on and no allowance, it takes over right at `renewTime +
+/// leaseDurationSeconds`, before rule (b) could.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rule_a_takes_over_at_the_expiry_without_skew() {
-    let s = suite(Duration::ZERO).expiry(Duration::from_secs(1), Duration::from_millis(500));
+    let s = suite(Some(Duration::ZERO)).expiry(Duration::from_secs(1), Duration::from_millis(500));
     for property in [
         "expired_lease_can_be_taken",
         "renew_after_expiry_is_lost",
@@ -129,7 +132,7 @@ async fn a_client_go_lease_is_respected_then_taken_over() {
     let body = client_go_lease(&name, "controller-0_5f2c", 6, SystemTime::now());
     let (code, answer) = server.request("POST", &post, Some(&body));
     assert_eq!(code, 201, "{answer}");
-    let k = backend(Duration::ZERO)
+    let k = backend(Some(Duration::ZERO))
         .await
         .name_prefix("")
         .expect("prefix");
@@ -178,7 +181,7 @@ async fn a_client_go_lease_is_respected_then_taken_over() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_go_takeover_ends_the_lockrun_lease() {
     let server = stand_in();
-    let k = backend(Duration::from_secs(5)).await;
+    let k = backend(None).await;
     let res = Resource::new(format!("{}-taken", common::server::prefix())).unwrap();
     let id = LeaseId::generate();
     let Acquire::Acquired(lease) = k
@@ -210,7 +213,7 @@ async fn a_client_go_takeover_ends_the_lockrun_lease() {
 #[tokio::test]
 async fn a_lease_of_another_resource_is_corrupt() {
     let server = stand_in();
-    let k = backend(Duration::from_secs(5)).await;
+    let k = backend(None).await;
     let res = Resource::new(format!("{}-clash", common::server::prefix())).unwrap();
     let id = LeaseId::generate();
     assert!(matches!(

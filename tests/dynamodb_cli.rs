@@ -58,6 +58,11 @@ fn token_of(json: &str) -> u64 {
     v["fencing_token"].as_u64().expect("token")
 }
 
+fn lease_id_of(json: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(json).expect("json");
+    v["lease_id"].as_str().expect("lease_id").to_owned()
+}
+
 #[test]
 fn init_is_idempotent_and_verbs_need_it() {
     let (server, env, table) = (ddb::moto(), Env::new(), ddb::table());
@@ -155,10 +160,12 @@ fn overwritten_item_stops_the_command_with_124() {
     assert_eq!(now, other, "lockrun touched the other client's item");
 }
 
-/// Rule (a): a stored expiry more than the skew allowance in the past is taken over at once;
-/// one within the allowance is not, unless the allowance is zero.
+/// Rule (a) is off by default: a stored expiry in the past by this host's clock (a holder that
+/// died, or one whose clock is behind ours) is not taken over by a one-shot attempt. Turned on
+/// with `skew_allowance`, an expiry more than the allowance in the past is taken over at once,
+/// and one within it is not, unless the allowance is zero.
 #[test]
-fn stale_expiry_is_taken_over_by_rule_a() {
+fn stale_expiry_is_taken_over_by_rule_a_only_when_turned_on() {
     let (server, env) = (ddb::moto(), Env::new());
     let table = ready_table(server);
     let url = ddb::url(server, &table);
@@ -169,14 +176,17 @@ fn stale_expiry_is_taken_over_by_rule_a() {
         &table,
         lease_item("stale", 41, "v", now_ms() - 10_000, hour),
     ));
-    let json = ok(&run(&env, &url, &["acquire", "-n", "--json", "stale"]));
+    let o = run(&env, &url, &["acquire", "-n", "stale"]);
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    let skew = format!("{url}&skew_allowance=5s");
+    let json = ok(&run(&env, &skew, &["acquire", "-n", "--json", "stale"]));
     assert_eq!(token_of(&json), 42);
     rt.block_on(ddb::put(
         &client,
         &table,
         lease_item("recent", 7, "v", now_ms() - 1_000, hour),
     ));
-    let o = run(&env, &url, &["acquire", "-n", "recent"]);
+    let o = run(&env, &skew, &["acquire", "-n", "recent"]);
     assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
     assert!(
         stderr(&o).contains("someone-else@elsewhere"),
@@ -186,6 +196,60 @@ fn stale_expiry_is_taken_over_by_rule_a() {
     let no_skew = format!("{url}&skew_allowance=0s");
     let json = ok(&run(&env, &no_skew, &["acquire", "-n", "--json", "recent"]));
     assert_eq!(token_of(&json), 8);
+}
+
+/// A holder whose clock is a minute behind the taker's, renewing as `run` does: its stored
+/// expiry is always in the taker's past, and the taker must still not take over (as rule (a)
+/// with its old default allowance of 5 s did at once).
+#[test]
+fn a_live_lease_written_by_a_slow_clock_is_not_taken_over() {
+    let (server, env) = (ddb::moto(), Env::new());
+    let table = ready_table(server);
+    let url = ddb::url(server, &table);
+    let (client, rt) = (ddb::client(server), rt());
+    for i in 0..4 {
+        // The holder renews (a new version) with an expiry 30 s after its clock's now.
+        let version = format!("r{i}");
+        rt.block_on(ddb::put(
+            &client,
+            &table,
+            lease_item("slow-clock", 5, &version, now_ms() - 60_000 + 30_000, 2_000),
+        ));
+        let o = run(&env, &url, &["acquire", "-n", "slow-clock"]);
+        assert_eq!(o.status.code(), Some(75), "round {i}: {}", stderr(&o));
+        std::thread::sleep(Duration::from_millis(700));
+    }
+}
+
+/// One-shot attempts from separate processes (cron's `-n`) count from the first sighting on
+/// this host: a record left unchanged for a full TTL since an earlier `lockrun` saw it is taken
+/// over by the next attempt, though that process has only just seen it.
+#[test]
+fn one_shot_attempts_take_over_a_record_unchanged_since_an_earlier_one_saw_it() {
+    let (server, env) = (ddb::moto(), Env::new());
+    let table = ready_table(server);
+    let url = ddb::url(server, &table);
+    let (client, rt) = (ddb::client(server), rt());
+    rt.block_on(ddb::put(
+        &client,
+        &table,
+        lease_item("crashed", 12, "v1", now_ms() + 3_600_000, 2_000),
+    ));
+    let o = run(&env, &url, &["acquire", "-n", "crashed"]);
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
+    std::thread::sleep(Duration::from_millis(2_300));
+    let json = ok(&run(&env, &url, &["acquire", "-n", "--json", "crashed"]));
+    assert_eq!(token_of(&json), 13);
+    // The sighting went with the takeover: a new holder's record starts afresh.
+    let id = lease_id_of(&json);
+    ok(&run(&env, &url, &["release", "crashed", &id]));
+    rt.block_on(ddb::put(
+        &client,
+        &table,
+        lease_item("crashed", 20, "v2", now_ms() + 3_600_000, 2_000),
+    ));
+    let o = run(&env, &url, &["acquire", "-n", "crashed"]);
+    assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
 }
 
 /// Rule (b): an expiry an hour ahead (a holder whose clock is wrong, or that died) is taken over

@@ -3,7 +3,7 @@
 //! Credentials, and the region unless given, come from the standard AWS chain (environment,
 //! profile, instance or container role) through `aws-config`. URL parameters and
 //! `[backend.NAME]` settings: `region`, `endpoint` (e.g. a local DynamoDB-compatible server),
-//! `profile`, `skew_allowance` (default 5s) and `command_timeout` (default 5s: no request,
+//! `profile`, `skew_allowance` (default: none, rule (a) off) and `command_timeout` (default 5s: no request,
 //! retries included, takes longer, so a hung endpoint never stalls a heartbeat). Credentials
 //! never appear in the URL, messages or logs.
 //!
@@ -42,15 +42,16 @@
 //!
 //! # Clocks
 //!
-//! DynamoDB has no server time. A held item may be taken over when either
+//! DynamoDB has no server time. A held item may be taken over when
 //!
-//! - (a) its stored expiry plus the skew allowance has passed on the taker's wall clock (fast,
-//!   but it trusts the two hosts' clocks to agree within the allowance; a huge allowance turns
-//!   this rule off), or
 //! - (b) the taker has seen the same record version, unchanged, for a full lease duration (the
 //!   item's `ttl_ms`) on its own monotonic clock: the clock-free rule of the DynamoDB lock
-//!   client. Only the rate of clocks matters, not their offset. The observations live in this
-//!   [`DynamoDb`] value, so rule (b) starts over when the taker restarts.
+//!   client. Only the rate of clocks matters, not their offset. A backend opened from a URL
+//!   keeps its first sightings on disk too (see [`crate::backend::takeover`]), so rule (b)
+//!   counts from the first sighting by any `lockrun` on this host; or
+//! - (a), only when `skew_allowance` is set: its stored expiry plus the allowance has passed on
+//!   the taker's wall clock (fast, but it trusts the hosts' clocks to agree within the
+//!   allowance).
 //!
 //! A busy answer's `expires_in` is the earlier of the two, so a waiter wakes exactly when it may
 //! take over. There are no change notifications: waiters poll (see [`crate::lock`]).
@@ -98,7 +99,7 @@ use takeover::Observations;
 pub struct DynamoDb {
     client: aws_sdk_dynamodb::Client,
     place: Place,
-    skew: Duration,
+    skew: Option<Duration>,
     timeout: Duration,
     seen: Observations,
 }
@@ -123,7 +124,14 @@ impl DynamoDb {
         let client = opts.client().await?;
         let mut db = DynamoDb::with_client(client, &opts.table)?;
         db.place.endpoint = opts.endpoint.as_deref().map(options::redact);
-        Ok(db.skew_allowance(opts.skew).command_timeout(opts.timeout))
+        db.skew = opts.skew;
+        db.seen = Observations::kept(&format!(
+            "dynamodb\0{}\0{}\0{}",
+            db.place.region,
+            db.place.endpoint.as_deref().unwrap_or(""),
+            db.place.table
+        ));
+        Ok(db.command_timeout(opts.timeout))
     }
 
     /// A backend on `table` through a client configured by the caller (credentials, region,
@@ -142,16 +150,17 @@ impl DynamoDb {
                 region,
                 endpoint: None,
             },
-            skew: options::DEFAULT_SKEW,
+            skew: None,
             timeout: options::DEFAULT_TIMEOUT,
             seen: Observations::default(),
         })
     }
 
-    /// How far the taker's wall clock may trail the holder's: rule (a) takes over a lease only
-    /// this long after its stored expiry (default 5s).
+    /// Turns on takeover rule (a): a lease is also taken over once its stored expiry plus
+    /// `skew` has passed on this host's wall clock. Off by default, since it is only safe where
+    /// every host's clock stays within `skew` of the others' (see the `takeover` module).
     pub fn skew_allowance(mut self, skew: Duration) -> Self {
-        self.skew = skew;
+        self.skew = Some(skew);
         self
     }
 

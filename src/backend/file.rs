@@ -112,8 +112,11 @@ mod closer;
 mod name;
 
 /// SHA-256, shared with the other backends that hash names.
-#[cfg(feature = "memcached")]
+#[cfg(any(feature = "dynamodb", feature = "kubernetes", feature = "memcached"))]
 pub(crate) use name::sha256;
+/// This boot's id and clocks, shared with the takeover rule's kept sightings.
+#[cfg(any(feature = "dynamodb", feature = "kubernetes", feature = "memcached"))]
+pub(crate) use record::Now as BootClock;
 mod record;
 mod store;
 mod watch;

@@ -5,7 +5,7 @@
 //! (else `~/.kube/config`) with its current context, else the pod's service account. An empty
 //! namespace (`kubernetes://`) means the context's namespace, or the pod's. URL parameters and
 //! `[backend.NAME]` settings: `context` (a kubeconfig context other than the current one),
-//! `name_prefix` (default `lockrun-`), `skew_allowance` (default 5s) and `command_timeout`
+//! `name_prefix` (default `lockrun-`), `skew_allowance` (default: none, rule (a) off) and `command_timeout`
 //! (default 5s: no request takes longer, so a hung API server never stalls a heartbeat).
 //! Credentials stay in the kubeconfig and never appear in messages or logs.
 //!
@@ -35,13 +35,14 @@
 //!
 //! # Clocks
 //!
-//! The Lease API has no server time. A held Lease may be taken over when either
+//! The Lease API has no server time. A held Lease may be taken over when
 //!
-//! - (a) its `renewTime + leaseDurationSeconds` plus the skew allowance has passed on the taker's
-//!   wall clock (fast, but it trusts the hosts' clocks to agree within the allowance), or
 //! - (b) the taker has seen the same `resourceVersion` for a full `leaseDurationSeconds` on its own
-//!   monotonic clock: client-go's rule, where only the rate of clocks matters. The observations
-//!   live in this [`Kubernetes`] value, so rule (b) starts over when the taker restarts.
+//!   monotonic clock: client-go's rule, where only the rate of clocks matters. A backend opened
+//!   from a URL keeps its first sightings on disk too (see [`crate::backend::takeover`]); or
+//! - (a), only when `skew_allowance` is set: its `renewTime + leaseDurationSeconds` plus the
+//!   allowance has passed on the taker's wall clock (fast, but it trusts the hosts' clocks to
+//!   agree within the allowance).
 //!
 //! A busy answer's `expires_in` is the earlier of the two. There is no watch: waiters poll.
 //!
@@ -103,7 +104,7 @@ pub struct Kubernetes {
     api: Api<Object>,
     place: Place,
     prefix: String,
-    skew: Duration,
+    skew: Option<Duration>,
     timeout: Duration,
     seen: Observations,
 }
@@ -126,9 +127,15 @@ impl Kubernetes {
     pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Kubernetes, Error> {
         let opts = options::Options::parse(url, settings)?;
         let config = opts.config().await?;
-        Kubernetes::from_config(config, opts.namespace.as_deref())?
-            .name_prefix(&opts.prefix)
-            .map(|k| k.skew_allowance(opts.skew).command_timeout(opts.timeout))
+        let mut k = Kubernetes::from_config(config, opts.namespace.as_deref())?
+            .name_prefix(&opts.prefix)?
+            .command_timeout(opts.timeout);
+        k.skew = opts.skew;
+        k.seen = Observations::kept(&format!(
+            "kubernetes\0{}\0{}\0{}",
+            k.place.server, k.place.namespace, k.prefix
+        ));
+        Ok(k)
     }
 
     /// A backend in `namespace` (default: the configuration's) through a client built from
@@ -163,7 +170,7 @@ impl Kubernetes {
             api: Api::namespaced(client, &namespace),
             place: Place { server, namespace },
             prefix: DEFAULT_PREFIX.to_owned(),
-            skew: options::DEFAULT_SKEW,
+            skew: None,
             timeout: options::DEFAULT_TIMEOUT,
             seen: Observations::default(),
         })
@@ -176,10 +183,12 @@ impl Kubernetes {
         Ok(self)
     }
 
-    /// How far the taker's wall clock may trail the holder's: rule (a) takes over a lease only
-    /// this long after its `renewTime + leaseDurationSeconds` (default 5s).
+    /// Turns on takeover rule (a): a lease is also taken over once its `renewTime +
+    /// leaseDurationSeconds` plus `skew` has passed on this host's wall clock. Off by default,
+    /// since it is only safe where every host's clock stays within `skew` of the API server's
+    /// writers' (see the `takeover` module).
     pub fn skew_allowance(mut self, skew: Duration) -> Self {
-        self.skew = skew;
+        self.skew = Some(skew);
         self
     }
 

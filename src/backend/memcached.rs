@@ -9,7 +9,7 @@
 //!
 //! Keys of a `[backend.NAME]` section: `prefix` (default `lockrun:`), `connect_timeout` and
 //! `command_timeout` (both 5s: every call, all its round trips included, gets `command_timeout`),
-//! `skew_allowance` (5s, takeover rule (a) below). [`Memcached::open`] asks every server for its
+//! `skew_allowance` (default: none, takeover rule (a) below off). [`Memcached::open`] asks every server for its
 //! version, so a server that is down is reported at once.
 //!
 //! # Several servers
@@ -44,8 +44,9 @@
 //! 30 days or more would be read as a date, so a TTL of 30 days or more is refused
 //! ([`Error::Config`], exit 78); renew a shorter lease instead. The record also carries the
 //! writer's wall-clock expiry, and as a backstop for keys memcached keeps, a waiter may take a
-//! lease over when (a) that expiry plus `skew_allowance` has passed on its clock, or (b) it saw
-//! the same CAS unique for a full TTL on its monotonic clock, as the DynamoDB backend does. There
+//! lease over when (b) it saw the same record (CAS unique, lease id and expiry) for a full TTL
+//! on its monotonic clock, as the DynamoDB backend does, or (a), only when `skew_allowance` is
+//! set, that expiry plus the allowance has passed on its clock. There
 //! are no change notifications: waiters poll.
 //!
 //! # Fencing
@@ -93,7 +94,7 @@ pub struct Memcached {
     prefix: String,
     connect_timeout: Duration,
     command_timeout: Duration,
-    skew: Duration,
+    skew: Option<Duration>,
     seen: Observations,
 }
 
@@ -113,13 +114,14 @@ impl Memcached {
     /// Opens the backend for a `memcached://` URL and checks that every server answers.
     pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Memcached, Error> {
         let o = options::Options::parse(url, settings)?;
+        let seen = Observations::kept(&format!("memcached\0{}\0{}", o.servers.join(","), o.prefix));
         let mc = Memcached {
             servers: o.servers,
             prefix: o.prefix,
             connect_timeout: o.connect_timeout,
             command_timeout: o.command_timeout,
             skew: o.skew,
-            seen: Observations::default(),
+            seen,
         };
         let checks = (0..mc.servers.len()).map(|i| mc.check(i));
         for result in futures_util::future::join_all(checks).await {

@@ -1,15 +1,25 @@
 //! The clock-free takeover rule, written once for the backends whose store has no clock
 //! (DynamoDB, Kubernetes) or whose clock is only a backstop (memcached).
 //!
-//! A held record may be taken over when either
-//! - (a) the holder's stored expiry plus a skew allowance has passed on the taker's wall clock, or
+//! A held record may be taken over when
 //! - (b) the taker has itself seen the same record version unchanged for a full lease duration on
 //!   its monotonic clock (the DynamoDB lock client's and client-go's rule, immune to clock
-//!   offsets between machines).
+//!   offsets between machines); or, only when the operator opted in with `skew_allowance`,
+//! - (a) the holder's stored expiry plus that allowance has passed on the taker's wall clock.
+//!   Rule (a) compares two machines' wall clocks: a taker whose clock runs ahead of the holder's
+//!   by more than the allowance takes over a live lease. So it is off unless asked for, and only
+//!   safe where every host's clock is known to stay within the allowance of the others'.
 //!
-//! [`Observations`] keeps what rule (b) needs: per record, the version first seen and when.
+//! [`Observations`] keeps what rule (b) needs: per record, the version first seen and when. A
+//! backend opened from a URL keeps them in the user's state directory as well, on the boot
+//! clock, so that a one-shot attempt (`-n`, from cron) counts from when an earlier `lockrun` on
+//! this host first saw the same version: a lease whose holder crashed is taken over by the first
+//! attempt a full lease duration after the first sight, whichever process made it.
 
 use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, SystemTime};
 
@@ -22,17 +32,18 @@ use tokio::time::Instant;
     allow(dead_code)
 )]
 pub(crate) enum Verdict {
-    /// The holder's lease has run out by rule (a) or rule (b).
+    /// The holder's lease has run out by rule (b), or by rule (a) when it is on.
     TakeOver,
-    /// Still held; the earlier of the two rules allows a takeover this much later.
+    /// Still held; the earlier of the rules allows a takeover this much later.
     Wait(Duration),
 }
 
-/// The two rules, as a pure function.
+/// The rules, as a pure function.
 ///
-/// - (a) `now` (our wall clock) has reached `expires` (the holder's stored expiry) plus `skew`;
 /// - (b) we have seen the same record version for `unchanged_for` ≥ `duration` (the holder's
-///   TTL), on our monotonic clock.
+///   TTL), on our monotonic clock;
+/// - (a), only with `skew` given: `now` (our wall clock) has reached `expires` (the holder's
+///   stored expiry) plus `skew`.
 #[cfg_attr(
     not(any(feature = "dynamodb", feature = "kubernetes")),
     allow(dead_code)
@@ -41,13 +52,15 @@ pub(crate) fn judge(
     expires: SystemTime,
     duration: Duration,
     now: SystemTime,
-    skew: Duration,
+    skew: Option<Duration>,
     unchanged_for: Duration,
 ) -> Verdict {
-    let by_clock = expires
-        .checked_add(skew)
-        .map_or(Duration::MAX, |t| t.duration_since(now).unwrap_or_default());
     let by_version = duration.saturating_sub(unchanged_for);
+    let by_clock = skew.map_or(Duration::MAX, |skew| {
+        expires
+            .checked_add(skew)
+            .map_or(Duration::MAX, |t| t.duration_since(now).unwrap_or_default())
+    });
     let left = by_clock.min(by_version);
     if left.is_zero() {
         Verdict::TakeOver
@@ -60,28 +73,55 @@ pub(crate) fn judge(
 const MAX_OBSERVED: usize = 4096;
 
 /// The record versions this process has seen, per record, with when it first saw each (on the
-/// monotonic clock, which wall-clock steps do not move).
+/// monotonic clock, which wall-clock steps do not move), and optionally where other processes on
+/// this host left theirs.
 #[derive(Debug, Default)]
 pub(crate) struct Observations {
     seen: Mutex<HashMap<String, (String, Instant)>>,
+    kept: Option<Kept>,
 }
 
 impl Observations {
-    /// Records that `version` of object `name` was read just now; returns how long this process
-    /// has seen that version unchanged.
+    /// Observations that are also kept in `$XDG_STATE_HOME/lockrun/observed` (or
+    /// `~/.local/state/lockrun/observed`) for the store named by `scope` (which must tell stores
+    /// apart: endpoint, table or namespace, prefix). Without a state directory they live in this
+    /// process only.
+    pub fn kept(scope: &str) -> Observations {
+        let env = |k: &str| std::env::var(k).ok();
+        Observations {
+            seen: Mutex::default(),
+            kept: crate::config::state_dir(&env).map(|dir| Kept {
+                dir: dir.join("observed"),
+                scope: scope.to_owned(),
+            }),
+        }
+    }
+
+    /// Records that `version` of object `name` was read just now; returns how long it has been
+    /// seen unchanged (by this process, or by an earlier one on this boot of this host).
     pub fn observe(&self, name: &str, version: &str) -> Duration {
         let now = Instant::now();
         let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
-        match seen.get(name) {
-            Some((v, first)) if v == version => now.saturating_duration_since(*first),
-            _ => {
-                if seen.len() >= MAX_OBSERVED {
-                    seen.clear();
-                }
-                seen.insert(name.to_owned(), (version.to_owned(), now));
-                Duration::ZERO
+        if let Some((v, first)) = seen.get(name) {
+            if v == version {
+                return now.saturating_duration_since(*first);
             }
         }
+        let earlier = self.kept.as_ref().and_then(|k| k.recall(name, version));
+        let first = match earlier {
+            Some(ago) => now.checked_sub(ago).unwrap_or(now),
+            None => {
+                if let Some(k) = &self.kept {
+                    k.record(name, version);
+                }
+                now
+            }
+        };
+        if seen.len() >= MAX_OBSERVED {
+            seen.clear();
+        }
+        seen.insert(name.to_owned(), (version.to_owned(), first));
+        now.saturating_duration_since(first)
     }
 
     /// Forgets `name` (we hold it now, or it is free).
@@ -90,14 +130,97 @@ impl Observations {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(name);
+        if let Some(k) = &self.kept {
+            k.erase(name);
+        }
     }
+}
+
+/// First sightings kept on disk: one file per store and record, named by a hash of both,
+/// holding the boot id, the sighting's time on that boot's CLOCK_BOOTTIME (which counts through
+/// suspend, unlike the monotonic clock, and which no wall-clock step moves) and the version.
+/// A sighting from another boot (or another host sharing the home directory) is not used. Every
+/// failure to read or write one only makes rule (b) count from now, which is the safe side.
+#[derive(Debug)]
+struct Kept {
+    dir: PathBuf,
+    scope: String,
+}
+
+impl Kept {
+    fn path(&self, name: &str) -> PathBuf {
+        let mut key = self.scope.as_bytes().to_vec();
+        key.push(0);
+        key.extend_from_slice(name.as_bytes());
+        let hex: String = crate::backend::file::sha256(&key)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        self.dir.join(hex)
+    }
+
+    /// How long ago this boot first saw `version` of `name`, if it did.
+    fn recall(&self, name: &str, version: &str) -> Option<Duration> {
+        let text = std::fs::read_to_string(self.path(name)).ok()?;
+        let mut lines = text.lines();
+        let (boot, at, v) = (lines.next()?, lines.next()?, lines.next()?);
+        let (now_boot, now_ms) = boot_clock()?;
+        if boot != now_boot || v != version {
+            return None;
+        }
+        let at: u64 = at.parse().ok()?;
+        now_ms.checked_sub(at).map(Duration::from_millis)
+    }
+
+    fn record(&self, name: &str, version: &str) {
+        let Some((boot, at)) = boot_clock() else {
+            return;
+        };
+        if version.contains('\n') {
+            return;
+        }
+        let write = || -> std::io::Result<()> {
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&self.dir)?;
+            let path = self.path(name);
+            let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&tmp)?;
+            let wrote = f
+                .write_all(format!("{boot}\n{at}\n{version}\n").as_bytes())
+                .and_then(|()| std::fs::rename(&tmp, &path));
+            if wrote.is_err() {
+                let _ = std::fs::remove_file(&tmp);
+            }
+            wrote
+        };
+        if let Err(e) = write() {
+            tracing::debug!("cannot keep a sighting in {}: {e}", self.dir.display());
+        }
+    }
+
+    fn erase(&self, name: &str) {
+        let _ = std::fs::remove_file(self.path(name));
+    }
+}
+
+/// This boot's id and the time on its CLOCK_BOOTTIME, in milliseconds.
+fn boot_clock() -> Option<(String, u64)> {
+    let now = crate::backend::file::BootClock::read();
+    (!now.boot_id.is_empty()).then_some((now.boot_id, now.boot_ms))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const SKEW: Duration = Duration::from_secs(5);
+    const SKEW: Option<Duration> = Some(Duration::from_secs(5));
     const TTL: Duration = Duration::from_secs(30);
 
     fn at(secs: u64) -> SystemTime {
@@ -139,11 +262,105 @@ mod tests {
                 at(u64::MAX / 4),
                 Duration::MAX,
                 at(0),
-                Duration::MAX,
+                Some(Duration::MAX),
                 Duration::ZERO
             ),
             Verdict::Wait(_)
         ));
+    }
+
+    #[test]
+    fn without_an_allowance_only_rule_b_takes_over() {
+        // A taker whose clock is an hour ahead of the holder's: rule (a) would take over at once.
+        let fresh = Duration::ZERO;
+        assert_eq!(
+            judge(at(100), TTL, at(3700), None, fresh),
+            Verdict::Wait(TTL)
+        );
+        assert_eq!(
+            judge(at(100), TTL, at(3700), None, Duration::from_secs(29)),
+            Verdict::Wait(Duration::from_secs(1))
+        );
+        assert_eq!(judge(at(100), TTL, at(0), None, TTL), Verdict::TakeOver);
+    }
+
+    fn kept_in(dir: &std::path::Path, scope: &str) -> Observations {
+        Observations {
+            seen: Mutex::default(),
+            kept: Some(Kept {
+                dir: dir.join("observed"),
+                scope: scope.to_owned(),
+            }),
+        }
+    }
+
+    #[test]
+    fn a_later_process_counts_from_an_earlier_ones_first_sighting() {
+        let tmp = tempfile::tempdir().unwrap();
+        let first = kept_in(tmp.path(), "store");
+        assert_eq!(first.observe("r", "v1"), Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(30));
+        // Another process (a fresh Observations) on the same store sees the same version.
+        let later = kept_in(tmp.path(), "store");
+        assert!(later.observe("r", "v1") >= Duration::from_millis(20));
+        // Another store, or another version, counts from now.
+        assert_eq!(
+            kept_in(tmp.path(), "other store").observe("r", "v1"),
+            Duration::ZERO
+        );
+        let third = kept_in(tmp.path(), "store");
+        assert_eq!(third.observe("r", "v2"), Duration::ZERO);
+        // The file now holds v2: v1 is a new sighting again.
+        assert_eq!(
+            kept_in(tmp.path(), "store").observe("r", "v1"),
+            Duration::ZERO
+        );
+        // Forgetting erases the sighting for every process.
+        let holder = kept_in(tmp.path(), "store");
+        holder.forget("r");
+        assert_eq!(
+            kept_in(tmp.path(), "store").observe("r", "v1"),
+            Duration::ZERO
+        );
+        let files: Vec<_> = std::fs::read_dir(tmp.path().join("observed"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(
+            files.iter().all(|f| !f.to_string_lossy().contains("tmp")),
+            "{files:?}"
+        );
+    }
+
+    #[test]
+    fn a_sighting_from_another_boot_or_a_damaged_file_is_not_used() {
+        let tmp = tempfile::tempdir().unwrap();
+        let obs = kept_in(tmp.path(), "store");
+        let path = obs.kept.as_ref().unwrap().path("r");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, "another-boot\n0\nv1\n").unwrap();
+        assert_eq!(obs.observe("r", "v1"), Duration::ZERO);
+        for junk in ["", "x", "\n\n\n", "boot\nnot a number\nv1\n"] {
+            std::fs::write(&path, junk).unwrap();
+            assert_eq!(
+                kept_in(tmp.path(), "store").observe("r", "v1"),
+                Duration::ZERO
+            );
+        }
+        // A sighting "in the future" (a clock that went back) counts from now, not from then.
+        let (boot, now) = boot_clock().unwrap();
+        std::fs::write(&path, format!("{boot}\n{}\nv1\n", now + 60_000)).unwrap();
+        assert_eq!(
+            kept_in(tmp.path(), "store").observe("r", "v1"),
+            Duration::ZERO
+        );
+        // One from ten minutes ago on this boot counts.
+        std::fs::write(
+            &path,
+            format!("{boot}\n{}\nv1\n", now.saturating_sub(600_000)),
+        )
+        .unwrap();
+        assert!(kept_in(tmp.path(), "store").observe("r", "v1") >= Duration::from_secs(599));
     }
 
     #[tokio::test(start_paused = true)]

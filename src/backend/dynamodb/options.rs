@@ -19,7 +19,6 @@ pub(super) const KEYS: &[&str] = &[
     "command_timeout",
 ];
 
-pub(super) const DEFAULT_SKEW: Duration = Duration::from_secs(5);
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything the URL and the settings say.
@@ -29,7 +28,8 @@ pub(super) struct Options {
     pub region: Option<String>,
     pub endpoint: Option<String>,
     pub profile: Option<String>,
-    pub skew: Duration,
+    /// Rule (a)'s allowance: `None` (the default) leaves rule (a) off.
+    pub skew: Option<Duration>,
     pub timeout: Duration,
 }
 
@@ -78,7 +78,7 @@ impl Options {
                 (a, b) => Ok(a.or(b).filter(|v| !v.is_empty())),
             }
         };
-        let duration = |key: &str, default: Duration| -> Result<Duration, Error> {
+        let duration = |key: &str| -> Result<Option<Duration>, Error> {
             let in_url = match from_url(key) {
                 None => None,
                 Some(text) => Some(
@@ -92,10 +92,10 @@ impl Options {
                     &crate::duration::format(a),
                     &crate::duration::format(b),
                 )),
-                (a, b) => Ok(a.or(b).unwrap_or(default)),
+                (a, b) => Ok(a.or(b)),
             }
         };
-        let timeout = duration("command_timeout", DEFAULT_TIMEOUT)?;
+        let timeout = duration("command_timeout")?.unwrap_or(DEFAULT_TIMEOUT);
         if timeout < Duration::from_millis(100) {
             return Err(bad("command_timeout must be at least 100ms"));
         }
@@ -115,7 +115,7 @@ impl Options {
             region: pick("region")?,
             endpoint,
             profile: pick("profile")?,
-            skew: duration("skew_allowance", DEFAULT_SKEW)?,
+            skew: duration("skew_allowance")?,
             timeout,
         })
     }
@@ -224,7 +224,7 @@ mod tests {
         assert_eq!(o.table, "Locks_1.x-y");
         assert_eq!(o.region.as_deref(), Some("eu-west-1"));
         assert_eq!(o.endpoint.as_deref(), Some("http://127.0.0.1:8000"));
-        assert_eq!((o.skew, o.timeout), (DEFAULT_SKEW, DEFAULT_TIMEOUT));
+        assert_eq!((o.skew, o.timeout), (None, DEFAULT_TIMEOUT));
         let o = parse(
             "dynamodb://locks?skew_allowance=1000ms",
             "region = \"us-east-2\"\nprofile = \"ci\"\ncommand_timeout = \"2s\"\nskew_allowance = 1",
@@ -233,7 +233,7 @@ mod tests {
         assert_eq!(o.region.as_deref(), Some("us-east-2"));
         assert_eq!(o.profile.as_deref(), Some("ci"));
         assert_eq!(o.timeout, Duration::from_secs(2));
-        assert_eq!(o.skew, Duration::from_secs(1));
+        assert_eq!(o.skew, Some(Duration::from_secs(1)));
     }
 
     #[test]

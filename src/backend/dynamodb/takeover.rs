@@ -13,7 +13,7 @@ pub(super) use crate::backend::takeover::{Observations, Verdict};
 pub(super) fn judge(
     stored: &Stored,
     now_ms: u64,
-    skew: Duration,
+    skew: Option<Duration>,
     unchanged_for: Duration,
 ) -> Verdict {
     let at = |ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(ms);
@@ -44,7 +44,7 @@ mod tests {
         }
     }
 
-    const SKEW: Duration = Duration::from_secs(5);
+    const SKEW: Option<Duration> = Some(Duration::from_secs(5));
 
     #[test]
     fn rule_a_waits_for_expiry_plus_skew() {
@@ -82,7 +82,7 @@ mod tests {
     fn huge_values_saturate() {
         let st = stored(u64::MAX, u64::MAX);
         assert!(matches!(
-            judge(&st, 0, Duration::MAX, Duration::ZERO),
+            judge(&st, 0, Some(Duration::MAX), Duration::ZERO),
             Verdict::Wait(_)
         ));
     }

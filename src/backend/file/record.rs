@@ -80,7 +80,7 @@ pub(super) struct Reservation {
 
 /// The clocks at one instant.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Now {
+pub(crate) struct Now {
     pub wall_ms: u64,
     pub boot_ms: u64,
     /// Empty when unknown; an empty boot id never matches a record.

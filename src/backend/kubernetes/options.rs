@@ -16,7 +16,6 @@ pub(super) const KEYS: &[&str] = &[
     "name_prefix",
 ];
 
-pub(super) const DEFAULT_SKEW: Duration = Duration::from_secs(5);
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything the URL and the settings say.
@@ -26,7 +25,8 @@ pub(super) struct Options {
     pub namespace: Option<String>,
     pub context: Option<String>,
     pub prefix: String,
-    pub skew: Duration,
+    /// Rule (a)'s allowance: `None` (the default) leaves rule (a) off.
+    pub skew: Option<Duration>,
     pub timeout: Duration,
 }
 
@@ -80,7 +80,7 @@ impl Options {
                 (a, b) => Ok(a.or(b)),
             }
         };
-        let duration = |key: &str, default: Duration| -> Result<Duration, Error> {
+        let duration = |key: &str| -> Result<Option<Duration>, Error> {
             let in_url = match from_url(key) {
                 None => None,
                 Some(text) => Some(
@@ -94,10 +94,10 @@ impl Options {
                     &crate::duration::format(a),
                     &crate::duration::format(b),
                 )),
-                (a, b) => Ok(a.or(b).unwrap_or(default)),
+                (a, b) => Ok(a.or(b)),
             }
         };
-        let timeout = duration("command_timeout", DEFAULT_TIMEOUT)?;
+        let timeout = duration("command_timeout")?.unwrap_or(DEFAULT_TIMEOUT);
         if timeout < Duration::from_millis(100) {
             return Err(bad("command_timeout must be at least 100ms"));
         }
@@ -107,7 +107,7 @@ impl Options {
             namespace: (!namespace.is_empty()).then_some(namespace),
             context: pick("context")?.filter(|c| !c.is_empty()),
             prefix,
-            skew: duration("skew_allowance", DEFAULT_SKEW)?,
+            skew: duration("skew_allowance")?,
             timeout,
         })
     }
@@ -221,7 +221,7 @@ mod tests {
         let o = parse("kubernetes://team-a", "").unwrap();
         assert_eq!(o.namespace.as_deref(), Some("team-a"));
         assert_eq!(o.prefix, "lockrun-");
-        assert_eq!((o.skew, o.timeout), (DEFAULT_SKEW, DEFAULT_TIMEOUT));
+        assert_eq!((o.skew, o.timeout), (None, DEFAULT_TIMEOUT));
         assert_eq!(o.context, None);
         let o = parse(
             "k8s://ns?context=prod&name_prefix=ci.",
@@ -230,7 +230,7 @@ mod tests {
         .unwrap();
         assert_eq!(o.context.as_deref(), Some("prod"));
         assert_eq!(o.prefix, "ci.");
-        assert_eq!(o.skew, Duration::from_secs(1));
+        assert_eq!(o.skew, Some(Duration::from_secs(1)));
         assert_eq!(o.timeout, Duration::from_secs(2));
         assert_eq!(parse("kubernetes://", "").unwrap().namespace, None);
         assert_eq!(parse("k8s:///", "").unwrap().namespace, None);

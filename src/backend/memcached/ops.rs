@@ -47,7 +47,7 @@ pub(super) struct Place<'a> {
     pub resource: &'a Resource,
     pub lease_key: &'a str,
     pub token_key: &'a str,
-    pub skew: Duration,
+    pub skew: Option<Duration>,
     pub seen: &'a Observations,
 }
 
@@ -110,7 +110,10 @@ pub(super) async fn acquire<S: Io>(
                 // Our own earlier attempt whose answer was lost: granted again from now.
                 mine.token = held.token;
             } else {
-                let seen = p.seen.observe(p.lease_key, &cas.to_string());
+                // CAS uniques start again when memcached restarts: the lease id and expiry make
+                // a version that a restarted server cannot hand out again for another lease.
+                let version = format!("{cas}:{}:{}", held.id.as_str(), held.expires_ms);
+                let seen = p.seen.observe(p.lease_key, &version);
                 if let Verdict::Wait(left) = judge(held, now_ms(), p.skew, seen) {
                     return Ok(Acquire::Busy {
                         holder: Some(held.lease(p.resource)),

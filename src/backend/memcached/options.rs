@@ -15,7 +15,6 @@ pub(super) const KEYS: &[&str] = &[
 pub(super) const DEFAULT_PREFIX: &str = "lockrun:";
 pub(super) const DEFAULT_PORT: u16 = 11211;
 pub(super) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-pub(super) const DEFAULT_SKEW: Duration = Duration::from_secs(5);
 
 /// Everything the URL and the settings say.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +24,8 @@ pub(super) struct Options {
     pub prefix: String,
     pub connect_timeout: Duration,
     pub command_timeout: Duration,
-    pub skew: Duration,
+    /// Rule (a)'s allowance: `None` (the default) leaves rule (a) off.
+    pub skew: Option<Duration>,
 }
 
 impl Options {
@@ -81,7 +81,7 @@ impl Options {
             prefix,
             connect_timeout: positive("connect_timeout", DEFAULT_TIMEOUT)?,
             command_timeout: positive("command_timeout", DEFAULT_TIMEOUT)?,
-            skew: settings.duration("skew_allowance")?.unwrap_or(DEFAULT_SKEW),
+            skew: settings.duration("skew_allowance")?,
         })
     }
 }
@@ -109,7 +109,7 @@ mod tests {
         assert_eq!(o.prefix, "lockrun:");
         assert_eq!(o.connect_timeout, Duration::from_secs(5));
         assert_eq!(o.command_timeout, Duration::from_secs(5));
-        assert_eq!(o.skew, Duration::from_secs(5));
+        assert_eq!(o.skew, None);
         let o = parse("memcached://Cache-A:11311,cache-b,[::1]:11212/", "").unwrap();
         assert_eq!(
             o.servers,
@@ -127,7 +127,7 @@ mod tests {
         assert_eq!(o.prefix, "app:");
         assert_eq!(o.connect_timeout, Duration::from_millis(250));
         assert_eq!(o.command_timeout, Duration::from_secs(2));
-        assert_eq!(o.skew, Duration::ZERO);
+        assert_eq!(o.skew, Some(Duration::ZERO));
         assert!(config_err("memcached://h", "ttl = 3").contains("unknown key 'ttl'"));
         assert!(config_err("memcached://h", "prefix = \"a b\"").contains("key 'prefix'"));
         assert!(config_err("memcached://h", "command_timeout = 0").contains("longer than zero"));

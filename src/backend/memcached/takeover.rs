@@ -3,9 +3,10 @@
 //!
 //! memcached's expiry, on the server's clock, is what normally frees a lease. These rules are a
 //! backstop for records the server keeps (a server whose clock misbehaves), the same two as the
-//! DynamoDB backend's: (a) the stored expiry plus the skew allowance has passed on this host's
-//! wall clock, or (b) this process has seen the same CAS unique (which every write changes) for
-//! a full lease duration on its monotonic clock.
+//! DynamoDB backend's: (b) this host has seen the same record (CAS unique, which every write
+//! changes, with the lease id and expiry) for a full lease duration on its monotonic clock, or
+//! (a), only when `skew_allowance` is set, the stored expiry plus the allowance has passed on
+//! this host's wall clock.
 
 use std::time::Duration;
 
@@ -20,10 +21,15 @@ pub(super) enum Verdict {
 }
 
 /// Rules (a) and (b), as a pure function.
-pub(super) fn judge(held: &Held, now_ms: u64, skew: Duration, unchanged_for: Duration) -> Verdict {
-    let by_clock = held.expires_ms.saturating_add(millis(skew));
+pub(super) fn judge(
+    held: &Held,
+    now_ms: u64,
+    skew: Option<Duration>,
+    unchanged_for: Duration,
+) -> Verdict {
+    let by_clock = skew.map(|skew| held.expires_ms.saturating_add(millis(skew)));
     let by_version = Duration::from_millis(held.ttl_ms).saturating_sub(unchanged_for);
-    if now_ms >= by_clock || by_version.is_zero() {
+    if by_clock.is_some_and(|at| now_ms >= at) || by_version.is_zero() {
         return Verdict::TakeOver;
     }
     // memcached drops the key at about the stored expiry (if the clocks agree), so that is when
@@ -53,7 +59,7 @@ mod tests {
         }
     }
 
-    const SKEW: Duration = Duration::from_secs(5);
+    const SKEW: Option<Duration> = Some(Duration::from_secs(5));
     const FRESH: Duration = Duration::ZERO;
 
     #[test]
@@ -86,7 +92,7 @@ mod tests {
     fn huge_values_saturate() {
         let h = held(u64::MAX, u64::MAX);
         assert!(matches!(
-            judge(&h, 0, Duration::MAX, FRESH),
+            judge(&h, 0, Some(Duration::MAX), FRESH),
             Verdict::Wait(_)
         ));
     }
