@@ -328,6 +328,16 @@ async fn acquire_in(
                 }));
             }
             Ok(Some((_, Acquire::Busy { holder, expires_in }))) => {
+                // Held under this very id: an earlier attempt that failed (its answer timed out
+                // or was lost) was applied after all. Nobody else can hold that id: give the
+                // lease back and ask again at once, for a grant whose time is known
+                // (also for a one-shot attempt, which would otherwise leave that lease behind).
+                if holder.as_ref().is_some_and(|h| h.id == *req.id) && free_again < FREE_AGAIN_TRIES
+                {
+                    free_again += 1;
+                    let _ = backend.release(req.resource, req.id).await;
+                    continue;
+                }
                 if deadline.is_some_and(|d| Instant::now() >= d)
                     || wait == Wait::AtMost(Duration::ZERO)
                 {
@@ -343,15 +353,6 @@ async fn acquire_in(
                     && free_again < FREE_AGAIN_TRIES
                 {
                     free_again += 1;
-                    continue;
-                }
-                // Held under this very id: an earlier attempt that failed (its answer timed out
-                // or was lost) was applied after all. Nobody else can hold that id: give the
-                // lease back and ask again at once, for a grant whose time is known.
-                if holder.as_ref().is_some_and(|h| h.id == *req.id) && free_again < FREE_AGAIN_TRIES
-                {
-                    free_again += 1;
-                    let _ = backend.release(req.resource, req.id).await;
                     continue;
                 }
                 free_again = 0;
@@ -620,6 +621,33 @@ mod tests {
             b.calls.lock().unwrap().iter().all(|&t| t == start),
             "no waiting"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_one_shot_attempt_that_finds_its_own_lease_gives_it_back_and_asks_again() {
+        // `-n`: the first answer is busy under this very id. Returning busy there would leave
+        // that lease for its whole TTL with nobody knowing its id.
+        for wait in [
+            Wait::AtMost(Duration::ZERO),
+            Wait::AtMost(Duration::from_secs(5)),
+        ] {
+            let b = scripted(vec![Ok(true)], Duration::from_secs(60));
+            *b.own.lock().unwrap() = 1;
+            let r = Resource::new("r").unwrap();
+            let id = LeaseId::generate();
+            let out = acquire(
+                &b,
+                &request(&r, &id),
+                wait,
+                Retry::FailFast,
+                Order::Race,
+                &mut |_| {},
+            )
+            .await
+            .unwrap();
+            assert!(matches!(out, Outcome::Granted(_)), "{wait:?}: {out:?}");
+            assert_eq!(*b.released.lock().unwrap(), vec![id]);
+        }
     }
 
     #[tokio::test(start_paused = true)]

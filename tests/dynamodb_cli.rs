@@ -252,6 +252,33 @@ fn one_shot_attempts_take_over_a_record_unchanged_since_an_earlier_one_saw_it() 
     assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
 }
 
+/// A write applied whose answer was lost (the connection broke first; the SDK sends it again):
+/// the retry finds the version it writes already there, and takes it for done. A one-shot
+/// acquire used to report busy, held by its own lease, which then blocked the resource for
+/// its TTL with nobody knowing its id; a release used to report that the lease did not hold
+/// the resource.
+#[test]
+fn a_write_whose_answer_was_lost_is_taken_for_done() {
+    let (server, env) = (ddb::moto(), Env::new());
+    let table = ready_table(server);
+    let proxy = common::proxy::Proxy::start(server.port);
+    let url = format!(
+        "dynamodb://{table}?endpoint=http://127.0.0.1:{}&region=us-east-1",
+        proxy.port
+    );
+    proxy.cut_answer_on(b"DynamoDB_20120810.UpdateItem");
+    let json = ok(&run(&env, &url, &["acquire", "-n", "--json", "lost"]));
+    assert_eq!(proxy.cuts(), 1, "the answer was not cut");
+    let id = lease_id_of(&json);
+    let o = run(&env, &url, &["current", "--id-only", "lost"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), id);
+    proxy.cut_answer_on(b"DynamoDB_20120810.UpdateItem");
+    ok(&run(&env, &url, &["release", "lost", &id]));
+    assert_eq!(proxy.cuts(), 2, "the answer was not cut");
+    let o = run(&env, &url, &["current", "lost"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+}
+
 /// Rule (b): an expiry an hour ahead (a holder whose clock is wrong, or that died) is taken over
 /// once the same record version has been seen for a full lease duration; a holder that keeps
 /// writing new versions is never taken over.

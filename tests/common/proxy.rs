@@ -33,6 +33,12 @@ struct Shared {
     pattern_freezes_all: AtomicBool,
     /// Every connection is frozen, later ones included.
     all: AtomicBool,
+    /// A byte string that, seen from a client, is forwarded, but the server's answer on that
+    /// connection is dropped and the connection closed: a request applied whose answer was
+    /// lost. Used once.
+    cut_on: Mutex<Option<Vec<u8>>>,
+    /// How many answers were cut so far.
+    cuts: AtomicUsize,
 }
 
 impl Proxy {
@@ -51,6 +57,7 @@ impl Proxy {
                 let _ = client.set_nodelay(true);
                 let _ = server.set_nodelay(true);
                 let frozen = Arc::new(AtomicBool::new(false));
+                let cut = Arc::new(AtomicBool::new(false));
                 accepting.conns.lock().unwrap().push(Arc::clone(&frozen));
                 let (c2, s2) = (
                     client.try_clone().expect("clone"),
@@ -61,8 +68,9 @@ impl Proxy {
                     Arc::clone(&accepting),
                     Arc::clone(&accepting),
                 );
-                std::thread::spawn(move || pump(client, server, &frozen, &sh, true));
-                std::thread::spawn(move || pump(s2, c2, &f2, &sh2, false));
+                let cut2 = Arc::clone(&cut);
+                std::thread::spawn(move || pump(client, server, &frozen, &cut, &sh, true));
+                std::thread::spawn(move || pump(s2, c2, &f2, &cut2, &sh2, false));
             }
         });
         Proxy { port, shared }
@@ -102,6 +110,17 @@ impl Proxy {
         }
     }
 
+    /// Forwards the next request that contains `pattern`, and drops its answer and the
+    /// connection.
+    pub fn cut_answer_on(&self, pattern: &[u8]) {
+        *self.shared.cut_on.lock().unwrap() = Some(pattern.to_vec());
+    }
+
+    /// How many answers [`Proxy::cut_answer_on`] dropped so far.
+    pub fn cuts(&self) -> usize {
+        self.shared.cuts.load(Ordering::SeqCst)
+    }
+
     /// How many connections were accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.conns.lock().unwrap().len()
@@ -114,6 +133,7 @@ fn pump(
     mut from: TcpStream,
     mut to: TcpStream,
     frozen: &AtomicBool,
+    cut: &AtomicBool,
     shared: &Shared,
     upstream: bool,
 ) {
@@ -126,6 +146,23 @@ fn pump(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if !upstream && cut.load(Ordering::SeqCst) {
+            // The answer to the cut request: drop it, and the connection with it.
+            shared.cuts.fetch_add(1, Ordering::SeqCst);
+            let _ = to.shutdown(Shutdown::Both);
+            let _ = from.shutdown(Shutdown::Both);
+            return;
+        }
+        if upstream {
+            let mut cut_on = shared.cut_on.lock().unwrap();
+            if cut_on
+                .as_ref()
+                .is_some_and(|p| buf[..n].windows(p.len()).any(|w| w == p.as_slice()))
+            {
+                cut.store(true, Ordering::SeqCst);
+                *cut_on = None;
+            }
+        }
         if upstream {
             let mut pattern = shared.freeze_on.lock().unwrap();
             if let Some(p) = pattern.as_ref() {

@@ -38,7 +38,7 @@ fn held_by() -> String {
 enum Write {
     /// Written; the item as it is now.
     Done(Item),
-    /// The condition failed; the item it was checked against, when DynamoDB returned it.
+    /// The condition failed; the item it was checked against (`None`: there is none).
     Refused(Option<Item>),
 }
 
@@ -79,7 +79,7 @@ impl DynamoDb {
                     self.seen.forget(res.as_str());
                     return Ok(Acquire::Acquired(self.parse(res, &granted)?.lease(res)));
                 }
-                Write::Refused(found) => self.old(&op, res, found).await?,
+                Write::Refused(found) => found,
             };
             let Some(found) = found else {
                 seen_version = None; // deleted meanwhile: try as free
@@ -130,7 +130,7 @@ impl DynamoDb {
         match self.update(&op, res, RENEW, &held_by(), values).await? {
             Write::Done(renewed) => Ok(Renewal::Renewed(self.parse(res, &renewed)?.lease(res))),
             Write::Refused(found) => {
-                if let Some(found) = self.old(&op, res, found).await? {
+                if let Some(found) = found {
                     self.parse(res, &found)?;
                 }
                 Ok(Renewal::Lost)
@@ -151,7 +151,7 @@ impl DynamoDb {
                 Ok(true)
             }
             Write::Refused(found) => {
-                if let Some(found) = self.old(&op, res, found).await? {
+                if let Some(found) = found {
                     self.parse(res, &found)?;
                 }
                 Ok(false)
@@ -186,6 +186,12 @@ impl DynamoDb {
         condition: &str,
         values: Vec<(&str, AttributeValue)>,
     ) -> Result<Write, Error> {
+        // Every write sets a new random version: finding it already there means an earlier try
+        // of this very request was applied (the SDK retries a request whose answer was lost).
+        let mine = values
+            .iter()
+            .find(|(k, _)| *k == ":version")
+            .and_then(|(_, v)| v.as_s().ok().cloned());
         let p = Placeholders::for_exprs(&[update, condition], values);
         let call = self
             .client
@@ -203,24 +209,22 @@ impl DynamoDb {
             Ok(out) => Ok(Write::Done(out.attributes.unwrap_or_default())),
             Err(e) => match e.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(c)) => {
-                    Ok(Write::Refused(c.item().cloned()))
+                    // A server that ignores `ReturnValuesOnConditionCheckFailure` (or no item):
+                    // read what the write was checked against.
+                    let found = match c.item() {
+                        Some(it) => Some(it.clone()),
+                        None => self.get(op, res).await?,
+                    };
+                    let applied = |it: &Item| {
+                        it.get(item::VERSION).and_then(|v| v.as_s().ok()) == mine.as_ref()
+                    };
+                    match found {
+                        Some(it) if mine.is_some() && applied(&it) => Ok(Write::Done(it)),
+                        found => Ok(Write::Refused(found)),
+                    }
                 }
                 _ => Err(self.fail(op, &e)),
             },
-        }
-    }
-
-    /// The item a refused write was checked against; read it if the refusal did not include it
-    /// (no item, or a server that ignores `ReturnValuesOnConditionCheckFailure`).
-    async fn old(
-        &self,
-        op: &str,
-        res: &Resource,
-        found: Option<Item>,
-    ) -> Result<Option<Item>, Error> {
-        match found {
-            Some(found) => Ok(Some(found)),
-            None => self.get(op, res).await,
         }
     }
 
