@@ -47,7 +47,7 @@
 //! - (b) the taker has seen the same record version, unchanged, for a full lease duration (the
 //!   item's `ttl_ms`) on its own monotonic clock: the clock-free rule of the DynamoDB lock
 //!   client. Only the rate of clocks matters, not their offset. A backend opened from a URL
-//!   keeps its first sightings on disk too (see [`crate::backend::takeover`]), so rule (b)
+//!   keeps its first sightings on disk too (`src/backend/takeover.rs`), so rule (b)
 //!   counts from the first sighting by any `lockrun` on this host; or
 //! - (a), only when `skew_allowance` is set: its stored expiry plus the allowance has passed on
 //!   the taker's wall clock (fast, but it trusts the hosts' clocks to agree within the

@@ -39,7 +39,7 @@
 //!
 //! - (b) the taker has seen the same `resourceVersion` for a full `leaseDurationSeconds` on its own
 //!   monotonic clock: client-go's rule, where only the rate of clocks matters. A backend opened
-//!   from a URL keeps its first sightings on disk too (see [`crate::backend::takeover`]); or
+//!   from a URL keeps its first sightings on disk too (`src/backend/takeover.rs`); or
 //! - (a), only when `skew_allowance` is set: its `renewTime + leaseDurationSeconds` plus the
 //!   allowance has passed on the taker's wall clock (fast, but it trusts the hosts' clocks to
 //!   agree within the allowance).
