@@ -91,14 +91,15 @@ fn init_is_idempotent_and_verbs_need_it() {
 fn round_trip() {
     let (server, env) = (ddb::moto(), Env::new());
     let url = ddb::url(server, &ready_table(server));
+    let before = now_ms();
     let id = ok(&run(&env, &url, &["acquire", "--ttl", "30s", "res"]));
     let id = id.trim();
     assert_eq!(id.len(), 32, "{id}");
-    let cur = ok(&run(&env, &url, &["current", "res"]));
-    assert!(
-        cur.contains(id) && cur.contains("fencing_token: 1"),
-        "{cur}"
-    );
+    let cur = ok(&run(&env, &url, &["current", "--format", "json", "res"]));
+    assert!(cur.contains(id), "{cur}");
+    // A new item counts on from the wall clock in milliseconds.
+    let first = token_of(&cur);
+    assert!(first > before && first <= now_ms() + 1, "{first}");
     ok(&run(&env, &url, &["is-held", "res", id]));
     let o = run(&env, &url, &["-n", "res", "--", "true"]);
     assert_eq!(o.status.code(), Some(75), "{}", stderr(&o));
@@ -107,7 +108,7 @@ fn round_trip() {
         &url,
         &["renew", "--json", "--ttl", "2m", "res", id],
     ));
-    assert_eq!(token_of(&renewed), 1);
+    assert_eq!(token_of(&renewed), first);
     ok(&run(&env, &url, &["release", "res", id]));
     assert_eq!(
         run(&env, &url, &["release", "res", id]).status.code(),
@@ -123,9 +124,33 @@ fn round_trip() {
         &url,
         &["-n", "res", "--", "sh", "-c", "echo $LOCKRUN_FENCING_TOKEN"],
     ));
-    assert_eq!(out.trim(), "2");
+    assert_eq!(out.trim(), (first + 1).to_string());
     let json = ok(&run(&env, &url, &["acquire", "--json", "res"]));
-    assert_eq!(token_of(&json), 3);
+    assert_eq!(token_of(&json), first + 2);
+    ok(&run(&env, &url, &["release", "res", &lease_id_of(&json)]));
+    // The item deleted (by hand, or by the TTL sweeper after 30 idle days) and created again:
+    // its tokens start above the old ones, not at 1.
+    let client = ddb::client(server);
+    let table = url
+        .trim_start_matches("dynamodb://")
+        .split('?')
+        .next()
+        .unwrap()
+        .to_owned();
+    rt().block_on(async {
+        client
+            .delete_item()
+            .table_name(&table)
+            .key(
+                "resource",
+                aws_sdk_dynamodb::types::AttributeValue::S("res".into()),
+            )
+            .send()
+            .await
+            .expect("delete_item")
+    });
+    let json = ok(&run(&env, &url, &["acquire", "--json", "res"]));
+    assert!(token_of(&json) > first + 2, "{json}");
 }
 
 /// The test: another client overwrites the item while `run` holds it; the next renewal

@@ -58,8 +58,11 @@
 //!
 //! # Fencing
 //!
-//! The token is strict while the item exists. Deleting the item by hand, or DynamoDB's TTL
-//! sweeper deleting it 30 days after its last lease expired, restarts the counter at 1.
+//! The token increases by one with every grant. A new item's counter starts at the wall clock in
+//! milliseconds, so an item deleted by hand, or by DynamoDB's TTL sweeper 30 days after its
+//! last lease expired, and created again starts above every token it handed out (unless it
+//! granted more than once a millisecond over its whole life, or the creating host's clock is
+//! that far behind).
 //!
 //! # Errors
 //!

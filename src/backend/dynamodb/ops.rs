@@ -11,8 +11,11 @@ use super::{quoted, DynamoDb};
 use crate::backend::{Acquire, AcquireRequest, Error, Renewal};
 use crate::lease::{Lease, LeaseId, Resource};
 
-/// A grant: a new lease id, principal and expiry, a new version, and the token plus one.
-const GRANT: &str = "SET #token = if_not_exists(#token, :zero) + :one, #lease_id = :id, \
+/// A grant: a new lease id, principal and expiry, a new version, and the token plus one. A new
+/// item counts on from the wall clock in milliseconds (`:floor`), not from zero, so that an item
+/// deleted (by hand, or by the TTL sweeper after 30 idle days) and created again hands out
+/// tokens above every one its predecessor did, short of a grant a millisecond over its life.
+const GRANT: &str = "SET #token = if_not_exists(#token, :floor) + :one, #lease_id = :id, \
      #principal = :principal, #version = :version, #acquired_ms = :now, \
      #expires_ms = :expires, #ttl_ms = :ttl, #released = :false, #ttl_epoch = :gc";
 const RENEW: &str =
@@ -57,7 +60,7 @@ impl DynamoDb {
             let ttl = millis(req.ttl);
             let expires = now.saturating_add(ttl);
             let mut values = vec![
-                (":zero", n(0)),
+                (":floor", n(now)),
                 (":one", n(1)),
                 (":id", s(req.id.as_str())),
                 (":principal", s(req.principal)),
