@@ -33,7 +33,9 @@ Environment:
   LOCKRUN_LOG        log filter, e.g. debug or lockrun=trace (like -v)
   The command gets LOCKRUN_RESOURCE, LOCKRUN_LEASE_ID, LOCKRUN_FENCING_TOKEN,
   LOCKRUN_PRINCIPAL and LOCKRUN_BACKEND (and LOCKRUN_CONFIG when a config file
-  was read).
+  was read, LOCKRUN_CONFIGURED_BACKEND and LOCKRUN_CONFIGURED_PRINCIPAL when
+  the config chose them: a lockrun inside then follows the config for other
+  resources).
 
 Backends:
   memcached may evict a lock under memory pressure: use memcached:// only

@@ -84,6 +84,12 @@ pub struct Plan {
     /// Backend-specific keys (empty unless the backend came from a `[backend.<name>]` section).
     pub settings: Settings,
     pub principal: String,
+    /// Whether the backend and the principal came from the configuration (the file or the
+    /// built-in defaults) rather than a flag or the environment: a `lockrun run` tells its
+    /// command so (`LOCKRUN_CONFIGURED_BACKEND`, `LOCKRUN_CONFIGURED_PRINCIPAL`), and a lockrun
+    /// inside the command then takes them from the configuration for other resources.
+    pub backend_configured: bool,
+    pub principal_configured: bool,
     /// The acquire default.
     pub ttl: Duration,
     /// The run default.
@@ -293,11 +299,47 @@ impl Config {
     ) -> Result<Plan, Error> {
         let specific = self.resources.get(resource.as_str());
         let layers = [specific, Some(&self.default)];
-        let (backend, backend_name, settings) = self.backend(&layers, flags, env)?;
-        let principal = principal(&layers, flags, env)?;
+        // Inside an outer `lockrun run`'s command, LOCKRUN_BACKEND and LOCKRUN_PRINCIPAL are what
+        // the outer lockrun used for its own lease. When it took them from its configuration
+        // (it says so, with the same value, in LOCKRUN_CONFIGURED_*), they hold for that
+        // resource only: another resource gets what the configuration gives it, as it would
+        // outside, so that one resource never maps to two stores. A value the command set
+        // itself (not the one the outer lockrun configured) is honoured as usual.
+        let outer = |var: &str, marker: &str| {
+            let value = non_empty(env(var));
+            value.is_some() && value == non_empty(env(marker))
+        };
+        let for_outer_lease =
+            non_empty(env("LOCKRUN_RESOURCE")).as_deref() == Some(resource.as_str());
+        let env = |key: &str| match key {
+            "LOCKRUN_BACKEND" | "LOCKRUN_PRINCIPAL"
+                if !for_outer_lease
+                    && outer(key, &key.replace("LOCKRUN_", "LOCKRUN_CONFIGURED_")) =>
+            {
+                None
+            }
+            _ => env(key),
+        };
+        let configured = |flag: &Option<String>, var: &str, marker: &str| {
+            flag.is_none() && (non_empty(env(var)).is_none() || outer(var, marker))
+        };
+        let backend_configured = configured(
+            &flags.backend,
+            "LOCKRUN_BACKEND",
+            "LOCKRUN_CONFIGURED_BACKEND",
+        );
+        let principal_configured = configured(
+            &flags.principal,
+            "LOCKRUN_PRINCIPAL",
+            "LOCKRUN_CONFIGURED_PRINCIPAL",
+        );
+        let (backend, backend_name, settings) = self.backend(&layers, flags, &env)?;
+        let principal = principal(&layers, flags, &env)?;
         Ok(Plan {
             backend,
             backend_name,
+            backend_configured,
+            principal_configured,
             settings,
             principal,
             ttl: pick(&layers, |s| s.ttl.as_ref())

@@ -215,6 +215,57 @@ fn a_nested_lockrun_uses_the_same_named_backend_and_config() {
     );
 }
 
+/// A config that puts one resource on another store than the default: a lockrun inside the
+/// command of `lockrun outer` on another resource uses that resource's store from the config,
+/// as it would outside, not the outer resource's (two jobs on `inner`, one nested and one not,
+/// used to lock two different stores and run together).
+#[test]
+fn a_nested_lockrun_on_another_resource_uses_that_resources_store() {
+    let env = Env::new();
+    let config = env.file("per-resource.toml");
+    let (a, b) = (env.path().join("locks-a"), env.path().join("locks-b"));
+    std::fs::write(
+        &config,
+        format!(
+            "[default]\nbackend = \"file://{}\"\n[resource.\"outer\"]\nbackend = \"file://{}\"\nprincipal = \"outer-job\"\n",
+            a.display(),
+            b.display()
+        ),
+    )
+    .unwrap();
+    let lockrun = env!("CARGO_BIN_EXE_lockrun");
+    let inner = format!(
+        "{lockrun} inner -- sh -c 'echo \"$LOCKRUN_BACKEND|$LOCKRUN_PRINCIPAL\"'; \
+         {lockrun} is-held outer \"$LOCKRUN_LEASE_ID\"; echo outer-held=$?"
+    );
+    let o = env
+        .cmd()
+        .args([
+            "-c",
+            config.to_str().unwrap(),
+            "outer",
+            "--",
+            "sh",
+            "-c",
+            &inner,
+        ])
+        .env_remove("LOCKRUN_BACKEND")
+        .env_remove("LOCKRUN_PRINCIPAL")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    let first = out.lines().next().unwrap();
+    let (backend, principal) = first.split_once('|').unwrap();
+    assert!(backend.contains("locks-a"), "inner ran on {backend}: {out}");
+    assert_ne!(principal, "outer-job", "{out}");
+    assert!(
+        out.contains("outer-held=0"),
+        "the outer lease's store: {out}"
+    );
+    assert!(a.join("inner.lease").exists() && !b.join("inner.lease").exists());
+}
+
 #[test]
 fn eight_workers_never_overlap_and_tokens_increase() {
     let env = Env::new();

@@ -249,7 +249,10 @@ fn esc(r: &Resource) -> String {
 /// A `lockrun` inside the command must reach the same store the same way: `LOCKRUN_BACKEND` is
 /// the `[backend.NAME]` name when the backend came from one (its URL alone would lose the
 /// section's prefix, table, region...), and `LOCKRUN_CONFIG` the config file it is in. Else it
-/// is the URL, with no secrets (a password is `***`).
+/// is the URL, with no secrets (a password is `***`). `LOCKRUN_CONFIGURED_BACKEND` and
+/// `LOCKRUN_CONFIGURED_PRINCIPAL` repeat them when they came from the configuration, not a flag
+/// or the environment: a lockrun inside the command then uses them for this resource only (see
+/// [`crate::config::Config::plan`]).
 fn child_env(lease: &Lease, plan: &Plan, config: Option<&Path>) -> Vec<(String, Option<String>)> {
     let backend = match &plan.backend_name {
         Some(name) => name.clone(),
@@ -259,7 +262,15 @@ fn child_env(lease: &Lease, plan: &Plan, config: Option<&Path>) -> Vec<(String, 
         ("LOCKRUN_RESOURCE".into(), Some(lease.resource.to_string())),
         ("LOCKRUN_LEASE_ID".into(), Some(lease.id.to_string())),
         ("LOCKRUN_PRINCIPAL".into(), Some(lease.principal.clone())),
-        ("LOCKRUN_BACKEND".into(), Some(backend)),
+        ("LOCKRUN_BACKEND".into(), Some(backend.clone())),
+        (
+            "LOCKRUN_CONFIGURED_BACKEND".into(),
+            plan.backend_configured.then_some(backend),
+        ),
+        (
+            "LOCKRUN_CONFIGURED_PRINCIPAL".into(),
+            plan.principal_configured.then(|| lease.principal.clone()),
+        ),
         (
             "LOCKRUN_FENCING_TOKEN".into(),
             lease.fencing_token.map(|t| t.to_string()),

@@ -169,6 +169,67 @@ fn environment_backend_by_name_and_file() {
     assert_eq!(p.backend.to_string(), "file:///state/lockrun/");
 }
 
+/// Inside the command of `lockrun run db`, whose backend and principal came from the file: a
+/// lockrun on another resource gets what the file gives that resource (one resource must never
+/// map to two stores), one on `db` itself the outer lease's store, and a value the command set
+/// itself (not the configured one) is honoured.
+#[test]
+fn an_outer_runs_configured_backend_holds_for_its_own_resource_only() {
+    let c = cfg(LAYERED);
+    let outer = c.plan(&res("db"), &Flags::default(), &no_env()).unwrap();
+    assert!(outer.backend_configured && outer.principal_configured);
+    let inside = [
+        ("LOCKRUN_RESOURCE", "db"),
+        ("LOCKRUN_BACKEND", "shared"),
+        ("LOCKRUN_CONFIGURED_BACKEND", "shared"),
+        ("LOCKRUN_PRINCIPAL", "from-resource"),
+        ("LOCKRUN_CONFIGURED_PRINCIPAL", "from-resource"),
+    ];
+    let other = c
+        .plan(&res("other"), &Flags::default(), &env(&inside))
+        .unwrap();
+    assert_eq!(other.backend.to_string(), "redis://default-host:6379/0");
+    assert_eq!(other.backend_name, None);
+    assert_eq!(other.principal, "from-default");
+    assert!(other.backend_configured && other.principal_configured);
+    let same = c
+        .plan(&res("db"), &Flags::default(), &env(&inside))
+        .unwrap();
+    assert_eq!(same.backend_name.as_deref(), Some("shared"));
+    assert_eq!(same.principal, "from-resource");
+    assert!(same.backend_configured, "still the configured one");
+
+    // The command set its own: honoured, and no longer "configured".
+    let mut own = inside.to_vec();
+    own[1] = ("LOCKRUN_BACKEND", "redis://elsewhere:6379/1");
+    own[3] = ("LOCKRUN_PRINCIPAL", "someone");
+    let p = c
+        .plan(&res("other"), &Flags::default(), &env(&own))
+        .unwrap();
+    assert_eq!(p.backend.to_string(), "redis://elsewhere:6379/1");
+    assert_eq!(p.principal, "someone");
+    assert!(!p.backend_configured && !p.principal_configured);
+
+    // An outer run given -b or LOCKRUN_BACKEND marks nothing: its choice holds for every
+    // resource inside, as the environment variable always did.
+    let flags = Flags {
+        backend: Some("shared".into()),
+        ..Flags::default()
+    };
+    assert!(
+        !c.plan(&res("db"), &flags, &no_env())
+            .unwrap()
+            .backend_configured
+    );
+    let mut chosen = inside.to_vec();
+    chosen.remove(2);
+    let p = c
+        .plan(&res("other"), &Flags::default(), &env(&chosen))
+        .unwrap();
+    assert_eq!(p.backend_name.as_deref(), Some("shared"));
+    assert!(!p.backend_configured);
+}
+
 #[test]
 fn bad_flag_and_environment_values() {
     let c = cfg(LAYERED);
