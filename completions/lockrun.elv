@@ -51,7 +51,7 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand --conflict-exit-code 'Exit code when the lease was not acquired (run: 0 skips quietly; acquire: not 0)'
             cand --heartbeat 'Renew this often [default: TTL/3]'
             cand --kill-after 'Grace between TERM and KILL when lockrun stops the command [default: min(TTL/6, 10s)]'
-            cand --events 'Write one JSON object per line for each state change (waiting, acquired, renewed, renewal_failed, lost, child_exited, released) to file descriptor FD, or to stderr with -'
+            cand --events 'Write one JSON object per line for each state change (waiting, acquired, renewed, renewal_failed, lost, child_exited, released, busy) to file descriptor FD, or to stderr with -'
             cand -c 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]'
             cand --config 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]'
             cand -b 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]'

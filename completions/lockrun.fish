@@ -46,7 +46,7 @@ complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s w -l wait -d 'Wa
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s E -l conflict-exit-code -d 'Exit code when the lease was not acquired (run: 0 skips quietly; acquire: not 0)' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l heartbeat -d 'Renew this often [default: TTL/3]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l kill-after -d 'Grace between TERM and KILL when lockrun stops the command [default: min(TTL/6, 10s)]' -r
-complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l events -d 'Write one JSON object per line for each state change (waiting, acquired, renewed, renewal_failed, lost, child_exited, released) to file descriptor FD, or to stderr with -' -r
+complete -c lockrun -n "__fish_lockrun_using_subcommand run" -l events -d 'Write one JSON object per line for each state change (waiting, acquired, renewed, renewal_failed, lost, child_exited, released, busy) to file descriptor FD, or to stderr with -' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
 complete -c lockrun -n "__fish_lockrun_using_subcommand run" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r

@@ -193,7 +193,7 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", value_parser = duration)]
     pub kill_after: Option<Duration>,
     /// Write one JSON object per line for each state change (waiting, acquired, renewed,
-    /// renewal_failed, lost, child_exited, released) to file descriptor FD, or to stderr with -
+    /// renewal_failed, lost, child_exited, released, busy) to file descriptor FD, or to stderr with -
     #[arg(long, value_name = "FD|-")]
     pub events: Option<String>,
     /// The resource to lock

@@ -22,6 +22,11 @@ fn usage_errors_exit_2() {
     );
     let o = env.run(&["run", "-n", "-E", "0", "res", "--", "false"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).is_empty(),
+        "run -E 0 skips quietly: {}",
+        stderr(&o)
+    );
     // -w takes what `wait` in the config file takes: 0 tries once, and 'forever'.
     let o = env.run(&["acquire", "-w", "0", "res"]);
     assert_fails(&o, 75, "res is busy");

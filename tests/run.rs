@@ -832,7 +832,7 @@ fn no_wait_and_wait_limit_give_the_busy_code() {
     assert_fails(&o, 3, "busy");
     let t = Instant::now();
     let o = env.run(&["run", "-w", "500ms", "res", "--", "true"]);
-    assert_fails_last(&o, 75, "after waiting");
+    assert_fails_last(&o, 75, "res is busy after waiting 500ms:");
     assert!(t.elapsed() >= Duration::from_millis(500));
     let o = env.run(&["-q", "-n", "res", "--", "true"]);
     assert_eq!(o.status.code(), Some(75));

@@ -30,7 +30,7 @@ pub async fn acquire(ctx: &Ctx, args: AcquireArgs) -> Result<Exit, Failure> {
         .order(order_policy(&args.wait, &plan))
         .renew(false);
     let wait = wait_policy(&args.wait, &plan);
-    let guard = obtain(ctx, &lock, wait, &args.wait, None).await?;
+    let guard = obtain(ctx, &lock, (wait, wait), &args.wait, None).await?;
     let lease = guard.lease();
     let shown = if args.json {
         serde_json::to_string(&lease.to_json())
@@ -66,10 +66,12 @@ pub(super) fn check_ttl(ttl: Duration) -> Result<(), Failure> {
 
 /// Acquires under the wait policy, keeping the "waiting for" line up to date, and turns a busy
 /// outcome into the busy exit code.
+/// `wait` is (what is left of the wait, the whole wait): the first bounds this attempt, the
+/// second is what a busy message says was waited.
 pub(super) async fn obtain(
     ctx: &Ctx,
     lock: &Lock,
-    wait: Wait,
+    (wait, whole): (Wait, Wait),
     wait_args: &WaitArgs,
     events: Option<&Events>,
 ) -> Result<Guard, Failure> {
@@ -118,7 +120,7 @@ pub(super) async fn obtain(
                 );
             }
             let who = holder.map_or_else(|| "held by someone else".into(), |h| h.holder_summary());
-            let why = match wait {
+            let why = match whole {
                 Wait::AtMost(d) if !d.is_zero() => {
                     format!(" after waiting {}", crate::duration::format(d))
                 }

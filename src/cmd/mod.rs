@@ -225,7 +225,9 @@ pub async fn main(args: Vec<OsString>) -> Exit {
     match result {
         Ok(exit) => exit,
         Err(f) => {
-            if !(f.outcome && quiet) {
+            // `run -E 0` skips the command quietly when the resource is busy, as `flock -E 0`
+            // does: an outcome that exits 0 prints nothing.
+            if !(f.outcome && (quiet || f.exit.code() == 0)) {
                 eprintln!(
                     "lockrun: {}",
                     crate::error::without_os_error(&one_line(&f.message))

@@ -53,7 +53,7 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
             Wait::Forever => Wait::Forever,
         };
         let guard = tokio::select! {
-            g = super::acquire::obtain(ctx, &lock, left, &args.wait, events.as_ref()) => g?,
+            g = super::acquire::obtain(ctx, &lock, (left, wait), &args.wait, events.as_ref()) => g?,
             sig = signals.next_stop_request() => return Ok(match sig {
                 // From the keyboard, the rest of lockrun's job got it too.
                 libc::SIGINT | libc::SIGQUIT => Exit::Interrupted { signal: sig, group: false },
