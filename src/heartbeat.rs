@@ -278,6 +278,7 @@ mod tests {
                 server_time: true,
                 watch: false,
                 may_evict: false,
+                local: false,
             }
         }
         async fn try_acquire(&self, _: &AcquireRequest<'_>) -> Result<Acquire, Error> {

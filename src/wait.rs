@@ -141,6 +141,10 @@ pub async fn acquire(
     // deliver it after the give-back, which went out on another one): the error names the
     // lease, so that it can be freed.
     match out {
+        // A local store's step that failed was not applied, and never will be.
+        Err(Error::Unavailable(why)) if backend.capabilities().local => {
+            Err(Error::Unavailable(why))
+        }
         Err(Error::Unavailable(why)) => {
             let give_back = backend.release(req.resource, req.id);
             let freed = matches!(
@@ -451,6 +455,8 @@ mod tests {
         released: Mutex<Vec<LeaseId>>,
         /// Whether a release frees a lease.
         frees: Mutex<bool>,
+        /// Whether the store is local (`Capabilities::local`).
+        local: Mutex<bool>,
     }
 
     fn lease(r: &Resource, id: &LeaseId) -> Lease {
@@ -473,6 +479,7 @@ mod tests {
                 server_time: true,
                 watch: false,
                 may_evict: false,
+                local: *self.local.lock().unwrap(),
             }
         }
         async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Acquire, Error> {
@@ -524,6 +531,7 @@ mod tests {
             own: Mutex::new(0),
             released: Mutex::new(vec![]),
             frees: Mutex::new(false),
+            local: Mutex::new(false),
         }
     }
 
@@ -648,6 +656,25 @@ mod tests {
             assert!(matches!(out, Outcome::Granted(_)), "{wait:?}: {out:?}");
             assert_eq!(*b.released.lock().unwrap(), vec![id]);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_local_store_that_fails_names_no_lease_it_may_grant_late() {
+        // The lock directory: a step that failed (disk full, a lock file held for 10 s) was not
+        // applied and never will be. No give-back, no "may hold it until its TTL".
+        let r = Resource::new("r").unwrap();
+        let id = LeaseId::generate();
+        let b = scripted(
+            vec![Err(Error::Unavailable("no space left".into()))],
+            Duration::ZERO,
+        );
+        *b.local.lock().unwrap() = true;
+        let out = run_req(&b, &request(&r, &id)).await;
+        let Err(Error::Unavailable(text)) = out else {
+            panic!("{out:?}")
+        };
+        assert_eq!(text, "no space left");
+        assert!(b.released.lock().unwrap().is_empty());
     }
 
     #[tokio::test(start_paused = true)]

@@ -180,6 +180,7 @@ impl Backend for Etcd {
             server_time: true,
             watch: true,
             may_evict: false,
+            local: false,
         }
     }
 

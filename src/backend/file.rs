@@ -278,6 +278,7 @@ impl Backend for File {
             server_time: false,
             watch: true,
             may_evict: false,
+            local: true,
         }
     }
 

@@ -223,6 +223,7 @@ impl Backend for Kubernetes {
             server_time: false,
             watch: false,
             may_evict: false,
+            local: false,
         }
     }
 

@@ -265,6 +265,7 @@ impl Backend for Memcached {
             server_time: true,
             watch: false,
             may_evict: true,
+            local: false,
         }
     }
 

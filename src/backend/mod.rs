@@ -57,6 +57,9 @@ pub struct Capabilities {
     pub watch: bool,
     /// The store may drop a live lease on its own (memcached eviction).
     pub may_evict: bool,
+    /// The store is on this host (the lock directory): a step that failed was not applied and
+    /// never will be, unlike a request to a server whose answer was lost.
+    pub local: bool,
 }
 
 /// Fencing-token guarantee of a backend.

@@ -449,6 +449,7 @@ impl Backend for Postgres {
             server_time: true,
             watch: self.opts.listen,
             may_evict: false,
+            local: false,
         }
     }
 

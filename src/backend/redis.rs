@@ -499,6 +499,7 @@ impl Backend for Redis {
             server_time: true,
             watch: true,
             may_evict: self.evicts != Evicts::Nothing,
+            local: false,
         }
     }
 
