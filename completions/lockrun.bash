@@ -1,4 +1,18 @@
 _lockrun() {
+    # After `--`: the command lockrun runs, completed as a command line of its own.
+    local _lr_i
+    for (( _lr_i = 1; _lr_i < COMP_CWORD; _lr_i++ )); do
+        if [[ ${COMP_WORDS[_lr_i]} == -- ]]; then
+            if declare -F _command_offset >/dev/null; then
+                _command_offset $(( _lr_i + 1 ))
+            elif (( COMP_CWORD == _lr_i + 1 )); then
+                COMPREPLY=( $(compgen -c -- "${COMP_WORDS[COMP_CWORD]}") )
+            else
+                COMPREPLY=( $(compgen -f -- "${COMP_WORDS[COMP_CWORD]}") )
+            fi
+            return 0
+        fi
+    done
     local i cur prev opts cmd
     COMPREPLY=()
     if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then

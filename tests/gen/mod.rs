@@ -37,6 +37,7 @@ pub fn generate() -> Vec<(PathBuf, Vec<u8>)> {
     ] {
         let mut buf = Vec::new();
         clap_complete::generate(shell, &mut cmd.clone(), "lockrun", &mut buf);
+        let buf = after_dashes(shell, buf);
         let name = match shell {
             Shell::Bash => "lockrun.bash",
             Shell::Zsh => "_lockrun",
@@ -47,6 +48,74 @@ pub fn generate() -> Vec<(PathBuf, Vec<u8>)> {
         out.push((Path::new("completions").join(name), buf));
     }
     out
+}
+
+/// Everything after `--` is the command lockrun runs: clap's scripts would go on offering
+/// lockrun's own verbs and options there (`lockrun deploy -- terr<TAB>`). Each script gets a
+/// first step that hands the words after `--` to the shell's own command completion.
+fn after_dashes(shell: Shell, script: Vec<u8>) -> Vec<u8> {
+    let text = String::from_utf8(script).expect("UTF-8 completion script");
+    let (head, step) = match shell {
+        Shell::Bash => (
+            "_lockrun() {\n",
+            r#"    # After `--`: the command lockrun runs, completed as a command line of its own.
+    local _lr_i
+    for (( _lr_i = 1; _lr_i < COMP_CWORD; _lr_i++ )); do
+        if [[ ${COMP_WORDS[_lr_i]} == -- ]]; then
+            if declare -F _command_offset >/dev/null; then
+                _command_offset $(( _lr_i + 1 ))
+            elif (( COMP_CWORD == _lr_i + 1 )); then
+                COMPREPLY=( $(compgen -c -- "${COMP_WORDS[COMP_CWORD]}") )
+            else
+                COMPREPLY=( $(compgen -f -- "${COMP_WORDS[COMP_CWORD]}") )
+            fi
+            return 0
+        fi
+    done
+"#,
+        ),
+        Shell::Zsh => (
+            "_lockrun() {\n",
+            r#"    # After `--`: the command lockrun runs, completed as a command line of its own.
+    local -i _lr_i=${words[(i)--]}
+    if (( _lr_i < CURRENT )); then
+        shift $_lr_i words
+        (( CURRENT -= _lr_i ))
+        _normal
+        return
+    fi
+"#,
+        ),
+        Shell::Fish => (
+            "",
+            r#"# After `--`: the command lockrun runs, completed as a command line of its own; none of
+# lockrun's own completions apply there.
+function __fish_lockrun_after_dashes
+    contains -- -- (commandline -opc)
+end
+complete -c lockrun -n __fish_lockrun_after_dashes -x -a '(set -l t (commandline -opc); set -e t[1..(contains -i -- -- $t)]; set -a t (commandline -ct); complete -C "$t")'
+"#,
+        ),
+        _ => return text.into_bytes(),
+    };
+    let mut text = if head.is_empty() {
+        format!("{step}{text}")
+    } else {
+        assert!(text.contains(head), "{shell}: no {head:?} in clap's script");
+        text.replacen(head, &format!("{head}{step}"), 1)
+    };
+    if shell == Shell::Fish {
+        // clap's completions stop where the command begins.
+        text = text.replace(
+            "complete -c lockrun -n \"",
+            "complete -c lockrun -n \"not __fish_lockrun_after_dashes; and ",
+        );
+        text = text.replace(
+            "complete -c lockrun -n \"not __fish_lockrun_after_dashes; and __fish_lockrun_after_dashes",
+            "complete -c lockrun -n \"__fish_lockrun_after_dashes",
+        );
+    }
+    text.into_bytes()
 }
 
 /// clap names are `&'static str`; the generator runs once, so leaking a few names is fine.
