@@ -39,3 +39,51 @@ fn readme_documents_every_exit_code() {
         assert!(readme.contains(code), "README exit-code table lacks {code}");
     }
 }
+
+/// What the bash completion offers for the command line `line` (the last word is the one being
+/// completed), without bash-completion's helpers (its fallback path).
+fn bash_completes(line: &str) -> Vec<String> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("completions/lockrun.bash");
+    let out = std::process::Command::new("bash")
+        .args([
+            "--norc",
+            "-c",
+            r#"source "$0"; read -ra COMP_WORDS <<< "$1"; COMP_CWORD=$(( ${#COMP_WORDS[@]} - 1 ));
+               COMP_LINE="$1"; COMP_POINT=${#COMP_LINE};
+               _lockrun lockrun "${COMP_WORDS[COMP_CWORD]}" "${COMP_WORDS[COMP_CWORD-1]}";
+               printf '%s\n' "${COMPREPLY[@]}""#,
+        ])
+        .arg(&script)
+        .arg(line)
+        .env("PATH", "/usr/bin:/bin")
+        .output()
+        .expect("bash");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+/// After `--` comes the command lockrun runs: bash completes commands there, not lockrun's own
+/// verbs and options, in both the `run` and the short form.
+#[test]
+fn bash_completion_hands_the_command_to_the_shell() {
+    for line in [
+        "lockrun run res -- tru",
+        "lockrun deploy-prod -- tru",
+        "lockrun -n r -- tru",
+    ] {
+        let got = bash_completes(line);
+        assert!(got.iter().any(|w| w == "true"), "{line}: {got:?}");
+        assert!(!got.iter().any(|w| w.starts_with('-')), "{line}: {got:?}");
+    }
+    let got = bash_completes("lockrun run --tt");
+    assert_eq!(got, ["--ttl"], "lockrun's own options before --");
+    let got = bash_completes("lockrun ru");
+    assert!(got.iter().any(|w| w == "run"), "{got:?}");
+}
