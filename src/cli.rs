@@ -95,6 +95,7 @@ pub struct Global {
 #[derive(Debug, Subcommand)]
 pub enum Verb {
     /// Acquire a lease, run a command, renew while it runs, release when it exits
+    #[command(override_usage = "lockrun [GLOBAL] run [OPTIONS] <RESOURCE> -- <COMMAND> [ARGS]...")]
     Run(RunArgs),
     /// Acquire a lease and print its id, for holding it across several commands
     Acquire(AcquireArgs),

@@ -27,6 +27,14 @@ fn usage_errors_exit_2() {
         "run -E 0 skips quietly: {}",
         stderr(&o)
     );
+    // The resource forgotten: clap would take the command for it.
+    for args in [&["--", "true"][..], &["run", "--", "true"][..]] {
+        assert_fails(
+            &env.run(args),
+            2,
+            "no resource before --: name the resource to lock, as in: lockrun RESOURCE -- COMMAND...",
+        );
+    }
     // -w takes what `wait` in the config file takes: 0 tries once, and 'forever'.
     let o = env.run(&["acquire", "-w", "0", "res"]);
     assert_fails(&o, 75, "res is busy");

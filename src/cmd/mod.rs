@@ -289,7 +289,10 @@ fn clap_exit(e: clap::Error) -> Exit {
             };
             match written {
                 Err(w) if w.kind() != std::io::ErrorKind::BrokenPipe => {
-                    eprintln!("lockrun: cannot write to stdout: {w}");
+                    eprintln!(
+                        "lockrun: cannot write to stdout: {}",
+                        crate::error::without_os_error(&w.to_string())
+                    );
                     Exit::Internal
                 }
                 _ => Exit::Success,
@@ -333,6 +336,17 @@ fn clap_exit(e: clap::Error) -> Exit {
             } else {
                 first
             };
+            // `lockrun -- cmd` (or `lockrun run -- cmd`): clap took the command for the resource.
+            let no_resource = e.kind() == ErrorKind::MissingRequiredArgument
+                && first.contains("<COMMAND>")
+                && nothing_before_dashes();
+            if no_resource {
+                eprintln!(
+                    "lockrun: no resource before --: name the resource to lock, as in: lockrun \
+                     RESOURCE -- COMMAND..."
+                );
+                return Exit::Usage;
+            }
             // flock(1) takes `-c 'shell command'`; here -c is the config file.
             let hint =
                 if e.kind() == ErrorKind::MissingRequiredArgument && first.contains("<COMMAND>") {
@@ -344,6 +358,18 @@ fn clap_exit(e: clap::Error) -> Exit {
             Exit::Usage
         }
     }
+}
+
+/// Whether the command line has `--` with only options (and the verb `run`) before it: no
+/// resource. (An option's value, as in `-b URL --`, reads as a resource here: then the usual
+/// message is shown.)
+fn nothing_before_dashes() -> bool {
+    let args: Vec<_> = std::env::args_os().skip(1).collect();
+    args.iter().position(|a| a == "--").is_some_and(|i| {
+        args[..i]
+            .iter()
+            .all(|a| a.to_str().is_some_and(|s| s.starts_with('-') || s == "run"))
+    })
 }
 
 /// Keeps a message to one line.

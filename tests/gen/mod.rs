@@ -15,18 +15,25 @@ pub fn generate() -> Vec<(PathBuf, Vec<u8>)> {
     clap_mangen::Man::new(cmd.clone().disable_help_subcommand(true))
         .render(&mut man)
         .expect("render man page");
-    out.push((PathBuf::from("man/lockrun.1"), man));
-    for sub in cmd.get_subcommands() {
+    out.push((PathBuf::from("man/lockrun.1"), main_page(man)));
+    // Built, so that each verb carries the global options (-c, -b, -p, -v, -q) its page lists.
+    let mut built = cmd.clone();
+    built.build();
+    for sub in built.get_subcommands() {
         let name = format!("lockrun-{}", sub.get_name());
         let mut page = Vec::new();
         clap_mangen::Man::new(
             sub.clone()
                 .name(leak(&name))
+                .bin_name(leak(&format!("lockrun {}", sub.get_name())))
                 .version(env!("CARGO_PKG_VERSION")),
         )
         .render(&mut page)
         .expect("render man page");
-        out.push((PathBuf::from(format!("man/{name}.1")), page));
+        out.push((
+            PathBuf::from(format!("man/{name}.1")),
+            verb_page(sub.get_name(), page),
+        ));
     }
     for shell in [
         Shell::Bash,
@@ -48,6 +55,39 @@ pub fn generate() -> Vec<(PathBuf, Vec<u8>)> {
         out.push((Path::new("completions").join(name), buf));
     }
     out
+}
+
+/// clap_mangen's synopsis leaves out the form most people type: `lockrun RESOURCE -- COMMAND`.
+fn main_page(page: Vec<u8>) -> Vec<u8> {
+    let text = String::from_utf8(page).expect("UTF-8 man page");
+    let (head, rest) = text.split_once(".SH DESCRIPTION").expect("DESCRIPTION");
+    format!(
+        "{head}.br\n\\fBlockrun\\fR [\\fIOPTIONS\\fR] <\\fIRESOURCE\\fR> \\fB\\-\\-\\fR <\\fICOMMAND\\fR> [\\fIARGS\\fR]...\n\
+         .SH DESCRIPTION{rest}"
+    )
+    .into_bytes()
+}
+
+/// A verb's page: `run` shows the `--` before the command, as one must type it; and every page
+/// points to lockrun(1) for what they share (exit codes, environment, configuration, backends).
+fn verb_page(verb: &str, page: Vec<u8>) -> Vec<u8> {
+    let mut text = String::from_utf8(page).expect("UTF-8 man page");
+    if verb == "run" {
+        let plain = "<\\fIRESOURCE\\fR> <\\fICOMMAND\\fR>";
+        assert!(text.contains(plain), "run's synopsis changed shape");
+        text = text.replacen(
+            plain,
+            "<\\fIRESOURCE\\fR> \\fB\\-\\-\\fR <\\fICOMMAND\\fR> [\\fIARGS\\fR]...",
+            1,
+        );
+    }
+    let (body, version) = text.rsplit_once(".SH VERSION").expect("VERSION");
+    format!(
+        "{body}.SH \"EXIT STATUS\"\nAs listed in \\fBlockrun\\fR(1), which also describes the \
+         environment, the configuration file and the backends.\n.SH \"SEE ALSO\"\n\
+         \\fBlockrun\\fR(1)\n.SH VERSION{version}"
+    )
+    .into_bytes()
 }
 
 /// Everything after `--` is the command lockrun runs: clap's scripts would go on offering
