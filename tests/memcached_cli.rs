@@ -342,3 +342,29 @@ fn an_unanswered_acquire_names_the_lease_it_may_leave() {
         "is not held",
     );
 }
+
+/// A record taken over (seen unchanged for its TTL) whose fencing counter memcached evicted:
+/// the counter starts again above the record's token, not at 0.
+#[test]
+fn an_evicted_counter_starts_again_above_the_record_taken_over() {
+    let s = mc::memcached();
+    let (env, u, res) = (Env::new(), mc::url(s), resource("floor"));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    // A holder that stopped renewing (its stored expiry an hour ahead, a 1 s TTL): memcached
+    // keeps the key (no exptime), and only the clock-free rule takes it over.
+    let record = serde_json::json!({
+        "lockrun": 1, "resource": res, "id": "0000000000000000000000000000dead",
+        "principal": "gone@elsewhere", "token": 41, "acquired_ms": now,
+        "expires_ms": now + 3_600_000, "ttl_ms": 1000,
+    });
+    let mut raw = Raw::connect(s.port);
+    raw.set(&lease_key(&res), 19538, 0, record.to_string().as_bytes());
+    raw.delete(&format!("lockrun:token:{res}"));
+    let o = lockrun(&env, &u, &["-q", "acquire", "-w", "10s", "--json", &res]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let json: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(json["fencing_token"].as_u64(), Some(42), "{json}");
+}

@@ -95,17 +95,21 @@ pub(super) async fn acquire<S: Io>(
     ttl: Duration,
     exptime: u32,
 ) -> Result<Acquire> {
+    // The token of a record being taken over: a fencing counter evicted meanwhile starts again
+    // above it, not at 0.
+    let mut floor = 0;
     for _ in 0..ATTEMPTS {
         let mut mine = Held::new(id, principal, ttl);
         if c.add(p.lease_key, FLAGS, exptime, &mine.encode(p.resource))
             .await?
         {
-            return grant(c, p, mine, exptime).await;
+            return grant(c, p, mine, exptime, floor).await;
         }
         let Some((record, cas)) = p.get(c).await? else {
             continue; // expired between the add and the read
         };
         if let Record::Held(held) = &record {
+            floor = floor.max(held.token.unwrap_or(0));
             if held.id == *id {
                 // Our own earlier attempt whose answer was lost: granted again from now.
                 mine.token = held.token;
@@ -131,7 +135,7 @@ pub(super) async fn acquire<S: Io>(
             .cas(p.lease_key, FLAGS, exptime, &mine.encode(p.resource), cas)
             .await?
         {
-            Cas::Stored => return grant(c, p, mine, exptime).await,
+            Cas::Stored => return grant(c, p, mine, exptime, floor).await,
             Cas::Exists | Cas::NotFound => continue,
         }
     }
@@ -140,11 +144,17 @@ pub(super) async fn acquire<S: Io>(
 
 /// The key is ours: draw the fencing token (after winning, so tokens of successive holders
 /// increase) and store it in the record.
-async fn grant<S: Io>(c: &mut Conn<S>, p: &Place<'_>, mine: Held, exptime: u32) -> Result<Acquire> {
+async fn grant<S: Io>(
+    c: &mut Conn<S>,
+    p: &Place<'_>,
+    mine: Held,
+    exptime: u32,
+    floor: u64,
+) -> Result<Acquire> {
     p.seen.forget(p.lease_key);
     let token = match mine.token {
         Some(t) => t,
-        None => next_token(c, p).await?,
+        None => next_token(c, p, floor).await?,
     };
     for _ in 0..ATTEMPTS {
         let Some((Record::Held(held), cas)) = p.get(c).await? else {
@@ -175,14 +185,16 @@ async fn grant<S: Io>(c: &mut Conn<S>, p: &Place<'_>, mine: Held, exptime: u32) 
     Err(Fault::Contended)
 }
 
-/// `incr` the counter, creating it at 0 (no expiry) when it is missing.
-async fn next_token<S: Io>(c: &mut Conn<S>, p: &Place<'_>) -> Result<u64> {
+/// `incr` the counter, creating it at `floor` (no expiry) when it is missing: 0 for a resource
+/// never seen, or the token of the record being taken over, which outlived an evicted counter.
+async fn next_token<S: Io>(c: &mut Conn<S>, p: &Place<'_>, floor: u64) -> Result<u64> {
     for _ in 0..2 {
         match c.incr(p.token_key, 1).await {
             Ok(Some(t)) => return Ok(t),
             Ok(None) => {
                 // Another contender's concurrent add is as good as ours.
-                c.add(p.token_key, FLAGS, 0, b"0").await?;
+                c.add(p.token_key, FLAGS, 0, floor.to_string().as_bytes())
+                    .await?;
             }
             Err(ProtoError::Client(m)) => {
                 return Err(Fault::Corrupt {
