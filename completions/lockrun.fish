@@ -3,7 +3,7 @@
 function __fish_lockrun_after_dashes
     contains -- -- (commandline -opc)
 end
-complete -c lockrun -n __fish_lockrun_after_dashes -x -a '(set -l t (commandline -opc); set -e t[1..(contains -i -- -- $t)]; set -a t (commandline -ct); complete -C "$t")'
+complete -c lockrun -n __fish_lockrun_after_dashes -x -a '(set -l t (commandline -opc); set -e t[1..(contains -i -- -- $t)]; complete -C (string join " " -- (string escape -- $t) (commandline -ct)))'
 # Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
 function __fish_lockrun_global_optspecs
     string join \n c/config= b/backend= p/principal= v/verbose q/quiet h/help V/version

@@ -27,6 +27,13 @@ fn usage_errors_exit_2() {
         "run -E 0 skips quietly: {}",
         stderr(&o)
     );
+    let o = env.run(&["run", "-w", "300ms", "-E", "0", "res", "--", "false"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).is_empty(),
+        "no waiting line either: {}",
+        stderr(&o)
+    );
     // The resource forgotten: clap would take the command for it.
     for args in [&["--", "true"][..], &["run", "--", "true"][..]] {
         assert_fails(

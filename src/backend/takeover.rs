@@ -136,11 +136,12 @@ impl Observations {
     }
 }
 
-/// First sightings kept on disk: one file per store and record, named by a hash of both,
-/// holding the boot id, the sighting's time on that boot's CLOCK_BOOTTIME (which counts through
-/// suspend, unlike the monotonic clock, and which no wall-clock step moves) and the version.
-/// A sighting from another boot (or another host sharing the home directory) is not used. Every
-/// failure to read or write one only makes rule (b) count from now, which is the safe side.
+/// First sightings kept on disk: one file per boot, store and record, named by a hash of the
+/// three (so hosts sharing a home directory keep theirs apart), holding the boot id, the
+/// sighting's time on that boot's CLOCK_BOOTTIME (which counts through suspend, unlike the
+/// monotonic clock, and which no wall-clock step moves) and the version. The directory is used
+/// only when it is ours and nobody else may write to it. Every failure to read or write a
+/// sighting only makes rule (b) count from now, which is the safe side.
 #[derive(Debug)]
 struct Kept {
     dir: PathBuf,
@@ -148,10 +149,12 @@ struct Kept {
 }
 
 impl Kept {
-    fn path(&self, name: &str) -> PathBuf {
+    fn path(&self, name: &str, boot: &str) -> PathBuf {
         let mut key = self.scope.as_bytes().to_vec();
         key.push(0);
         key.extend_from_slice(name.as_bytes());
+        key.push(0);
+        key.extend_from_slice(boot.as_bytes());
         let hex: String = crate::backend::file::sha256(&key)
             .iter()
             .map(|b| format!("{b:02x}"))
@@ -161,10 +164,13 @@ impl Kept {
 
     /// How long ago this boot first saw `version` of `name`, if it did.
     fn recall(&self, name: &str, version: &str) -> Option<Duration> {
-        let text = std::fs::read_to_string(self.path(name)).ok()?;
+        let (now_boot, now_ms) = boot_clock()?;
+        if !self.safe_dir() {
+            return None;
+        }
+        let text = std::fs::read_to_string(self.path(name, &now_boot)).ok()?;
         let mut lines = text.lines();
         let (boot, at, v) = (lines.next()?, lines.next()?, lines.next()?);
-        let (now_boot, now_ms) = boot_clock()?;
         if boot != now_boot || v != version {
             return None;
         }
@@ -184,8 +190,12 @@ impl Kept {
                 .recursive(true)
                 .mode(0o700)
                 .create(&self.dir)?;
-            let path = self.path(name);
-            let tmp = path.with_extension(format!("{}.tmp", std::process::id()));
+            if !self.safe_dir() {
+                return Err(std::io::Error::other("not ours, or others may write to it"));
+            }
+            let path = self.path(name, &boot);
+            // A name no other process picks, even one with the same pid after a crash.
+            let tmp = path.with_extension(format!("{}.tmp", crate::lease::LeaseId::generate()));
             let mut f = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
@@ -206,7 +216,18 @@ impl Kept {
     }
 
     fn erase(&self, name: &str) {
-        let _ = std::fs::remove_file(self.path(name));
+        if let Some((boot, _)) = boot_clock() {
+            let _ = std::fs::remove_file(self.path(name, &boot));
+        }
+    }
+
+    /// Whether the directory is a real directory of ours that nobody else may write to: planted
+    /// sightings would let lockrun take a live lease over at once.
+    fn safe_dir(&self) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(&self.dir).is_ok_and(|m| {
+            m.is_dir() && m.uid() == nix::unistd::geteuid().as_raw() && m.mode() & 0o022 == 0
+        })
     }
 }
 
@@ -336,7 +357,8 @@ mod tests {
     fn a_sighting_from_another_boot_or_a_damaged_file_is_not_used() {
         let tmp = tempfile::tempdir().unwrap();
         let obs = kept_in(tmp.path(), "store");
-        let path = obs.kept.as_ref().unwrap().path("r");
+        let (boot, now) = boot_clock().unwrap();
+        let path = obs.kept.as_ref().unwrap().path("r", &boot);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, "another-boot\n0\nv1\n").unwrap();
         assert_eq!(obs.observe("r", "v1"), Duration::ZERO);
@@ -348,7 +370,6 @@ mod tests {
             );
         }
         // A sighting "in the future" (a clock that went back) counts from now, not from then.
-        let (boot, now) = boot_clock().unwrap();
         std::fs::write(&path, format!("{boot}\n{}\nv1\n", now + 60_000)).unwrap();
         assert_eq!(
             kept_in(tmp.path(), "store").observe("r", "v1"),
@@ -361,6 +382,28 @@ mod tests {
         )
         .unwrap();
         assert!(kept_in(tmp.path(), "store").observe("r", "v1") >= Duration::from_secs(599));
+    }
+
+    #[test]
+    fn sightings_are_kept_apart_per_boot_and_only_in_a_directory_nobody_else_writes() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let obs = kept_in(tmp.path(), "store");
+        let kept = obs.kept.as_ref().unwrap();
+        // Hosts sharing a home directory (NFS) do not overwrite each other's sightings.
+        assert_ne!(kept.path("r", "boot-a"), kept.path("r", "boot-b"));
+        // A directory others may write to is not used: planted sightings could take a live
+        // lease over at once.
+        assert_eq!(obs.observe("r", "v1"), Duration::ZERO);
+        let dir = tmp.path().join("observed");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(
+            kept_in(tmp.path(), "store").observe("r", "v1"),
+            Duration::ZERO
+        );
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(kept_in(tmp.path(), "store").observe("r", "v1") >= Duration::from_millis(20));
     }
 
     #[tokio::test(start_paused = true)]

@@ -76,7 +76,10 @@ pub(super) async fn obtain(
     events: Option<&Events>,
 ) -> Result<Guard, Failure> {
     let resource = lock.resource();
-    let status = Mutex::new(Status::new(resource, ctx.chatty()));
+    // `run -E 0`: not getting the lease is a normal outcome, as with `flock -E 0`, so the
+    // waiting line stays quiet too.
+    let chatty = ctx.chatty() && wait_args.conflict_exit_code != 0;
+    let status = Mutex::new(Status::new(resource, chatty));
     let tick_every = status.lock().map(|s| s.tick_every()).unwrap_or(None);
     let mut on_event = |e: wait::Event<'_>| {
         let waiting = match (events, &e) {

@@ -17,7 +17,7 @@ pub fn generate() -> Vec<(PathBuf, Vec<u8>)> {
         .expect("render man page");
     out.push((PathBuf::from("man/lockrun.1"), main_page(man)));
     // Built, so that each verb carries the global options (-c, -b, -p, -v, -q) its page lists.
-    let mut built = cmd.clone();
+    let mut built = cmd.clone().disable_help_subcommand(true);
     built.build();
     for sub in built.get_subcommands() {
         let name = format!("lockrun-{}", sub.get_name());
@@ -133,7 +133,7 @@ fn after_dashes(shell: Shell, script: Vec<u8>) -> Vec<u8> {
 function __fish_lockrun_after_dashes
     contains -- -- (commandline -opc)
 end
-complete -c lockrun -n __fish_lockrun_after_dashes -x -a '(set -l t (commandline -opc); set -e t[1..(contains -i -- -- $t)]; set -a t (commandline -ct); complete -C "$t")'
+complete -c lockrun -n __fish_lockrun_after_dashes -x -a '(set -l t (commandline -opc); set -e t[1..(contains -i -- -- $t)]; complete -C (string join " " -- (string escape -- $t) (commandline -ct)))'
 "#,
         ),
         _ => return text.into_bytes(),

@@ -38,7 +38,7 @@ impl Kubernetes {
             if let Some(found) = &found {
                 let stored = self.parse(res, &name, found)?;
                 if stored.holder != Holder::Free {
-                    let unchanged_for = self.seen.observe(&name, &stored.version);
+                    let unchanged_for = self.seen.observe(&name, &stored.sighting);
                     holder = stored.lease(res);
                     let now = SystemTime::now();
                     match judge(
@@ -136,7 +136,7 @@ impl Kubernetes {
         if stored.holder == Holder::Free || stored.expires() <= SystemTime::now() {
             return Ok(None);
         }
-        if self.seen.observe(&name, &stored.version) >= stored.duration {
+        if self.seen.observe(&name, &stored.sighting) >= stored.duration {
             return Ok(None);
         }
         Ok(stored.lease(res))

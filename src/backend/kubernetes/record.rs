@@ -54,7 +54,11 @@ pub(super) struct Stored {
     /// `holderIdentity`.
     pub principal: String,
     pub transitions: u64,
-    pub version: String,
+    /// What rule (b) watches for change: the object's uid with its resourceVersion, holder,
+    /// transitions and renewTime. resourceVersions alone start again in a cluster created anew
+    /// behind the same URL (or restored from a backup), and a sighting kept from before would
+    /// then match a live lease.
+    pub sighting: String,
     pub acquired: SystemTime,
     pub renewed: SystemTime,
     pub duration: Duration,
@@ -90,11 +94,16 @@ impl Stored {
         let renewed = spec.renew_time.map(|t| SystemTime::from(t.0));
         let acquired = spec.acquire_time.map(|t| SystemTime::from(t.0));
         let seconds = spec.lease_duration_seconds.unwrap_or(0);
+        let sighting = format!(
+            "{}:{version}:{principal}:{transitions}:{:?}",
+            obj.metadata.uid.as_deref().unwrap_or(""),
+            renewed
+        );
         let mut stored = Stored {
             holder: Holder::Free,
             principal,
             transitions,
-            version,
+            sighting,
             acquired: acquired.or(renewed).unwrap_or(UNIX_EPOCH),
             renewed: renewed.unwrap_or(UNIX_EPOCH),
             duration: Duration::from_secs(u64::try_from(seconds).unwrap_or(0)),
@@ -254,6 +263,25 @@ mod tests {
         let mut obj = g.object(None).unwrap();
         obj.metadata.resource_version = Some("7".into());
         obj
+    }
+
+    #[test]
+    fn a_lease_recreated_with_the_same_resource_version_is_a_new_sighting() {
+        // A cluster created anew behind the same URL (or restored from a backup) hands out the
+        // same resourceVersions again: rule (b) must not take the new lease for the old one.
+        let id = LeaseId::generate();
+        let mut a = granted(&id);
+        a.metadata.uid = Some("uid-a".into());
+        let mut b = a.clone();
+        b.metadata.uid = Some("uid-b".into());
+        let sa = Stored::parse(&res(), &a).unwrap().sighting;
+        let sb = Stored::parse(&res(), &b).unwrap().sighting;
+        assert_ne!(sa, sb);
+        assert_eq!(sa, Stored::parse(&res(), &a.clone()).unwrap().sighting);
+        // Same uid and resourceVersion, another holder: another sighting too.
+        let mut c = a.clone();
+        c.spec.as_mut().unwrap().holder_identity = Some("other@host".into());
+        assert_ne!(sa, Stored::parse(&res(), &c).unwrap().sighting);
     }
 
     #[test]
