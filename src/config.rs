@@ -305,34 +305,22 @@ impl Config {
         // resource only: another resource gets what the configuration gives it, as it would
         // outside, so that one resource never maps to two stores. A value the command set
         // itself (not the one the outer lockrun configured) is honoured as usual.
-        let outer = |var: &str, marker: &str| {
+        let outer = |var: &str| {
+            let marker = var.replacen("LOCKRUN_", "LOCKRUN_CONFIGURED_", 1);
             let value = non_empty(env(var));
-            value.is_some() && value == non_empty(env(marker))
+            value.is_some() && value == non_empty(env(&marker))
         };
         let for_outer_lease =
             non_empty(env("LOCKRUN_RESOURCE")).as_deref() == Some(resource.as_str());
         let env = |key: &str| match key {
-            "LOCKRUN_BACKEND" | "LOCKRUN_PRINCIPAL"
-                if !for_outer_lease
-                    && outer(key, &key.replace("LOCKRUN_", "LOCKRUN_CONFIGURED_")) =>
-            {
-                None
-            }
+            "LOCKRUN_BACKEND" | "LOCKRUN_PRINCIPAL" if !for_outer_lease && outer(key) => None,
             _ => env(key),
         };
-        let configured = |flag: &Option<String>, var: &str, marker: &str| {
-            flag.is_none() && (non_empty(env(var)).is_none() || outer(var, marker))
+        let configured = |flag: &Option<String>, var: &str| {
+            flag.is_none() && (non_empty(env(var)).is_none() || outer(var))
         };
-        let backend_configured = configured(
-            &flags.backend,
-            "LOCKRUN_BACKEND",
-            "LOCKRUN_CONFIGURED_BACKEND",
-        );
-        let principal_configured = configured(
-            &flags.principal,
-            "LOCKRUN_PRINCIPAL",
-            "LOCKRUN_CONFIGURED_PRINCIPAL",
-        );
+        let backend_configured = configured(&flags.backend, "LOCKRUN_BACKEND");
+        let principal_configured = configured(&flags.principal, "LOCKRUN_PRINCIPAL");
         let (backend, backend_name, settings) = self.backend(&layers, flags, &env)?;
         let principal = principal(&layers, flags, &env)?;
         Ok(Plan {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::dynamodb::{self as ddb, lease_item, now_ms};
 use common::server::Server;
-use common::{assert_fails, eventually, stderr, stdout, Env};
+use common::{assert_fails, eventually, lease_id_of, stderr, stdout, token_of, Env};
 use lockrun::backend::dynamodb::DynamoDb;
 use lockrun::backend::Backend;
 
@@ -51,16 +51,6 @@ fn rt() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .expect("runtime")
-}
-
-fn token_of(json: &str) -> u64 {
-    let v: serde_json::Value = serde_json::from_str(json).expect("json");
-    v["fencing_token"].as_u64().expect("token")
-}
-
-fn lease_id_of(json: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(json).expect("json");
-    v["lease_id"].as_str().expect("lease_id").to_owned()
 }
 
 #[test]

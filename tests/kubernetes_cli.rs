@@ -10,7 +10,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::k8s::{StandIn, NAMESPACE, TOKEN};
-use common::{assert_fails, eventually, stderr, stdout, Env};
+use common::{assert_fails, eventually, stderr, stdout, token_of, Env};
 use serde_json::json;
 
 /// lockrun with `url` as its backend and `kubeconfig` as KUBECONFIG (none: unset), and no
@@ -70,11 +70,6 @@ const URL: &str = "kubernetes://locks";
 fn ok(o: &Output) -> String {
     assert_eq!(o.status.code(), Some(0), "stderr: {}", stderr(o));
     stdout(o)
-}
-
-fn token_of(json: &str) -> u64 {
-    let v: serde_json::Value = serde_json::from_str(json).expect("json");
-    v["fencing_token"].as_u64().expect("token")
 }
 
 #[test]

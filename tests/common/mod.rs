@@ -154,3 +154,15 @@ pub fn kill(pid: i32, sig: i32) {
     // SAFETY: kill has no memory-safety preconditions.
     unsafe { libc::kill(pid, sig) };
 }
+
+/// The fencing token of a lease printed with `--json`.
+pub fn token_of(json: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(json).expect("json");
+    v["fencing_token"].as_u64().expect("token")
+}
+
+/// The lease id of a lease printed with `--json`.
+pub fn lease_id_of(json: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(json).expect("json");
+    v["lease_id"].as_str().expect("lease_id").to_owned()
+}
