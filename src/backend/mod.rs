@@ -20,6 +20,8 @@ pub mod dynamodb;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 pub mod file;
+#[cfg(any(feature = "redis", feature = "etcd"))]
+pub(crate) mod in_flight;
 #[cfg(feature = "kubernetes")]
 pub mod kubernetes;
 #[cfg(feature = "memcached")]

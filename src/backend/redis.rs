@@ -82,6 +82,7 @@ use ::redis::{AsyncConnectionConfig, Client, ErrorKind, Script, TlsCertificates,
 use async_trait::async_trait;
 use futures_util::StreamExt;
 
+use super::in_flight::InFlight;
 use super::{
     Acquire, AcquireRequest, Backend, BackendUrl, Capabilities, Change, Error, Fencing, Renewal,
     Settings, Watch,
@@ -140,51 +141,6 @@ const UNANSWERED_KEPT: usize = 8;
 /// [`Redis::release`]). That connection stalled, so the answer rarely comes; the wait keeps the
 /// request alive until the connection has written it.
 const BEHIND_WAIT: Duration = Duration::from_millis(250);
-
-/// A script call in flight on the shared connection. Dropped before [`InFlight::answered`], that
-/// is when its time ran out or its caller stopped waiting (the heartbeat gives a renewal at most
-/// a heartbeat, less than `command_timeout`), it takes the connection out of use: a connection
-/// that stopped answering must not be handed to the next call. An unanswered acquire is noted
-/// with its connection, for the release that gives it back.
-struct InFlight<'a> {
-    redis: &'a Redis,
-    generation: u64,
-    conn: MultiplexedConnection,
-    /// For an acquire: its lease key and lease id.
-    acquire: Option<(String, String)>,
-    answered: bool,
-}
-
-impl InFlight<'_> {
-    fn answered(mut self) {
-        self.answered = true;
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if self.answered {
-            return;
-        }
-        tracing::debug!(
-            "a call to redis at {} went unanswered; the next call opens a new connection",
-            self.redis.url
-        );
-        self.redis.forget_conn(self.generation);
-        if let Some((lease_key, id)) = self.acquire.take() {
-            if let Ok(mut list) = self.redis.unanswered.lock() {
-                if list.len() >= UNANSWERED_KEPT {
-                    list.remove(0);
-                }
-                list.push(Unanswered {
-                    lease_key,
-                    id,
-                    conn: self.conn.clone(),
-                });
-            }
-        }
-    }
-}
 
 /// What a Redis server's `maxmemory-policy` lets it delete under memory pressure.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,6 +246,34 @@ impl Redis {
         }
     }
 
+    /// A script call on connection `generation` went unanswered: the connection is taken out
+    /// of use, and an acquire (its lease key and id) is noted with its connection, for the
+    /// release that gives it back.
+    fn unanswered_call(
+        &self,
+        generation: u64,
+        conn: MultiplexedConnection,
+        acquire: Option<(String, String)>,
+    ) {
+        tracing::debug!(
+            "a call to redis at {} went unanswered; the next call opens a new connection",
+            self.url
+        );
+        self.forget_conn(generation);
+        if let Some((lease_key, id)) = acquire {
+            if let Ok(mut list) = self.unanswered.lock() {
+                if list.len() >= UNANSWERED_KEPT {
+                    list.remove(0);
+                }
+                list.push(Unanswered {
+                    lease_key,
+                    id,
+                    conn,
+                });
+            }
+        }
+    }
+
     /// Takes connection number `generation` out of use, unless a newer one replaced it already.
     fn forget_conn(&self, generation: u64) {
         if let Ok(mut slot) = self.conn.lock() {
@@ -321,13 +305,11 @@ impl Redis {
         for a in args {
             call.arg(*a);
         }
-        let in_flight = InFlight {
-            redis: self,
-            generation,
-            conn: conn.clone(),
-            acquire: acquire.then(|| (keys[0].to_owned(), args[0].to_owned())),
-            answered: false,
-        };
+        let (on, give_back) = (
+            conn.clone(),
+            acquire.then(|| (keys[0].to_owned(), args[0].to_owned())),
+        );
+        let in_flight = InFlight::new(move || self.unanswered_call(generation, on, give_back));
         let answer =
             tokio::time::timeout(self.command_timeout, call.invoke_async::<Value>(&mut conn)).await;
         match answer {

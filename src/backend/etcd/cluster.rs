@@ -19,36 +19,13 @@ use tokio::time::Instant;
 
 use super::options::Options;
 use super::{errors, Etcd};
+use crate::backend::in_flight::InFlight;
 use crate::backend::Error;
 
 /// One endpoint and its client.
 pub(super) struct Member {
     endpoint: String,
     client: RwLock<Option<Client>>,
-}
-
-/// A call in flight to member `member`. Dropped before [`InFlight::answered`], that is when its
-/// time ran out or its caller stopped waiting (the heartbeat gives a renewal at most a
-/// heartbeat, less than `command_timeout`), it forgets the member's client: a connection that
-/// stopped answering must not be handed to the next call, which connects anew.
-struct InFlight<'a> {
-    etcd: &'a Etcd,
-    member: usize,
-    answered: bool,
-}
-
-impl InFlight<'_> {
-    fn answered(mut self) {
-        self.answered = true;
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if !self.answered {
-            self.etcd.forget(self.member);
-        }
-    }
 }
 
 /// A time limit and the setting it comes from, for messages.
@@ -118,11 +95,8 @@ impl Etcd {
         loop {
             let i = (first + hops) % n;
             let attempt = async { f(self.client(i).await?).await };
-            let in_flight = InFlight {
-                etcd: self,
-                member: i,
-                answered: false,
-            };
+            // Unanswered, the member's client is forgotten: the next call connects anew.
+            let in_flight = InFlight::new(move || self.forget(i));
             let Ok(out) = tokio::time::timeout_at(deadline, attempt).await else {
                 // `in_flight`, dropped unanswered, forgets the member's connection.
                 self.current.store((i + 1) % n, Ordering::Relaxed);
