@@ -6,15 +6,16 @@ Prints, for each backend asked for:
     the two run alternately so that both see the same machine (`etcdctl lock` likewise);
   - 8 workers x 25 iterations of contention on one resource: total time, throughput, and the
     median handoff (one holder's command ending to the next holder's command starting); the
-    medians of --rounds runs, flock's alternating with the file backend's (and etcdctl's with
-    etcd's);
+    medians of --rounds runs, each backend's alternating with flock's (and etcdctl's), so that
+    every ratio to flock(1) is taken against flock(1) runs made alongside, minutes apart at most;
   - the resident memory of a `lockrun run` holding a lease while its child sleeps.
 
 Usage: bench/bench.py [--runs N] [--rounds N]
                       [--servers redis,postgres,etcd,dynamodb,memcached,pgbouncer,pg-durable]
                       [--backend URL ...] [--binary PATH]
---servers starts the named servers itself, on free loopback ports in temporary directories, and
-stops them at the end (pgbouncer: PostgreSQL behind PgBouncer in transaction mode, the waiters
+--servers starts the named servers itself, on free loopback ports in temporary directories, each
+just before its rows and stopped right after them, so that no other server shares the machine
+with the one measured (pgbouncer: PostgreSQL behind PgBouncer in transaction mode, the waiters
 polling; pg-durable: a PostgreSQL that flushes every commit to disk, where the others do not);
 --backend adds any URL you already have.
 """
@@ -136,8 +137,7 @@ def wait_port(port, what, limit=30):
 
 def start_redis(tmp, procs):
     port = free_port()
-    d = os.path.join(tmp, "redis")
-    os.mkdir(d)
+    d = tempfile.mkdtemp(prefix="redis-", dir=tmp)
     procs.append(subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                                    "--appendonly", "no", "--dir", d], stdout=subprocess.DEVNULL))
     wait_port(port, "redis-server")
@@ -159,7 +159,7 @@ def as_nobody(paths):
     return demote
 
 
-# Servers already started in this run (name -> URL).
+# Servers started for the backend being measured (name -> URL); emptied when they are stopped.
 STARTED = {}
 
 
@@ -171,8 +171,7 @@ def start_postgres(tmp, procs, durable=False):
     if name in STARTED:
         return STARTED[name]
     bindir = sorted(glob.glob("/usr/lib/postgresql/*/bin"))[-1]
-    d = os.path.join(tmp, name)
-    os.mkdir(d)
+    d = tempfile.mkdtemp(prefix=name + "-", dir=tmp)
     if os.geteuid() == 0:
         os.chmod(tmp, 0o755)
     demote = as_nobody([d])
@@ -213,8 +212,7 @@ def start_pgbouncer(tmp, procs):
     if not pgbouncer:
         raise SystemExit("pgbouncer is not installed (apt-get install -y pgbouncer)")
     pg_port = int(start_postgres(tmp, procs).rsplit(":", 1)[1].split("/")[0])
-    d = os.path.join(tmp, "pgbouncer")
-    os.mkdir(d)
+    d = tempfile.mkdtemp(prefix="pgbouncer-", dir=tmp)
     port = free_port()
     with open(os.path.join(d, "users.txt"), "w") as f:
         f.write('"postgres" ""\n')
@@ -236,7 +234,7 @@ def start_pgbouncer(tmp, procs):
 
 def start_etcd(tmp, procs):
     client, peer = free_port(), free_port()
-    d = os.path.join(tmp, "etcd")
+    d = tempfile.mkdtemp(prefix="etcd-", dir=tmp)
     procs.append(subprocess.Popen(["etcd", "--data-dir", d, "--listen-client-urls", f"http://127.0.0.1:{client}",
                                    "--advertise-client-urls", f"http://127.0.0.1:{client}",
                                    "--listen-peer-urls", f"http://127.0.0.1:{peer}",
@@ -269,8 +267,7 @@ def start_dynamodb(tmp, procs):
         first = f.readline()
     python = first[2:].strip() if first.startswith("#!") and "python" in first and " " not in first[2:].strip() else "python3"
     port = free_port()
-    d = os.path.join(tmp, "moto")
-    os.mkdir(d)
+    d = tempfile.mkdtemp(prefix="moto-", dir=tmp)
     procs.append(subprocess.Popen([python, "-c", MOTO_LAUNCHER, "-H", "127.0.0.1", "-p", str(port)], cwd=d,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
     wait_port(port, "moto_server")
@@ -319,9 +316,7 @@ def main():
     try:
         run(args, procs)
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-            p.wait()
+        stop(procs)
 
 
 def build_release():
@@ -346,6 +341,72 @@ def elf_linkage(path):
     return "dynamic" if 3 in types else "static"
 
 
+def measure(args, rows, name, url, env, first, flock_cycle, flock_cmd, lockrun_cmd, contention_row, rounds, tmp):
+    """The rows of one backend: its uncontended cycle alternating with flock(1)'s, its contention
+    rounds alternating with flock(1)'s (and etcdctl's), and its RSS while holding a lease."""
+    res = f"bench-{os.getpid()}"
+    if name == "dynamodb":
+        # The table is created once, as an operator would (`lockrun init`).
+        subprocess.run([args.binary, "-q", "-b", url, "init"], env=env, check=True, stdin=subprocess.DEVNULL)
+    # The uncontended cycle, alternating with flock's.
+    (med, best), (f_med, f_best) = cycle_pair(
+        [args.binary, "-q", "-b", url, res, "--", "true"], flock_cycle, args.runs, env)
+    if first:
+        rows.append(("flock(1)", "uncontended cycle", f"{f_med * 1e3:.2f} ms median ({f_best * 1e3:.2f} min)"))
+    rows.append((f"lockrun {name}", "uncontended cycle",
+                 f"{med * 1e3:.2f} ms median ({best * 1e3:.2f} min), {med / f_med:.2f}x flock "
+                 f"({f_med * 1e3:.2f} ms alongside)"))
+    # Contention, in rounds alternating with flock's.
+    cmds = {"flock": flock_cmd, name: lockrun_cmd(url, res + "-c")}
+    envs = {"flock": env, name: env}
+    if name == "etcd":
+        # First come, first served: waiters queue, and a release wakes only the next one.
+        cmds["fair"] = lockrun_cmd(url, res + "-f", "--fair")
+        envs["fair"] = env
+        if shutil.which("etcdctl"):
+            endpoint = url.split("://", 1)[1]
+            ectl = ["etcdctl", f"--endpoints={endpoint}", "lock"]
+            stamp_sh = STAMP_SH
+            cmds["etcdctl"] = lambda stamps: ectl + [res + "-ec", "--", "sh", "-c", stamp_sh.format(f=stamps)]
+            envs["etcdctl"] = {**env, "ETCDCTL_API": "3"}
+    n = 1 if name == "dynamodb" else rounds
+    figs = contention_rounds(cmds, n, args.workers, args.iterations, envs, tmp, name)
+    flock_fig = figs.pop("flock")
+    if first:
+        contention_row("flock(1)", flock_fig)
+        rows.insert(1, rows.pop())  # flock's rows first
+    contention_row(f"lockrun {name}", figs[name], flock_fig[0])
+    if "fair" in figs:
+        contention_row(f"lockrun {name} --fair", figs["fair"], flock_fig[0])
+    kib = rss_kib([args.binary, "-b", url, res + "-rss", "--", "sleep", "3"], env)
+    rows.append((f"lockrun {name}", "RSS while holding", f"{kib / 1024:.1f} MiB"))
+    if "etcdctl" in figs:
+        e_env = envs["etcdctl"]
+        (med_e, best_e), (med_l, _) = cycle_pair(
+            ectl + [res + "-e", "true"], [args.binary, "-q", "-b", url, res, "--", "true"], args.runs, e_env, env)
+        rows.append(("etcdctl lock", "uncontended cycle",
+                     f"{med_e * 1e3:.2f} ms median ({best_e * 1e3:.2f} min); lockrun is {med_l / med_e:.2f}x "
+                     f"({med_l * 1e3:.2f} ms alongside)"))
+        tput_e = figs["etcdctl"][0]
+        contention_row("etcdctl lock", figs["etcdctl"])
+        rows[-1] = (rows[-1][0], rows[-1][1], rows[-1][2] +
+                    f"; lockrun is {figs[name][0] / tput_e:.2f}x, --fair {figs['fair'][0] / tput_e:.2f}x")
+
+
+def stop(procs):
+    """Stops the servers in `procs` and forgets them."""
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+    procs.clear()
+    STARTED.clear()
+
+
 def run(args, procs):
     if args.binary is None:
         args.binary = build_release()
@@ -353,9 +414,13 @@ def run(args, procs):
     flock = shutil.which("flock")
     tmp = tempfile.mkdtemp(prefix="lockrun-bench-")
     env = clean_env(tmp)
-    backends = [f"file://{tmp}/locks"] + args.backend
+    # (name, URL or None, starter or None): a server is started just before its rows.
+    backends = [("file", f"file://{tmp}/locks", None)]
+    backends += [(url.split("://")[0], url, None) for url in args.backend]
     for name in filter(None, args.servers.split(",")):
-        backends.append(SERVERS[name](tmp, procs))
+        if name not in SERVERS:
+            raise SystemExit(f"unknown server {name!r}; known: {','.join(SERVERS)}")
+        backends.append((name, None, SERVERS[name]))
     stamp_sh = STAMP_SH
 
     print(f"lockrun benchmark  ({os.cpu_count()} cores, {args.runs} runs, {args.workers}x{args.iterations} contention "
@@ -378,64 +443,21 @@ def run(args, procs):
 
     def contention_row(who, fig, ref=None, ref_name="flock"):
         tput, hand, ov, total = fig
-        ratio = f", {tput / ref:.2f}x {ref_name}" if ref else ""
+        ratio = f", {tput / ref:.2f}x {ref_name} ({ref:.0f} alongside)" if ref else ""
         rows.append((who, "contention", f"{tput:.0f} cycles/s ({total:.2f} s), median handoff {hand:.2f} ms, "
                                         f"overlaps {ov}{ratio}"))
 
-    flock_fig = None
+    first = True
     base_env = env
-    for url in backends:
-        name = url.split("://")[0]
-        env = {**base_env, **BACKEND_ENV.get(url, {})}
-        res = f"bench-{os.getpid()}"
-        if name == "dynamodb":
-            # The table is created once, as an operator would (`lockrun init`).
-            subprocess.run([args.binary, "-q", "-b", url, "init"], env=env, check=True, stdin=subprocess.DEVNULL)
-        # The uncontended cycle, alternating with flock's.
-        (med, best), (f_med, f_best) = cycle_pair(
-            [args.binary, "-q", "-b", url, res, "--", "true"], flock_cycle, args.runs, env)
-        if flock_fig is None:
-            rows.append(("flock(1)", "uncontended cycle", f"{f_med * 1e3:.2f} ms median ({f_best * 1e3:.2f} min)"))
-        rows.append((f"lockrun {name}", "uncontended cycle",
-                     f"{med * 1e3:.2f} ms median ({best * 1e3:.2f} min), {med / f_med:.2f}x flock "
-                     f"({f_med * 1e3:.2f} ms alongside)"))
-        # Contention, in rounds alternating with flock's (the first backend) or against its median.
-        cmds = {name: lockrun_cmd(url, res + "-c")}
-        envs = {name: env}
-        if name == "etcd":
-            # First come, first served: waiters queue, and a release wakes only the next one.
-            cmds["fair"] = lockrun_cmd(url, res + "-f", "--fair")
-            envs["fair"] = env
-            if shutil.which("etcdctl"):
-                endpoint = url.split("://", 1)[1]
-                ectl = ["etcdctl", f"--endpoints={endpoint}", "lock"]
-                cmds["etcdctl"] = lambda stamps: ectl + [res + "-ec", "--", "sh", "-c", stamp_sh.format(f=stamps)]
-                envs["etcdctl"] = {**env, "ETCDCTL_API": "3"}
-        if flock_fig is None:
-            cmds = {"flock": flock_cmd, **cmds}
-            envs["flock"] = env
-        n = 1 if name == "dynamodb" else rounds
-        figs = contention_rounds(cmds, n, args.workers, args.iterations, envs, tmp, name)
-        if flock_fig is None:
-            flock_fig = figs.pop("flock")
-            contention_row("flock(1)", flock_fig)
-            rows.insert(1, rows.pop())  # flock's rows first
-        contention_row(f"lockrun {name}", figs[name], flock_fig[0])
-        if "fair" in figs:
-            contention_row(f"lockrun {name} --fair", figs["fair"], flock_fig[0])
-        kib = rss_kib([args.binary, "-b", url, res + "-rss", "--", "sleep", "3"], env)
-        rows.append((f"lockrun {name}", "RSS while holding", f"{kib / 1024:.1f} MiB"))
-        if "etcdctl" in figs:
-            e_env = envs["etcdctl"]
-            (med_e, best_e), (med_l, _) = cycle_pair(
-                ectl + [res + "-e", "true"], [args.binary, "-q", "-b", url, res, "--", "true"], args.runs, e_env, env)
-            rows.append(("etcdctl lock", "uncontended cycle",
-                         f"{med_e * 1e3:.2f} ms median ({best_e * 1e3:.2f} min); lockrun is {med_l / med_e:.2f}x "
-                         f"({med_l * 1e3:.2f} ms alongside)"))
-            tput_e = figs["etcdctl"][0]
-            contention_row("etcdctl lock", figs["etcdctl"])
-            rows[-1] = (rows[-1][0], rows[-1][1], rows[-1][2] +
-                        f"; lockrun is {figs[name][0] / tput_e:.2f}x, --fair {figs['fair'][0] / tput_e:.2f}x")
+    for name, url, starter in backends:
+        try:
+            if starter:
+                url = starter(tmp, procs)
+            measure(args, rows, name, url, {**base_env, **BACKEND_ENV.get(url, {})}, first, flock_cycle,
+                    flock_cmd, lockrun_cmd, contention_row, rounds, tmp)
+        finally:
+            stop(procs)  # a server runs only while its own rows are measured
+        first = False
     width = max(len(r[0]) for r in rows)
     for who, what, fig in rows:
         print(f"{who:<{width}}  {what:<18}  {fig}")
