@@ -141,7 +141,9 @@ pub async fn acquire(
     // deliver it after the give-back, which went out on another one): the error names the
     // lease, so that it can be freed.
     match out {
-        // A local store's step that failed was not applied, and never will be.
+        // A local store's step that failed was not applied, and never will be; nor was a call
+        // that could not connect.
+        Err(Error::Unreached(why)) => Err(Error::Unreached(why)),
         Err(Error::Unavailable(why)) if backend.capabilities().local => {
             Err(Error::Unavailable(why))
         }
@@ -674,6 +676,23 @@ mod tests {
             panic!("{out:?}")
         };
         assert_eq!(text, "no space left");
+        assert!(b.released.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_acquire_that_could_not_connect_names_no_lease_it_may_grant_late() {
+        // A refused connection sent nothing: no give-back, no "may hold it until its TTL".
+        let r = Resource::new("r").unwrap();
+        let id = LeaseId::generate();
+        let b = scripted(
+            vec![Err(Error::Unreached("connection refused".into()))],
+            Duration::ZERO,
+        );
+        let out = run_req(&b, &request(&r, &id)).await;
+        assert_eq!(
+            out.unwrap_err(),
+            Error::Unreached("connection refused".into())
+        );
         assert!(b.released.lock().unwrap().is_empty());
     }
 

@@ -240,7 +240,7 @@ async fn reconnects_after_the_server_ends_the_session() {
     let first = b.renew(&res, &id, Duration::from_secs(60)).await;
     let renewed = match first {
         Ok(r) => r,
-        Err(Error::Unavailable(_)) => b
+        Err(e) if e.is_retryable() => b
             .renew(&res, &id, Duration::from_secs(60))
             .await
             .expect("renew after reconnecting"),

@@ -144,3 +144,41 @@ async fn debug_output_never_shows_the_password() {
     assert!(!shown.contains("debug-secret-pw"), "{shown}");
     assert!(shown.contains("redis://:***@127.0.0.1"), "{shown}");
 }
+
+/// A call that cannot connect (the server is gone) says that nothing was sent, so the waiting
+/// policy neither gives back nor names a lease that the server might grant late.
+#[tokio::test]
+async fn a_call_that_cannot_connect_says_nothing_was_sent() {
+    use lockrun::backend::{AcquireRequest, Error};
+    use lockrun::{LeaseId, Resource};
+    let s = server::start_redis(&[]);
+    let b = Redis::open(&url(s.port), &settings("unreached:"))
+        .await
+        .expect("open");
+    // SAFETY: kill(2) on the server's pid (the harness cleans up its directory at exit).
+    unsafe { libc::kill(s.pid as i32, libc::SIGKILL) };
+    let (res, id) = (Resource::new("r").unwrap(), LeaseId::generate());
+    let req = AcquireRequest {
+        resource: &res,
+        id: &id,
+        principal: "test",
+        ttl: std::time::Duration::from_secs(10),
+    };
+    // The connection in use may fail first (its request may have been sent); the next call
+    // has to connect, and cannot.
+    let mut last = None;
+    for _ in 0..3 {
+        match b.try_acquire(&req).await {
+            Err(e @ Error::Unreached(_)) => {
+                last = Some(e);
+                break;
+            }
+            Err(e) => last = Some(e),
+            Ok(out) => panic!("{out:?}"),
+        }
+    }
+    let e = last.expect("an error");
+    assert!(matches!(e, Error::Unreached(_)), "{e:?}");
+    assert!(e.to_string().contains("cannot connect"), "{e}");
+    assert!(e.is_retryable());
+}

@@ -277,6 +277,12 @@ fn unreachable_endpoint_exits_69() {
     let o = e.run(&["acquire", "res"]);
     assert_fails(&o, 69, "Connection refused");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // Nothing was sent, so no lease can be granted late: no "may hold" hint.
+    for args in [&["acquire", "-n", "res"][..], &["-n", "res", "--", "true"]] {
+        let o = e.run(args);
+        assert_fails(&o, 69, "Connection refused");
+        assert!(!stderr(&o).contains("may hold"), "{}", stderr(&o));
+    }
     assert_fails(&e.run(&["current", "res"]), 69, "connecting");
     // etcd needs nothing set up, but `init` still says when it cannot be reached.
     assert_fails(&e.run(&["init"]), 69, "connecting");

@@ -154,14 +154,15 @@ impl Memcached {
     async fn connect(&self, server: &str) -> Result<Conn<TcpStream>, Error> {
         let stream =
             match tokio::time::timeout(self.connect_timeout, TcpStream::connect(server)).await {
+                // A connection that could not be made sent nothing.
                 Err(_) => {
-                    return Err(Error::Unavailable(format!(
+                    return Err(Error::Unreached(format!(
                         "cannot connect to memcached at {server}: no answer within {}",
                         crate::duration::format(self.connect_timeout)
                     )))
                 }
                 Ok(Err(e)) => {
-                    return Err(Error::Unavailable(format!(
+                    return Err(Error::Unreached(format!(
                         "cannot connect to memcached at {server}: {e}"
                     )))
                 }

@@ -112,6 +112,11 @@ pub enum Error {
     /// The store could not be reached or did not answer in time; retrying may help.
     #[error("{0}")]
     Unavailable(String),
+    /// The store could not be reached (the connection was refused or could not be made), so
+    /// the call was not sent and changed nothing; retrying may help. Unlike
+    /// [`Error::Unavailable`], it cannot have been applied late.
+    #[error("{0}")]
+    Unreached(String),
     /// The backend is misconfigured (URL, credentials, missing table); retrying will not help.
     #[error("{0}")]
     Config(String),
@@ -126,14 +131,23 @@ pub enum Error {
 impl Error {
     /// Whether the same call may succeed later.
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Unavailable(_))
+        matches!(self, Error::Unavailable(_) | Error::Unreached(_))
+    }
+
+    /// `self`, from a failure to connect before anything was sent: [`Error::Unreached`]
+    /// where it is [`Error::Unavailable`].
+    pub(crate) fn unreached(self) -> Error {
+        match self {
+            Error::Unavailable(m) => Error::Unreached(m),
+            other => other,
+        }
     }
 
     /// The exit status the CLI ends with on this error.
     pub fn exit(&self) -> crate::exit::Exit {
         use crate::exit::Exit;
         match self {
-            Error::Unavailable(_) => Exit::Unavailable,
+            Error::Unavailable(_) | Error::Unreached(_) => Exit::Unavailable,
             Error::Config(_) => Exit::Config,
             Error::Corrupt(_) => Exit::Corrupt,
             Error::Other(_) => Exit::Internal,

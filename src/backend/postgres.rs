@@ -303,7 +303,8 @@ impl Postgres {
         let mut slot = self.conn.lock().await;
         let live = match slot.as_ref().filter(|l| l.is_open()) {
             Some(live) => live,
-            None => slot.insert(Live::open(&self.opts).await?),
+            // A connection that could not be made sent nothing.
+            None => slot.insert(Live::open(&self.opts).await.map_err(Error::unreached)?),
         };
         Ok(InFlight {
             client: Arc::clone(&live.client),

@@ -242,7 +242,8 @@ impl Redis {
         });
         match existing {
             Some(c) => Ok(c),
-            None => self.connect().await,
+            // A connection that could not be made sent nothing.
+            None => self.connect().await.map_err(Error::unreached),
         }
     }
 

@@ -1,6 +1,7 @@
 //! Mapping etcd client errors to backend errors that say whether retrying can help.
 //!
-//! - cannot connect, timed out, no leader, overloaded: [`Error::Unavailable`] (retryable);
+//! - cannot connect: [`Error::Unreached`] (retryable; nothing was sent);
+//! - timed out, no leader, overloaded: [`Error::Unavailable`] (retryable);
 //! - authentication failed, permission denied, auth not enabled, TLS failures, bad endpoint
 //!   URLs, a TTL etcd refuses: [`Error::Config`];
 //! - anything else: [`Error::Other`].
@@ -16,6 +17,10 @@ pub(super) fn map(name: &str, what: &str, e: etcd_client::Error) -> Error {
     use etcd_client::Error as E;
     let prefix = format!("{name}: {what}");
     match e {
+        // A connection that was refused or could not be made sent nothing.
+        E::GRpcStatus(status) if connect_failed(&status) => {
+            from_status(&prefix, &status).unreached()
+        }
         E::GRpcStatus(status) => from_status(&prefix, &status),
         // Raised while building endpoints (e.g. unusable TLS files), before any connection.
         E::TransportError(t) => {
@@ -44,7 +49,9 @@ pub(super) fn map_connect(name: &str, tls: Option<bool>, e: etcd_client::Error) 
         Some(true) => "did the server refuse the TLS client certificate?",
     };
     match map(name, "connecting", e) {
-        Error::Unavailable(m) if closed_at_once(&m) => Error::Config(format!("{m} ({hint})")),
+        Error::Unavailable(m) | Error::Unreached(m) if closed_at_once(&m) => {
+            Error::Config(format!("{m} ({hint})"))
+        }
         // The server's TLS alert, when it arrives before the connection closes.
         Error::Config(m) if tls.is_some() && m.to_ascii_lowercase().contains("alert") => {
             Error::Config(format!("{m} ({hint})"))
@@ -102,9 +109,11 @@ pub(super) fn is_invalid_token(e: &etcd_client::Error) -> bool {
 
 /// Whether `e` says the connection could not even be made, so the request was never sent.
 pub(super) fn is_connect_error(e: &etcd_client::Error) -> bool {
-    let etcd_client::Error::GRpcStatus(s) = e else {
-        return false;
-    };
+    matches!(e, etcd_client::Error::GRpcStatus(s) if connect_failed(s))
+}
+
+/// Whether `s` says the connection could not even be made.
+fn connect_failed(s: &Status) -> bool {
     let detail = status_chain(s).to_ascii_lowercase();
     s.code() == Code::Unavailable
         && !is_tls(&detail)
