@@ -996,3 +996,28 @@ fn events_to_a_file_descriptor() {
         assert!(!marker.exists());
     }
 }
+
+/// `--events 1` and `--events 2` share the descriptor with the command, which keeps it.
+#[test]
+fn events_to_a_standard_descriptor_leave_it_to_the_command() {
+    let env = Env::new();
+    let script = "echo out; echo err >&2; ls /proc/self/fd >/dev/null";
+    for fd in ["1", "2"] {
+        let o = env.run(&["--events", fd, "res", "--", "sh", "-c", script]);
+        assert_eq!(o.status.code(), Some(0), "--events {fd}: {}", stderr(&o));
+        let (out, err) = (String::from_utf8_lossy(&o.stdout), stderr(&o));
+        assert!(out.lines().any(|l| l == "out"), "--events {fd}: {out:?}");
+        assert!(err.lines().any(|l| l == "err"), "--events {fd}: {err:?}");
+        let events = if fd == "1" { &*out } else { &*err };
+        let kinds: Vec<String> = events
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["event"].to_string())
+            .collect();
+        assert_eq!(
+            kinds,
+            ["\"acquired\"", "\"child_exited\"", "\"released\""],
+            "--events {fd}"
+        );
+    }
+}

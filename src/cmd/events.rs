@@ -76,9 +76,25 @@ impl Events {
                     "--events {fd}: file descriptor {fd} is not open"
                 )));
             }
-            // SAFETY: as above.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) };
-            // SAFETY: the caller handed this descriptor to lockrun for exactly this use.
+            let fd = if fd <= 2 {
+                // A standard descriptor is the command's too: write to a copy, and leave it
+                // open for the command.
+                // SAFETY: as above.
+                let copy = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+                if copy < 0 {
+                    return Err(Failure::usage(format!(
+                        "--events {fd}: file descriptor {fd} cannot be copied: {}",
+                        std::io::Error::last_os_error()
+                    )));
+                }
+                copy
+            } else {
+                // SAFETY: as above.
+                unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) };
+                fd
+            };
+            // SAFETY: the caller handed this descriptor to lockrun for exactly this use (or it
+            // is our own copy).
             Box::new(unsafe { File::from_raw_fd(fd) })
         };
         Ok(Events {
