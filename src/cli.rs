@@ -315,6 +315,26 @@ fn first_operand(args: &[OsString], from: usize) -> Option<String> {
     None
 }
 
+/// The verb of a command line that has one (other than `run`) and a `--` after it, as in
+/// `lockrun init -- ./job.sh`: most likely a `lockrun RESOURCE -- COMMAND` whose resource is
+/// named like a verb. Returns the verb and the word after `--`, if any.
+pub fn verb_before_dashes(args: &[OsString]) -> Option<(String, Option<String>)> {
+    let verb = first_operand(args, 1).filter(|w| is_verb(w) && w != "run" && w != "help")?;
+    let dashes = args.iter().skip(1).position(|a| a == "--")? + 1;
+    let after = args
+        .get(dashes + 1)
+        .map(|a| a.to_string_lossy().into_owned());
+    Some((verb, after))
+}
+
+/// Whether `lockrun VERB -- WORD` can only be a mistake: `init`, `doctor` and `list` take at
+/// most a resource, which needs no `--` unless it starts with `-`, so `-- WORD` there is a
+/// command meant to run under a lease on a resource named like the verb. (The verbs that need
+/// a resource keep `--` before it, a common precaution in scripts.)
+pub fn verb_taken_for_resource(verb: &str, after: Option<&str>) -> bool {
+    ["init", "doctor", "list"].contains(&verb) && after.is_some_and(|w| !w.starts_with('-'))
+}
+
 /// Inserts the implied `run` verb: `lockrun [GLOBAL] RESOURCE -- CMD` and also
 /// `lockrun [GLOBAL] -n RESOURCE -- CMD` (a run option before the resource). A verb after
 /// such an option (`lockrun -n release res ID`) is left to clap, which rejects the option,

@@ -42,6 +42,32 @@ fn usage_errors_exit_2() {
             "no resource before --: name the resource to lock, as in: lockrun RESOURCE -- COMMAND...",
         );
     }
+    // A resource named like a verb, in the implied-run form: never the verb run quietly, and
+    // never the command left unrun without a word; the message says how to run it.
+    let marker = env.file("ran");
+    let touch = marker.to_str().unwrap();
+    for (verb, args) in [
+        ("init", &["init", "--", "touch", touch][..]),
+        ("list", &["-q", "list", "--", "touch"]),
+        ("doctor", &["doctor", "--", "./job.sh"]),
+        ("init", &["-n", "init", "--", "./job.sh"]),
+        ("release", &["release", "--", "./job.sh"]),
+        ("acquire", &["-n", "acquire", "--", "./job.sh"]),
+    ] {
+        let o = env.run(args);
+        assert_fails(
+            &o,
+            2,
+            &format!("resource named '{verb}', write: lockrun run {verb} -- COMMAND..."),
+        );
+    }
+    assert!(!marker.exists());
+    // `--` before a resource stays usable where one is needed, and before one that starts
+    // with `-` everywhere.
+    let o = env.run(&["current", "--", "free-res"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let o = env.run(&["init", "--", "-dash"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // -w takes what `wait` in the config file takes: 0 tries once, and 'forever'.
     let o = env.run(&["acquire", "-w", "0", "res"]);
     assert_fails(&o, 75, "res is busy");

@@ -213,9 +213,21 @@ pub fn before_start(args: &[OsString]) {
 /// Parses the command line, runs the verb, prints the one line a failure gets, and returns the
 /// exit status.
 pub async fn main(args: Vec<OsString>) -> Exit {
+    // `lockrun init -- ./job.sh`: a resource named like a verb, taken for the verb.
+    let verb_dashes = crate::cli::verb_before_dashes(&args);
+    if let Some((verb, after)) = &verb_dashes {
+        if crate::cli::verb_taken_for_resource(verb, after.as_deref()) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "lockrun: '{verb}' is a verb, and it takes no command after --; {}",
+                run_named_like(verb)
+            );
+            return Exit::Usage;
+        }
+    }
     let cli = match Cli::try_parse_from(crate::cli::with_implied_run(args)) {
         Ok(cli) => cli,
-        Err(e) => return clap_exit(e),
+        Err(e) => return clap_exit(e, verb_dashes.map(|(verb, _)| verb)),
     };
     init_logging(&cli.global);
     let quiet = cli.global.quiet;
@@ -276,7 +288,17 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
 }
 
 /// Help and version go to stdout with status 0; usage errors become one line and status 2.
-fn clap_exit(e: clap::Error) -> Exit {
+/// How to run a command under a lease on a resource named like `verb`.
+fn run_named_like(verb: &str) -> String {
+    format!(
+        "to run a command under a lease on a resource named '{verb}', write: lockrun run \
+         {verb} -- COMMAND..."
+    )
+}
+
+/// Ends with clap's error `e`, in one line. `verb_dashes`: the verb of a command line with a
+/// `--` after it (see [`crate::cli::verb_before_dashes`]).
+fn clap_exit(e: clap::Error, verb_dashes: Option<String>) -> Exit {
     use clap::error::ErrorKind;
     match e.kind() {
         // Help, and the version of the binary, also when asked after a verb (where clap would
@@ -350,9 +372,11 @@ fn clap_exit(e: clap::Error) -> Exit {
             // flock(1) takes `-c 'shell command'`; here -c is the config file.
             let hint =
                 if e.kind() == ErrorKind::MissingRequiredArgument && first.contains("<COMMAND>") {
-                    "the command goes after --, as in: lockrun RESOURCE -- sh -c 'a && b'"
+                    "the command goes after --, as in: lockrun RESOURCE -- sh -c 'a && b'".into()
+                } else if let Some(verb) = verb_dashes {
+                    run_named_like(&verb)
                 } else {
-                    "see 'lockrun --help'"
+                    "see 'lockrun --help'".into()
                 };
             eprintln!("lockrun: {} ({hint})", first.trim());
             Exit::Usage
