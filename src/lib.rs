@@ -66,6 +66,18 @@
 //! change process-wide state (signal handlers, the child subreaper flag, logging) and are not
 //! part of the library's API.
 
+// Every line to stderr goes through `say!` (unit tests may print their notes).
+#![cfg_attr(not(test), deny(clippy::print_stderr))]
+
+/// `eprintln!` that ignores a failed write: with stderr a closed pipe, `eprintln!` panics,
+/// and lockrun would end with SIGABRT instead of its documented status.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 pub mod backend;
 #[doc(hidden)]
 pub mod cli;

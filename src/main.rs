@@ -18,7 +18,11 @@ fn main() {
     {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("lockrun: cannot start the async runtime: {e}");
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "lockrun: cannot start the async runtime: {e}"
+            );
             std::process::exit(lockrun::exit::Exit::Internal.code().into());
         }
     };

@@ -171,6 +171,24 @@ fn a_reader_that_went_away_is_no_crash() {
     }
 }
 
+/// A stderr nobody reads any more: lockrun's one line is lost, but its status is the documented
+/// one, not an abort.
+#[test]
+fn a_stderr_reader_that_went_away_leaves_the_status_alone() {
+    let env = Env::new();
+    let id = String::from_utf8(env.run(&["acquire", "res"]).stdout).unwrap();
+    let quiet = |args: &[&str]| env.cmd().args(args).stderr(closed_pipe()).status().unwrap();
+    assert_eq!(quiet(&["-n", "res", "--", "true"]).code(), Some(75));
+    assert_eq!(
+        quiet(&["other", "--", "/nonexistent/cmd"]).code(),
+        Some(127)
+    );
+    assert_eq!(quiet(&["frobnicate"]).code(), Some(2));
+    assert_eq!(quiet(&["current", "free"]).code(), Some(1));
+    assert_eq!(quiet(&["init", "--", "cmd"]).code(), Some(2));
+    assert_eq!(quiet(&["release", "res", id.trim()]).code(), Some(0));
+}
+
 /// A file every write to fails (ENOSPC).
 fn dev_full() -> std::fs::File {
     std::fs::File::options()

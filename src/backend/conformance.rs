@@ -77,6 +77,7 @@ impl Report {
     }
 
     /// Prints the report to stderr and panics when a property failed.
+    #[allow(clippy::print_stderr)] // a test's report, in the test's output
     pub fn assert_passed(&self) {
         eprintln!("{self}");
         let failures = self.failures();

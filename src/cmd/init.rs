@@ -10,7 +10,7 @@ pub async fn init(ctx: &Ctx, args: InitArgs) -> Result<Exit, Failure> {
     let (resource, plan) = ctx.plan(name)?;
     let backend = ctx.open(&plan).await?;
     match backend.init().await? {
-        Some(done) => eprintln!("lockrun: {}: {done}", plan.backend),
+        Some(done) => say!("lockrun: {}: {done}", plan.backend),
         None => {
             // Nothing to create, but a server must answer: `init` in a deploy script is the
             // place to learn that it does not (some backends connect only on first use). The
@@ -18,7 +18,7 @@ pub async fn init(ctx: &Ctx, args: InitArgs) -> Result<Exit, Failure> {
             if plan.backend.scheme() != "file" {
                 backend.current(&resource).await?;
             }
-            eprintln!("lockrun: {}: nothing to set up", plan.backend)
+            say!("lockrun: {}: nothing to set up", plan.backend)
         }
     }
     Ok(Exit::Success)

@@ -240,7 +240,7 @@ pub async fn main(args: Vec<OsString>) -> Exit {
             // `run -E 0` skips the command quietly when the resource is busy, as `flock -E 0`
             // does: an outcome that exits 0 prints nothing.
             if !(f.outcome && (quiet || f.exit.code() == 0)) {
-                eprintln!(
+                say!(
                     "lockrun: {}",
                     crate::error::without_os_error(&one_line(&f.message))
                 );
@@ -311,7 +311,7 @@ fn clap_exit(e: clap::Error, verb_dashes: Option<String>) -> Exit {
             };
             match written {
                 Err(w) if w.kind() != std::io::ErrorKind::BrokenPipe => {
-                    eprintln!(
+                    say!(
                         "lockrun: cannot write to stdout: {}",
                         crate::error::without_os_error(&w.to_string())
                     );
@@ -328,7 +328,7 @@ fn clap_exit(e: clap::Error, verb_dashes: Option<String>) -> Exit {
             let meant = crate::cli::meant_verb(&word)
                 .map(|v| format!(" (did you mean '{v}'?)"))
                 .unwrap_or_default();
-            eprintln!(
+            say!(
                 "lockrun: '{}' is not a verb{meant}; to run a command under a lease on a \
                  resource of that name, put -- before the command",
                 crate::lease::escape(&word)
@@ -336,7 +336,7 @@ fn clap_exit(e: clap::Error, verb_dashes: Option<String>) -> Exit {
             Exit::Usage
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            eprintln!(
+            say!(
                 "lockrun: nothing to do: give a resource and a command (lockrun RESOURCE -- COMMAND...) or a verb (see 'lockrun --help')"
             );
             Exit::Usage
@@ -363,7 +363,7 @@ fn clap_exit(e: clap::Error, verb_dashes: Option<String>) -> Exit {
                 && first.contains("<COMMAND>")
                 && nothing_before_dashes();
             if no_resource {
-                eprintln!(
+                say!(
                     "lockrun: no resource before --: name the resource to lock, as in: lockrun \
                      RESOURCE -- COMMAND..."
                 );
@@ -378,7 +378,7 @@ fn clap_exit(e: clap::Error, verb_dashes: Option<String>) -> Exit {
                 } else {
                     "see 'lockrun --help'".into()
                 };
-            eprintln!("lockrun: {} ({hint})", first.trim());
+            say!("lockrun: {} ({hint})", first.trim());
             Exit::Usage
         }
     }

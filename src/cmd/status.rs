@@ -68,7 +68,7 @@ impl Status {
                 };
                 if self.enabled && repeat {
                     self.clear();
-                    eprintln!(
+                    say!(
                         "lockrun: warning: still waiting for {}: {text}",
                         self.resource
                     );
@@ -127,7 +127,10 @@ impl Status {
     /// Removes the live line.
     pub fn clear(&mut self) {
         if self.live {
-            eprint!("\r\x1b[K");
+            {
+                use std::io::Write as _;
+                let _ = write!(std::io::stderr(), "\r\x1b[K");
+            }
             self.live = false;
         }
     }
