@@ -17,6 +17,8 @@
 //! - When the heartbeat reports the lease lost, the group gets TERM at once and KILL after
 //!   `kill_after`. When renewals keep failing, TERM goes out at `deadline - kill_after` and KILL
 //!   at the deadline, so the command is dead before anyone else can be granted the lease.
+//!   Those signals also go to every descendant outside the group (`setsid`), found through
+//!   /proc's lists of children, which hold them all since lockrun is their subreaper.
 //! - The guard knows the KILL deadline too, and kills the group at that deadline itself if
 //!   lockrun has not moved it: a lockrun that is stopped (SIGSTOP, a debugger) or starved when
 //!   its lease runs out cannot leave its command running into someone else's lease. A command
@@ -25,8 +27,9 @@
 //!   process group itself (in one write), between fork and exec: so there is no moment at which
 //!   the command runs and the guard could not kill it at the deadline, however early lockrun is
 //!   stopped.
-//! - When the command exits, what is left of its group (and any orphan reparented to lockrun) is
-//!   terminated and reaped before `supervise` returns, so the lease is released only after that.
+//! - When the command exits, what is left of its group (and any descendant outside it) is
+//!   terminated and reaped before `supervise` returns, so the lease is released only after that;
+//!   its KILL comes no later than the lease's deadline or a stop's KILL already due.
 
 use std::ffi::OsString;
 use std::io;
@@ -290,6 +293,8 @@ pub async fn supervise(
     let suspended_before = suspended();
     let mut term_sent = false;
     let mut kill_at: Option<Instant> = None;
+    // Whether the stop under way has come to its KILL.
+    let mut kill_sent = false;
     let status = loop {
         let reaped = reap(child);
         if let Some(st) = reaped.exited {
@@ -322,8 +327,9 @@ pub async fn supervise(
             if stopped.is_none() {
                 stopped = Some(Stop::Deadline);
             }
-            killpg(pgid, libc::SIGKILL);
+            signal_all(pgid, libc::SIGKILL);
             kill_at = None;
+            kill_sent = true;
             // Wait for the child to die; nothing else matters now.
             let _ = signals.child.recv().await;
             continue;
@@ -335,7 +341,7 @@ pub async fn supervise(
             );
             stopped.get_or_insert(Stop::Deadline);
             term_sent = true;
-            killpg(pgid, libc::SIGTERM);
+            signal_all(pgid, libc::SIGTERM);
             // Once stopping, see it through: a renewal that succeeds after the TERM does not
             // call off the KILL at this deadline (a command that ignores TERM would otherwise
             // run on, and lockrun would report a stop that did not happen).
@@ -353,7 +359,8 @@ pub async fn supervise(
                 received_interrupt |= sig == libc::SIGINT || sig == libc::SIGQUIT;
                 if is_stop && stopped.is_some() {
                     tracing::info!("second {} while stopping: killing the command", signame(sig));
-                    killpg(pgid, libc::SIGKILL);
+                    signal_all(pgid, libc::SIGKILL);
+                    kill_sent = true;
                 } else {
                     if is_stop {
                         stopped = Some(Stop::Signal(sig));
@@ -366,7 +373,7 @@ pub async fn supervise(
                     tracing::info!("the lease was lost: stopping the command");
                     stopped = Some(Stop::Lost);
                     term_sent = true;
-                    killpg(pgid, libc::SIGTERM);
+                    signal_all(pgid, libc::SIGTERM);
                     kill_at = Some(kill_when_lost(kill_at, Instant::now(), kill_after));
                 }
             }
@@ -399,7 +406,14 @@ pub async fn supervise(
         // SAFETY: closing the descriptor opened above, used by nothing else.
         unsafe { libc::close(fd) };
     }
-    clean_up_group(pgid, signals, kill_after).await;
+    // What is left gets no new grace: the KILL of a stop under way stays due when it was, and
+    // comes at once if the stop has come to it.
+    let due = if kill_sent {
+        Some(Instant::now())
+    } else {
+        kill_at
+    };
+    clean_up_group(pgid, signals, &lease, kill_after, due).await;
     if let Ok(g) = guard {
         g.disarm();
     }
@@ -650,20 +664,28 @@ fn follow_stop(fd: RawFd, pgid: i32, sig: i32) -> bool {
 }
 
 /// After the main command exited: TERM what is left of its group and of the orphans reparented
-/// to us, KILL after `kill_after`, and reap everything.
+/// to us, KILL after `kill_after` (or at `due`, the KILL of a stop under way, or at the lease's
+/// deadline, if earlier), and reap everything. A second INT or TERM to lockrun KILLs at once.
 ///
-/// A descendant that left the group (`timeout(1)` makes a group of its own) is reached as an
-/// orphan, once its parent has died and it has been reparented to us: so every round signals
-/// the orphans that have appeared since, and after `kill_after` every round KILLs all there are,
-/// until none is left.
-async fn clean_up_group(pgid: i32, signals: &mut Signals, kill_after: Duration) {
+/// A descendant that left the group (`timeout(1)` makes a group of its own, `setsid` a
+/// session) is signalled on its own: every round signals the descendants outside the group
+/// that have appeared since, and from the KILL on every round KILLs all there are, until none
+/// is left.
+async fn clean_up_group(
+    pgid: i32,
+    signals: &mut Signals,
+    lease: &watch::Receiver<State>,
+    kill_after: Duration,
+    due: Option<Instant>,
+) {
     let alive = |pgid| killpg(pgid, 0) || !orphans().is_empty();
     reap(0);
     if !alive(pgid) {
         return;
     }
     tracing::info!("the command left processes behind: terminating them");
-    let kill_at = Instant::now() + kill_after;
+    let mut kill_at = Instant::now() + kill_after;
+    kill_at = due.map_or(kill_at, |d| d.min(kill_at));
     let give_up = kill_at + Duration::from_secs(10);
     // The group, then each orphan, that has had its TERM.
     let mut group_termed = false;
@@ -673,6 +695,10 @@ async fn clean_up_group(pgid: i32, signals: &mut Signals, kill_after: Duration) 
         if now >= give_up {
             tracing::warn!("processes of the command's group could not be reaped");
             return;
+        }
+        // Never past the lease's deadline (renewals may fail meanwhile).
+        if let Some(deadline) = kill_deadline(&lease.borrow(), kill_after, None).1 {
+            kill_at = kill_at.min(deadline);
         }
         let (kill, sig) = if now >= kill_at {
             (true, libc::SIGKILL)
@@ -687,10 +713,15 @@ async fn clean_up_group(pgid: i32, signals: &mut Signals, kill_after: Duration) 
             }
             group_termed = true;
         }
-        for pid in orphans() {
+        // SAFETY: getpgid has no memory-safety preconditions.
+        let outside = descendants()
+            .into_iter()
+            .filter(|&pid| unsafe { libc::getpgid(pid) } != pgid);
+        for pid in outside {
             if kill || !termed.contains(&pid) {
-                // SAFETY: kill has no memory-safety preconditions; `pid` is our child, so it
-                // is not reused before we reap it.
+                // SAFETY: kill has no memory-safety preconditions. An orphan is our child, so
+                // its number is not reused before we reap it; a deeper descendant's could be
+                // in the microseconds since it was listed (see `signal_all`).
                 unsafe {
                     libc::kill(pid, sig);
                     if !kill {
@@ -702,6 +733,12 @@ async fn clean_up_group(pgid: i32, signals: &mut Signals, kill_after: Duration) 
         }
         tokio::select! {
             _ = signals.child.recv() => {}
+            sig = next_forwarded(&mut signals.forwarded) => {
+                if sig == libc::SIGINT || sig == libc::SIGTERM {
+                    tracing::info!("{} while ending leftover processes: killing them", signame(sig));
+                    kill_at = Instant::now();
+                }
+            }
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
         }
         reap(0);
@@ -711,12 +748,39 @@ async fn clean_up_group(pgid: i32, signals: &mut Signals, kill_after: Duration) 
     }
 }
 
-/// Children of this process other than the guards: orphans reparented to us as subreaper.
-fn orphans() -> Vec<i32> {
-    if !any_child() {
-        return vec![];
+/// Sends `sig` to the command's group `pgid` and to every descendant of lockrun that left it
+/// (`setsid`, an interactive shell's jobs): a stop for the lease reaches them while their
+/// parents live, not only once they are orphans. Each is signalled once.
+fn signal_all(pgid: i32, sig: i32) {
+    killpg(pgid, sig);
+    for pid in descendants() {
+        // SAFETY: getpgid and kill have no memory-safety preconditions. A descendant that
+        // exited and was reaped by its parent since the listing could have had its number
+        // reused: the window is the few microseconds since it was listed.
+        unsafe {
+            if libc::getpgid(pid) != pgid {
+                libc::kill(pid, sig);
+            }
+        }
     }
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+}
+
+/// Every descendant of this process but the guards, through /proc's lists of children. As
+/// subreaper, lockrun inherits every orphan, so none escapes the walk.
+fn descendants() -> Vec<i32> {
+    let mut out = orphans();
+    let mut i = 0;
+    while i < out.len() {
+        let pid = out[i];
+        out.extend(children_of(&pid.to_string()));
+        i += 1;
+    }
+    out
+}
+
+/// The children of process `pid` (or `self`), from each of its threads' lists.
+fn children_of(pid: &str) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
         return vec![];
     };
     let mut out = Vec::new();
@@ -725,6 +789,15 @@ fn orphans() -> Vec<i32> {
             out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
         }
     }
+    out
+}
+
+/// Children of this process other than the guards: orphans reparented to us as subreaper.
+fn orphans() -> Vec<i32> {
+    if !any_child() {
+        return vec![];
+    }
+    let mut out = children_of("self");
     out.retain(|&p| !guard::is_guard(p));
     out
 }

@@ -1021,3 +1021,148 @@ fn events_to_a_standard_descriptor_leave_it_to_the_command() {
         );
     }
 }
+
+/// A command that ignores TERM and started a process in a session of its own (`setsid`, as an
+/// interactive shell's jobs are in groups of their own), the latter writing a stamp (ns since
+/// the epoch) every 50 ms to `stamps`.
+fn escaping_script(stamps: &std::path::Path) -> String {
+    format!(
+        "trap '' TERM; setsid sh -c \"trap '' TERM; while :; do date +%s%N >> {s}; sleep 0.05; \
+         done\" & while :; do sleep 0.05; done",
+        s = stamps.display()
+    )
+}
+
+/// The last stamp of [`escaping_script`]'s escaped process, once it has stopped writing.
+fn last_stamp(stamps: &std::path::Path) -> u128 {
+    let read = || std::fs::read_to_string(stamps).unwrap_or_default();
+    let mut before = read();
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = read();
+        if now == before {
+            break;
+        }
+        before = now;
+    }
+    before
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .next_back()
+        .expect("a stamp")
+}
+
+fn epoch_ns() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Renewals that keep failing: a descendant that left the command's group is stopped with the
+/// group, dead before the lease's deadline, not given a grace of its own after the command died.
+#[test]
+fn a_deadline_stop_reaches_descendants_outside_the_group() {
+    let env = Env::new();
+    let stamps = env.file("stamps");
+    let started = epoch_ns();
+    let child = env
+        .cmd()
+        .args(["--ttl", "3s", "--kill-after", "1s", "res", "--", "sh", "-c"])
+        .arg(escaping_script(&stamps))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || stamps.exists()));
+    // The resource's kernel lock held elsewhere: every renewal times out.
+    let lock = env.path().join("locks/res.lock");
+    let mut holder = std::process::Command::new("flock")
+        .arg(&lock)
+        .args(["sleep", "8"])
+        .spawn()
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_fails_last(&o, 124, "in time");
+    let last = last_stamp(&stamps);
+    let expiry = started + 3_000_000_000;
+    assert!(
+        last < expiry,
+        "the escaped process wrote {} ms after the lease's expiry",
+        (last - expiry) / 1_000_000
+    );
+    let _ = holder.kill();
+    let _ = holder.wait();
+}
+
+/// The lease found lost: a descendant that left the command's group gets the group's TERM at
+/// once and its KILL `--kill-after` later, not a second grace after the command died.
+#[test]
+fn a_lost_lease_stop_reaches_descendants_outside_the_group() {
+    let env = Env::new();
+    let stamps = env.file("stamps");
+    let id_file = env.file("id");
+    let script = format!(
+        "echo $LOCKRUN_LEASE_ID > {}; {}",
+        id_file.display(),
+        escaping_script(&stamps)
+    );
+    let child = env
+        .cmd()
+        .args(["--ttl", "3s", "--heartbeat", "200ms", "--kill-after", "1s"])
+        .args(["res", "--", "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || stamps.exists()));
+    let id = std::fs::read_to_string(&id_file).unwrap();
+    assert_eq!(
+        env.run(&["release", "res", id.trim()]).status.code(),
+        Some(0)
+    );
+    let released = epoch_ns();
+    let o = child.wait_with_output().unwrap();
+    assert_fails(&o, 124, "lost the lease");
+    let last = last_stamp(&stamps);
+    // Found lost within the 200 ms heartbeat, KILL 1 s later; 400 ms for the last stamp's
+    // `date` and scheduling. (A second grace would put it past 2 s.)
+    let bound = released + 1_600_000_000;
+    assert!(
+        last < bound,
+        "the escaped process wrote {} ms after the release",
+        (last - released) / 1_000_000
+    );
+}
+
+/// INT or TERM to lockrun while it waits for the command's leftovers to end KILLs them at once,
+/// rather than waiting out `--kill-after`.
+#[test]
+fn a_signal_while_ending_leftovers_kills_them_at_once() {
+    let env = Env::new();
+    let pid_file = env.file("pid");
+    let script = format!(
+        "setsid sh -c \"trap '' TERM INT; echo \\$\\$ > {}; exec sleep 100\" & sleep 0.3; exit 0",
+        pid_file.display()
+    );
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let _ = std::fs::remove_file(&pid_file);
+        let child = env
+            .cmd()
+            .args(["res", "--", "sh", "-c", &script])
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        assert!(eventually(Duration::from_secs(10), || read_pid(&pid_file).is_some()));
+        // The command has exited; lockrun is ending what it left (TERM ignored).
+        std::thread::sleep(Duration::from_millis(800));
+        let t = Instant::now();
+        kill(child.id() as i32, sig);
+        let o = child.wait_with_output().unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "{sig}: {:?}",
+            t.elapsed()
+        );
+        assert_eq!(o.status.code(), Some(0), "{sig}: {}", stderr(&o));
+        assert!(!alive(read_pid(&pid_file).unwrap()));
+    }
+}

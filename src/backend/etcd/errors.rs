@@ -182,9 +182,10 @@ mod tests {
 
     #[test]
     fn classification() {
+        // Nothing was sent.
         assert!(matches!(
             status(Code::Unavailable, "tcp connect error"),
-            Error::Unavailable(_)
+            Error::Unreached(_)
         ));
         assert!(matches!(
             status(Code::Unavailable, "etcdserver: request timed out"),
