@@ -542,6 +542,19 @@ fn unusable_lock_directory_exits_78() {
     std::os::unix::fs::symlink(env.path(), &link).unwrap();
     let url = format!("file://{}", link.display());
     assert_fails(&env.run(&["-b", &url, "acquire", "res"]), 78, "");
+    // Root (as CI runs) refuses another user's directory: its records would lock that user
+    // out, and that user could change them. (As another user, access() already refuses it.)
+    if nix::unistd::geteuid().is_root() {
+        let theirs = env.file("theirs");
+        std::fs::create_dir(&theirs).unwrap();
+        std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+        let url = format!("file://{}", theirs.display());
+        for args in [&["acquire", "res"][..], &["res", "--", "true"]] {
+            let o = env.run(&[&["-b", &url][..], args].concat());
+            assert_fails(&o, 78, "belongs to uid 65534, not root");
+        }
+        assert_eq!(std::fs::read_dir(&theirs).unwrap().count(), 0);
+    }
 }
 
 #[test]

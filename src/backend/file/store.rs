@@ -342,7 +342,8 @@ fn flock(file: fs::File, wait: bool) -> Result<Flock<fs::File>, Errno> {
     }
 }
 
-/// Refuses directories where other users could tamper with records.
+/// Refuses directories where other users could tamper with records, and those of other users
+/// for root.
 pub(super) fn check_mode(path: &Path, mode: u32, owner: u32, euid: u32) -> Result<(), Error> {
     let shared = mode & 0o022 != 0;
     let sticky = mode & 0o1000 != 0;
@@ -352,6 +353,16 @@ pub(super) fn check_mode(path: &Path, mode: u32, owner: u32, euid: u32) -> Resul
              (mode {:04o}); run chmod go-w or chmod +t on it",
             path.display(),
             mode & 0o7777
+        )));
+    }
+    if euid == 0 && owner != 0 {
+        // Root may write anywhere: its records would lock the directory's owner out, and the
+        // owner could replace them.
+        return Err(Error::Config(format!(
+            "lock directory {} belongs to uid {owner}, not root: records root writes there \
+             would lock that user out, and that user could change them; run lockrun as that \
+             user, or give root a directory of its own",
+            path.display()
         )));
     }
     if shared && owner != euid && owner != 0 {

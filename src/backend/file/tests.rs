@@ -94,6 +94,13 @@ fn ownership_rules() {
     assert!(store::check_mode(p, 0o43770, 1001, 1000).is_err());
     // Owned by someone else but not writable by others: only they can write; access() decides.
     assert!(store::check_mode(p, 0o40755, 1001, 1000).is_ok());
+    // Root, for whom access() always passes: only root's own directories.
+    assert!(store::check_mode(p, 0o40700, 0, 0).is_ok());
+    assert!(store::check_mode(p, 0o41777, 0, 0).is_ok());
+    for mode in [0o40700, 0o40755, 0o41777] {
+        let e = store::check_mode(p, mode, 65534, 0).unwrap_err();
+        assert!(e.to_string().contains("belongs to uid 65534"), "{e}");
+    }
 }
 
 #[test]
