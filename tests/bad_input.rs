@@ -502,6 +502,29 @@ fn malformed_config_exits_78_naming_file_and_line() {
         let o = env.run(&["-c", cfg.to_str().unwrap(), "-b", &b, "acquire", "res"]);
         assert_fails(&o, 78, needle);
     }
+    // Set but empty (a missing CI secret): refused, rather than read as unset, unless the flag
+    // overrides it.
+    for (key, flag) in [("LOCKRUN_BACKEND", "-b URL"), ("LOCKRUN_CONFIG", "-c FILE")] {
+        let o = env
+            .cmd()
+            .env(key, "")
+            .args(["-n", "res", "--", "true"])
+            .output()
+            .unwrap();
+        assert_fails(
+            &o,
+            78,
+            &format!("{key} is set but empty; unset it, or give {flag}"),
+        );
+    }
+    let b = env.backend();
+    let o = env
+        .cmd()
+        .env("LOCKRUN_BACKEND", "")
+        .args(["-b", &b, "-n", "res", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let o = env.run(&["-c", "/nonexistent/lockrun.toml", "acquire", "res"]);
     assert_fails(&o, 78, "/nonexistent/lockrun.toml");
     let mut c = env.cmd();

@@ -263,6 +263,21 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
             ));
         }
     }
+    // Set to nothing (a CI secret that is missing), a variable would read as unset, and lockrun
+    // would quietly use another store: refuse it, unless its flag overrides it.
+    for (key, flag, given) in [
+        ("LOCKRUN_BACKEND", "-b URL", cli.global.backend.is_some()),
+        ("LOCKRUN_CONFIG", "-c FILE", cli.global.config.is_some()),
+    ] {
+        if !given && std::env::var_os(key).is_some_and(|v| v.is_empty()) {
+            return Err(Failure::new(
+                Exit::Config,
+                format!(
+                    "the environment variable {key} is set but empty; unset it, or give {flag}"
+                ),
+            ));
+        }
+    }
     let flags = Flags {
         config: cli.global.config.clone(),
         backend: cli.global.backend.clone(),
