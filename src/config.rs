@@ -509,10 +509,15 @@ fn is_absent(e: &io::Error) -> bool {
 }
 
 fn read_error(path: &Path, named_by: Option<&'static str>, e: &io::Error) -> Error {
+    let mut reason = lease::escape(&crate::error::without_os_error(&e.to_string()));
+    if path.starts_with("~") {
+        // A crontab's `VAR=~/...`, or a quoted path: no shell expanded it.
+        reason += " (~ is not expanded here: give the full path)";
+    }
     Error::Read {
         path: path.to_owned(),
         named_by,
-        reason: lease::escape(&crate::error::without_os_error(&e.to_string())),
+        reason,
     }
 }
 
@@ -563,9 +568,15 @@ fn resolve(text: &str, backends: &BTreeMap<String, Backend>) -> Result<Choice, U
 }
 
 fn unknown_backend(name: &str, looked: &str) -> String {
+    // A relative path or one with `~`: a lock directory meant, given as a path.
+    let what = if name.contains('/') || name.starts_with('~') || name.starts_with('.') {
+        "a lock directory is given as an absolute path or file:///some/dir, with no ~"
+    } else {
+        "a backend is 'file', a URL such as redis://host:6379/0, or the name of a \
+         [backend.<name>] section"
+    };
     format!(
-        "unknown backend '{name}': no [backend.{}] section {looked} (a backend is 'file', \
-         a URL such as redis://host:6379/0, or the name of a [backend.<name>] section)",
+        "unknown backend '{name}': no [backend.{}] section {looked} ({what})",
         backend_key(name)
     )
 }

@@ -77,7 +77,7 @@ pub struct StartedWith {
 /// Why the command could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum SpawnError {
-    #[error("{program}: command not found")]
+    #[error("{program}: command not found{}", builtin_hint(program))]
     NotFound { program: String },
     #[error("{program}: cannot execute: {why}")]
     CannotExecute { program: String, why: String },
@@ -433,6 +433,20 @@ pub async fn supervise(
         stopped,
         interrupt,
     })
+}
+
+/// A hint for a command that is not a program: a shell builtin, or a whole command line in one
+/// word.
+fn builtin_hint(program: &str) -> &'static str {
+    const BUILTINS: &[&str] = &[
+        "cd", "export", "source", ".", "alias", "set", "unset", "exit", "eval", "exec", "ulimit",
+        "umask", "wait", "trap", "shopt", "declare", "local", "read", "if", "for", "while",
+    ];
+    if BUILTINS.contains(&program) || program.contains(char::is_whitespace) {
+        " (a shell builtin or a command line: run it with sh -c '...')"
+    } else {
+        ""
+    }
 }
 
 /// When to TERM the command (renewals failing) and when to KILL it: the lease's deadline, or

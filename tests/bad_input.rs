@@ -630,3 +630,51 @@ fn a_lock_file_that_cannot_be_opened_is_corrupt_or_configuration() {
         "cannot be opened",
     );
 }
+
+/// Mistakes an operator makes coming from a shell get a hint that says what to write.
+#[test]
+fn common_mistakes_get_a_hint() {
+    let env = Env::new();
+    for cmd in [&["cd", "/"][..], &["echo hi"]] {
+        let o = env.run(&[&["res", "--"][..], cmd].concat());
+        assert_fails(
+            &o,
+            127,
+            "(a shell builtin or a command line: run it with sh -c '...')",
+        );
+    }
+    assert_fails(
+        &env.run(&["res", "--", "no-such-cmd"]),
+        127,
+        "command not found",
+    );
+    assert!(!stderr(&env.run(&["res", "--", "no-such-cmd"])).contains("builtin"));
+    for b in ["./locks", "~/locks", "locks/x"] {
+        let o = env.run(&["-b", b, "res", "--", "true"]);
+        assert_fails(
+            &o,
+            78,
+            "(a lock directory is given as an absolute path or file:///some/dir, with no ~)",
+        );
+    }
+    let o = env
+        .cmd()
+        .env("LOCKRUN_CONFIG", "~/x.toml")
+        .args(["res", "--", "true"])
+        .output()
+        .unwrap();
+    assert_fails(&o, 78, "(~ is not expanded here: give the full path)");
+    // A home without a usable state directory (a system user's home that does not exist).
+    let o = env
+        .cmd()
+        .env("XDG_STATE_HOME", "/proc/no-such-dir")
+        .env_remove("LOCKRUN_BACKEND")
+        .args(["res", "--", "true"])
+        .output()
+        .unwrap();
+    assert_fails(
+        &o,
+        78,
+        "(give a lock directory with -b file:///some/dir, or set XDG_STATE_HOME)",
+    );
+}

@@ -52,7 +52,11 @@ impl Dir {
                     .recursive(true)
                     .mode(0o700)
                     .create(path)
-                    .map_err(|e| config(path, "cannot be created", e))?;
+                    .map_err(|e| {
+                        let hint = "give a lock directory with -b file:///some/dir, or set \
+                                    XDG_STATE_HOME";
+                        config(path, "cannot be created", format!("{e} ({hint})"))
+                    })?;
                 fs::symlink_metadata(path).map_err(|e| config(path, "cannot be read", e))?
             }
             Err(e) => return Err(config(path, "cannot be read", e)),
