@@ -1166,3 +1166,30 @@ fn a_signal_while_ending_leftovers_kills_them_at_once() {
         assert!(!alive(read_pid(&pid_file).unwrap()));
     }
 }
+
+/// A lockrun inside the command of another on the same resource would wait for its own parent
+/// forever: it says so at once (busy, 75), and one on another resource runs.
+#[test]
+fn a_nested_lockrun_on_the_same_resource_says_it_would_wait_for_itself() {
+    let env = Env::new();
+    let bin = env!("CARGO_BIN_EXE_lockrun");
+    let script = format!(
+        "{bin} nest -- true; echo run $?; {bin} acquire -w 1h nest; echo acquire $?; \
+         {bin} other -- true; echo other $?"
+    );
+    let t = Instant::now();
+    let o = env.run(&["nest", "--", "sh", "-c", &script]);
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o), "run 75\nacquire 75\nother 0\n");
+    let err = stderr(&o);
+    assert_eq!(err.lines().count(), 2, "{err}");
+    for line in err.lines() {
+        assert!(
+            line.starts_with(
+                "lockrun: nest is held by the lockrun this command runs under (lease "
+            ),
+            "{err}"
+        );
+    }
+}

@@ -68,6 +68,18 @@ pub(super) fn check_ttl(ttl: Duration) -> Result<(), Failure> {
 /// outcome into the busy exit code.
 /// `wait` is (what is left of the wait, the whole wait): the first bounds this attempt, the
 /// second is what a busy message says was waited.
+/// The lease of the `lockrun run` whose command this process runs under (`LOCKRUN_RESOURCE`,
+/// `LOCKRUN_LEASE_ID`), when it holds `lock`'s resource: waiting for it would wait forever. One
+/// read of the holder, made only when the names match.
+async fn own_lease(lock: &Lock) -> Option<String> {
+    let outer = std::env::var("LOCKRUN_LEASE_ID").ok()?;
+    if std::env::var("LOCKRUN_RESOURCE").ok()? != lock.resource().as_str() {
+        return None;
+    }
+    let holder = lock.current().await.ok()??;
+    (holder.id.to_string() == outer).then_some(outer)
+}
+
 pub(super) async fn obtain(
     ctx: &Ctx,
     lock: &Lock,
@@ -76,6 +88,17 @@ pub(super) async fn obtain(
     events: Option<&Events>,
 ) -> Result<Guard, Failure> {
     let resource = lock.resource();
+    if let Some(id) = own_lease(lock).await {
+        return Err(Failure::outcome(
+            Exit::Busy(wait_args.conflict_exit_code),
+            format!(
+                "{} is held by the lockrun this command runs under (lease {id}): a nested \
+                 lockrun on the same resource would wait for itself; lock another resource, or \
+                 leave this one to the outer lockrun",
+                crate::lease::escape(resource.as_str())
+            ),
+        ));
+    }
     // `run -E 0`: not getting the lease is a normal outcome, as with `flock -E 0`, so the
     // waiting line stays quiet too.
     let chatty = ctx.chatty() && wait_args.conflict_exit_code != 0;
