@@ -2,7 +2,8 @@
 //!
 //! | what happened | error |
 //! |---|---|
-//! | connection refused, DNS failure, timeout, HTTP 429 or 5xx | `Unavailable` |
+//! | connection refused (nothing was sent) | `Unreached` |
+//! | DNS failure, timeout, HTTP 429 or 5xx | `Unavailable` |
 //! | 401 (credentials rejected), 403 (RBAC forbids it) | `Config` |
 //! | 404 on create: the namespace does not exist | `Config` |
 //! | 404 otherwise on a write: the Lease API is not served there | `Config` |
@@ -42,10 +43,18 @@ pub(super) fn map(place: &Place, op: &str, err: &kube::Error) -> Error {
     let at = &place.server;
     match err {
         kube::Error::Api(resp) => api(place, op, resp),
-        kube::Error::HyperError(_) | kube::Error::Service(_) => Error::Unavailable(format!(
-            "{op}: cannot reach the Kubernetes API at {at}: {}",
-            innermost(err)
-        )),
+        kube::Error::HyperError(_) | kube::Error::Service(_) => {
+            let e = Error::Unavailable(format!(
+                "{op}: cannot reach the Kubernetes API at {at}: {}",
+                innermost(err)
+            ));
+            // Refused: the connection was never made, so the request was not sent.
+            if refused(err) {
+                e.unreached()
+            } else {
+                e
+            }
+        }
         kube::Error::Auth(_) => Error::Config(format!(
             "{op}: cannot authenticate to the Kubernetes API at {at}: {}",
             one_line(err)
@@ -104,6 +113,20 @@ pub(super) fn timeout(place: &Place, op: &str) -> Error {
 
 /// The deepest source's message: "Connection refused (os error 111)" rather than a chain of
 /// "client error (Connect)" wrappers.
+/// Whether a connection was refused somewhere in `err`'s chain.
+fn refused(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if e.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused)
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 fn innermost(err: &dyn std::error::Error) -> String {
     let mut last = err;
     while let Some(next) = last.source() {
