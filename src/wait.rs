@@ -118,13 +118,15 @@ pub async fn acquire(
     let fair = order == Order::Fair && wait != Wait::AtMost(Duration::ZERO);
     let mut line = Line { fair, ticket: None };
     let mut subscription = Subscription::default();
+    // Whether an attempt went unanswered (and may still be applied) before a later one.
+    let mut unanswered = false;
     let out = acquire_in(
         backend,
         req,
-        wait,
-        retry,
+        (wait, retry),
         &mut line,
         &mut subscription,
+        &mut unanswered,
         on_event,
     )
     .await;
@@ -141,13 +143,13 @@ pub async fn acquire(
     // deliver it after the give-back, which went out on another one): the error names the
     // lease, so that it can be freed.
     match out {
-        // A local store's step that failed was not applied, and never will be; nor was a call
-        // that could not connect.
-        Err(Error::Unreached(why)) => Err(Error::Unreached(why)),
-        Err(Error::Unavailable(why)) if backend.capabilities().local => {
+        // A call that could not connect was not sent; but an earlier attempt may have been.
+        Err(Error::Unreached(why)) if !unanswered => Err(Error::Unreached(why)),
+        // A local store's step that failed was not applied, and never will be.
+        Err(Error::Unavailable(why) | Error::Unreached(why)) if backend.capabilities().local => {
             Err(Error::Unavailable(why))
         }
-        Err(Error::Unavailable(why)) => {
+        Err(Error::Unavailable(why) | Error::Unreached(why)) => {
             let give_back = backend.release(req.resource, req.id);
             let freed = matches!(
                 tokio::time::timeout(GIVE_BACK_WAIT, give_back).await,
@@ -289,10 +291,10 @@ impl Subscription {
 async fn acquire_in(
     backend: &dyn Backend,
     req: &AcquireRequest<'_>,
-    wait: Wait,
-    retry: Retry,
+    (wait, retry): (Wait, Retry),
     line: &mut Line,
     subscription: &mut Subscription,
+    unanswered: &mut bool,
     on_event: &mut (dyn FnMut(Event<'_>) + Send),
 ) -> Result<Outcome, Error> {
     let start = Instant::now();
@@ -395,6 +397,7 @@ async fn acquire_in(
                     && (attempts > 1 || retry == Retry::UntilDeadline)
                     && !deadline.is_some_and(|d| Instant::now() >= d) =>
             {
+                *unanswered |= matches!(e, Error::Unavailable(_));
                 on_event(Event::Retrying { error: &e });
                 let p = jitter(poll);
                 poll = (poll * 2).min(POLL_MAX);
@@ -694,6 +697,32 @@ mod tests {
             Error::Unreached("connection refused".into())
         );
         assert!(b.released.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_attempt_is_given_back_though_a_later_one_could_not_connect() {
+        // A network that first drops answers, then refuses connections: the unanswered attempt
+        // may still be applied, so the refusal that ends the wait does not settle it.
+        let r = Resource::new("r").unwrap();
+        let id = LeaseId::generate();
+        let mut answers = vec![Ok(false), Err(Error::Unavailable("timed out".into()))];
+        answers.extend((0..100).map(|_| Err(Error::Unreached("refused".into()))));
+        let b = scripted(answers, Duration::from_secs(60));
+        let out = acquire(
+            &b,
+            &request(&r, &id),
+            Wait::AtMost(Duration::from_secs(2)),
+            Retry::FailFast,
+            Order::Race,
+            &mut |_| {},
+        )
+        .await;
+        assert_eq!(*b.released.lock().unwrap(), vec![id.clone()]);
+        let text = out.unwrap_err().to_string();
+        assert!(
+            text.starts_with("refused; if the server applies the request late"),
+            "{text}"
+        );
     }
 
     #[tokio::test(start_paused = true)]
