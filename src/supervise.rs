@@ -17,8 +17,8 @@
 //! - When the heartbeat reports the lease lost, the group gets TERM at once and KILL after
 //!   `kill_after`. When renewals keep failing, TERM goes out at `deadline - kill_after` and KILL
 //!   at the deadline, so the command is dead before anyone else can be granted the lease.
-//!   Those signals also go to every descendant outside the group (`setsid`), found through
-//!   /proc's lists of children, which hold them all since lockrun is their subreaper.
+//!   The KILLs also go to every descendant outside the group (`setsid`), found through /proc's
+//!   lists of children, which hold them all since lockrun is their subreaper.
 //! - The guard knows the KILL deadline too, and kills the group at that deadline itself if
 //!   lockrun has not moved it: a lockrun that is stopped (SIGSTOP, a debugger) or starved when
 //!   its lease runs out cannot leave its command running into someone else's lease. A command
@@ -327,7 +327,7 @@ pub async fn supervise(
             if stopped.is_none() {
                 stopped = Some(Stop::Deadline);
             }
-            signal_all(pgid, libc::SIGKILL);
+            kill_all(pgid);
             kill_at = None;
             kill_sent = true;
             // Wait for the child to die; nothing else matters now.
@@ -341,7 +341,7 @@ pub async fn supervise(
             );
             stopped.get_or_insert(Stop::Deadline);
             term_sent = true;
-            signal_all(pgid, libc::SIGTERM);
+            killpg(pgid, libc::SIGTERM);
             // Once stopping, see it through: a renewal that succeeds after the TERM does not
             // call off the KILL at this deadline (a command that ignores TERM would otherwise
             // run on, and lockrun would report a stop that did not happen).
@@ -359,12 +359,13 @@ pub async fn supervise(
                 received_interrupt |= sig == libc::SIGINT || sig == libc::SIGQUIT;
                 if is_stop && stopped.is_some() {
                     tracing::info!("second {} while stopping: killing the command", signame(sig));
-                    signal_all(pgid, libc::SIGKILL);
+                    kill_all(pgid);
                     kill_sent = true;
                 } else {
                     if is_stop {
                         stopped = Some(Stop::Signal(sig));
                     }
+                    term_sent |= sig == libc::SIGTERM;
                     killpg(pgid, sig);
                 }
             }
@@ -373,7 +374,7 @@ pub async fn supervise(
                     tracing::info!("the lease was lost: stopping the command");
                     stopped = Some(Stop::Lost);
                     term_sent = true;
-                    signal_all(pgid, libc::SIGTERM);
+                    killpg(pgid, libc::SIGTERM);
                     kill_at = Some(kill_when_lost(kill_at, Instant::now(), kill_after));
                 }
             }
@@ -413,7 +414,11 @@ pub async fn supervise(
     } else {
         kill_at
     };
-    clean_up_group(pgid, signals, &lease, kill_after, due).await;
+    let asked = Asked {
+        group_termed: term_sent,
+        signalled: matches!(stopped, Some(Stop::Signal(_))),
+    };
+    clean_up_group(pgid, signals, &lease, kill_after, due, asked).await;
     if let Ok(g) = guard {
         g.disarm();
     }
@@ -691,6 +696,7 @@ async fn clean_up_group(
     lease: &watch::Receiver<State>,
     kill_after: Duration,
     due: Option<Instant>,
+    asked: Asked,
 ) {
     let alive = |pgid| killpg(pgid, 0) || !orphans().is_empty();
     reap(0);
@@ -701,8 +707,10 @@ async fn clean_up_group(
     let mut kill_at = Instant::now() + kill_after;
     kill_at = due.map_or(kill_at, |d| d.min(kill_at));
     let give_up = kill_at + Duration::from_secs(10);
-    // The group, then each orphan, that has had its TERM.
-    let mut group_termed = false;
+    // The group, then each orphan, that has had its TERM (the group's may have come already:
+    // a second TERM is "abort now" to some programs).
+    let mut group_termed = asked.group_termed;
+    let mut signalled = asked.signalled;
     let mut termed: Vec<i32> = Vec::new();
     loop {
         let now = Instant::now();
@@ -720,27 +728,26 @@ async fn clean_up_group(
             (false, libc::SIGTERM)
         };
         // A stopped process acts on TERM only once continued: CONT follows each TERM.
-        if kill || !group_termed {
+        if kill {
+            kill_all(pgid);
+        } else if !group_termed {
             killpg(pgid, sig);
-            if !kill {
-                killpg(pgid, libc::SIGCONT);
-            }
+            killpg(pgid, libc::SIGCONT);
             group_termed = true;
         }
-        // SAFETY: getpgid has no memory-safety preconditions.
-        let outside = descendants()
-            .into_iter()
-            .filter(|&pid| unsafe { libc::getpgid(pid) } != pgid);
-        for pid in outside {
-            if kill || !termed.contains(&pid) {
-                // SAFETY: kill has no memory-safety preconditions. An orphan is our child, so
-                // its number is not reused before we reap it; a deeper descendant's could be
-                // in the microseconds since it was listed (see `signal_all`).
+        // TERM for the orphans outside the group (the group's members have had the group's; a
+        // descendant outside the group whose parent lives, such as a nested lockrun's command,
+        // is left to that parent, which passes its group's TERM on); from the KILL on,
+        // `kill_all` reaches every descendant.
+        for pid in orphans() {
+            // SAFETY: getpgid has no memory-safety preconditions.
+            let outside = unsafe { libc::getpgid(pid) } != pgid;
+            if !kill && outside && !termed.contains(&pid) {
+                // SAFETY: kill has no memory-safety preconditions; an orphan is our child, so
+                // its number is not reused before we reap it.
                 unsafe {
                     libc::kill(pid, sig);
-                    if !kill {
-                        libc::kill(pid, libc::SIGCONT);
-                    }
+                    libc::kill(pid, libc::SIGCONT);
                 }
                 termed.push(pid);
             }
@@ -748,9 +755,14 @@ async fn clean_up_group(
         tokio::select! {
             _ = signals.child.recv() => {}
             sig = next_forwarded(&mut signals.forwarded) => {
+                // The first INT or TERM (systemd sends one to lockrun as to the command, which may
+                // have ended first) asks for what is under way; a second one, to kill.
                 if sig == libc::SIGINT || sig == libc::SIGTERM {
-                    tracing::info!("{} while ending leftover processes: killing them", signame(sig));
-                    kill_at = Instant::now();
+                    if signalled {
+                        tracing::info!("second {} while ending leftover processes: killing them", signame(sig));
+                        kill_at = Instant::now();
+                    }
+                    signalled = true;
                 }
             }
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
@@ -762,21 +774,30 @@ async fn clean_up_group(
     }
 }
 
-/// Sends `sig` to the command's group `pgid` and to every descendant of lockrun that left it
-/// (`setsid`, an interactive shell's jobs): a stop for the lease reaches them while their
-/// parents live, not only once they are orphans. Each is signalled once.
-fn signal_all(pgid: i32, sig: i32) {
-    killpg(pgid, sig);
+/// KILLs the command's group `pgid` and every descendant of lockrun that left it (`setsid`, an
+/// interactive shell's jobs, a nested lockrun's command): a KILL for the lease reaches them
+/// while their parents live, not only once they are orphans. (TERM goes to the group alone: a
+/// nested lockrun passes it on to its own command, which must not get it twice.)
+fn kill_all(pgid: i32) {
+    killpg(pgid, libc::SIGKILL);
     for pid in descendants() {
         // SAFETY: getpgid and kill have no memory-safety preconditions. A descendant that
         // exited and was reaped by its parent since the listing could have had its number
-        // reused: the window is the few microseconds since it was listed.
+        // reused: the window is the microseconds since it was listed.
         unsafe {
             if libc::getpgid(pid) != pgid {
-                libc::kill(pid, sig);
+                libc::kill(pid, libc::SIGKILL);
             }
         }
     }
+}
+
+/// What the command's group was asked before it came to cleaning up.
+struct Asked {
+    /// It has had a TERM (a stop for the lease, or one forwarded).
+    group_termed: bool,
+    /// lockrun got INT or TERM itself: one more KILLs the leftovers at once.
+    signalled: bool,
 }
 
 /// Every descendant of this process but the guards, through /proc's lists of children. As

@@ -1133,36 +1133,45 @@ fn a_lost_lease_stop_reaches_descendants_outside_the_group() {
     );
 }
 
-/// INT or TERM to lockrun while it waits for the command's leftovers to end KILLs them at once,
-/// rather than waiting out `--kill-after`.
+/// While lockrun waits for the command's leftovers to end, a first INT or TERM to it (systemd
+/// sends one to lockrun and the command at once, and the command may end first) leaves them
+/// their grace; a second one KILLs them at once, rather than waiting out `--kill-after`.
 #[test]
-fn a_signal_while_ending_leftovers_kills_them_at_once() {
+fn a_second_signal_while_ending_leftovers_kills_them_at_once() {
     let env = Env::new();
     let pid_file = env.file("pid");
     let script = format!(
         "setsid sh -c \"trap '' TERM INT; echo \\$\\$ > {}; exec sleep 100\" & sleep 0.3; exit 0",
         pid_file.display()
     );
-    for sig in [libc::SIGTERM, libc::SIGINT] {
+    for (sigs, fast) in [
+        (&[libc::SIGTERM][..], false),
+        (&[libc::SIGTERM, libc::SIGTERM], true),
+        (&[libc::SIGINT, libc::SIGINT], true),
+    ] {
         let _ = std::fs::remove_file(&pid_file);
         let child = env
             .cmd()
-            .args(["res", "--", "sh", "-c", &script])
+            .args(["--kill-after", "2s", "res", "--", "sh", "-c", &script])
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         assert!(eventually(Duration::from_secs(10), || read_pid(&pid_file).is_some()));
-        // The command has exited; lockrun is ending what it left (TERM ignored).
+        // The command has exited; lockrun is ending what it left (TERM and INT ignored).
         std::thread::sleep(Duration::from_millis(800));
         let t = Instant::now();
-        kill(child.id() as i32, sig);
+        for &sig in sigs {
+            kill(child.id() as i32, sig);
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let o = child.wait_with_output().unwrap();
-        assert!(
-            t.elapsed() < Duration::from_secs(2),
-            "{sig}: {:?}",
-            t.elapsed()
-        );
-        assert_eq!(o.status.code(), Some(0), "{sig}: {}", stderr(&o));
+        let took = t.elapsed();
+        if fast {
+            assert!(took < Duration::from_millis(900), "{sigs:?}: {took:?}");
+        } else {
+            assert!(took >= Duration::from_millis(900), "{sigs:?}: {took:?}");
+        }
+        assert_eq!(o.status.code(), Some(0), "{sigs:?}: {}", stderr(&o));
         assert!(!alive(read_pid(&pid_file).unwrap()));
     }
 }
@@ -1192,4 +1201,37 @@ fn a_nested_lockrun_on_the_same_resource_says_it_would_wait_for_itself() {
             "{err}"
         );
     }
+}
+
+/// A stop's TERM reaches each process of the command's group once: a leftover of the group
+/// is not sent a second one while lockrun ends it (some programs take a second TERM as "abort
+/// now", as terraform does).
+#[test]
+fn a_stop_terms_each_process_once() {
+    let env = Env::new();
+    let (log, id_file) = (env.file("terms"), env.file("id"));
+    let script = format!(
+        "(trap 'echo TERM >> {log}' TERM; while :; do sleep 0.05; done) & \
+         echo $LOCKRUN_LEASE_ID > {id}; trap 'exit 0' TERM; while :; do sleep 0.05; done",
+        log = log.display(),
+        id = id_file.display()
+    );
+    let child = env
+        .cmd()
+        .args(["--ttl", "3s", "--heartbeat", "200ms", "--kill-after", "1s"])
+        .args(["res", "--", "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(&id_file).is_ok_and(|s| s.len() > 1)
+    }));
+    let id = std::fs::read_to_string(&id_file).unwrap();
+    assert_eq!(
+        env.run(&["release", "res", id.trim()]).status.code(),
+        Some(0)
+    );
+    let o = child.wait_with_output().unwrap();
+    assert_fails_last(&o, 124, "lost the lease");
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "TERM\n");
 }
