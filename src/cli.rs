@@ -327,12 +327,13 @@ pub fn verb_before_dashes(args: &[OsString]) -> Option<(String, Option<String>)>
     Some((verb, after))
 }
 
-/// Whether `lockrun VERB -- WORD` can only be a mistake: `init`, `doctor` and `list` take at
-/// most a resource, which needs no `--` unless it starts with `-`, so `-- WORD` there is a
-/// command meant to run under a lease on a resource named like the verb. (The verbs that need
-/// a resource keep `--` before it, a common precaution in scripts.)
+/// Whether `lockrun VERB -- WORD` is a command meant to run under a lease on a resource named
+/// like the verb: `init`, `doctor` and `list` take at most a resource, and WORD is a path to a
+/// program (`./job.sh`, `/usr/bin/backup`). Any other word is taken for the resource, as a
+/// script's precautionary `-- "$RES"` means it; more words are refused by clap, with the hint.
 pub fn verb_taken_for_resource(verb: &str, after: Option<&str>) -> bool {
-    ["init", "doctor", "list"].contains(&verb) && after.is_some_and(|w| !w.starts_with('-'))
+    ["init", "doctor", "list"].contains(&verb)
+        && after.is_some_and(|w| ["/", "./", "../"].iter().any(|p| w.starts_with(p)))
 }
 
 /// Inserts the implied `run` verb: `lockrun [GLOBAL] RESOURCE -- CMD` and also

@@ -48,7 +48,7 @@ fn usage_errors_exit_2() {
     let touch = marker.to_str().unwrap();
     for (verb, args) in [
         ("init", &["init", "--", "touch", touch][..]),
-        ("list", &["-q", "list", "--", "touch"]),
+        ("list", &["-q", "list", "--", "./job.sh"]),
         ("doctor", &["doctor", "--", "./job.sh"]),
         ("init", &["-n", "init", "--", "./job.sh"]),
         ("release", &["release", "--", "./job.sh"]),
@@ -68,6 +68,17 @@ fn usage_errors_exit_2() {
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
     let o = env.run(&["init", "--", "-dash"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // A script's precautionary `-- "$RES"` before a resource that is not a path to a program.
+    for verb in ["init", "list"] {
+        let o = env.run(&[verb, "--", "db"]);
+        assert_eq!(o.status.code(), Some(0), "{verb}: {}", stderr(&o));
+    }
+    // A verb missing an argument after `--`: the verb's help first, then the other reading.
+    assert_fails(
+        &env.run(&["release", "--", "res"]),
+        2,
+        "(see 'lockrun release --help'; or, to run a command under a lease on a resource named 'release'",
+    );
     // -w takes what `wait` in the config file takes: 0 tries once, and 'forever'.
     let o = env.run(&["acquire", "-w", "0", "res"]);
     assert_fails(&o, 75, "res is busy");
@@ -185,7 +196,7 @@ fn a_stderr_reader_that_went_away_leaves_the_status_alone() {
     );
     assert_eq!(quiet(&["frobnicate"]).code(), Some(2));
     assert_eq!(quiet(&["current", "free"]).code(), Some(1));
-    assert_eq!(quiet(&["init", "--", "cmd"]).code(), Some(2));
+    assert_eq!(quiet(&["init", "--", "./cmd"]).code(), Some(2));
     assert_eq!(quiet(&["release", "res", id.trim()]).code(), Some(0));
 }
 

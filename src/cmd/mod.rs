@@ -389,7 +389,7 @@ fn clap_exit(e: clap::Error, verb_dashes: Option<String>) -> Exit {
                 if e.kind() == ErrorKind::MissingRequiredArgument && first.contains("<COMMAND>") {
                     "the command goes after --, as in: lockrun RESOURCE -- sh -c 'a && b'".into()
                 } else if let Some(verb) = verb_dashes {
-                    run_named_like(&verb)
+                    format!("see 'lockrun {verb} --help'; or, {}", run_named_like(&verb))
                 } else {
                     "see 'lockrun --help'".into()
                 };
