@@ -91,13 +91,34 @@ impl Dir {
         let st = nix::sys::stat::fstat(fd.as_raw_fd())
             .map_err(|e| config(path, "cannot be read", e.desc()))?;
         let euid = nix::unistd::geteuid().as_raw();
-        check_mode(path, st.st_mode, st.st_uid, euid)?;
-        Ok(Dir {
+        let dir = Dir {
             path: path.to_owned(),
             fd,
             no_exchange: AtomicBool::new(false),
             euid,
-        })
+        };
+        // Root on NFS with root_squash: the directory root made, and every file root makes in
+        // it, belong to the squashed uid. Then it is root's own, as far as files go.
+        let squashed = euid == 0 && st.st_uid != 0 && dir.new_files_owner() == Some(st.st_uid);
+        let user = if squashed { st.st_uid } else { euid };
+        check_mode(path, st.st_mode, st.st_uid, user)?;
+        Ok(dir)
+    }
+
+    /// Who owns a file this process creates here (created and removed at once), if it can.
+    pub(super) fn new_files_owner(&self) -> Option<u32> {
+        let probe = name::temp("owner-probe");
+        let file = self
+            .open_at(
+                &probe,
+                OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL,
+                0o600,
+            )
+            .ok()?;
+        let owner = file.metadata().ok().map(|m| m.uid());
+        drop(file);
+        self.unlink(&probe);
+        owner
     }
 
     /// The resource names stored in the records of this directory. Records that cannot be read
@@ -365,7 +386,7 @@ pub(super) fn check_mode(path: &Path, mode: u32, owner: u32, euid: u32) -> Resul
         return Err(Error::Config(format!(
             "lock directory {} belongs to uid {owner}, not root: records root writes there \
              would lock that user out, and that user could change them; run lockrun as that \
-             user, or give root a directory of its own",
+             user, or give root a directory of its own (chown root, then only root uses it)",
             path.display()
         )));
     }

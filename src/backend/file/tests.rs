@@ -104,6 +104,16 @@ fn ownership_rules() {
 }
 
 #[test]
+fn the_owner_of_new_files_is_probed_without_a_trace() {
+    // What tells root on NFS with root_squash (its new files belong to the squashed uid) from
+    // root in another user's directory.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = Dir::open(tmp.path()).unwrap();
+    assert_eq!(dir.new_files_owner(), Some(nix::unistd::geteuid().as_raw()));
+    assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+}
+
+#[test]
 fn refuses_unwritable_directory() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("ro");
