@@ -106,8 +106,10 @@ pub enum Renewal {
     Lost,
 }
 
-/// Errors from a backend. Each says whether retrying can help.
+/// Errors from a backend. Each says whether retrying can help: ask
+/// [`Error::is_retryable`] rather than match on the kinds, of which there may be more.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// The store could not be reached or did not answer in time; retrying may help.
     #[error("{0}")]
