@@ -142,27 +142,41 @@ pub async fn acquire(
     // Unless that freed a lease, the attempt may still be on its way (a stalled connection can
     // deliver it after the give-back, which went out on another one): the error names the
     // lease, so that it can be freed.
+    let local = backend.capabilities().local;
     match out {
         // A call that could not connect was not sent; but an earlier attempt may have been.
         Err(Error::Unreached(why)) if !unanswered => Err(Error::Unreached(why)),
         // A local store's step that failed was not applied, and never will be.
-        Err(Error::Unavailable(why) | Error::Unreached(why)) if backend.capabilities().local => {
+        Err(Error::Unavailable(why) | Error::Unreached(why)) if local => {
             Err(Error::Unavailable(why))
         }
         Err(Error::Unavailable(why) | Error::Unreached(why)) => {
-            let give_back = backend.release(req.resource, req.id);
-            let freed = matches!(
-                tokio::time::timeout(GIVE_BACK_WAIT, give_back).await,
-                Ok(Ok(true))
-            );
-            Err(Error::Unavailable(if freed {
+            Err(Error::Unavailable(if give_back(backend, req).await {
                 why
             } else {
                 unconfirmed(&why, req)
             }))
         }
+        // An earlier attempt went unanswered, and the wait ended otherwise (busy at its
+        // deadline, or an error retrying cannot mend): that attempt may still be applied too.
+        out if unanswered && !local && !matches!(out, Ok(Outcome::Granted(_))) => {
+            if !give_back(backend, req).await {
+                tracing::warn!("{}", unconfirmed("an earlier attempt got no answer", req));
+            }
+            out
+        }
         out => out,
     }
+}
+
+/// Releases what an attempt left unanswered may have been granted (nobody else can hold its
+/// id), without waiting long for a store that is not answering: whether that freed a lease.
+async fn give_back(backend: &dyn Backend, req: &AcquireRequest<'_>) -> bool {
+    let give_back = backend.release(req.resource, req.id);
+    matches!(
+        tokio::time::timeout(GIVE_BACK_WAIT, give_back).await,
+        Ok(Ok(true))
+    )
 }
 
 /// How long a failed acquire waits to give back a grant that may have been applied late.
@@ -723,6 +737,35 @@ mod tests {
             text.starts_with("refused; if the server applies the request late"),
             "{text}"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_attempt_is_given_back_whatever_the_wait_ends_with() {
+        let r = Resource::new("r").unwrap();
+        let id = LeaseId::generate();
+        let ends: [Vec<Result<bool, Error>>; 2] = [
+            (0..1000).map(|_| Ok(false)).collect(), // busy until the deadline
+            vec![Err(Error::Other("protocol surprise".into()))],
+        ];
+        for end in ends {
+            let mut answers = vec![Ok(false), Err(Error::Unavailable("timed out".into()))];
+            answers.extend(end);
+            let b = scripted(answers, Duration::from_secs(60));
+            let out = acquire(
+                &b,
+                &request(&r, &id),
+                Wait::AtMost(Duration::from_secs(2)),
+                Retry::FailFast,
+                Order::Race,
+                &mut |_| {},
+            )
+            .await;
+            assert!(
+                matches!(out, Ok(Outcome::Busy(_)) | Err(Error::Other(_))),
+                "{out:?}"
+            );
+            assert_eq!(*b.released.lock().unwrap(), vec![id.clone()]);
+        }
     }
 
     #[tokio::test(start_paused = true)]
