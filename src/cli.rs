@@ -328,12 +328,18 @@ pub fn verb_before_dashes(args: &[OsString]) -> Option<(String, Option<String>)>
 }
 
 /// Whether `lockrun VERB -- WORD` is a command meant to run under a lease on a resource named
-/// like the verb: `init`, `doctor` and `list` take at most a resource, and WORD is a path to a
-/// program (`./job.sh`, `/usr/bin/backup`). Any other word is taken for the resource, as a
-/// script's precautionary `-- "$RES"` means it; more words are refused by clap, with the hint.
+/// like the verb: `init`, `doctor` and `list` take at most a resource, and WORD is the path of
+/// an executable file (`./job.sh`, `/usr/bin/backup`). Any other word is taken for the
+/// resource, as a script's precautionary `-- "$RES"` means it (`/srv/data` included); more
+/// words are refused by clap, with the hint.
 pub fn verb_taken_for_resource(verb: &str, after: Option<&str>) -> bool {
-    ["init", "doctor", "list"].contains(&verb)
-        && after.is_some_and(|w| ["/", "./", "../"].iter().any(|p| w.starts_with(p)))
+    use std::os::unix::fs::PermissionsExt;
+    let program = |w: &str| {
+        ["/", "./", "../"].iter().any(|p| w.starts_with(p))
+            && std::fs::metadata(w)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    ["init", "doctor", "list"].contains(&verb) && after.is_some_and(program)
 }
 
 /// Inserts the implied `run` verb: `lockrun [GLOBAL] RESOURCE -- CMD` and also

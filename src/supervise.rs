@@ -341,7 +341,9 @@ pub async fn supervise(
             );
             stopped.get_or_insert(Stop::Deadline);
             term_sent = true;
+            // A stopped process acts on TERM only once continued.
             killpg(pgid, libc::SIGTERM);
+            killpg(pgid, libc::SIGCONT);
             // Once stopping, see it through: a renewal that succeeds after the TERM does not
             // call off the KILL at this deadline (a command that ignores TERM would otherwise
             // run on, and lockrun would report a stop that did not happen).
@@ -375,6 +377,7 @@ pub async fn supervise(
                     stopped = Some(Stop::Lost);
                     term_sent = true;
                     killpg(pgid, libc::SIGTERM);
+                    killpg(pgid, libc::SIGCONT);
                     kill_at = Some(kill_when_lost(kill_at, Instant::now(), kill_after));
                 }
             }
@@ -711,6 +714,10 @@ async fn clean_up_group(
     // a second TERM is "abort now" to some programs).
     let mut group_termed = asked.group_termed;
     let mut signalled = asked.signalled;
+    if group_termed {
+        // Its TERM stays pending in a stopped process until it is continued.
+        killpg(pgid, libc::SIGCONT);
+    }
     let mut termed: Vec<i32> = Vec::new();
     loop {
         let now = Instant::now();

@@ -46,13 +46,17 @@ fn usage_errors_exit_2() {
     // never the command left unrun without a word; the message says how to run it.
     let marker = env.file("ran");
     let touch = marker.to_str().unwrap();
+    let job = env.file("job.sh");
+    std::fs::write(&job, format!("#!/bin/sh\ntouch {touch}\n")).unwrap();
+    std::fs::set_permissions(&job, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let job = job.to_str().unwrap();
     for (verb, args) in [
         ("init", &["init", "--", "touch", touch][..]),
-        ("list", &["-q", "list", "--", "./job.sh"]),
-        ("doctor", &["doctor", "--", "./job.sh"]),
-        ("init", &["-n", "init", "--", "./job.sh"]),
-        ("release", &["release", "--", "./job.sh"]),
-        ("acquire", &["-n", "acquire", "--", "./job.sh"]),
+        ("list", &["-q", "list", "--", job]),
+        ("doctor", &["doctor", "--", job]),
+        ("init", &["-n", "init", "--", job]),
+        ("release", &["release", "--", job]),
+        ("acquire", &["-n", "acquire", "--", job]),
     ] {
         let o = env.run(args);
         assert_fails(
@@ -62,6 +66,14 @@ fn usage_errors_exit_2() {
         );
     }
     assert!(!marker.exists());
+    assert_fails(
+        &env.run(&["init", "--", job]),
+        2,
+        &format!("(for the resource '{job}', leave out the --)"),
+    );
+    // A path that is no executable file is a resource, as lockrun list /srv/data reads it.
+    let o = env.run(&["list", "--", "/srv/data"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // `--` before a resource stays usable where one is needed, and before one that starts
     // with `-` everywhere.
     let o = env.run(&["current", "--", "free-res"]);
@@ -196,7 +208,7 @@ fn a_stderr_reader_that_went_away_leaves_the_status_alone() {
     );
     assert_eq!(quiet(&["frobnicate"]).code(), Some(2));
     assert_eq!(quiet(&["current", "free"]).code(), Some(1));
-    assert_eq!(quiet(&["init", "--", "./cmd"]).code(), Some(2));
+    assert_eq!(quiet(&["init", "--", "/bin/sh"]).code(), Some(2));
     assert_eq!(quiet(&["release", "res", id.trim()]).code(), Some(0));
 }
 

@@ -1094,8 +1094,8 @@ fn a_deadline_stop_reaches_descendants_outside_the_group() {
     let _ = holder.wait();
 }
 
-/// The lease found lost: a descendant that left the command's group gets the group's TERM at
-/// once and its KILL `--kill-after` later, not a second grace after the command died.
+/// The lease found lost: a descendant that left the command's group gets the group's KILL,
+/// `--kill-after` after the loss, not a second grace after the command died.
 #[test]
 fn a_lost_lease_stop_reaches_descendants_outside_the_group() {
     let env = Env::new();
@@ -1234,4 +1234,36 @@ fn a_stop_terms_each_process_once() {
     let o = child.wait_with_output().unwrap();
     assert_fails_last(&o, 124, "lost the lease");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "TERM\n");
+}
+
+/// A stopped process of the command's group still gets to act on the TERM of a stop: it is
+/// continued, so it ends gracefully rather than at the KILL.
+#[test]
+fn a_stopped_process_of_the_group_is_continued_to_act_on_its_term() {
+    let env = Env::new();
+    let (log, ready) = (env.file("got"), env.file("ready"));
+    let script = format!(
+        "sh -c 'trap \"echo TERM >> {log}; exit 0\" TERM; touch {ready}; kill -STOP $$; sleep 100' & \
+         trap 'exit 0' TERM; while :; do sleep 0.05; done",
+        log = log.display(),
+        ready = ready.display()
+    );
+    let child = env
+        .cmd()
+        .args(["--kill-after", "3s", "res", "--", "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || ready.exists()));
+    std::thread::sleep(Duration::from_millis(300));
+    let t = Instant::now();
+    kill(child.id() as i32, libc::SIGTERM);
+    let o = child.wait_with_output().unwrap();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        "TERM\n",
+        "{}",
+        stderr(&o)
+    );
 }

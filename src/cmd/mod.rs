@@ -219,8 +219,10 @@ pub async fn main(args: Vec<OsString>) -> Exit {
         if crate::cli::verb_taken_for_resource(verb, after.as_deref()) {
             let _ = writeln!(
                 std::io::stderr(),
-                "lockrun: '{verb}' is a verb, and it takes no command after --; {}",
-                run_named_like(verb)
+                "lockrun: '{verb}' is a verb, and it takes no command after --; {} (for the \
+                 resource '{}', leave out the --)",
+                run_named_like(verb),
+                after.as_deref().unwrap_or_default()
             );
             return Exit::Usage;
         }
