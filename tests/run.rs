@@ -493,6 +493,30 @@ fn second_term_escalates_to_kill() {
     assert_eq!(status.code(), Some(137));
 }
 
+/// Run options under which a lost lease is noticed within 200 ms and its command KILLed 1 s
+/// after its TERM.
+const QUICK_LOSS: &[&str] = &["--ttl", "3s", "--heartbeat", "200ms", "--kill-after", "1s"];
+
+/// Starts lockrun with `args`, its stderr captured.
+fn start(env: &Env, args: &[&str]) -> std::process::Child {
+    env.cmd()
+        .args(args)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn lockrun")
+}
+
+/// Waits for the command to write its lease id to `id_file`, then releases that lease from
+/// another process, as an operator breaking the lock does.
+fn release_from_outside(env: &Env, id_file: &std::path::Path) {
+    assert!(eventually(Duration::from_secs(10), || {
+        std::fs::read_to_string(id_file).is_ok_and(|s| s.len() > 1)
+    }));
+    let id = std::fs::read_to_string(id_file).unwrap();
+    let o = env.run(&["release", "res", id.trim()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
 /// Another process releases the lease while the command runs: lockrun stops it and exits 124.
 #[test]
 fn lost_lease_stops_the_command() {
@@ -511,9 +535,7 @@ fn lost_lease_stops_the_command() {
         .spawn()
         .unwrap();
     assert!(eventually(Duration::from_secs(10), || read_pid(&pid_file).is_some()));
-    let id = std::fs::read_to_string(&id_file).unwrap();
-    let o = env.run(&["release", "res", id.trim()]);
-    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    release_from_outside(&env, &id_file);
     let released = Instant::now();
     let o = child.wait_with_output().unwrap();
     assert_fails(&o, 124, "lost the lease");
@@ -551,14 +573,7 @@ fn kill_after_when_the_child_ignores_term() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    assert!(eventually(Duration::from_secs(10), || {
-        std::fs::read_to_string(&id_file).is_ok_and(|s| s.len() > 1)
-    }));
-    let id = std::fs::read_to_string(&id_file).unwrap();
-    assert_eq!(
-        env.run(&["release", "res", id.trim()]).status.code(),
-        Some(0)
-    );
+    release_from_outside(&env, &id_file);
     let t = Instant::now();
     let o = child.wait_with_output().unwrap();
     assert_fails(&o, 124, "lost the lease");
@@ -1106,19 +1121,12 @@ fn a_lost_lease_stop_reaches_descendants_outside_the_group() {
         id_file.display(),
         escaping_script(&stamps)
     );
-    let child = env
-        .cmd()
-        .args(["--ttl", "3s", "--heartbeat", "200ms", "--kill-after", "1s"])
-        .args(["res", "--", "sh", "-c", &script])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(eventually(Duration::from_secs(10), || stamps.exists()));
-    let id = std::fs::read_to_string(&id_file).unwrap();
-    assert_eq!(
-        env.run(&["release", "res", id.trim()]).status.code(),
-        Some(0)
+    let child = start(
+        &env,
+        &[QUICK_LOSS, &["res", "--", "sh", "-c", &script]].concat(),
     );
+    assert!(eventually(Duration::from_secs(10), || stamps.exists()));
+    release_from_outside(&env, &id_file);
     let released = epoch_ns();
     let o = child.wait_with_output().unwrap();
     assert_fails(&o, 124, "lost the lease");
@@ -1150,12 +1158,10 @@ fn a_second_signal_while_ending_leftovers_kills_them_at_once() {
         (&[libc::SIGINT, libc::SIGINT], true),
     ] {
         let _ = std::fs::remove_file(&pid_file);
-        let child = env
-            .cmd()
-            .args(["--kill-after", "2s", "res", "--", "sh", "-c", &script])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let child = start(
+            &env,
+            &["--kill-after", "2s", "res", "--", "sh", "-c", &script],
+        );
         assert!(eventually(Duration::from_secs(10), || read_pid(&pid_file).is_some()));
         // The command has exited; lockrun is ending what it left (TERM and INT ignored).
         std::thread::sleep(Duration::from_millis(800));
@@ -1216,21 +1222,11 @@ fn a_stop_terms_each_process_once() {
         log = log.display(),
         id = id_file.display()
     );
-    let child = env
-        .cmd()
-        .args(["--ttl", "3s", "--heartbeat", "200ms", "--kill-after", "1s"])
-        .args(["res", "--", "sh", "-c", &script])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    assert!(eventually(Duration::from_secs(10), || {
-        std::fs::read_to_string(&id_file).is_ok_and(|s| s.len() > 1)
-    }));
-    let id = std::fs::read_to_string(&id_file).unwrap();
-    assert_eq!(
-        env.run(&["release", "res", id.trim()]).status.code(),
-        Some(0)
+    let child = start(
+        &env,
+        &[QUICK_LOSS, &["res", "--", "sh", "-c", &script]].concat(),
     );
+    release_from_outside(&env, &id_file);
     let o = child.wait_with_output().unwrap();
     assert_fails_last(&o, 124, "lost the lease");
     assert_eq!(std::fs::read_to_string(&log).unwrap(), "TERM\n");
@@ -1248,12 +1244,10 @@ fn a_stopped_process_of_the_group_is_continued_to_act_on_its_term() {
         log = log.display(),
         ready = ready.display()
     );
-    let child = env
-        .cmd()
-        .args(["--kill-after", "3s", "res", "--", "sh", "-c", &script])
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = start(
+        &env,
+        &["--kill-after", "3s", "res", "--", "sh", "-c", &script],
+    );
     assert!(eventually(Duration::from_secs(10), || ready.exists()));
     std::thread::sleep(Duration::from_millis(300));
     let t = Instant::now();
