@@ -689,10 +689,10 @@ fn follow_stop(fd: RawFd, pgid: i32, sig: i32) -> bool {
 /// to us, KILL after `kill_after` (or at `due`, the KILL of a stop under way, or at the lease's
 /// deadline, if earlier), and reap everything. A second INT or TERM to lockrun KILLs at once.
 ///
-/// A descendant that left the group (`timeout(1)` makes a group of its own, `setsid` a
-/// session) is signalled on its own: every round signals the descendants outside the group
-/// that have appeared since, and from the KILL on every round KILLs all there are, until none
-/// is left.
+/// Each gets one TERM: the group (unless a stop or lockrun's own TERM already sent it one; it
+/// is continued then, for a stopped process to act on it), and each orphan outside the group
+/// (`timeout(1)` makes a group of its own, `setsid` a session) as it appears. From the KILL on,
+/// every round KILLs every descendant, until none is left.
 async fn clean_up_group(
     pgid: i32,
     signals: &mut Signals,
