@@ -217,8 +217,7 @@ pub async fn main(args: Vec<OsString>) -> Exit {
     let verb_dashes = crate::cli::verb_before_dashes(&args);
     if let Some((verb, after)) = &verb_dashes {
         if crate::cli::verb_taken_for_resource(verb, after.as_deref()) {
-            let _ = writeln!(
-                std::io::stderr(),
+            say!(
                 "lockrun: '{verb}' is a verb, and it takes no command after --; {} (for the \
                  resource '{}', leave out the --)",
                 run_named_like(verb),
@@ -304,7 +303,6 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
     }
 }
 
-/// Help and version go to stdout with status 0; usage errors become one line and status 2.
 /// How to run a command under a lease on a resource named like `verb`.
 fn run_named_like(verb: &str) -> String {
     format!(
@@ -313,8 +311,9 @@ fn run_named_like(verb: &str) -> String {
     )
 }
 
-/// Ends with clap's error `e`, in one line. `verb_dashes`: the verb of a command line with a
-/// `--` after it (see [`crate::cli::verb_before_dashes`]).
+/// Help and version go to stdout with status 0; usage errors become one line and status 2.
+/// `verb_dashes`: the verb of a command line with a `--` after it (see
+/// [`crate::cli::verb_before_dashes`]), which the usage error's hint names.
 fn clap_exit(e: clap::Error, verb_dashes: Option<String>) -> Exit {
     use clap::error::ErrorKind;
     match e.kind() {
