@@ -64,10 +64,6 @@ pub(super) fn check_ttl(ttl: Duration) -> Result<(), Failure> {
     Ok(crate::lease::check_ttl(ttl)?)
 }
 
-/// Acquires under the wait policy, keeping the "waiting for" line up to date, and turns a busy
-/// outcome into the busy exit code.
-/// `wait` is (what is left of the wait, the whole wait): the first bounds this attempt, the
-/// second is what a busy message says was waited.
 /// The lease of the `lockrun run` whose command this process runs under (`LOCKRUN_RESOURCE`,
 /// `LOCKRUN_LEASE_ID`), when it holds `lock`'s resource: waiting for it would wait forever. One
 /// read of the holder, made only when the names match.
@@ -80,6 +76,10 @@ async fn own_lease(lock: &Lock) -> Option<String> {
     (holder.id.to_string() == outer).then_some(outer)
 }
 
+/// Acquires under the wait policy, keeping the "waiting for" line up to date, and turns a busy
+/// outcome into the busy exit code.
+/// `wait` is (what is left of the wait, the whole wait): the first bounds this attempt, the
+/// second is what a busy message says was waited.
 pub(super) async fn obtain(
     ctx: &Ctx,
     lock: &Lock,
