@@ -25,6 +25,8 @@ Exit codes:
   78         bad configuration (config file, unknown backend, bad URL)
   124        run: the lease was lost while the command ran; lockrun stopped it
   126 / 127  run: the command is not executable / not found
+  The command's own status passes through, so a 75 or 124 may be its own:
+  lockrun's come with a 'lockrun:' line (busy: unless -q); -E N sets busy apart.
 
 Environment:
   LOCKRUN_CONFIG     config file (like -c)
