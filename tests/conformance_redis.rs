@@ -157,6 +157,15 @@ async fn a_call_that_cannot_connect_says_nothing_was_sent() {
         .expect("open");
     // SAFETY: kill(2) on the server's pid (the harness cleans up its directory at exit).
     unsafe { libc::kill(s.pid as i32, libc::SIGKILL) };
+    // Until the server is gone, a new connection may still be accepted, then reset.
+    let gone = std::time::Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", s.port)).is_ok() {
+        assert!(
+            gone.elapsed() < std::time::Duration::from_secs(10),
+            "the server lives on"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let (res, id) = (Resource::new("r").unwrap(), LeaseId::generate());
     let req = AcquireRequest {
         resource: &res,

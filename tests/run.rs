@@ -1131,9 +1131,9 @@ fn a_lost_lease_stop_reaches_descendants_outside_the_group() {
     let o = child.wait_with_output().unwrap();
     assert_fails(&o, 124, "lost the lease");
     let last = last_stamp(&stamps);
-    // Found lost within the 200 ms heartbeat, KILL 1 s later; 400 ms for the last stamp's
-    // `date` and scheduling. (A second grace would put it past 2 s.)
-    let bound = released + 1_600_000_000;
+    // Found lost within the 200 ms heartbeat, KILL 1 s later; 600 ms for the last stamp's
+    // `date` and scheduling on a loaded machine. (A second grace would put it past 2 s.)
+    let bound = released + 1_800_000_000;
     assert!(
         last < bound,
         "the escaped process wrote {} ms after the release",
