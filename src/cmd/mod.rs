@@ -253,10 +253,11 @@ pub async fn main(args: Vec<OsString>) -> Exit {
 
 /// The variables that choose the store. One that is set but not UTF-8 would read as unset, and
 /// lockrun would quietly use another store (the local file backend): refuse it instead.
-const STORE_VARIABLES: &[&str] = &["LOCKRUN_BACKEND", "LOCKRUN_CONFIG"];
+const STORE_VARIABLES: &[(&str, &str)] =
+    &[("LOCKRUN_BACKEND", "-b URL"), ("LOCKRUN_CONFIG", "-c FILE")];
 
 async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
-    for key in STORE_VARIABLES {
+    for (key, _) in STORE_VARIABLES {
         if std::env::var_os(key).is_some_and(|v| v.to_str().is_none()) {
             return Err(Failure::new(
                 Exit::Config,
@@ -264,12 +265,10 @@ async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
             ));
         }
     }
-    // Set to nothing (a CI secret that is missing), a variable would read as unset, and lockrun
-    // would quietly use another store: refuse it, unless its flag overrides it.
-    for (key, flag, given) in [
-        ("LOCKRUN_BACKEND", "-b URL", cli.global.backend.is_some()),
-        ("LOCKRUN_CONFIG", "-c FILE", cli.global.config.is_some()),
-    ] {
+    // Set to nothing (a CI secret that is missing), a variable would read as unset too: refuse
+    // it, unless its flag overrides it.
+    let given = [cli.global.backend.is_some(), cli.global.config.is_some()];
+    for (&(key, flag), given) in STORE_VARIABLES.iter().zip(given) {
         if !given && std::env::var_os(key).is_some_and(|v| v.is_empty()) {
             return Err(Failure::new(
                 Exit::Config,
