@@ -44,9 +44,11 @@ use crate::heartbeat::State;
 pub use guard::Guard;
 pub use spawn::resolve;
 use spawn::{spawn, Setup};
+use tree::{kill_all, killpg, orphans};
 
 mod guard;
 mod spawn;
+mod tree;
 
 /// The command to run.
 #[derive(Debug, Clone)]
@@ -781,89 +783,12 @@ async fn clean_up_group(
     }
 }
 
-/// KILLs the command's group `pgid` and every descendant of lockrun that left it (`setsid`, an
-/// interactive shell's jobs, a nested lockrun's command): a KILL for the lease reaches them
-/// while their parents live, not only once they are orphans. (TERM goes to the group alone: a
-/// nested lockrun passes it on to its own command, which must not get it twice.)
-fn kill_all(pgid: i32) {
-    killpg(pgid, libc::SIGKILL);
-    for pid in descendants() {
-        // SAFETY: getpgid and kill have no memory-safety preconditions. A descendant that
-        // exited and was reaped by its parent since the listing could have had its number
-        // reused: the window is the microseconds since it was listed.
-        unsafe {
-            if libc::getpgid(pid) != pgid {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-    }
-}
-
 /// What the command's group was asked before it came to cleaning up.
 struct Asked {
     /// It has had a TERM (a stop for the lease, or one forwarded).
     group_termed: bool,
     /// lockrun got INT or TERM itself: one more KILLs the leftovers at once.
     signalled: bool,
-}
-
-/// Every descendant of this process but the guards, through /proc's lists of children. As
-/// subreaper, lockrun inherits every orphan, so none escapes the walk.
-fn descendants() -> Vec<i32> {
-    let mut out = orphans();
-    let mut i = 0;
-    while i < out.len() {
-        let pid = out[i];
-        out.extend(children_of(&pid.to_string()));
-        i += 1;
-    }
-    out
-}
-
-/// The children of process `pid` (or `self`), from each of its threads' lists.
-fn children_of(pid: &str) -> Vec<i32> {
-    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
-        return vec![];
-    };
-    let mut out = Vec::new();
-    for t in tasks.flatten() {
-        if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
-            out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
-        }
-    }
-    out
-}
-
-/// Children of this process other than the guards: orphans reparented to us as subreaper.
-fn orphans() -> Vec<i32> {
-    if !any_child() {
-        return vec![];
-    }
-    let mut out = children_of("self");
-    out.retain(|&p| !guard::is_guard(p));
-    out
-}
-
-/// Whether this process has a child other than a guard (a clone without an exit signal, which
-/// a plain `waitid` does not count): one system call, where listing the children takes ten.
-fn any_child() -> bool {
-    // SAFETY: waitid writes only into `info`; WNOWAIT leaves any exited child to be reaped.
-    unsafe {
-        let mut info: libc::siginfo_t = std::mem::zeroed();
-        let r = libc::waitid(
-            libc::P_ALL,
-            0,
-            &mut info,
-            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
-        );
-        !(r == -1 && *libc::__errno_location() == libc::ECHILD)
-    }
-}
-
-/// Sends `sig` to process group `pgid`; true if the group exists.
-fn killpg(pgid: i32, sig: i32) -> bool {
-    // SAFETY: kill has no memory-safety preconditions.
-    unsafe { libc::kill(-pgid, sig) == 0 }
 }
 
 fn signame(sig: i32) -> &'static str {

@@ -1,0 +1,183 @@
+//! lockrun's process tree: the command's group, the orphans lockrun inherits as subreaper, and
+//! every descendant, found through /proc's lists of children.
+//!
+//! A descendant is signalled through a pidfd opened on it and then checked to be the child of
+//! the process it was listed under: a process that exited and was reaped by its parent since
+//! the listing can have its number given to an unrelated process, which the pidfd cannot reach.
+//! Where pidfds are unavailable (Linux before 5.3, or a seccomp filter that refuses them) the
+//! number is signalled as listed, which leaves that window (microseconds) open.
+
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+use super::guard;
+
+/// Sends `sig` to process group `pgid`; true if the group exists.
+pub(super) fn killpg(pgid: i32, sig: i32) -> bool {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(-pgid, sig) == 0 }
+}
+
+/// KILLs the command's group `pgid` and every descendant of lockrun that left it (`setsid`, an
+/// interactive shell's jobs, a nested lockrun's command): a KILL for the lease reaches them
+/// while their parents live, not only once they are orphans. (TERM goes to the group alone: a
+/// nested lockrun passes it on to its own command, which must not get it twice.)
+pub(super) fn kill_all(pgid: i32) {
+    killpg(pgid, libc::SIGKILL);
+    for (pid, parent) in descendants() {
+        signal_child(
+            pid,
+            parent,
+            |pid| {
+                // SAFETY: getpgid has no memory-safety preconditions. The group's members had the
+                // group's KILL.
+                (unsafe { libc::getpgid(pid) }) != pgid
+            },
+            libc::SIGKILL,
+        );
+    }
+}
+
+/// Every descendant of this process but the guards, each with the process it was listed as a
+/// child of. As subreaper, lockrun inherits every orphan, so none escapes the walk.
+fn descendants() -> Vec<(i32, i32)> {
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    let mut out: Vec<(i32, i32)> = orphans().into_iter().map(|p| (p, me)).collect();
+    let mut i = 0;
+    while i < out.len() {
+        let pid = out[i].0;
+        out.extend(children_of(&pid.to_string()).into_iter().map(|c| (c, pid)));
+        i += 1;
+    }
+    out
+}
+
+/// Sends `sig` to `pid` if it is still the child of `parent` and `wanted` says so. Through a
+/// pidfd where the kernel has them: the process checked is then the one signalled.
+fn signal_child(pid: i32, parent: i32, wanted: impl Fn(i32) -> bool, sig: i32) {
+    // SAFETY: pidfd_open takes two integers and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        let e = std::io::Error::last_os_error().raw_os_error();
+        if e != Some(libc::ESRCH) && wanted(pid) {
+            // No pidfds here: signal the number as listed.
+            // SAFETY: kill has no memory-safety preconditions.
+            unsafe { libc::kill(pid, sig) };
+        }
+        return;
+    }
+    // SAFETY: a successful pidfd_open returns a descriptor nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    // The pidfd holds the process that had the number when it was opened; if that process is
+    // the listed parent's child now, it is the one listed (or a newer child of that parent,
+    // a descendant as well).
+    if parent_of(pid) != Some(parent) || !wanted(pid) {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor is open; no siginfo is passed.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        );
+    }
+}
+
+/// The parent process of `pid`, from `/proc/PID/stat`.
+fn parent_of(pid: i32) -> Option<i32> {
+    parse_ppid(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
+}
+
+/// The fourth field of a `/proc/PID/stat` line. The second, the command name in parentheses,
+/// may hold spaces and parentheses itself, so the fields after it are counted from the last `)`.
+fn parse_ppid(stat: &str) -> Option<i32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The children of process `pid` (or `self`), from each of its threads' lists.
+fn children_of(pid: &str) -> Vec<i32> {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for t in tasks.flatten() {
+        if let Ok(s) = std::fs::read_to_string(t.path().join("children")) {
+            out.extend(s.split_whitespace().filter_map(|p| p.parse::<i32>().ok()));
+        }
+    }
+    out
+}
+
+/// Children of this process other than the guards: orphans reparented to us as subreaper.
+pub(super) fn orphans() -> Vec<i32> {
+    if !any_child() {
+        return vec![];
+    }
+    let mut out = children_of("self");
+    out.retain(|&p| !guard::is_guard(p));
+    out
+}
+
+/// Whether this process has a child other than a guard (a clone without an exit signal, which
+/// a plain `waitid` does not count): one system call, where listing the children takes ten.
+fn any_child() -> bool {
+    // SAFETY: waitid writes only into `info`; WNOWAIT leaves any exited child to be reaped.
+    unsafe {
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        let r = libc::waitid(
+            libc::P_ALL,
+            0,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        );
+        !(r == -1 && *libc::__errno_location() == libc::ECHILD)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parent_is_read_past_a_command_name_with_parentheses_and_spaces() {
+        assert_eq!(parse_ppid("1234 (sh) S 77 1234 1234 0 -1"), Some(77));
+        assert_eq!(parse_ppid("1234 (a) b (c)) R 9 1 1 0"), Some(9));
+        assert_eq!(parse_ppid("1234 (x"), None);
+        assert_eq!(parse_ppid(""), None);
+    }
+
+    #[test]
+    fn a_child_is_signalled_only_under_the_parent_it_was_listed_with() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        assert_eq!(parent_of(pid), Some(me));
+        // Listed under another parent (as a reused number would be): left alone.
+        signal_child(pid, me + 1, |_| true, libc::SIGKILL);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "killed under the wrong parent"
+        );
+        // Not wanted: left alone.
+        signal_child(pid, me, |_| false, libc::SIGKILL);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "killed though not wanted"
+        );
+        signal_child(pid, me, |_| true, libc::SIGKILL);
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+}
