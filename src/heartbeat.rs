@@ -2,9 +2,11 @@
 //!
 //! A renewal *sent* at time `s` that succeeds makes the lease trusted until `s + ttl - margin`,
 //! measured on this process's monotonic clock. The request may have reached the store any time
-//! after `s`, so the store's expiry is never earlier than ours. A renewal sent after the lease's
-//! trust already ran out (the process was stopped or starved) restores nothing: the lease was
-//! unprotected in between. If renewals keep failing, the
+//! after `s`, so the store's expiry is never earlier than ours. Once that deadline has passed
+//! (renewals kept failing, or the process was stopped or starved), the lease was unprotected
+//! and nothing restores it: the loop ends, no renewal is sent, and one answered after the
+//! deadline is not trusted, so the store's lease runs out at its TTL and whoever waits gets it
+//! then, even if the holder keeps its guard. If renewals keep failing, the
 //! supervisor stops the command at that deadline (TERM at `deadline - kill_after`, KILL at the
 //! deadline), so it is dead before anyone else can be granted the lease.
 
@@ -51,9 +53,7 @@ impl Timing {
                 crate::duration::format(MIN_TTL)
             ));
         }
-        let margin = ttl
-            .mul_f64(0.05)
-            .clamp(Duration::from_millis(50), Duration::from_secs(2));
+        let margin = margin(ttl);
         let heartbeat = heartbeat.unwrap_or(ttl / 3);
         let kill_after = kill_after.unwrap_or((ttl / 6).min(Duration::from_secs(10)));
         if heartbeat < MIN_HEARTBEAT {
@@ -87,10 +87,20 @@ impl Timing {
     }
 }
 
+/// How much earlier than the TTL says a lease stops being trusted: 5% of the TTL within
+/// [50ms, 2s], and at most half the TTL. It allows for clock-rate differences with the store
+/// and for timers and signals that act late, never early.
+pub fn margin(ttl: Duration) -> Duration {
+    ttl.mul_f64(0.05)
+        .clamp(Duration::from_millis(50), Duration::from_secs(2))
+        .min(ttl / 2)
+}
+
 /// What the heartbeat knows about the lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum State {
-    /// Held, and trusted until this instant unless a later renewal succeeds.
+    /// Held, and trusted until this instant unless a renewal sent and answered before it
+    /// succeeds. Once it has passed, it stays: the heartbeat stops renewing.
     Held { trusted_until: Instant },
     /// A renewal found the lease gone or someone else's.
     Lost,
@@ -129,6 +139,9 @@ pub fn spawn(
             beats.as_ref(),
         )
         .await;
+        // Ended (lost, or past the deadline): the state stays as published. Kept open while
+        // anyone watches, so that their `changed()` waits instead of failing at once.
+        tx.closed().await;
     });
     (rx, task)
 }
@@ -155,6 +168,14 @@ async fn run(
     loop {
         tokio::time::sleep_until(next).await;
         let sent = Instant::now();
+        if sent >= trusted_until {
+            // The supervisor stops the command at that deadline (the guard, if lockrun itself
+            // was stopped); keeping the store's lease alive past it would only keep waiters out.
+            tracing::info!(
+                "the lease on {resource} was not renewed before its local deadline; no longer renewing it"
+            );
+            return;
+        }
         // Give each attempt at most a heartbeat, and never past the deadline plus a little,
         // so a hung connection cannot stall the loop.
         let limit = timing
@@ -162,17 +183,17 @@ async fn run(
             .min(trusted_until.saturating_duration_since(sent))
             .max(Duration::from_millis(200));
         match tokio::time::timeout(limit, backend.renew(resource, id, timing.ttl)).await {
-            Ok(Ok(Renewal::Renewed(_))) if sent >= trusted_until => {
-                // Sent after the deadline (this process was stopped or starved): the lease was
-                // not trusted in between, and a late success cannot make up for that. The
-                // supervisor stops the command at the deadline that already passed.
-                tracing::warn!(
+            Ok(Ok(Renewal::Renewed(_))) if Instant::now() >= trusted_until => {
+                // Answered after the deadline (a slow store, or this process was stopped or
+                // starved): the lease was not trusted in between, and the supervisor stops the
+                // command at that deadline. A late success cannot make up for that.
+                tracing::info!(
                     "the lease on {resource} was renewed only after its local deadline; not trusting it again"
                 );
                 report(Beat::Renewed {
                     round_trip: sent.elapsed(),
                 });
-                next = sent + timing.heartbeat;
+                return;
             }
             Ok(Ok(Renewal::Renewed(_))) => {
                 if std::mem::take(&mut failing) {
@@ -267,8 +288,9 @@ mod tests {
         assert!(e.contains("heartbeat (20s)"), "{e}");
     }
 
-    /// A backend whose renewals follow a script: Some(true) renewed, Some(false) lost, None error.
-    struct Script(Mutex<Vec<Option<bool>>>, Mutex<Vec<Instant>>);
+    /// A backend whose renewals follow a script: Some(true) renewed, Some(false) lost, None error;
+    /// each answered after the delay.
+    struct Script(Mutex<Vec<Option<bool>>>, Mutex<Vec<Instant>>, Duration);
 
     #[async_trait]
     impl Backend for Script {
@@ -286,6 +308,7 @@ mod tests {
         }
         async fn renew(&self, r: &Resource, id: &LeaseId, ttl: Duration) -> Result<Renewal, Error> {
             self.1.lock().unwrap().push(Instant::now());
+            tokio::time::sleep(self.2).await;
             let next = {
                 let mut s = self.0.lock().unwrap();
                 if s.is_empty() {
@@ -317,7 +340,15 @@ mod tests {
     }
 
     fn start(script: Vec<Option<bool>>, timing: Timing) -> (Arc<Script>, watch::Receiver<State>) {
-        let b = Arc::new(Script(Mutex::new(script), Mutex::new(vec![])));
+        start_slow(script, timing, Duration::ZERO)
+    }
+
+    fn start_slow(
+        script: Vec<Option<bool>>,
+        timing: Timing,
+        delay: Duration,
+    ) -> (Arc<Script>, watch::Receiver<State>) {
+        let b = Arc::new(Script(Mutex::new(script), Mutex::new(vec![]), delay));
         let (rx, _task) = spawn(
             b.clone(),
             Resource::new("r").unwrap(),
@@ -376,21 +407,55 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_renewal_sent_after_the_deadline_does_not_restore_trust() {
+    async fn no_renewal_is_sent_after_the_deadline() {
         let timing = Timing::new(secs(30), None, None).unwrap();
         let t0 = Instant::now();
-        // Failures (retried every 1.875 s or more) until well past the deadline at 28.5 s.
+        let deadline = t0 + secs(30) - timing.margin;
+        // Failures (retried every 1.875 s or more) until past the deadline at 28.5 s, then
+        // successes that must not be asked for: the store's lease is left to run out.
         let (b, rx) = start([vec![None; 20], vec![Some(true); 5]].concat(), timing);
         tokio::time::sleep(secs(100)).await;
         let calls = b.1.lock().unwrap().clone();
-        assert!(calls.len() > 21, "the late renewal succeeded");
-        assert!(calls[20] - t0 > secs(30));
+        assert!(
+            calls.len() > 5,
+            "retried until the deadline: {}",
+            calls.len()
+        );
+        assert!(
+            calls.iter().all(|&c| c < deadline),
+            "renewed after the deadline"
+        );
         assert_eq!(
             *rx.borrow(),
+            State::Held {
+                trusted_until: deadline
+            }
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_answered_after_the_deadline_does_not_restore_trust() {
+        // The first renewal goes out 100 ms before the deadline (28.5 s) and is answered 50 ms
+        // after it: the guard was already told its lease is lost, and stays told.
+        let ms = Duration::from_millis;
+        let timing = Timing::new(secs(30), Some(ms(28_400)), Some(ms(50))).unwrap();
+        let t0 = Instant::now();
+        let (b, mut rx) = start_slow(vec![Some(true); 5], timing, ms(150));
+        tokio::time::sleep(secs(100)).await;
+        assert_eq!(
+            b.1.lock().unwrap().len(),
+            1,
+            "no renewal after the deadline"
+        );
+        assert_eq!(
+            *rx.borrow_and_update(),
             State::Held {
                 trusted_until: t0 + secs(30) - timing.margin
             }
         );
+        // The heartbeat has ended, and a watcher still waits rather than failing at once.
+        let changed = tokio::time::timeout(secs(10), rx.changed()).await;
+        assert!(changed.is_err(), "changed() returned: {changed:?}");
     }
 
     #[tokio::test(start_paused = true)]

@@ -110,7 +110,8 @@ impl Lock {
     }
 
     /// Whether the guard renews the lease in the background (default true). Without renewal the
-    /// lease simply ends at its TTL unless renewed by other means (`lockrun renew`).
+    /// lease simply ends at its TTL unless renewed by other means (`lockrun renew`); the guard
+    /// counts it lost a safety margin before that (5% of the TTL within [50ms, 2s]).
     pub fn renew(mut self, renew: bool) -> Self {
         self.renew = renew;
         self
@@ -260,10 +261,12 @@ impl Guard {
                 );
                 (rx, Some(task))
             }
-            // Not renewed: trusted for the TTL from when the grant was requested.
+            // Not renewed: trusted for the TTL from when the grant was requested, less the
+            // margin a renewed lease keeps, so that `lost()` resolves before the store could
+            // grant the lease to anyone else.
             None => (
                 watch::channel(State::Held {
-                    trusted_until: sent_at + ttl,
+                    trusted_until: sent_at + ttl - heartbeat::margin(ttl),
                 })
                 .1,
                 None,
