@@ -290,3 +290,49 @@ fn a_configured_lock_follows_the_plan_for_its_resource() {
     std::fs::write(&config, "[default]\nbakend = 1\n").unwrap();
     ok(child(&config, "broken"));
 }
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[tokio::test]
+async fn finished_waits_leave_no_descriptors_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = Lock::new(backend(&dir).await, "job").unwrap();
+    let _held = lock.acquire().await.unwrap();
+    // One wait first, so that whatever a wait keeps for the process (a closing ring) exists.
+    assert!(lock
+        .acquire_timeout(Duration::from_millis(20))
+        .await
+        .unwrap()
+        .is_none());
+    let before = open_fds();
+    // Waits side by side (a service waiting for several resources), each given up by its
+    // deadline or by dropping its future.
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let lock = lock.clone();
+        tasks.push(tokio::spawn(async move {
+            if i % 2 == 0 {
+                assert!(lock
+                    .acquire_timeout(Duration::from_millis(50))
+                    .await
+                    .unwrap()
+                    .is_none());
+            } else {
+                let waited = tokio::time::timeout(Duration::from_millis(50), lock.acquire()).await;
+                assert!(waited.is_err());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Other tests of this binary run alongside and open files of their own.
+    let after = open_fds();
+    assert!(
+        after <= before + 6,
+        "20 finished waits left {} descriptors open",
+        after.saturating_sub(before)
+    );
+}

@@ -231,6 +231,7 @@ pub async fn main(args: Vec<OsString>) -> Exit {
         Err(e) => return clap_exit(e, verb_dashes.map(|(verb, _)| verb)),
     };
     init_logging(&cli.global);
+    crate::later::start_deferring();
     let quiet = cli.global.quiet;
     let result = dispatch(cli).await;
     crate::later::run();
