@@ -23,7 +23,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::FutureExt;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
@@ -226,11 +225,12 @@ impl Lock {
 /// when the lease can no longer be trusted. [`Guard::release`] ends it and says whether it was
 /// still held.
 ///
-/// Dropping the guard releases too, without blocking: the release is started at once, and on the
-/// file backend it is done by then (also at the end of `main`, or outside the runtime). On a
-/// network backend it goes on as a task on the runtime the guard was made in, which is lost if
-/// that runtime stops first, leaving the lease to run out at its TTL: there, `release().await`
-/// before returning from `main`.
+/// Dropping the guard releases too. On the file backend the release is done when `drop`
+/// returns (it runs on a thread of its own, usually for well under a millisecond, at most 2 s
+/// when another process holding the resource's kernel lock is stopped), inside or outside any
+/// runtime, also once the guard's runtime is shut down. On a network backend it goes on as a task
+/// on the runtime the guard was made in, which is lost if that runtime stops first, leaving the
+/// lease to run out at its TTL: there, `release().await` before returning from `main`.
 pub struct Guard {
     backend: Arc<dyn Backend>,
     lease: Lease,
@@ -364,24 +364,61 @@ impl Drop for Guard {
         if self.done {
             return;
         }
+        let (backend, lease) = (Arc::clone(&self.backend), self.lease.clone());
+        if backend.capabilities().local {
+            // A local store needs no connection of the guard's runtime: the release runs to
+            // its end on a thread with a runtime of its own, so it is done when `drop` returns,
+            // whether the guard's runtime is running, idle, shutting down or gone.
+            if let Some(back) = release_aside(Arc::clone(&backend), lease.clone()) {
+                back.wait();
+                return;
+            }
+        }
         let Some(rt) = tokio::runtime::Handle::try_current()
             .ok()
             .or_else(|| self.runtime.take())
         else {
             return;
         };
-        let (backend, lease) = (Arc::clone(&self.backend), self.lease.clone());
-        let mut release = Box::pin(async move {
+        let release = async move {
             if let Err(e) = backend.release(&lease.resource, &lease.id).await {
                 tracing::warn!("releasing {} on drop failed: {e}", lease.resource);
             }
-        });
-        // Started here, so that a release that needs no waiting (the file backend's) is done
-        // whether or not the runtime runs another task; one that waits goes on as a task.
-        let _entered = rt.enter();
-        if release.as_mut().now_or_never().is_none() {
-            rt.spawn(release);
-        }
+        };
+        rt.spawn(release);
+    }
+}
+
+/// How long dropping a guard of a local store waits for its release: the kernel lock it takes
+/// is held by others for microseconds, unless one of them is stopped.
+const DROP_RELEASE_WAIT: Duration = Duration::from_secs(2);
+
+/// A release started on a thread of its own; [`Aside::wait`] waits for it, at most
+/// [`DROP_RELEASE_WAIT`]. `None` if no thread or runtime could be made.
+fn release_aside(backend: Arc<dyn Backend>, lease: Lease) -> Option<Aside> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .ok()?;
+    std::thread::Builder::new()
+        .name("lockrun-release".into())
+        .spawn(move || {
+            let released = rt.block_on(backend.release(&lease.resource, &lease.id));
+            if let Err(e) = released {
+                tracing::warn!("releasing {} on drop failed: {e}", lease.resource);
+            }
+            let _ = tx.send(());
+        })
+        .ok()?;
+    Some(Aside(rx))
+}
+
+struct Aside(std::sync::mpsc::Receiver<()>);
+
+impl Aside {
+    fn wait(self) {
+        let _ = self.0.recv_timeout(DROP_RELEASE_WAIT);
     }
 }
 

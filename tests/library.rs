@@ -336,3 +336,60 @@ async fn finished_waits_leave_no_descriptors_open() {
         after.saturating_sub(before)
     );
 }
+
+/// Holds the kernel lock of resource `name` in `dir`'s lock directory (as another process's
+/// read-decide-write step does, for microseconds) for `hold`, on a thread.
+fn busy_lock_file(
+    dir: &tempfile::TempDir,
+    name: &str,
+    hold: Duration,
+) -> std::thread::JoinHandle<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(dir.path().join(format!("locks/{name}.lock"))).unwrap();
+    // SAFETY: flock on an open descriptor.
+    assert_eq!(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) }, 0);
+    std::thread::spawn(move || {
+        std::thread::sleep(hold);
+        drop(file);
+    })
+}
+
+fn current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_guard_dropped_while_its_runtime_is_idle_is_released_by_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = current_thread();
+    rt.block_on(async {
+        let lock = Lock::new(backend(&dir).await, "job").unwrap();
+        let guard = lock.acquire().await.unwrap();
+        let busy = busy_lock_file(&dir, "job", Duration::from_millis(100));
+        drop(guard);
+        // No await in between: the runtime ran nothing else, yet the lease is free.
+        let holder = lock.current().await.unwrap();
+        assert!(holder.is_none(), "still held after drop: {holder:?}");
+        busy.join().unwrap();
+    });
+}
+
+#[test]
+fn a_guard_dropped_after_its_runtime_is_released_without_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = current_thread();
+    let (lock, guard) = rt.block_on(async {
+        let lock = Lock::new(backend(&dir).await, "job").unwrap();
+        let guard = lock.acquire().await.unwrap();
+        (lock, guard)
+    });
+    drop(rt);
+    let busy = busy_lock_file(&dir, "job", Duration::from_millis(100));
+    drop(guard);
+    busy.join().unwrap();
+    let holder = current_thread().block_on(lock.current()).unwrap();
+    assert!(holder.is_none(), "still held after drop: {holder:?}");
+}
