@@ -71,11 +71,14 @@ fn fractional(t: &str) -> Option<Duration> {
 
 /// Formats a duration for people: `30s`, `1h 5m`, `250ms`.
 pub fn format(d: Duration) -> String {
-    // Whole milliseconds; drop sub-millisecond noise, and milliseconds past a minute.
+    // Whole milliseconds; drop sub-millisecond noise, and milliseconds past a minute. Below a
+    // millisecond it is kept as it is: `0.5ms` is not `0s`.
     let d = if d >= Duration::from_secs(60) {
         Duration::from_secs(d.as_secs())
-    } else {
+    } else if d >= Duration::from_millis(1) {
         Duration::from_millis(d.as_millis() as u64)
+    } else {
+        d
     };
     humantime::format_duration(d).to_string()
 }
@@ -139,5 +142,9 @@ mod tests {
         assert_eq!(format(Duration::from_millis(250)), "250ms");
         assert_eq!(format(Duration::from_millis(1500)), "1s 500ms");
         assert_eq!(format(Duration::from_millis(61_500)), "1m 1s");
+        assert_eq!(format(Duration::from_micros(500)), "500us");
+        assert_eq!(format(Duration::from_nanos(1)), "1ns");
+        assert_eq!(format(Duration::ZERO), "0s");
+        assert_eq!(format(Duration::from_micros(1500)), "1ms");
     }
 }

@@ -180,6 +180,14 @@ impl Lock {
         wait: Wait,
         on_event: &mut (dyn FnMut(Event<'_>) + Send),
     ) -> Result<Guard, Error> {
+        // Checked before anything is granted: the guard renews and releases on this runtime.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Invalid(crate::lease::InvalidInput(
+                "acquiring a lease needs a tokio runtime (with its time and I/O drivers) to \
+                 renew and release it on; call it from within one"
+                    .into(),
+            )));
+        }
         // The TTL's bounds: checked by the renewal timing, or here when there is none.
         let timing = if self.renew {
             Some(self.timing()?)

@@ -393,3 +393,28 @@ fn a_guard_dropped_after_its_runtime_is_released_without_a_panic() {
     let holder = current_thread().block_on(lock.current()).unwrap();
     assert!(holder.is_none(), "still held after drop: {holder:?}");
 }
+
+#[test]
+fn acquiring_outside_a_runtime_is_an_error_not_a_panic() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Wake, Waker};
+    struct Nothing;
+    impl Wake for Nothing {
+        fn wake(self: std::sync::Arc<Self>) {}
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let backend = current_thread().block_on(backend(&dir));
+    let lock = Lock::new(backend, "job").unwrap();
+    // Polled by hand, with no tokio runtime anywhere (as an executor of another kind would).
+    let mut attempt = Box::pin(lock.try_acquire());
+    let waker = Waker::from(std::sync::Arc::new(Nothing));
+    match attempt.as_mut().poll(&mut Context::from_waker(&waker)) {
+        Poll::Ready(Err(lockrun::Error::Invalid(e))) => {
+            assert!(e.to_string().contains("needs a tokio runtime"), "{e}")
+        }
+        other => panic!(
+            "expected an error at once, got {:?}",
+            other.map(|r| r.map(|g| g.is_some()))
+        ),
+    }
+}
