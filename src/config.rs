@@ -77,6 +77,7 @@ pub use crate::wait::Wait;
 
 /// Everything needed to work on one resource, validated.
 #[derive(Clone, PartialEq)]
+#[non_exhaustive]
 pub struct Plan {
     pub backend: BackendUrl,
     /// The `[backend.<name>]` section the backend came from, if any.
@@ -117,6 +118,7 @@ impl fmt::Debug for Plan {
 
 /// A configuration error (exit status 78). `Display` is always one line.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     /// A config file that was named explicitly, or that exists, could not be read.
     #[error("{}: cannot read config file{}: {reason}", show(.path), by_whom(*.named_by))]

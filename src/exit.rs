@@ -7,6 +7,7 @@
 
 /// How lockrun ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Exit {
     /// The verb succeeded.
     Success,
@@ -76,6 +77,7 @@ impl Exit {
 /// Ends lockrun by `signal` (see [`Exit::Interrupted`]): its default action restored, sent to
 /// lockrun alone or to its whole process group. SIGQUIT leaves no core of lockrun. Returns only
 /// if the signal did not end the process.
+#[doc(hidden)] // for the binary: it ends this process
 pub fn die_of(signal: i32, group: bool) {
     // SAFETY: plain system calls on this process; the disposition is set before the signal is
     // sent, and the signal is unblocked so that it is delivered at once.

@@ -21,6 +21,7 @@ use crate::lease::{LeaseId, Resource};
 
 /// The timing of a supervised lease, validated so that the deadline logic has room to work.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Timing {
     pub ttl: Duration,
     /// How often to renew.
@@ -98,6 +99,7 @@ pub fn margin(ttl: Duration) -> Duration {
 
 /// What the heartbeat knows about the lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum State {
     /// Held, and trusted until this instant unless a renewal sent and answered before it
     /// succeeds. Once it has passed, it stays: the heartbeat stops renewing.
@@ -108,6 +110,7 @@ pub enum State {
 
 /// One renewal attempt, for event reports.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Beat {
     Renewed { round_trip: Duration },
     Failed { error: String },

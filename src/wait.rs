@@ -51,6 +51,7 @@ pub struct Granted {
 
 /// The result of [`acquire`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Outcome {
     Granted(Granted),
     /// Still busy when the wait ran out.
@@ -59,6 +60,7 @@ pub enum Outcome {
 
 /// What happens while waiting, for progress reports.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Event<'a> {
     /// The resource is busy; `holder` is the current holder when it could be read.
     Busy { holder: Option<&'a Lease> },

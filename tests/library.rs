@@ -96,7 +96,7 @@ async fn a_guard_that_does_not_renew_is_lost_at_its_ttl() {
     // else (a deadline, not a measured wake-up, so a loaded machine cannot make this flaky).
     let trusted_until = match *guard.state().borrow() {
         lockrun::heartbeat::State::Held { trusted_until } => trusted_until,
-        lockrun::heartbeat::State::Lost => panic!("lost at once"),
+        other => panic!("lost at once: {other:?}"),
     };
     assert!(trusted_until <= granted + Duration::from_millis(250));
     guard.lost().await;

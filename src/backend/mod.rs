@@ -49,7 +49,19 @@ pub use settings::Settings;
 pub use url::BackendUrl;
 
 /// What a backend can promise, declared up front instead of failing at run time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+///
+/// New capabilities may be added; a backend written outside this crate starts from the default
+/// (promises nothing) and sets what it offers:
+///
+/// ```
+/// use lockrun::backend::{Capabilities, Fencing};
+/// let mut caps = Capabilities::default();
+/// caps.fencing = Fencing::Strict;
+/// caps.server_time = true;
+/// assert!(!caps.watch);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub struct Capabilities {
     /// How far fencing tokens can be trusted.
     pub fencing: Fencing,
@@ -65,13 +77,15 @@ pub struct Capabilities {
 }
 
 /// Fencing-token guarantee of a backend.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Fencing {
     /// Strictly increases with every grant of a resource, forever.
     Strict,
     /// Increases while the store keeps its counter (it may be evicted).
     BestEffort,
     /// No token.
+    #[default]
     None,
 }
 
@@ -87,6 +101,7 @@ pub struct AcquireRequest<'a> {
 
 /// The outcome of one acquire attempt. Busy is an outcome, not an error.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Acquire {
     Acquired(Lease),
     Busy {
@@ -99,6 +114,7 @@ pub enum Acquire {
 
 /// The outcome of a renewal.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Renewal {
     /// Renewed; the lease id is unchanged.
     Renewed(Lease),
@@ -159,6 +175,7 @@ impl Error {
 
 /// What a [`Watch`] saw when it resolved.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub enum Change {
     /// The resource may be free now: the waiter should try.
     MayBeFree,
