@@ -166,6 +166,23 @@ impl Suite {
         Ok(Outcome::Passed)
     }
 
+    /// A lease that ran out with nobody taking it over, released by its own id: the answer is
+    /// that it no longer held the resource, and the resource is free at once, also for a process
+    /// that never saw it (where takeover waits for a record to stay unchanged for a lease
+    /// duration, an expired record left in place would keep it out that long). A waiter whose
+    /// acquire was applied late, after the server stalled past the TTL, gives its lease back so.
+    pub(super) async fn release_frees_expired(&self) -> Check {
+        let b = self.backend().await?;
+        let res = self.resource("release-expired")?;
+        let la = acquire(&*b, &res, "conformance", self.short_ttl).await?;
+        tokio::time::sleep(self.short_ttl + self.takeover_within).await;
+        release(&*b, &res, &la.id, false).await?;
+        let fresh = self.backend().await?;
+        let lb = acquire(&*fresh, &res, "conformance-b", LONG).await?;
+        release(&*fresh, &res, &lb.id, true).await?;
+        Ok(Outcome::Passed)
+    }
+
     pub(super) async fn fencing_tokens(&self) -> Check {
         let b = self.backend().await?;
         let fencing = b.capabilities().fencing;

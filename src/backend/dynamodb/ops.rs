@@ -37,6 +37,13 @@ fn held_by() -> String {
     format!("#lease_id = :id AND #released = :false AND #expires_ms > :now AND {TYPED}")
 }
 
+/// Lease `:id`'s item, not released, expired or not: nobody else can hold it under that id, so a
+/// release may free an expired one too (waiters would otherwise watch it for a full lease
+/// duration first, as for any item that stopped changing).
+fn ours() -> String {
+    format!("#lease_id = :id AND #released = :false AND {TYPED}")
+}
+
 /// The outcome of a conditional write.
 enum Write {
     /// Written; the item as it is now.
@@ -143,15 +150,13 @@ impl DynamoDb {
 
     pub(super) async fn end(&self, res: &Resource, id: &LeaseId) -> Result<bool, Error> {
         let op = format!("releasing the lease on {}", quoted(res));
-        let values = vec![
-            (":id", s(id.as_str())),
-            (":now", n(now_ms())),
-            (":version", new_version()),
-        ];
-        match self.update(&op, res, RELEASE, &held_by(), values).await? {
-            Write::Done(_) => {
+        let values = vec![(":id", s(id.as_str())), (":version", new_version())];
+        let now = now_ms();
+        match self.update(&op, res, RELEASE, &ours(), values).await? {
+            // Whether it still held the resource, by this host's clock.
+            Write::Done(item) => {
                 self.seen.forget(res.as_str());
-                Ok(true)
+                Ok(self.parse(res, &item)?.expires_ms > now)
             }
             Write::Refused(found) => {
                 if let Some(found) = found {

@@ -112,13 +112,21 @@ impl Kubernetes {
         let name = self.object_name(res);
         let op = format!("releasing the lease on {}", quoted(res));
         for _ in 0..ATTEMPTS {
-            let Some(found) = self.held_by(&op, res, &name, id).await? else {
+            let Some(found) = self.read(&op, &name).await? else {
                 return Ok(false);
             };
+            let stored = self.parse(res, &name, &found)?;
+            if !matches!(&stored.holder, Holder::Ours(held) if held == id) {
+                return Ok(false);
+            }
+            // Expired or not: nobody else can hold it under this id, and freeing an expired one
+            // spares waiters watching it for a full lease duration first. The answer is whether
+            // it still held the resource, by this host's clock.
+            let live = stored.expires() > SystemTime::now();
             let obj = record::release(&found, record::now());
             if let Write::Done(_) = self.replace(&op, &name, &obj).await? {
                 self.seen.forget(&name);
-                return Ok(true);
+                return Ok(live);
             }
         }
         Err(contended(&op))
@@ -143,7 +151,7 @@ impl Kubernetes {
     }
 
     /// The object, if lease `id` holds it and has not expired by this host's clock: renewal
-    /// never resurrects an expired lease, and release never touches one.
+    /// never resurrects an expired lease.
     async fn held_by(
         &self,
         op: &str,

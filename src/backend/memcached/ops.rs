@@ -262,11 +262,14 @@ pub(super) async fn release<S: Io>(c: &mut Conn<S>, p: &Place<'_>, id: &LeaseId)
             _ => return Ok(false),
         };
         let tombstone = held.tombstone(p.resource);
+        // Past its expiry too (nobody else can hold it under this id): the answer is whether
+        // it still held the resource.
+        let live = held.expires_ms > now_ms();
         match c
             .cas(p.lease_key, FLAGS, TOMBSTONE_EXPTIME, &tombstone, cas)
             .await?
         {
-            Cas::Stored => return Ok(true),
+            Cas::Stored => return Ok(live),
             Cas::Exists => continue,
             Cas::NotFound => return Ok(false),
         }
