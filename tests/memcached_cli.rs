@@ -305,6 +305,14 @@ fn doctor_warns_about_eviction_and_list_says_it_cannot() {
     assert!(out.contains("warn  this backend may evict a lock"), "{out}");
     let o = lockrun(&env, &u, &["list"]);
     assert_fails(&o, 78, "cannot list");
+    // The same answer with no server there: it is known from the URL.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let o = lockrun(&env, &format!("memcached://127.0.0.1:{port}"), &["list"]);
+    assert_fails(&o, 78, "cannot list");
 }
 
 /// An acquire whose connection stalls: lockrun gives up after `command_timeout`, its give-back

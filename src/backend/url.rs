@@ -23,6 +23,9 @@ const SCHEMES: &[(&str, &str)] = &[
 /// Schemes whose URLs may name several hosts: `etcd://h1:2379,h2:2379`.
 const MULTI_HOST: &[&str] = &["etcd", "etcd+https", "memcached"];
 
+/// Schemes whose stores cannot enumerate their leases (memcached has no key listing).
+const UNLISTABLE: &[&str] = &["memcached"];
+
 /// A host and its port, if the URL gives one.
 type Host = (String, Option<u16>);
 
@@ -84,6 +87,12 @@ impl BackendUrl {
     /// The URL scheme, which selects the backend.
     pub fn scheme(&self) -> &str {
         self.url.scheme()
+    }
+
+    /// Whether the backend can list its leases ([`super::Backend::resources`]): known from the
+    /// scheme, so that `lockrun list` says so without reaching the server.
+    pub fn can_list(&self) -> bool {
+        !UNLISTABLE.contains(&self.scheme())
     }
 
     /// The parsed URL, secrets included: for connecting, never for printing. Of a host list,

@@ -8,12 +8,19 @@ use crate::lease::{escape, rfc3339, Lease};
 pub async fn list(ctx: &Ctx, args: ListArgs) -> Result<Exit, Failure> {
     // The backend is chosen per resource; without one, the [default] section decides.
     let (_, plan) = ctx.plan(args.resource.as_deref().unwrap_or("lockrun-list"))?;
-    let backend = ctx.open(&plan).await?;
-    let Some(names) = backend.resources().await? else {
-        return Err(Failure::new(
+    let cannot = || {
+        Failure::new(
             Exit::Config,
             format!("the backend {} cannot list its leases", plan.backend),
-        ));
+        )
+    };
+    // Said without reaching the server, which may be down: the answer is the same.
+    if !plan.backend.can_list() {
+        return Err(cannot());
+    }
+    let backend = ctx.open(&plan).await?;
+    let Some(names) = backend.resources().await? else {
+        return Err(cannot());
     };
     let mut leases: Vec<Lease> = Vec::new();
     for name in names {
