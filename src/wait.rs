@@ -14,7 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::backend::{Acquire, AcquireRequest, Backend, Change, Error, Ticket, Watch};
-use crate::lease::Lease;
+use crate::lease::{Lease, Resource};
 
 /// How long to wait for a busy resource.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -187,14 +187,23 @@ const GIVE_BACK_WAIT: Duration = Duration::from_secs(1);
 /// The message of an acquire that failed unanswered and whose give-back freed nothing: `why`,
 /// and the lease the store may still grant, with the command that frees it. One line.
 fn unconfirmed(why: &str, req: &AcquireRequest<'_>) -> String {
-    let resource = shell_word(&crate::lease::escape(req.resource.as_str()));
-    // `--` before a resource that would read as an option.
-    let dashes = if resource.starts_with('-') { "-- " } else { "" };
+    let resource = resource_word(req.resource);
     format!(
         "{why}; if the server applies the request late, lease {id} may hold {resource} until \
-         its TTL: lockrun release {dashes}{resource} {id} (with the same -b/-c)",
+         its TTL: lockrun release {resource} {id} (with the same -b/-c)",
         id = req.id
     )
+}
+
+/// `resource` as the shell word a command line names it by, with `--` before it when it would
+/// read as an option.
+pub(crate) fn resource_word(resource: &Resource) -> String {
+    let word = shell_word(&crate::lease::escape(resource.as_str()));
+    if word.starts_with('-') {
+        format!("-- {word}")
+    } else {
+        word
+    }
 }
 
 /// `text` as one shell word: as it is when plain, else in single quotes.

@@ -715,3 +715,49 @@ fn an_evicting_server_is_a_warning_and_doctor_says_so() {
     assert!(stdout(&o).contains("no problems found"), "{}", stdout(&o));
     assert_eq!(stderr(&o), "");
 }
+
+/// A `release` or `renew` whose answer does not come may still have been applied: the one line
+/// says so, and names the command that shows the holder.
+#[test]
+fn an_unanswered_release_or_renew_says_it_may_have_been_applied() {
+    let s = server::redis();
+    let proxy = proxy::Proxy::start(s.port);
+    let (env, res) = (Env::new(), resource("unanswered-release"));
+    let config = env.file("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[backend.r]\nurl = \"{}\"\ncommand_timeout = \"1s\"\n",
+            url(proxy.port)
+        ),
+    )
+    .unwrap();
+    let run = |args: &[&str]| {
+        env.cmd()
+            .arg("-c")
+            .arg(&config)
+            .args(["-b", "r"])
+            .args(args)
+            .output()
+            .expect("spawn lockrun")
+    };
+    let o = run(&["acquire", &res]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let id = stdout(&o).trim().to_owned();
+    // Requests that name the lease reach the server only after the thaw, unanswered.
+    proxy.freeze_all_on(id.as_bytes());
+    let renewed = run(&["renew", &res, &id, "--ttl", "1h"]);
+    proxy.thaw();
+    proxy.freeze_all_on(id.as_bytes());
+    let released = run(&["release", &res, &id]);
+    proxy.thaw();
+    let shows = format!("lockrun current {res} shows the holder");
+    assert_fails(&renewed, 69, "it may have been renewed or not");
+    assert_fails(&released, 69, "it may have been released or not");
+    assert!(stderr(&released).contains(&shows), "{}", stderr(&released));
+    // Refused at once (nothing sent): no such doubt.
+    let nobody = url(server::free_port());
+    let o = lockrun(&env, &nobody, &["release", &res, &id]);
+    assert_fails(&o, 69, "");
+    assert!(!stderr(&o).contains("may have been"), "{}", stderr(&o));
+}

@@ -64,6 +64,26 @@ impl From<backend::Error> for Failure {
     }
 }
 
+/// The failure of a `renew` or `release` whose request may have reached the store and been
+/// applied there, its answer lost or late (not on the local file backend, whose failed step
+/// was not applied, nor when nothing was sent): the line says so, and how to look.
+pub(super) fn unsettled(
+    e: backend::Error,
+    backend: &dyn backend::Backend,
+    done: &str,
+    resource: &crate::lease::Resource,
+) -> Failure {
+    let maybe = matches!(e, backend::Error::Unavailable(_)) && !backend.capabilities().local;
+    let mut f = Failure::from(e);
+    if maybe {
+        f.message += &format!(
+            "; it may have been {done} or not: lockrun current {} shows the holder",
+            crate::wait::resource_word(resource)
+        );
+    }
+    f
+}
+
 impl From<config::Error> for Failure {
     fn from(e: config::Error) -> Self {
         Failure::new(e.exit(), e.to_string())

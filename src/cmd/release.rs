@@ -9,7 +9,8 @@ pub async fn release(ctx: &Ctx, args: LeaseArgs) -> Result<Exit, Failure> {
     let (resource, plan) = ctx.plan(&args.resource)?;
     let id = LeaseId::parse(&args.lease_id)?;
     let backend = ctx.open(&plan).await?;
-    if backend.release(&resource, &id).await? {
+    let released = backend.release(&resource, &id).await;
+    if released.map_err(|e| super::unsettled(e, &*backend, "released", &resource))? {
         Ok(Exit::Success)
     } else {
         Err(super::renew::not_held(&resource, &id))

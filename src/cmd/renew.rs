@@ -23,7 +23,8 @@ pub async fn renew(ctx: &Ctx, args: RenewArgs) -> Result<Exit, Failure> {
             _ => plan.ttl,
         },
     };
-    match backend.renew(&resource, &id, ttl).await? {
+    let renewed = backend.renew(&resource, &id, ttl).await;
+    match renewed.map_err(|e| super::unsettled(e, &*backend, "renewed", &resource))? {
         Renewal::Renewed(lease) => {
             if args.json {
                 let json = serde_json::to_string(&lease.to_json()).map_err(|e| {

@@ -195,6 +195,7 @@ fn room_to_start(guard: &Guard, kill_after: std::time::Duration) -> bool {
 /// Releases after the command's group is reaped; a failure is a warning, not a changed exit code.
 /// A lease found ended already is one too, unless that was to be expected (`may_have_ended`).
 async fn release(guard: Guard, resource: &Resource, may_have_ended: bool) -> bool {
+    let ttl = guard.lease().ttl;
     match guard.release().await {
         Ok(true) => true,
         Ok(false) if may_have_ended => false,
@@ -212,7 +213,11 @@ async fn release(guard: Guard, resource: &Resource, may_have_ended: bool) -> boo
             false
         }
         Err(e) => {
-            tracing::warn!("could not release the lease on {}: {e}", esc(resource));
+            tracing::warn!(
+                "could not release the lease on {}: {e}; unless it was, it runs out within {}",
+                esc(resource),
+                crate::duration::format(ttl)
+            );
             false
         }
     }
