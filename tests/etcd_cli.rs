@@ -185,6 +185,22 @@ fn an_acquire_stalled_with_the_whole_server_is_one_line_in_bounded_time() {
     proxy::lease_named_in(&stderr(&o), &res);
 }
 
+/// A server stopped before the acquire: the etcd lease grant, which comes before the
+/// transaction that writes the key, gets no answer. Even if etcd applied it late, that etcd
+/// lease holds no resource, so the one line names no lockrun lease to release.
+#[test]
+fn an_acquire_whose_lease_grant_is_unanswered_names_no_lease() {
+    let server = start_etcd();
+    let e = EtcdEnv::new(&server);
+    let res = format!("{}-grant", prefix());
+    server.pause();
+    let o = e.run(&["acquire", "-n", &res]);
+    server.resume();
+    assert_fails(&o, 69, "");
+    assert!(!stderr(&o).contains("lockrun release"), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("may hold"), "{}", stderr(&o));
+}
+
 #[test]
 fn child_gets_the_create_revision_as_fencing_token() {
     let server = etcd();

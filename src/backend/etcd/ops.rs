@@ -45,13 +45,19 @@ impl Etcd {
     }
 
     /// Grants an etcd lease for a lock key with the TTL `ttl` (rounded up to whole seconds).
+    ///
+    /// A grant that failed unanswered is [`Error::Unreached`] to the caller: even if etcd
+    /// applies it late, an etcd lease that no key is attached to holds no resource (the key is
+    /// written by the transaction after it) and runs out on its own, so there is no lockrun
+    /// lease to give back or to name.
     pub(super) async fn grant(&self, ttl: Duration) -> Result<Grant, Error> {
         let want = ttl_secs(ttl);
         let grant = self
             .call("granting an etcd lease", |mut c| async move {
                 c.lease_grant(want, None).await
             })
-            .await?;
+            .await
+            .map_err(Error::unreached)?;
         Ok(Grant {
             id: grant.id(),
             want,
