@@ -159,6 +159,27 @@ fn start_holder(env: &Env, url: &str, res: &str, ttl: &str) -> (std::process::Ch
     (child, pid, id)
 }
 
+/// A server restarted without its keys while a command runs: the next renewal finds its
+/// connection dropped, sends again at once on a new one, and finds the lease gone. The stop
+/// comes at that renewal, with no failed renewal and retry before it.
+#[test]
+fn a_restarted_server_is_noticed_at_the_next_renewal() {
+    let s: Server = server::start_redis(&[]);
+    let (env, u, res) = (Env::new(), url(s.port), resource("restarted"));
+    let child = env
+        .cmd()
+        .args(["-b", &u, "run", "--ttl", "3s", &res, "--", "sleep", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    // One renewal (every second) on the shared connection, then the restart.
+    std::thread::sleep(Duration::from_millis(1500));
+    let _new = server::restart_redis(&s);
+    let o = child.wait_with_output().unwrap();
+    assert_fails(&o, 124, "lost the lease");
+}
+
 #[test]
 fn a_run_whose_lease_is_deleted_stops_with_124() {
     let s = server::redis();

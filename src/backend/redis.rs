@@ -291,6 +291,11 @@ impl Redis {
 
     /// [`Redis::eval`]; with `acquire`, an answer that never comes is noted as an unanswered
     /// acquire of the lease `args[0]` under `keys[0]`.
+    ///
+    /// A shared connection found dropped (the server restarted or closed it since the last
+    /// call) is replaced and the call sent again at once, once: a renewal should not wait for
+    /// the heartbeat's next retry to learn that its lease is gone. The scripts compare the
+    /// lease id, so a call that did reach the old server before it went is harmless to repeat.
     async fn eval_as(
         &self,
         script: &Script,
@@ -298,7 +303,26 @@ impl Redis {
         args: &[&str],
         acquire: bool,
     ) -> Result<Reply, Error> {
-        let (generation, mut conn) = self.conn().await?;
+        let mut again = true;
+        loop {
+            match self.eval_once(script, keys, args, acquire).await {
+                Err((e, true)) if std::mem::take(&mut again) => {
+                    tracing::debug!("{e}; sending it again on a new connection");
+                }
+                out => return out.map_err(|(e, _)| e),
+            }
+        }
+    }
+
+    /// One [`Redis::eval_as`] call; an error says whether the connection was found dropped.
+    async fn eval_once(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&str],
+        acquire: bool,
+    ) -> Result<Reply, (Error, bool)> {
+        let (generation, mut conn) = self.conn().await.map_err(|e| (e, false))?;
         let mut call = script.prepare_invoke();
         for k in keys {
             call.key(*k);
@@ -316,18 +340,21 @@ impl Redis {
         match answer {
             // A stalled or half-open connection: dropping `in_flight` unanswered makes the next
             // call use a new one.
-            Err(_) => Err(errors::timeout(&self.url, Some(self.command_timeout))),
+            Err(_) => Err((
+                errors::timeout(&self.url, Some(self.command_timeout)),
+                false,
+            )),
             Ok(Err(e)) => {
                 in_flight.answered();
                 let (err, conn) = errors::map(&e, &self.url);
                 if conn == Conn::Drop {
                     self.forget_conn(generation);
                 }
-                Err(err)
+                Err((err, e.is_connection_dropped()))
             }
             Ok(Ok(value)) => {
                 in_flight.answered();
-                Reply::decode(value)
+                Reply::decode(value).map_err(|e| (e, false))
             }
         }
     }

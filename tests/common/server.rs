@@ -174,6 +174,20 @@ pub fn start_redis_tls() -> (Server, super::certs::Certs) {
     (launch_redis(dir, port, &tls, &[]), certs)
 }
 
+/// Kills `server` (SIGKILL: its keys are gone, as after a crash without persistence) and starts
+/// a new one on the same port once the old one refuses connections.
+pub fn restart_redis(server: &Server) -> Server {
+    // SAFETY: kill has no memory-safety preconditions.
+    unsafe { libc::kill(server.pid as i32, libc::SIGKILL) };
+    let end = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", server.port)).is_ok() {
+        assert!(std::time::Instant::now() < end, "redis-server did not die");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let port = server.port;
+    launch_redis(server_dir("redis"), port, &format!("port {port}"), &[])
+}
+
 fn launch_redis(dir: PathBuf, port: u16, listen: &str, extra: &[&str]) -> Server {
     let bin = require("redis-server", "redis-server");
     let mut conf = format!(
