@@ -183,8 +183,8 @@ impl Lock {
         // Checked before anything is granted: the guard renews and releases on this runtime.
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::Invalid(crate::lease::InvalidInput(
-                "acquiring a lease needs a tokio runtime (with its time and I/O drivers) to \
-                 renew and release it on; call it from within one"
+                "acquiring a lease needs a tokio runtime to renew and release it on (built \
+                 with enable_all()); call it from within one"
                     .into(),
             )));
         }
@@ -234,9 +234,10 @@ impl Lock {
 /// still held.
 ///
 /// Dropping the guard releases too. On the file backend the release is done when `drop`
-/// returns (it runs on a thread of its own, usually for well under a millisecond, at most 2 s
-/// when another process holding the resource's kernel lock is stopped), inside or outside any
-/// runtime, also once the guard's runtime is shut down. On a network backend it goes on as a task
+/// returns, inside or outside any runtime, also once the guard's runtime is shut down: it runs
+/// on a thread of its own, usually for well under a millisecond. (`drop` waits for it at most
+/// 2 s: should another process hold the resource's kernel lock longer, being stopped, the
+/// release goes on in the background and is lost if this process ends first.) On a network backend it goes on as a task
 /// on the runtime the guard was made in, which is lost if that runtime stops first, leaving the
 /// lease to run out at its TTL: there, `release().await` before returning from `main`.
 pub struct Guard {

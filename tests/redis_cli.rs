@@ -782,3 +782,35 @@ fn an_unanswered_release_or_renew_says_it_may_have_been_applied() {
     assert_fails(&o, 69, "");
     assert!(!stderr(&o).contains("may have been"), "{}", stderr(&o));
 }
+
+/// A connection cut right after a request was sent: a renewal is sent again on a new
+/// connection (the same when repeated), a release is not (a second one would say "not held"
+/// for the lease the first one released) and says it may have been applied.
+#[test]
+fn a_cut_connection_repeats_a_renewal_but_not_a_release() {
+    let s = server::redis();
+    let proxy = proxy::Proxy::start(s.port);
+    let (env, u, res) = (Env::new(), url(proxy.port), resource("cut"));
+    // The server knows lockrun's scripts first: an EVALSHA of a script it has not seen is
+    // answered NOSCRIPT, and that answer would be the one cut.
+    let warm = resource("cut-warm");
+    let id = stdout(&lockrun(&env, &u, &["acquire", &warm]));
+    let o = lockrun(&env, &u, &["renew", "--ttl", "1h", &warm, id.trim()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = lockrun(&env, &u, &["release", &warm, id.trim()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = lockrun(&env, &u, &["acquire", &res]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let id = stdout(&o).trim().to_owned();
+    proxy.cut_answer_on(id.as_bytes());
+    let o = lockrun(&env, &u, &["renew", "--ttl", "2h", &res, &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(proxy.cuts(), 1);
+    proxy.cut_answer_on(id.as_bytes());
+    let o = lockrun(&env, &u, &["release", &res, &id]);
+    assert_eq!(proxy.cuts(), 2);
+    assert_fails(&o, 69, "it may have been released or not");
+    // It was: the resource is free.
+    let o = lockrun(&env, &url(s.port), &["current", &res]);
+    assert_fails(&o, 1, "is not held");
+}

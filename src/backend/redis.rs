@@ -164,6 +164,19 @@ impl fmt::Debug for Redis {
     }
 }
 
+/// What a script call is, for [`Redis::eval_as`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Call {
+    /// An acquire: an answer that never comes is noted as an unanswered acquire of the lease
+    /// `args[0]` under `keys[0]`, for the release that gives it back.
+    Acquire,
+    /// A release: never sent twice, since a second one would answer "not held" for a lease the
+    /// first one released.
+    Release,
+    /// Anything else (renew, current): the same when repeated.
+    Repeatable,
+}
+
 impl Redis {
     /// Connects to the server named by `url`, so that a server that is down, a wrong password or
     /// an unknown database is reported here, before any lease is attempted.
@@ -284,33 +297,36 @@ impl Redis {
         }
     }
 
-    /// Runs a script with the command timeout and decodes its reply.
+    /// Runs a script with the command timeout and decodes its reply; see [`Call`].
     async fn eval(&self, script: &Script, keys: &[&str], args: &[&str]) -> Result<Reply, Error> {
-        self.eval_as(script, keys, args, false).await
+        self.eval_as(script, keys, args, Call::Repeatable).await
     }
 
-    /// [`Redis::eval`]; with `acquire`, an answer that never comes is noted as an unanswered
-    /// acquire of the lease `args[0]` under `keys[0]`.
+    /// [`Redis::eval`] as `call` says.
     ///
-    /// A shared connection found dropped (the server restarted or closed it since the last
-    /// call) is replaced and the call sent again at once, once: a renewal should not wait for
-    /// the heartbeat's next retry to learn that its lease is gone. The scripts compare the
-    /// lease id, so a call that did reach the old server before it went is harmless to repeat.
+    /// A shared connection found dropped (the server restarted, or a proxy in between closed
+    /// it) is replaced and a [`Call::Repeatable`] or [`Call::Acquire`] sent again at once, once:
+    /// a renewal should not wait for the heartbeat's next retry to learn that its lease is gone.
+    /// A dropped connection does not mean the call was not sent: renew and current are the same
+    /// when repeated, and a repeated acquire finds its own lease and is granted it again, with
+    /// the same token. If the second call cannot connect, the first one's error is the answer,
+    /// since that call may have been applied.
     async fn eval_as(
         &self,
         script: &Script,
         keys: &[&str],
         args: &[&str],
-        acquire: bool,
+        call: Call,
     ) -> Result<Reply, Error> {
-        let mut again = true;
-        loop {
-            match self.eval_once(script, keys, args, acquire).await {
-                Err((e, true)) if std::mem::take(&mut again) => {
-                    tracing::debug!("{e}; sending it again on a new connection");
-                }
-                out => return out.map_err(|(e, _)| e),
-            }
+        let acquire = call == Call::Acquire;
+        let first = match self.eval_once(script, keys, args, acquire).await {
+            Err((e, true)) if call != Call::Release => e,
+            out => return out.map_err(|(e, _)| e),
+        };
+        tracing::debug!("{first}; sending it again on a new connection");
+        match self.eval_once(script, keys, args, acquire).await {
+            Err((Error::Unreached(_), _)) => Err(first),
+            out => out.map_err(|(e, _)| e),
         }
     }
 
@@ -522,7 +538,7 @@ impl Backend for Redis {
                 &self.scripts.acquire,
                 &[&lease_key, &counter],
                 &[req.id.as_str(), req.principal, &ttl],
-                true,
+                Call::Acquire,
             )
             .await?;
         match reply {
@@ -568,7 +584,7 @@ impl Backend for Redis {
         let channel = self.key("released", resource);
         let behind = self.take_unanswered(&lease_key, id);
         let (keys, args) = ([lease_key.as_str()], [id.as_str(), channel.as_str()]);
-        let fresh = self.eval(&self.scripts.release, &keys, &args);
+        let fresh = self.eval_as(&self.scripts.release, &keys, &args, Call::Release);
         let reply = if behind.is_empty() {
             fresh.await?
         } else {

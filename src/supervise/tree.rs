@@ -70,8 +70,11 @@ fn signal_child(pid: i32, parent: i32, wanted: impl Fn(i32) -> bool, sig: i32) {
     let fd = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
     // The pidfd holds the process that had the number when it was opened; if that process is
     // the listed parent's child now, it is the one listed (or a newer child of that parent,
-    // a descendant as well).
-    if parent_of(pid) != Some(parent) || !wanted(pid) {
+    // a descendant as well). Its parent may have died since the listing (the group's KILL
+    // just went out): then it is lockrun's, the subreaper's, and a descendant still.
+    // SAFETY: getpid has no preconditions.
+    let me = unsafe { libc::getpid() };
+    if !parent_of(pid).is_some_and(|p| p == parent || p == me) || !wanted(pid) {
         return;
     }
     use std::os::fd::AsRawFd;
@@ -151,33 +154,63 @@ mod tests {
         assert_eq!(parse_ppid(""), None);
     }
 
+    /// Whether this kernel lets us open pidfds (not before Linux 5.3, nor under some seccomp
+    /// filters); without them the number is signalled as listed.
+    fn pidfds() -> bool {
+        // SAFETY: pidfd_open of our own pid; the descriptor is closed at once.
+        unsafe {
+            let fd = libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0);
+            if fd >= 0 {
+                libc::close(fd as i32);
+            }
+            fd >= 0
+        }
+    }
+
+    fn alive(pid: i32) -> bool {
+        // SAFETY: signal 0 only checks.
+        unsafe { libc::kill(pid, 0) == 0 }
+    }
+
     #[test]
-    fn a_child_is_signalled_only_under_the_parent_it_was_listed_with() {
-        let mut child = std::process::Command::new("sleep")
+    fn a_descendant_is_signalled_only_under_the_parent_it_was_listed_with() {
+        use std::io::BufRead;
+        // A shell (our child) with a `sleep` of its own (our grandchild).
+        let mut sh = std::process::Command::new("sh")
+            .args(["-c", "sleep 30 & echo $!; wait"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(sh.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let (sh_pid, sleep) = (sh.id() as i32, line.trim().parse::<i32>().unwrap());
+        assert_eq!(parent_of(sleep), Some(sh_pid));
+        if pidfds() {
+            // Listed under a parent it does not have (as a reused number would be): left alone.
+            signal_child(sleep, sh_pid + 100_000, |_| true, libc::SIGKILL);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            assert!(alive(sleep), "killed under the wrong parent");
+        }
+        // Not wanted: left alone.
+        signal_child(sleep, sh_pid, |_| false, libc::SIGKILL);
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        assert!(alive(sleep), "killed though not wanted");
+        // Under its parent: killed, and `sh`'s wait returns.
+        signal_child(sleep, sh_pid, |_| true, libc::SIGKILL);
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while sh.try_wait().unwrap().is_none() {
+            assert!(std::time::Instant::now() < end, "the sleep was not killed");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        // A child of ours listed under a parent that died meanwhile (reparented to us): killed.
+        let mut orphan = std::process::Command::new("sleep")
             .arg("30")
             .spawn()
             .unwrap();
-        let pid = child.id() as i32;
-        // SAFETY: getpid has no preconditions.
-        let me = unsafe { libc::getpid() };
-        assert_eq!(parent_of(pid), Some(me));
-        // Listed under another parent (as a reused number would be): left alone.
-        signal_child(pid, me + 1, |_| true, libc::SIGKILL);
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "killed under the wrong parent"
-        );
-        // Not wanted: left alone.
-        signal_child(pid, me, |_| false, libc::SIGKILL);
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "killed though not wanted"
-        );
-        signal_child(pid, me, |_| true, libc::SIGKILL);
-        let status = child.wait().unwrap();
+        signal_child(orphan.id() as i32, sh_pid, |_| true, libc::SIGKILL);
         use std::os::unix::process::ExitStatusExt;
-        assert_eq!(status.signal(), Some(libc::SIGKILL));
+        assert_eq!(orphan.wait().unwrap().signal(), Some(libc::SIGKILL));
     }
 }

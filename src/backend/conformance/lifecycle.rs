@@ -175,7 +175,18 @@ impl Suite {
         let b = self.backend().await?;
         let res = self.resource("release-expired")?;
         let la = acquire(&*b, &res, "conformance", self.short_ttl).await?;
-        tokio::time::sleep(self.short_ttl + self.takeover_within).await;
+        tokio::time::sleep(self.short_ttl).await;
+        // Until the store counts it expired (etcd revokes its lease through raft, a moment
+        // after the TTL).
+        let end = tokio::time::Instant::now() + self.takeover_within * 4;
+        while current(&*b, &res).await?.is_some() {
+            ensure!(
+                tokio::time::Instant::now() < end,
+                "still held {:?} after its TTL",
+                self.takeover_within * 4
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
         release(&*b, &res, &la.id, false).await?;
         let fresh = self.backend().await?;
         let lb = acquire(&*fresh, &res, "conformance-b", LONG).await?;
