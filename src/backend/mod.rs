@@ -130,9 +130,9 @@ pub enum Error {
     /// The store could not be reached or did not answer in time; retrying may help.
     #[error("{0}")]
     Unavailable(String),
-    /// The store could not be reached (the connection was refused or could not be made), so
-    /// the call was not sent and changed nothing; retrying may help. Unlike
-    /// [`Error::Unavailable`], it cannot have been applied late.
+    /// The store could not be reached (the connection was refused or could not be made) or
+    /// refused the call unrun (a Redis still loading its data), so the call changed nothing;
+    /// retrying may help. Unlike [`Error::Unavailable`], it cannot have been applied late.
     #[error("{0}")]
     Unreached(String),
     /// The backend is misconfigured (URL, credentials, missing table); retrying will not help.

@@ -120,15 +120,17 @@ fn map_as(e: &RedisError, url: &str, connecting: bool) -> (Error, Conn) {
             )),
             Conn::Keep,
         ),
+        // Refused by the server, which ran nothing: retrying may help, and the call cannot be
+        // applied late.
         ErrorKind::BusyLoadingError
         | ErrorKind::TryAgain
         | ErrorKind::ClusterDown
         | ErrorKind::MasterDown => (
-            Error::Unavailable(format!("redis at {url} cannot serve now: {text}")),
+            Error::Unreached(format!("redis at {url} cannot serve now: {text}")),
             Conn::Keep,
         ),
         _ if matches!(code, "BUSY" | "OOM") => (
-            Error::Unavailable(format!("redis at {url} cannot serve now: {text}")),
+            Error::Unreached(format!("redis at {url} cannot serve now: {text}")),
             Conn::Keep,
         ),
         _ => (Error::Other(format!("redis at {url}: {text}")), Conn::Keep),
@@ -181,6 +183,15 @@ mod tests {
         ] {
             let (err, _) = map(&e, URL);
             assert!(err.is_retryable(), "{e}: {err:?}");
+        }
+        // A refusal ran nothing: it cannot be applied late.
+        for e in [
+            server("LOADING Redis is loading the dataset in memory"),
+            server("BUSY Redis is busy running a script"),
+            server("OOM command not allowed when used memory > 'maxmemory'"),
+        ] {
+            let (err, _) = map(&e, URL);
+            assert!(matches!(err, Error::Unreached(_)), "{e}: {err:?}");
         }
         // A new connection reset: perhaps a server that speaks only TLS.
         let (err, conn) = map_connect(&io(std::io::ErrorKind::ConnectionReset), URL);
