@@ -744,24 +744,8 @@ fn an_unanswered_release_or_renew_says_it_may_have_been_applied() {
     let s = server::redis();
     let proxy = proxy::Proxy::start(s.port);
     let (env, res) = (Env::new(), resource("unanswered-release"));
-    let config = env.file("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[backend.r]\nurl = \"{}\"\ncommand_timeout = \"1s\"\n",
-            url(proxy.port)
-        ),
-    )
-    .unwrap();
-    let run = |args: &[&str]| {
-        env.cmd()
-            .arg("-c")
-            .arg(&config)
-            .args(["-b", "r"])
-            .args(args)
-            .output()
-            .expect("spawn lockrun")
-    };
+    let section = format!("url = \"{}\"\ncommand_timeout = \"1s\"", url(proxy.port));
+    let run = |args: &[&str]| env.run_section(&section, args);
     let o = run(&["acquire", &res]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let id = stdout(&o).trim().to_owned();

@@ -20,19 +20,10 @@ fn tls_server() -> &'static (Server, Certs) {
 
 /// Runs lockrun against `[backend.r]` with `url` and the extra settings `extra`.
 fn lockrun(env: &Env, url: &str, extra: &str, args: &[&str]) -> Output {
-    let config = env.file("config.toml");
-    std::fs::write(
-        &config,
-        format!("[backend.r]\nurl = \"{url}\"\nconnect_timeout = \"3s\"\n{extra}\n"),
+    env.run_section(
+        &format!("url = \"{url}\"\nconnect_timeout = \"3s\"\n{extra}"),
+        args,
     )
-    .expect("config");
-    env.cmd()
-        .arg("-c")
-        .arg(&config)
-        .args(["-b", "r"])
-        .args(args)
-        .output()
-        .expect("spawn lockrun")
 }
 
 fn ca_file(path: &std::path::Path) -> String {

@@ -66,6 +66,20 @@ impl Env {
     pub fn file(&self, name: &str) -> PathBuf {
         self.path().join(name)
     }
+
+    /// Runs lockrun with `args` against the backend section `[backend.r]` whose body is
+    /// `section` (`url = "..."` and any settings), written to this environment's config file.
+    pub fn run_section(&self, section: &str, args: &[&str]) -> Output {
+        let config = self.file("config.toml");
+        std::fs::write(&config, format!("[backend.r]\n{section}\n")).expect("config");
+        self.cmd()
+            .arg("-c")
+            .arg(&config)
+            .args(["-b", "r"])
+            .args(args)
+            .output()
+            .expect("spawn lockrun")
+    }
 }
 
 /// `lockrun` with a clean environment whose home, config and lock directory are under `dir`.
