@@ -768,10 +768,10 @@ fn an_unanswered_release_or_renew_says_it_may_have_been_applied() {
 }
 
 /// A connection cut right after a request was sent: a renewal is sent again on a new
-/// connection (the same when repeated), a release is not (a second one would say "not held"
-/// for the lease the first one released) and says it may have been applied.
+/// connection (the same when repeated); so is a release, but its "not held" then means that the
+/// first one may have released it, and the line says so.
 #[test]
-fn a_cut_connection_repeats_a_renewal_but_not_a_release() {
+fn a_cut_connection_repeats_a_renewal_and_a_release() {
     let s = server::redis();
     let proxy = proxy::Proxy::start(s.port);
     let (env, u, res) = (Env::new(), url(proxy.port), resource("cut"));
@@ -796,5 +796,18 @@ fn a_cut_connection_repeats_a_renewal_but_not_a_release() {
     assert_fails(&o, 69, "it may have been released or not");
     // It was: the resource is free.
     let o = lockrun(&env, &url(s.port), &["current", &res]);
+    assert_fails(&o, 1, "is not held");
+}
+
+/// A server that closes idle connections (`timeout`): the run's shared connection is gone when
+/// its command ends, and the release, sent again on a new connection, frees the lease at once.
+#[test]
+fn a_release_after_the_server_closed_the_idle_connection_frees_the_lease() {
+    let s: Server = server::start_redis(&["timeout 1"]);
+    let (env, u, res) = (Env::new(), url(s.port), resource("idle"));
+    let o = lockrun(&env, &u, &["run", "--ttl", "1m", &res, "--", "sleep", "3"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "", "a warning at release");
+    let o = lockrun(&env, &u, &["current", &res]);
     assert_fails(&o, 1, "is not held");
 }

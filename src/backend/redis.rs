@@ -170,8 +170,7 @@ enum Call {
     /// An acquire: an answer that never comes is noted as an unanswered acquire of the lease
     /// `args[0]` under `keys[0]`, for the release that gives it back.
     Acquire,
-    /// A release: never sent twice, since a second one would answer "not held" for a lease the
-    /// first one released.
+    /// A release: sent again, its "not held" is no answer (the first may have released it).
     Release,
     /// Anything else (renew, current): the same when repeated.
     Repeatable,
@@ -304,13 +303,14 @@ impl Redis {
 
     /// [`Redis::eval`] as `call` says.
     ///
-    /// A shared connection found dropped (the server restarted, or a proxy in between closed
-    /// it) is replaced and a [`Call::Repeatable`] or [`Call::Acquire`] sent again at once, once:
-    /// a renewal should not wait for the heartbeat's next retry to learn that its lease is gone.
-    /// A dropped connection does not mean the call was not sent: renew and current are the same
-    /// when repeated, and a repeated acquire finds its own lease and is granted it again, with
-    /// the same token. If the second call cannot connect, the first one's error is the answer,
-    /// since that call may have been applied.
+    /// A shared connection found dropped (the server restarted, or it or a proxy in between
+    /// closed an idle connection) is replaced and the call sent again at once, once: a renewal
+    /// should not wait for the heartbeat's next retry to learn that its lease is gone, nor a
+    /// release leave the lease held. A dropped connection does not mean the call was not sent:
+    /// renew and current are the same when repeated, and a repeated acquire finds its own lease
+    /// and is granted it again, with the same token; a repeated release that finds the lease
+    /// not held answers with the first call's error, since the first may have released it. If
+    /// the second call cannot connect, the first one's error is the answer too.
     async fn eval_as(
         &self,
         script: &Script,
@@ -320,12 +320,14 @@ impl Redis {
     ) -> Result<Reply, Error> {
         let acquire = call == Call::Acquire;
         let first = match self.eval_once(script, keys, args, acquire).await {
-            Err((e, true)) if call != Call::Release => e,
+            Err((e, true)) => e,
             out => return out.map_err(|(e, _)| e),
         };
         tracing::debug!("{first}; sending it again on a new connection");
         match self.eval_once(script, keys, args, acquire).await {
             Err((Error::Unreached(_), _)) => Err(first),
+            // The first release may have been the one that freed it.
+            Ok(Reply::Plain(status)) if call == Call::Release && status == "not-held" => Err(first),
             out => out.map_err(|(e, _)| e),
         }
     }

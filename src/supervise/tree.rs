@@ -191,12 +191,18 @@ mod tests {
             // Listed under a parent it does not have (as a reused number would be): left alone.
             signal_child(sleep, sh_pid + 100_000, |_| true, libc::SIGKILL);
             std::thread::sleep(std::time::Duration::from_millis(50));
+            // (`sh` waits for the sleep: it ends only once the sleep has died.)
             assert!(alive(sleep), "killed under the wrong parent");
+            assert!(
+                sh.try_wait().unwrap().is_none(),
+                "killed under the wrong parent"
+            );
         }
         // Not wanted: left alone.
         signal_child(sleep, sh_pid, |_| false, libc::SIGKILL);
         std::thread::sleep(std::time::Duration::from_millis(50));
         assert!(alive(sleep), "killed though not wanted");
+        assert!(sh.try_wait().unwrap().is_none(), "killed though not wanted");
         // Under its parent: killed, and `sh`'s wait returns.
         signal_child(sleep, sh_pid, |_| true, libc::SIGKILL);
         let end = std::time::Instant::now() + std::time::Duration::from_secs(5);
