@@ -237,9 +237,10 @@ impl Lock {
 /// returns, inside or outside any runtime, also once the guard's runtime is shut down: it runs
 /// on a thread of its own, usually for well under a millisecond. (`drop` waits for it at most
 /// 2 s: should another process hold the resource's kernel lock longer, being stopped, the
-/// release goes on in the background and is lost if this process ends first.) On a network backend it goes on as a task
-/// on the runtime the guard was made in, which is lost if that runtime stops first, leaving the
-/// lease to run out at its TTL: there, `release().await` before returning from `main`.
+/// release goes on in the background and is lost if this process ends first.) On a network
+/// backend it goes on as a task on the runtime the guard was made in, which is lost if that
+/// runtime stops first, leaving the lease to run out at its TTL: there, `release().await`
+/// before returning from `main`.
 pub struct Guard {
     backend: Arc<dyn Backend>,
     lease: Lease,
@@ -378,8 +379,8 @@ impl Drop for Guard {
             // A local store needs no connection of the guard's runtime: the release runs to
             // its end on a thread with a runtime of its own, so it is done when `drop` returns,
             // whether the guard's runtime is running, idle, shutting down or gone.
-            if let Some(back) = release_aside(Arc::clone(&backend), lease.clone()) {
-                back.wait();
+            if let Some(done) = release_aside(Arc::clone(&backend), lease.clone()) {
+                let _ = done.recv_timeout(DROP_RELEASE_WAIT);
                 return;
             }
         }
@@ -402,9 +403,9 @@ impl Drop for Guard {
 /// is held by others for microseconds, unless one of them is stopped.
 const DROP_RELEASE_WAIT: Duration = Duration::from_secs(2);
 
-/// A release started on a thread of its own; [`Aside::wait`] waits for it, at most
-/// [`DROP_RELEASE_WAIT`]. `None` if no thread or runtime could be made.
-fn release_aside(backend: Arc<dyn Backend>, lease: Lease) -> Option<Aside> {
+/// A release started on a thread of its own, which says when it is done. `None` if no thread
+/// or runtime could be made.
+fn release_aside(backend: Arc<dyn Backend>, lease: Lease) -> Option<std::sync::mpsc::Receiver<()>> {
     let (tx, rx) = std::sync::mpsc::channel();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -420,15 +421,7 @@ fn release_aside(backend: Arc<dyn Backend>, lease: Lease) -> Option<Aside> {
             let _ = tx.send(());
         })
         .ok()?;
-    Some(Aside(rx))
-}
-
-struct Aside(std::sync::mpsc::Receiver<()>);
-
-impl Aside {
-    fn wait(self) {
-        let _ = self.0.recv_timeout(DROP_RELEASE_WAIT);
-    }
+    Some(rx)
 }
 
 impl std::fmt::Debug for Lock {
