@@ -132,6 +132,17 @@ fn run_gets_increasing_fencing_tokens() {
     );
 }
 
+/// `lockrun run --ttl 3s RES -- sleep SECS` in the background, its stderr piped (no `-q`: the
+/// warnings are what these tests look at).
+fn run_in_background(env: &Env, url: &str, res: &str, secs: &str) -> std::process::Child {
+    env.cmd()
+        .args(["-b", url, "run", "--ttl", "3s", res, "--", "sleep", secs])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn")
+}
+
 /// Starts `lockrun run` whose command writes its pid and lease id, then sleeps.
 fn start_holder(env: &Env, url: &str, res: &str, ttl: &str) -> (std::process::Child, i32, String) {
     let info = env.file("holder");
@@ -166,13 +177,7 @@ fn start_holder(env: &Env, url: &str, res: &str, ttl: &str) -> (std::process::Ch
 fn a_restarted_server_is_noticed_at_the_next_renewal() {
     let s: Server = server::start_redis(&[]);
     let (env, u, res) = (Env::new(), url(s.port), resource("restarted"));
-    let child = env
-        .cmd()
-        .args(["-b", &u, "run", "--ttl", "3s", &res, "--", "sleep", "30"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let child = run_in_background(&env, &u, &res, "30");
     // One renewal (every second) on the shared connection, then the restart.
     std::thread::sleep(Duration::from_millis(1500));
     let _new = server::restart_redis(&s);
@@ -329,13 +334,7 @@ fn a_stop_for_the_deadline_is_seen_through_when_the_server_comes_back() {
 fn a_server_gone_for_good_makes_two_lines_not_one_per_retry() {
     let s: Server = server::start_redis(&[]);
     let (env, u, res) = (Env::new(), url(s.port), resource("gone"));
-    let child = env
-        .cmd()
-        .args(["-b", &u, "run", "--ttl", "3s", &res, "--", "sleep", "60"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn");
+    let child = run_in_background(&env, &u, &res, "60");
     std::thread::sleep(Duration::from_millis(1500));
     // SAFETY: kill(2) on the server's pid (the harness cleans up its directory at exit).
     unsafe { libc::kill(s.pid as i32, libc::SIGKILL) };
