@@ -164,7 +164,12 @@ impl Drop for Guard {
             libc::write(self.write_fd, b"d".as_ptr().cast(), 1);
             libc::close(self.write_fd);
         }
-        reap_ending(self.pid);
+        // Not waited for here: the guard's wake-up and exit would then come before the release
+        // that follows, on the handoff's path (on a busy machine the guard may not run for a
+        // while, and this waited for it in 200 µs sleeps). It is reaped when lockrun has
+        // released, before it exits (see `later`).
+        let pid = self.pid;
+        crate::later::defer(move || reap_ending(pid));
     }
 }
 
