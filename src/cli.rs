@@ -202,6 +202,9 @@ pub struct RunArgs {
     /// The resource to lock
     #[arg(value_name = "RESOURCE")]
     pub resource: String,
+    /// Whether the resource was given after the first `--` (set by the parser's caller).
+    #[arg(skip)]
+    pub resource_after_dashes: bool,
     /// The command and its arguments (executed directly, not through a shell)
     #[arg(value_name = "COMMAND", value_hint = clap::ValueHint::CommandWithArguments, required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<OsString>,
@@ -327,6 +330,16 @@ pub fn verb_before_dashes(args: &[OsString]) -> Option<(String, Option<String>)>
         .get(dashes + 1)
         .map(|a| a.to_string_lossy().into_owned());
     Some((verb, after))
+}
+
+/// The verb the command line names, if any (for the help its errors point to).
+pub fn verb_of(args: &[OsString]) -> Option<String> {
+    first_operand(args, 1).filter(|w| is_verb(w) && w != "help")
+}
+
+/// Whether the command line's first operand is the verb `help`.
+pub fn asks_help(args: &[OsString]) -> bool {
+    first_operand(args, 1).is_some_and(|w| w == "help")
 }
 
 /// Whether `lockrun VERB -- WORD` is a command meant to run under a lease on a resource named

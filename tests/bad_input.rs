@@ -42,6 +42,60 @@ fn usage_errors_exit_2() {
             "no resource before --: name the resource to lock, as in: lockrun RESOURCE -- COMMAND...",
         );
     }
+    // ... also when the command has arguments, which clap would run as the command, under a
+    // lease on the command's name (`lockrun --ttl 5m -- sh -c '...'` ran `-c`).
+    let marker = env.file("ran-without-resource");
+    let touch = marker.to_str().unwrap();
+    for args in [
+        &["--ttl", "5m", "--", "touch", touch][..],
+        &["run", "--", "touch", touch],
+        &["-q", "run", "-n", "--", "touch", touch],
+        &["run", "--", "-x", "touch", touch],
+    ] {
+        assert_fails(
+            &env.run(args),
+            2,
+            "no resource before --: the command's first word",
+        );
+    }
+    assert!(!marker.exists(), "the command ran without its resource");
+    // A mistyped option is named with the one meant; a verb's usage errors point to its help.
+    assert_fails(
+        &env.run(&["--tll", "5m", "res", "--", "true"]),
+        2,
+        "unexpected argument '--tll' found (did you mean '--ttl'? see 'lockrun run --help')",
+    );
+    assert_fails(
+        &env.run(&["current", "res", "--json"]),
+        2,
+        "(see 'lockrun current --help')",
+    );
+    assert_fails(
+        &env.run(&["renew", "res"]),
+        2,
+        "<LEASE_ID> (see 'lockrun renew --help')",
+    );
+    // `help` takes a verb; a resource named `help` is reached through `run`.
+    for args in [&["help", "--", "true"][..], &["help", "foo"]] {
+        assert_fails(&env.run(args), 2, "help takes a verb ('");
+        assert_fails(&env.run(args), 2, "write: lockrun run help -- COMMAND...");
+    }
+    let o = env.run(&["run", "help", "--", "true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // A resource that starts with '-' goes between two `--`.
+    let o = env.run(&[
+        "run",
+        "--",
+        "-dash",
+        "--",
+        "sh",
+        "-c",
+        "echo $LOCKRUN_RESOURCE",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(stdout(&o).trim(), "-dash");
+    let o = env.run(&["--", "-dash", "--", "true"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // A resource named like a verb, in the implied-run form: never the verb run quietly, and
     // never the command left unrun without a word; the message says how to run it.
     let marker = env.file("ran");

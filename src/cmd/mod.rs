@@ -246,10 +246,35 @@ pub async fn main(args: Vec<OsString>) -> Exit {
             return Exit::Usage;
         }
     }
-    let cli = match Cli::try_parse_from(crate::cli::with_implied_run(args)) {
+    let args = crate::cli::with_implied_run(args);
+    let mut cli = match parse(&args) {
         Ok(cli) => cli,
-        Err(e) => return clap_exit(e, verb_dashes.map(|(verb, _)| verb)),
+        Err(e) => {
+            if e.kind() == clap::error::ErrorKind::InvalidSubcommand && crate::cli::asks_help(&args)
+            {
+                // `lockrun help -- true`, `lockrun help foo`: help takes a verb.
+                let word = e
+                    .get(clap::error::ContextKind::InvalidSubcommand)
+                    .map(|v| v.to_string())
+                    .unwrap_or_default();
+                say!(
+                    "lockrun: help takes a verb ('{}' is none; see 'lockrun --help'); to run a \
+                     command under a lease on a resource named 'help', write: lockrun run help \
+                     -- COMMAND...",
+                    crate::lease::escape(&word)
+                );
+                return Exit::Usage;
+            }
+            let verb = crate::cli::verb_of(&args);
+            return clap_exit(e, verb_dashes.map(|(verb, _)| verb), verb);
+        }
     };
+    if let Verb::Run(run) = &mut cli.verb {
+        if let Err(message) = resource_before_dashes(run) {
+            say!("lockrun: {message}");
+            return Exit::Usage;
+        }
+    }
     init_logging(&cli.global);
     crate::later::start_deferring();
     let quiet = cli.global.quiet;
@@ -334,7 +359,7 @@ fn run_named_like(verb: &str) -> String {
 /// Help and version go to stdout with status 0; usage errors become one line and status 2.
 /// `verb_dashes`: the verb of a command line with a `--` after it (see
 /// [`crate::cli::verb_before_dashes`]), which the usage error's hint names.
-fn clap_exit(e: clap::Error, verb_dashes: Option<String>) -> Exit {
+fn clap_exit(e: clap::Error, verb_dashes: Option<String>, verb: Option<String>) -> Exit {
     use clap::error::ErrorKind;
     match e.kind() {
         // Help, and the version of the binary, also when asked after a verb (where clap would
@@ -405,19 +430,64 @@ fn clap_exit(e: clap::Error, verb_dashes: Option<String>) -> Exit {
                 );
                 return Exit::Usage;
             }
+            // clap's "a similar argument exists" tip, for a mistyped option.
+            let meant = match e.get(clap::error::ContextKind::SuggestedArg) {
+                Some(clap::error::ContextValue::String(arg)) => {
+                    format!("did you mean '{arg}'? ")
+                }
+                _ => String::new(),
+            };
             // flock(1) takes `-c 'shell command'`; here -c is the config file.
             let hint =
                 if e.kind() == ErrorKind::MissingRequiredArgument && first.contains("<COMMAND>") {
                     "the command goes after --, as in: lockrun RESOURCE -- sh -c 'a && b'".into()
                 } else if let Some(verb) = verb_dashes {
                     format!("see 'lockrun {verb} --help'; or, {}", run_named_like(&verb))
+                } else if let Some(verb) = verb {
+                    format!("see 'lockrun {verb} --help'")
                 } else {
                     "see 'lockrun --help'".into()
                 };
-            say!("lockrun: {} ({hint})", first.trim());
+            say!("lockrun: {} ({meant}{hint})", first.trim());
             Exit::Usage
         }
     }
+}
+
+/// Parses the command line, noting for `run` whether its resource came after the first `--`:
+/// no token before it (but the verb) is the resource. (A resource spelled like an option's
+/// value before `--`, as in `--ttl 5m -- 5m cmd`, is taken as given there.)
+fn parse(args: &[OsString]) -> Result<Cli, clap::Error> {
+    let mut cli = Cli::try_parse_from(args)?;
+    if let (Verb::Run(run), Some(d)) = (&mut cli.verb, args.iter().position(|a| a == "--")) {
+        let mut before = args[1..d].iter();
+        let verb = before.position(|a| a == "run");
+        let given = args[1..d]
+            .iter()
+            .enumerate()
+            .any(|(i, a)| Some(i) != verb && *a == *run.resource);
+        run.resource_after_dashes = !given;
+    }
+    Ok(cli)
+}
+
+/// `lockrun --ttl 5m -- make install` names no resource: clap takes `make` for it and would run
+/// `install`. A resource that starts with `-` is written after a first `--`, with the command
+/// after a second one (`lockrun run -- -x -- cmd`).
+fn resource_before_dashes(run: &mut crate::cli::RunArgs) -> Result<(), String> {
+    if !run.resource_after_dashes {
+        return Ok(());
+    }
+    if run.command.first().is_some_and(|c| c == "--") && run.command.len() > 1 {
+        run.command.remove(0);
+        return Ok(());
+    }
+    Err(format!(
+        "no resource before --: the command's first word '{}' was taken for it; name the \
+         resource first: lockrun RESOURCE -- COMMAND... (one that starts with '-': lockrun run \
+         -- -RESOURCE -- COMMAND...)",
+        crate::lease::escape(&run.resource)
+    ))
 }
 
 /// Whether the command line has `--` with only options (and the verb `run`) before it: no
