@@ -304,6 +304,7 @@ mod tests {
                 watch: false,
                 may_evict: false,
                 local: false,
+                fair: false,
             }
         }
         async fn try_acquire(&self, _: &AcquireRequest<'_>) -> Result<Acquire, Error> {

@@ -510,6 +510,7 @@ mod tests {
                 watch: false,
                 may_evict: false,
                 local: *self.local.lock().unwrap(),
+                fair: false,
             }
         }
         async fn try_acquire(&self, req: &AcquireRequest<'_>) -> Result<Acquire, Error> {

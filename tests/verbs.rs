@@ -330,6 +330,22 @@ fn doctor_checks_the_backend_end_to_end() {
     );
     let o = env.run(&["-b", "nosuch://x", "doctor"]);
     assert_fails(&o, 78, "unknown backend");
+    // `fair = true` on a backend with no line of waiters: every run would exit 78.
+    let cfg = env.path().join("fair.toml");
+    std::fs::write(&cfg, "[default]\nfair = true\n").unwrap();
+    let cfg = cfg.to_str().unwrap();
+    assert_fails(
+        &env.run(&["-c", cfg, "res", "--", "true"]),
+        78,
+        "no line of waiters",
+    );
+    let o = env.run(&["-c", cfg, "doctor"]);
+    assert_fails(&o, 1, "doctor found 1 thing(s) to fix");
+    assert!(
+        stdout(&o).contains("warn  fair = true, but this backend keeps no line of waiters"),
+        "{}",
+        stdout(&o)
+    );
 }
 
 /// A FIFO planted under a record's name is skipped with a warning; opening it used to hang

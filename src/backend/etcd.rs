@@ -181,6 +181,7 @@ impl Backend for Etcd {
             watch: true,
             may_evict: false,
             local: false,
+            fair: true,
         }
     }
 

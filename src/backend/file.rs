@@ -279,6 +279,7 @@ impl Backend for File {
             watch: true,
             may_evict: false,
             local: true,
+            fair: false,
         }
     }
 

@@ -224,6 +224,7 @@ impl Backend for Kubernetes {
             watch: false,
             may_evict: false,
             local: false,
+            fair: false,
         }
     }
 

@@ -267,6 +267,7 @@ impl Backend for Memcached {
             watch: false,
             may_evict: true,
             local: false,
+            fair: false,
         }
     }
 

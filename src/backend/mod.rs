@@ -74,6 +74,8 @@ pub struct Capabilities {
     /// The store is on this host (the lock directory): a step that failed was not applied and
     /// never will be, unlike a request to a server whose answer was lost.
     pub local: bool,
+    /// [`Backend::enqueue`] keeps a line of waiters, so `--fair` can serve them in order.
+    pub fair: bool,
 }
 
 /// Fencing-token guarantee of a backend.

@@ -451,6 +451,7 @@ impl Backend for Postgres {
             watch: self.opts.listen,
             may_evict: false,
             local: false,
+            fair: false,
         }
     }
 

@@ -528,6 +528,7 @@ impl Backend for Redis {
             watch: true,
             may_evict: self.evicts != Evicts::Nothing,
             local: false,
+            fair: false,
         }
     }
 

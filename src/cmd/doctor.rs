@@ -66,6 +66,13 @@ pub async fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<Exit, Failure> {
                 .into(),
         )?;
     }
+    if plan.fair && !caps.fair {
+        warn(
+            "fair = true, but this backend keeps no line of waiters: run and acquire would refuse \
+             it (exit 78); etcd can serve waiters in order"
+                .into(),
+        )?;
+    }
     if caps.may_evict {
         warn("this backend may evict a lock under memory pressure: use it only where a duplicate run is harmless".into())?;
     }
