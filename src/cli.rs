@@ -33,15 +33,36 @@ Environment:
   LOCKRUN_BACKEND    backend URL or name (like -b)
   LOCKRUN_PRINCIPAL  principal (like -p)
   LOCKRUN_LOG        log filter, e.g. debug or lockrun=trace (like -v)
+  LOCKRUN_REDIS_PASSWORD, LOCKRUN_ETCD_PASSWORD, LOCKRUN_POSTGRES_PASSWORD
+  (or PGPASSWORD)    the server's password when the URL has none (PostgreSQL:
+                     then PGPASSFILE or ~/.pgpass)
+  XDG_STATE_HOME     the default lock directory is $XDG_STATE_HOME/lockrun
+                     (~/.local/state/lockrun)
+  XDG_CONFIG_HOME    the config file is looked for at -c, $LOCKRUN_CONFIG,
+                     $XDG_CONFIG_HOME/lockrun/config.toml (~/.config/...),
+                     then /etc/lockrun/config.toml
   The command gets LOCKRUN_RESOURCE, LOCKRUN_LEASE_ID, LOCKRUN_FENCING_TOKEN,
   LOCKRUN_PRINCIPAL and LOCKRUN_BACKEND (and LOCKRUN_CONFIG when a config file
   was read, LOCKRUN_CONFIGURED_BACKEND and LOCKRUN_CONFIGURED_PRINCIPAL when
   the config chose them: a lockrun inside then follows the config for other
   resources).
 
-Backends:
+Backends (-b URL, or the name of a [backend.NAME] section of the config file):
+  file:///DIR (the default), or an absolute path
+  redis://[user:pass@]host:6379/0, rediss://... (TLS), redis+unix:///PATH
+  postgres://user@host:5432/db?sslmode=require, postgresql://...
+  etcd://host:2379[,host:2379...], etcd+https://... (TLS)
+  dynamodb://TABLE?region=R&endpoint=URL
+  memcached://host:11211[,host:11211...]
+  kubernetes://NAMESPACE, k8s://NAMESPACE
   memcached may evict a lock under memory pressure: use memcached:// only
-  where a duplicate run is harmless.";
+  where a duplicate run is harmless.
+
+Configuration file (TOML; every key optional):
+  [default]                 backend, principal, ttl, run_ttl, wait, fair
+  [resource.\"NAME\"]         the same keys, for one resource
+  [backend.NAME]            url, and the backend's own settings (README)
+  Precedence: flag > environment > [resource] > [default] > built-in.";
 
 /// Run a command while holding a lease on a named resource.
 ///

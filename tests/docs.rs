@@ -87,3 +87,49 @@ fn bash_completion_hands_the_command_to_the_shell() {
     let got = bash_completes("lockrun ru");
     assert!(got.iter().any(|w| w == "run"), "{got:?}");
 }
+
+/// lockrun(1), which every verb's page points to for them, lists every environment variable of
+/// the README's table and every backend's URL form, in a section laid out as written (not
+/// filled into run-on lines).
+#[test]
+fn the_main_man_page_has_the_environment_and_the_backends() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let page = std::fs::read_to_string(root.join("man/lockrun.1")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let (_, env) = readme.split_once("### Environment").unwrap();
+    let (table, _) = env.split_once("The command run by").unwrap();
+    let vars: Vec<&str> = table
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .filter(|v| v.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .collect();
+    assert!(vars.len() >= 10, "{vars:?}");
+    for var in vars {
+        assert!(
+            page.contains(var),
+            "{var} not in lockrun(1)"
+        );
+    }
+    for scheme in [
+        "file://",
+        "redis://",
+        "rediss://",
+        "redis+unix://",
+        "postgres://",
+        "etcd://",
+        "dynamodb://",
+        "memcached://",
+        "kubernetes://",
+    ] {
+        assert!(page.contains(scheme), "{scheme} not in lockrun(1)");
+    }
+    let (_, section) = page
+        .split_once(".SH \"EXIT STATUS, ENVIRONMENT, BACKENDS, FILES\"\n")
+        .expect("the section");
+    assert!(section.starts_with(".nf\n"), "not laid out as written");
+    assert!(
+        page.contains("Configuration file"),
+        "no configuration file in lockrun(1)"
+    );
+}

@@ -58,12 +58,18 @@ pub fn generate() -> Vec<(PathBuf, Vec<u8>)> {
 }
 
 /// clap_mangen's synopsis leaves out the form most people type: `lockrun RESOURCE -- COMMAND`.
+/// The long help's closing text (exit codes, environment, backends, configuration file) is laid
+/// out in columns: it gets a section of its own, not filled (clap_mangen's EXTRA would reflow
+/// the tables into run-on lines).
 fn main_page(page: Vec<u8>) -> Vec<u8> {
     let text = String::from_utf8(page).expect("UTF-8 man page");
     let (head, rest) = text.split_once(".SH DESCRIPTION").expect("DESCRIPTION");
+    let (rest, extra) = rest.split_once(".SH EXTRA\n").expect("EXTRA");
+    let (extra, version) = extra.split_once(".SH VERSION").expect("VERSION");
     format!(
         "{head}.br\n\\fBlockrun\\fR [\\fIOPTIONS\\fR] <\\fIRESOURCE\\fR> \\fB\\-\\-\\fR <\\fICOMMAND\\fR> [\\fIARGS\\fR]...\n\
-         .SH DESCRIPTION{rest}"
+         .SH DESCRIPTION{rest}.SH \"EXIT STATUS, ENVIRONMENT, BACKENDS, FILES\"\n.nf\n{extra}.fi\n\
+         .SH VERSION{version}"
     )
     .into_bytes()
 }
