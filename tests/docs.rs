@@ -106,10 +106,7 @@ fn the_main_man_page_has_the_environment_and_the_backends() {
         .collect();
     assert!(vars.len() >= 10, "{vars:?}");
     for var in vars {
-        assert!(
-            page.contains(var),
-            "{var} not in lockrun(1)"
-        );
+        assert!(page.contains(var), "{var} not in lockrun(1)");
     }
     for scheme in [
         "file://",

@@ -197,7 +197,7 @@ impl Record {
         if bytes.is_empty() {
             return Err("the file is empty".into());
         }
-        let wire: Wire = serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+        let wire: Wire = serde_json::from_slice(bytes).map_err(unreadable)?;
         if wire.v != VERSION {
             return Err(format!("unsupported record version {}", wire.v));
         }
@@ -256,8 +256,7 @@ impl Reservation {
         if bytes.is_empty() {
             return Err("the file is empty".into());
         }
-        let wire: ReservationWire =
-            serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+        let wire: ReservationWire = serde_json::from_slice(bytes).map_err(unreadable)?;
         if wire.v != VERSION {
             return Err(format!("unsupported reservation version {}", wire.v));
         }
@@ -440,6 +439,14 @@ pub(super) fn stored_resource(bytes: &[u8]) -> Option<String> {
     serde_json::from_slice::<Peek>(bytes)
         .ok()
         .map(|p| p.resource)
+}
+
+/// Why a stored file could not be read: not JSON at all, or JSON of another shape (`{}`).
+fn unreadable(e: serde_json::Error) -> String {
+    match e.classify() {
+        serde_json::error::Category::Data => format!("not a lockrun record: {e}"),
+        _ => format!("not JSON: {e}"),
+    }
 }
 
 #[cfg(test)]

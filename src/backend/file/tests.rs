@@ -437,6 +437,7 @@ async fn missing_reservation_continues_from_the_record() {
 async fn corrupt_reservation_is_reported_and_left_alone() {
     for (damage, why) in [
         (&b"\x00garbage"[..], "not JSON"),
+        (b"{}", "not a lockrun record: missing field `v`"),
         (b"", "empty"),
         (
             b"{\"v\":1,\"resource\":\"damaged token\",\"reserved\":9999,\"boot_id\":\"\",\"sum\":\"0\"}",
