@@ -34,8 +34,9 @@ Environment:
   LOCKRUN_PRINCIPAL  principal (like -p)
   LOCKRUN_LOG        log filter, e.g. debug or lockrun=trace (like -v)
   LOCKRUN_REDIS_PASSWORD, LOCKRUN_ETCD_PASSWORD, LOCKRUN_POSTGRES_PASSWORD
-  (or PGPASSWORD)    the server's password when the URL has none (PostgreSQL:
-                     then PGPASSFILE or ~/.pgpass)
+  (or PGPASSWORD)    the server's password when neither the URL nor the
+                     backend's password_file gives one (PostgreSQL: then
+                     PGPASSFILE or ~/.pgpass)
   XDG_STATE_HOME     the default lock directory is $XDG_STATE_HOME/lockrun
                      (~/.local/state/lockrun)
   XDG_CONFIG_HOME    the config file is looked for at -c, $LOCKRUN_CONFIG,
@@ -220,7 +221,7 @@ pub struct RunArgs {
     /// renewal_failed, lost, child_exited, released, busy) to file descriptor FD, or to stderr with -
     #[arg(long, value_name = "FD|-")]
     pub events: Option<String>,
-    /// The resource to lock
+    /// The resource to lock (one that starts with '-' goes between two --: run -- -RES -- CMD)
     #[arg(value_name = "RESOURCE")]
     pub resource: String,
     /// Whether the resource was given after the first `--` (set by the parser's caller).
@@ -339,6 +340,41 @@ fn first_operand(args: &[OsString], from: usize) -> Option<String> {
         i += if takes_value { 2 } else { 1 };
     }
     None
+}
+
+/// Whether a `run` command line names its resource before its first `--`: some argument there
+/// other than the verb is neither an option nor an option's value (`-w 5m`, `-w5m`, `-nw 5m`,
+/// `--wait=5m`). Without one, clap took the first word after `--` for the resource.
+pub fn resource_before_dashes(args: &[OsString]) -> bool {
+    let Some(end) = args.iter().position(|a| a == "--") else {
+        return true;
+    };
+    let takes_value =
+        |name: &str| GLOBAL_WITH_VALUE.contains(&name) || RUN_WITH_VALUE.contains(&name);
+    let mut operands = 0;
+    let mut i = 1;
+    while i < end {
+        let a = args[i].to_string_lossy();
+        i += 1;
+        if a.starts_with("--") {
+            if !a.contains('=') && takes_value(&a) {
+                i += 1;
+            }
+        } else if a.starts_with('-') && a.len() > 1 {
+            // A cluster of short options: the first that takes a value takes the rest of the
+            // cluster, or the next argument when it ends the cluster.
+            let shorts: Vec<char> = a.chars().skip(1).collect();
+            if let Some(k) = shorts.iter().position(|c| takes_value(&format!("-{c}"))) {
+                if k + 1 == shorts.len() {
+                    i += 1;
+                }
+            }
+        } else {
+            operands += 1;
+        }
+    }
+    // The verb, typed or implied, is the first operand.
+    operands > 1
 }
 
 /// The verb of a command line that has one (other than `run`) and a `--` after it, as in
@@ -526,6 +562,55 @@ mod tests {
         let mut ours: Vec<String> = VERBS.iter().map(|v| v.to_string()).collect();
         ours.sort();
         assert_eq!(ours, clap);
+    }
+
+    /// The options [`resource_before_dashes`] and [`with_implied_run`] know to take a value
+    /// are exactly `run`'s and the global ones that do.
+    #[test]
+    fn options_with_values_match_clap() {
+        let mut cmd = Cli::command();
+        cmd.build();
+        let run = cmd.find_subcommand("run").unwrap();
+        let mut clap: Vec<String> = run
+            .get_arguments()
+            .filter(|a| !a.is_positional() && a.get_action().takes_values())
+            .flat_map(|a| {
+                let short = a.get_short().map(|c| format!("-{c}"));
+                let long = a.get_long().map(|l| format!("--{l}"));
+                short.into_iter().chain(long)
+            })
+            .collect();
+        clap.sort();
+        let mut ours: Vec<String> = GLOBAL_WITH_VALUE
+            .iter()
+            .chain(RUN_WITH_VALUE)
+            .map(|s| s.to_string())
+            .collect();
+        ours.sort();
+        assert_eq!(ours, clap);
+    }
+
+    #[test]
+    fn resource_before_the_dashes() {
+        let yes = |a: &[&str]| {
+            let args: Vec<OsString> = a.iter().map(OsString::from).collect();
+            resource_before_dashes(&args)
+        };
+        assert!(yes(&["lockrun", "run", "res", "--", "cmd"]));
+        assert!(yes(&["lockrun", "run", "run", "--", "cmd"]));
+        assert!(yes(&["lockrun", "-p", "make", "run", "res", "--", "make"]));
+        assert!(yes(&["lockrun", "run", "-nw", "5m", "res", "--", "cmd"]));
+        assert!(yes(&["lockrun", "run", "-w5m", "res", "--", "cmd"]));
+        assert!(yes(&["lockrun", "run", "--wait=5m", "res", "--", "cmd"]));
+        assert!(yes(&["lockrun", "-cFILE", "run", "res", "--", "cmd"]));
+        assert!(!yes(&["lockrun", "-p", "make", "run", "--", "make", "x"]));
+        assert!(!yes(&["lockrun", "run", "-E", "3", "--", "3", "x"]));
+        assert!(!yes(&["lockrun", "-p", "run", "run", "--", "run", "x"]));
+        assert!(!yes(&["lockrun", "run", "--ttl", "5m", "--", "5m", "x"]));
+        assert!(!yes(&[
+            "lockrun", "-b", "name", "run", "-nw", "5m", "--", "name", "x"
+        ]));
+        assert!(!yes(&["lockrun", "run", "--", "cmd", "x"]));
     }
 
     #[test]

@@ -51,6 +51,8 @@ fn usage_errors_exit_2() {
         &["run", "--", "touch", touch],
         &["-q", "run", "-n", "--", "touch", touch],
         &["run", "--", "-x", "touch", touch],
+        // An option's value spelled like the command's first word is still a value.
+        &["-p", "touch", "--", "touch", touch],
     ] {
         assert_fails(
             &env.run(args),
@@ -77,7 +79,7 @@ fn usage_errors_exit_2() {
     );
     // `help` takes a verb; a resource named `help` is reached through `run`.
     for args in [&["help", "--", "true"][..], &["help", "foo"]] {
-        assert_fails(&env.run(args), 2, "help takes a verb ('");
+        assert_fails(&env.run(args), 2, "help takes a verb (");
         assert_fails(&env.run(args), 2, "write: lockrun run help -- COMMAND...");
     }
     let o = env.run(&["run", "help", "--", "true"]);

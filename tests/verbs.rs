@@ -342,7 +342,7 @@ fn doctor_checks_the_backend_end_to_end() {
     let o = env.run(&["-c", cfg, "doctor"]);
     assert_fails(&o, 1, "doctor found 1 thing(s) to fix");
     assert!(
-        stdout(&o).contains("warn  fair = true, but this backend keeps no line of waiters"),
+        stdout(&o).contains("warn  fair = true, but this backend cannot serve waiters in order"),
         "{}",
         stdout(&o)
     );

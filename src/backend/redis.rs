@@ -5,7 +5,7 @@
 //! `redis://[user:password@]host[:port][/db]`, `rediss://…` for TLS (`#insecure` skips certificate
 //! and host name checks), `redis+unix:///path/to/redis.sock[?db=N]`. The password may instead
 //! come from `LOCKRUN_REDIS_PASSWORD` or from the file named by `password_file`; a password in the
-//! URL wins, then the environment, then the file. Keys of a `[backend.<name>]` section: `prefix`
+//! URL wins, then the file, then the environment. Keys of a `[backend.<name>]` section: `prefix`
 //! (default `lockrun:`), `password_file`, `username`, `connect_timeout` and `command_timeout`
 //! (both default 5s), and `ca_file` (`rediss://` only). A server that cannot be reached within
 //! `connect_timeout` is reported at once (exit 69); every call gets `command_timeout`, so a

@@ -68,8 +68,8 @@ pub async fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<Exit, Failure> {
     }
     if plan.fair && !caps.fair {
         warn(
-            "fair = true, but this backend keeps no line of waiters: run and acquire would refuse \
-             it (exit 78); etcd can serve waiters in order"
+            "fair = true, but this backend cannot serve waiters in order: a run or acquire that \
+             waits would refuse it (exit 78; -n still works); etcd can"
                 .into(),
         )?;
     }

@@ -257,11 +257,15 @@ pub async fn main(args: Vec<OsString>) -> Exit {
                     .get(clap::error::ContextKind::InvalidSubcommand)
                     .map(|v| v.to_string())
                     .unwrap_or_default();
+                let none = if word == "--" {
+                    String::new()
+                } else {
+                    format!("'{}' is none; ", crate::lease::escape(&word))
+                };
                 say!(
-                    "lockrun: help takes a verb ('{}' is none; see 'lockrun --help'); to run a \
-                     command under a lease on a resource named 'help', write: lockrun run help \
-                     -- COMMAND...",
-                    crate::lease::escape(&word)
+                    "lockrun: help takes a verb ({none}see 'lockrun --help'); to run a command \
+                     under a lease on a resource named 'help', write: lockrun run help -- \
+                     COMMAND..."
                 );
                 return Exit::Usage;
             }
@@ -454,19 +458,11 @@ fn clap_exit(e: clap::Error, verb_dashes: Option<String>, verb: Option<String>) 
     }
 }
 
-/// Parses the command line, noting for `run` whether its resource came after the first `--`:
-/// no token before it (but the verb) is the resource. (A resource spelled like an option's
-/// value before `--`, as in `--ttl 5m -- 5m cmd`, is taken as given there.)
+/// Parses the command line, noting for `run` whether its resource came after the first `--`.
 fn parse(args: &[OsString]) -> Result<Cli, clap::Error> {
     let mut cli = Cli::try_parse_from(args)?;
-    if let (Verb::Run(run), Some(d)) = (&mut cli.verb, args.iter().position(|a| a == "--")) {
-        let mut before = args[1..d].iter();
-        let verb = before.position(|a| a == "run");
-        let given = args[1..d]
-            .iter()
-            .enumerate()
-            .any(|(i, a)| Some(i) != verb && *a == *run.resource);
-        run.resource_after_dashes = !given;
+    if let Verb::Run(run) = &mut cli.verb {
+        run.resource_after_dashes = !crate::cli::resource_before_dashes(args);
     }
     Ok(cli)
 }
@@ -478,7 +474,13 @@ fn resource_before_dashes(run: &mut crate::cli::RunArgs) -> Result<(), String> {
     if !run.resource_after_dashes {
         return Ok(());
     }
-    if run.command.first().is_some_and(|c| c == "--") && run.command.len() > 1 {
+    if run.command.first().is_some_and(|c| c == "--") {
+        if run.command.len() == 1 {
+            return Err(format!(
+                "no command after the resource '{}' and its --",
+                crate::lease::escape(&run.resource)
+            ));
+        }
         run.command.remove(0);
         return Ok(());
     }

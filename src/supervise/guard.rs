@@ -27,8 +27,9 @@
 //! The clone sends no signal when it exits (its exit signal is 0): its end does not interrupt
 //! lockrun's release with a SIGCHLD, and a `wait` that is not asked for such children
 //! (`__WCLONE`) does not see it, so lockrun learns that the command left no other child behind
-//! with one `waitid` (see `supervise::orphans`). Its zombie is reaped at the next [`Guard::arm`]
-//! (or, as any orphan, by init once lockrun has exited).
+//! with one `waitid` (see `supervise::orphans`). A disarmed guard is reaped once lockrun has
+//! released the lease, before it exits (see `later`), and any left over at the next
+//! [`Guard::arm`].
 
 use std::io;
 use std::os::fd::RawFd;

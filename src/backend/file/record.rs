@@ -197,9 +197,9 @@ impl Record {
         if bytes.is_empty() {
             return Err("the file is empty".into());
         }
-        let wire: Wire = serde_json::from_slice(bytes).map_err(unreadable)?;
+        let wire: Wire = serde_json::from_slice(bytes).map_err(|e| unreadable(bytes, e))?;
         if wire.v != VERSION {
-            return Err(format!("unsupported record version {}", wire.v));
+            return Err(other_version(wire.v));
         }
         let mut unsummed = wire.clone();
         unsummed.sum = String::new();
@@ -256,9 +256,10 @@ impl Reservation {
         if bytes.is_empty() {
             return Err("the file is empty".into());
         }
-        let wire: ReservationWire = serde_json::from_slice(bytes).map_err(unreadable)?;
+        let wire: ReservationWire =
+            serde_json::from_slice(bytes).map_err(|e| unreadable(bytes, e))?;
         if wire.v != VERSION {
-            return Err(format!("unsupported reservation version {}", wire.v));
+            return Err(other_version(wire.v));
         }
         let mut unsummed = wire.clone();
         unsummed.sum = String::new();
@@ -441,10 +442,27 @@ pub(super) fn stored_resource(bytes: &[u8]) -> Option<String> {
         .map(|p| p.resource)
 }
 
-/// Why a stored file could not be read: not JSON at all, or JSON of another shape (`{}`).
-fn unreadable(e: serde_json::Error) -> String {
+/// How the reason for a file in another version of the format begins.
+pub const OTHER_VERSION: &str = "written in version";
+
+fn other_version(v: u32) -> String {
+    format!("{OTHER_VERSION} {v} of the format, where this lockrun reads version {VERSION} (a newer lockrun wrote it?)")
+}
+
+/// Why a stored file could not be read: not JSON at all; written by another version of lockrun
+/// (a version other than [`VERSION`], whose fields this one does not know); or JSON of another
+/// shape (`{}`). The version is looked at only once the file has failed to parse, so that
+/// reading a good record parses it once.
+fn unreadable(bytes: &[u8], e: serde_json::Error) -> String {
+    #[derive(Deserialize)]
+    struct Versioned {
+        v: u32,
+    }
     match e.classify() {
-        serde_json::error::Category::Data => format!("not a lockrun record: {e}"),
+        serde_json::error::Category::Data => match serde_json::from_slice::<Versioned>(bytes) {
+            Ok(Versioned { v }) if v != VERSION => other_version(v),
+            _ => format!("not a lockrun record: {e}"),
+        },
         _ => format!("not JSON: {e}"),
     }
 }

@@ -476,6 +476,15 @@ impl Files<'_> {
     }
 
     fn corrupt(&self, kind: Kind, why: impl std::fmt::Display) -> Error {
+        let why = why.to_string();
+        if why.starts_with(record::OTHER_VERSION) {
+            // Not damage: deleting it would free a lease another lockrun may hold.
+            return Error::Corrupt(format!(
+                "{} {} is unreadable: {why}; use the lockrun that wrote it",
+                kind.what(),
+                self.path(kind).display(),
+            ));
+        }
         Error::Corrupt(format!(
             "{} {} is corrupt: {why}; {}",
             kind.what(),

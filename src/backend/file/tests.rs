@@ -438,6 +438,10 @@ async fn corrupt_reservation_is_reported_and_left_alone() {
     for (damage, why) in [
         (&b"\x00garbage"[..], "not JSON"),
         (b"{}", "not a lockrun record: missing field `v`"),
+        (
+            b"{\"v\":2,\"resource\":\"damaged token\",\"new_field\":1}",
+            "written in version 2 of the format",
+        ),
         (b"", "empty"),
         (
             b"{\"v\":1,\"resource\":\"damaged token\",\"reserved\":9999,\"boot_id\":\"\",\"sum\":\"0\"}",
