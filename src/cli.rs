@@ -224,9 +224,6 @@ pub struct RunArgs {
     /// The resource to lock (one that starts with '-' goes between two --: run -- -RES -- CMD)
     #[arg(value_name = "RESOURCE")]
     pub resource: String,
-    /// Whether the resource was given after the first `--` (set by the parser's caller).
-    #[arg(skip)]
-    pub resource_after_dashes: bool,
     /// The command and its arguments (executed directly, not through a shell)
     #[arg(value_name = "COMMAND", value_hint = clap::ValueHint::CommandWithArguments, required = true, num_args = 1.., trailing_var_arg = true, allow_hyphen_values = true)]
     pub command: Vec<OsString>,

@@ -35,7 +35,11 @@ fn usage_errors_exit_2() {
         stderr(&o)
     );
     // The resource forgotten: clap would take the command for it.
-    for args in [&["--", "true"][..], &["run", "--", "true"][..]] {
+    for args in [
+        &["--", "true"][..],
+        &["run", "--", "true"],
+        &["-b", "file:///nonexistent", "--", "true"],
+    ] {
         assert_fails(
             &env.run(args),
             2,

@@ -247,36 +247,24 @@ pub async fn main(args: Vec<OsString>) -> Exit {
         }
     }
     let args = crate::cli::with_implied_run(args);
-    let mut cli = match parse(&args) {
+    let mut cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
-            if e.kind() == clap::error::ErrorKind::InvalidSubcommand && crate::cli::asks_help(&args)
-            {
-                // `lockrun help -- true`, `lockrun help foo`: help takes a verb.
-                let word = e
-                    .get(clap::error::ContextKind::InvalidSubcommand)
-                    .map(|v| v.to_string())
-                    .unwrap_or_default();
-                let none = if word == "--" {
-                    String::new()
-                } else {
-                    format!("'{}' is none; ", crate::lease::escape(&word))
-                };
-                say!(
-                    "lockrun: help takes a verb ({none}see 'lockrun --help'); to run a command \
-                     under a lease on a resource named 'help', write: lockrun run help -- \
-                     COMMAND..."
-                );
-                return Exit::Usage;
-            }
-            let verb = crate::cli::verb_of(&args);
-            return clap_exit(e, verb_dashes.map(|(verb, _)| verb), verb);
+            let hints = Hints {
+                verb_dashes: verb_dashes.map(|(verb, _)| verb),
+                verb: crate::cli::verb_of(&args),
+                asks_help: crate::cli::asks_help(&args),
+                resource: crate::cli::resource_before_dashes(&args),
+            };
+            return clap_exit(e, hints);
         }
     };
     if let Verb::Run(run) = &mut cli.verb {
-        if let Err(message) = resource_before_dashes(run) {
-            say!("lockrun: {message}");
-            return Exit::Usage;
+        if !crate::cli::resource_before_dashes(&args) {
+            if let Err(message) = resource_after_dashes(run) {
+                say!("lockrun: {message}");
+                return Exit::Usage;
+            }
         }
     }
     init_logging(&cli.global);
@@ -360,10 +348,21 @@ fn run_named_like(verb: &str) -> String {
     )
 }
 
+/// What the command line says beyond clap's error, for the hint a usage error gets.
+struct Hints {
+    /// The verb of a command line with a `--` after it (see [`crate::cli::verb_before_dashes`]).
+    verb_dashes: Option<String>,
+    /// The verb named, if any (see [`crate::cli::verb_of`]).
+    verb: Option<String>,
+    /// The first operand is `help`.
+    asks_help: bool,
+    /// Something before the first `--` names the resource (see
+    /// [`crate::cli::resource_before_dashes`]).
+    resource: bool,
+}
+
 /// Help and version go to stdout with status 0; usage errors become one line and status 2.
-/// `verb_dashes`: the verb of a command line with a `--` after it (see
-/// [`crate::cli::verb_before_dashes`]), which the usage error's hint names.
-fn clap_exit(e: clap::Error, verb_dashes: Option<String>, verb: Option<String>) -> Exit {
+fn clap_exit(e: clap::Error, hints: Hints) -> Exit {
     use clap::error::ErrorKind;
     match e.kind() {
         // Help, and the version of the binary, also when asked after a verb (where clap would
@@ -390,6 +389,20 @@ fn clap_exit(e: clap::Error, verb_dashes: Option<String>, verb: Option<String>) 
                 .get(clap::error::ContextKind::InvalidSubcommand)
                 .map(|v| v.to_string())
                 .unwrap_or_default();
+            if hints.asks_help {
+                // `lockrun help -- true`, `lockrun help foo`: help takes a verb.
+                let none = if word == "--" {
+                    String::new()
+                } else {
+                    format!("'{}' is none; ", crate::lease::escape(&word))
+                };
+                say!(
+                    "lockrun: help takes a verb ({none}see 'lockrun --help'); to run a command \
+                     under a lease on a resource named 'help', write: lockrun run help -- \
+                     COMMAND..."
+                );
+                return Exit::Usage;
+            }
             let meant = crate::cli::meant_verb(&word)
                 .map(|v| format!(" (did you mean '{v}'?)"))
                 .unwrap_or_default();
@@ -426,7 +439,7 @@ fn clap_exit(e: clap::Error, verb_dashes: Option<String>, verb: Option<String>) 
             // `lockrun -- cmd` (or `lockrun run -- cmd`): clap took the command for the resource.
             let no_resource = e.kind() == ErrorKind::MissingRequiredArgument
                 && first.contains("<COMMAND>")
-                && nothing_before_dashes();
+                && !hints.resource;
             if no_resource {
                 say!(
                     "lockrun: no resource before --: name the resource to lock, as in: lockrun \
@@ -445,9 +458,9 @@ fn clap_exit(e: clap::Error, verb_dashes: Option<String>, verb: Option<String>) 
             let hint =
                 if e.kind() == ErrorKind::MissingRequiredArgument && first.contains("<COMMAND>") {
                     "the command goes after --, as in: lockrun RESOURCE -- sh -c 'a && b'".into()
-                } else if let Some(verb) = verb_dashes {
+                } else if let Some(verb) = hints.verb_dashes {
                     format!("see 'lockrun {verb} --help'; or, {}", run_named_like(&verb))
-                } else if let Some(verb) = verb {
+                } else if let Some(verb) = hints.verb {
                     format!("see 'lockrun {verb} --help'")
                 } else {
                     "see 'lockrun --help'".into()
@@ -458,22 +471,11 @@ fn clap_exit(e: clap::Error, verb_dashes: Option<String>, verb: Option<String>) 
     }
 }
 
-/// Parses the command line, noting for `run` whether its resource came after the first `--`.
-fn parse(args: &[OsString]) -> Result<Cli, clap::Error> {
-    let mut cli = Cli::try_parse_from(args)?;
-    if let Verb::Run(run) = &mut cli.verb {
-        run.resource_after_dashes = !crate::cli::resource_before_dashes(args);
-    }
-    Ok(cli)
-}
-
-/// `lockrun --ttl 5m -- make install` names no resource: clap takes `make` for it and would run
-/// `install`. A resource that starts with `-` is written after a first `--`, with the command
-/// after a second one (`lockrun run -- -x -- cmd`).
-fn resource_before_dashes(run: &mut crate::cli::RunArgs) -> Result<(), String> {
-    if !run.resource_after_dashes {
-        return Ok(());
-    }
+/// A `run` whose resource came after the first `--`: `lockrun --ttl 5m -- make install` names
+/// no resource, and clap took `make` for it and would run `install`. A resource that starts
+/// with `-` is written after a first `--`, with the command after a second one
+/// (`lockrun run -- -x -- cmd`).
+fn resource_after_dashes(run: &mut crate::cli::RunArgs) -> Result<(), String> {
     if run.command.first().is_some_and(|c| c == "--") {
         if run.command.len() == 1 {
             return Err(format!(
@@ -490,18 +492,6 @@ fn resource_before_dashes(run: &mut crate::cli::RunArgs) -> Result<(), String> {
          -- -RESOURCE -- COMMAND...)",
         crate::lease::escape(&run.resource)
     ))
-}
-
-/// Whether the command line has `--` with only options (and the verb `run`) before it: no
-/// resource. (An option's value, as in `-b URL --`, reads as a resource here: then the usual
-/// message is shown.)
-fn nothing_before_dashes() -> bool {
-    let args: Vec<_> = std::env::args_os().skip(1).collect();
-    args.iter().position(|a| a == "--").is_some_and(|i| {
-        args[..i]
-            .iter()
-            .all(|a| a.to_str().is_some_and(|s| s.starts_with('-') || s == "run"))
-    })
 }
 
 /// Keeps a message to one line.
