@@ -290,6 +290,8 @@ pub async fn supervise(
         .flatten();
 
     let mut stopped: Option<Stop> = None;
+    // When lockrun got the INT or TERM that began the stop, if one did.
+    let mut stop_asked_at: Option<Instant> = None;
     // INT and QUIT that lockrun itself received (and passed on).
     let mut received_interrupt = false;
     let suspended_before = suspended();
@@ -362,15 +364,24 @@ pub async fn supervise(
                 let is_stop = sig == libc::SIGINT || sig == libc::SIGTERM;
                 received_interrupt |= sig == libc::SIGINT || sig == libc::SIGQUIT;
                 if is_stop && stopped.is_some() {
-                    tracing::info!("second {} while stopping: killing the command", signame(sig));
-                    kill_all(pgid);
-                    kill_sent = true;
+                    if asked_again(stop_asked_at) {
+                        tracing::info!("second {} while stopping: killing the command", signame(sig));
+                        kill_all(pgid);
+                        kill_sent = true;
+                    }
                 } else {
                     if is_stop {
                         stopped = Some(Stop::Signal(sig));
+                        stop_asked_at = Some(Instant::now());
                     }
                     term_sent |= sig == libc::SIGTERM;
                     killpg(pgid, sig);
+                    if ENDS.contains(&sig) {
+                        // A stopped command (`kill -STOP $$`) acts on it only once continued;
+                        // `kill` and `timeout(1)` send CONT after it, to lockrun, whose command
+                        // is in a group of its own.
+                        killpg(pgid, libc::SIGCONT);
+                    }
                 }
             }
             changed = lease.changed(), if !matches!(*lease.borrow(), State::Lost) => {
@@ -421,7 +432,7 @@ pub async fn supervise(
     };
     let asked = Asked {
         group_termed: term_sent,
-        signalled: matches!(stopped, Some(Stop::Signal(_))),
+        signalled: stop_asked_at.filter(|_| matches!(stopped, Some(Stop::Signal(_)))),
     };
     clean_up_group(pgid, signals, &lease, kill_after, due, asked).await;
     if let Ok(g) = guard {
@@ -566,8 +577,9 @@ fn controlling_tty() -> Option<RawFd> {
 
 /// Takes the terminal back from what is left of the command, so that lockrun's job ends in the
 /// foreground it had: when the command's group holds it, or, if lockrun started in the
-/// foreground, a group the command made; never from the shell (the session's leader), which
-/// holds it while the job is in the background.
+/// foreground, a group the command made (gone by now, as the command's whole tree is); never
+/// from the shell (the session's leader), which holds it while the job is in the background,
+/// nor from a live group of another job (the user's next command, after `bg`).
 fn restore_foreground(terminal: Option<RawFd>, pgid: i32, was_foreground: bool) {
     if let Some(fd) = terminal {
         // SIGTTOU is ignored during supervision, so this works from the background.
@@ -575,7 +587,15 @@ fn restore_foreground(terminal: Option<RawFd>, pgid: i32, was_foreground: bool) 
         unsafe {
             let fg = libc::tcgetpgrp(fd);
             let ours = libc::getpgrp();
-            if fg != ours && fg != libc::getsid(0) && (fg == pgid || was_foreground) {
+            let gone = |g: i32| {
+                libc::kill(-g, 0) == -1
+                    && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+            };
+            if fg > 0
+                && fg != ours
+                && fg != libc::getsid(0)
+                && (fg == pgid || (was_foreground && gone(fg)))
+            {
                 libc::tcsetpgrp(fd, ours);
             }
         }
@@ -767,11 +787,14 @@ async fn clean_up_group(
                 // The first INT or TERM (systemd sends one to lockrun as to the command, which may
                 // have ended first) asks for what is under way; a second one, to kill.
                 if sig == libc::SIGINT || sig == libc::SIGTERM {
-                    if signalled {
-                        tracing::info!("second {} while ending leftover processes: killing them", signame(sig));
-                        kill_at = Instant::now();
+                    if signalled.is_some() {
+                        if asked_again(signalled) {
+                            tracing::info!("second {} while ending leftover processes: killing them", signame(sig));
+                            kill_at = Instant::now();
+                        }
+                    } else {
+                        signalled = Some(Instant::now());
                     }
-                    signalled = true;
                 }
             }
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
@@ -787,8 +810,26 @@ async fn clean_up_group(
 struct Asked {
     /// It has had a TERM (a stop for the lease, or one forwarded).
     group_termed: bool,
-    /// lockrun got INT or TERM itself: one more KILLs the leftovers at once.
-    signalled: bool,
+    /// When lockrun got INT or TERM itself: one more, later, KILLs the leftovers at once.
+    signalled: Option<Instant>,
+}
+
+/// Signals that end a command: forwarded, each is followed by CONT.
+const ENDS: [i32; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGQUIT, libc::SIGHUP];
+
+/// INT and TERM that reach lockrun within this of the one that began a stop are the same
+/// request: `timeout(1)` signals lockrun and then lockrun's process group, which holds lockrun
+/// too, and a CI runner may do the same. Only a later one (a second Ctrl-C, a second `kill`)
+/// asks for KILL.
+const SAME_REQUEST: Duration = Duration::from_millis(100);
+
+/// Whether an INT or TERM now asks again, for KILL, after the one that came at `first` (none:
+/// the stop was lockrun's own, for the lease, and the first signal asks for KILL).
+fn asked_again(first: Option<Instant>) -> bool {
+    match first {
+        Some(t) => t.elapsed() >= SAME_REQUEST,
+        None => true,
+    }
 }
 
 fn signame(sig: i32) -> &'static str {

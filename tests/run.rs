@@ -473,6 +473,58 @@ print(open(f"/proc/self/task/{os.getpid()}/children").read().strip() or "none")
     assert_eq!(stdout(&o).trim(), "none", "processes left to the subreaper");
 }
 
+/// `timeout(1)` sends its TERM to lockrun and then to lockrun's process group, lockrun included:
+/// two TERMs a moment apart are one request, and the command gets its time to clean up. (The
+/// second used to escalate to KILL whenever lockrun had acted on the first before it came.)
+#[test]
+fn a_term_sent_twice_at_once_is_one_request() {
+    for sig in [libc::SIGTERM, libc::SIGINT] {
+        let env = Env::new();
+        let ready = env.file("ready");
+        let done = env.file("cleaned-up");
+        let script = format!(
+            "trap 'sleep 0.3; touch {d}; exit 0' TERM INT; touch {r}; while :; do sleep 0.02; done",
+            d = done.display(),
+            r = ready.display()
+        );
+        let mut child = run_sh_until(&env, &script, &ready);
+        kill(child.id() as i32, sig);
+        std::thread::sleep(Duration::from_millis(20));
+        kill(child.id() as i32, sig);
+        let status = child.wait().unwrap();
+        assert!(
+            done.exists(),
+            "signal {sig}: the command was killed before its clean-up"
+        );
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "signal {sig}: the command's own exit code"
+        );
+    }
+}
+
+/// A command that stopped itself acts on a forwarded TERM: CONT follows it, as `kill` and
+/// `timeout(1)` send CONT after TERM (to lockrun, whose command is in a group of its own).
+/// Under `timeout 3 lockrun ...` such a command used to hang for good.
+#[test]
+fn a_forwarded_term_reaches_a_stopped_command() {
+    let env = Env::new();
+    let ready = env.file("ready");
+    let script = format!("touch {}; kill -STOP $$; echo resumed", ready.display());
+    let mut child = run_sh_until(&env, &script, &ready);
+    std::thread::sleep(Duration::from_millis(100));
+    kill(child.id() as i32, libc::SIGTERM);
+    assert!(
+        eventually(Duration::from_secs(5), || child
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "the stopped command never got its TERM"
+    );
+    assert_eq!(child.wait().unwrap().code(), Some(128 + libc::SIGTERM));
+}
+
 #[test]
 fn second_term_escalates_to_kill() {
     let env = Env::new();
@@ -1168,7 +1220,8 @@ fn a_second_signal_while_ending_leftovers_kills_them_at_once() {
         let t = Instant::now();
         for &sig in sigs {
             kill(child.id() as i32, sig);
-            std::thread::sleep(Duration::from_millis(50));
+            // Signals within 100 ms of the first are one request (`timeout(1)` sends two).
+            std::thread::sleep(Duration::from_millis(150));
         }
         let o = child.wait_with_output().unwrap();
         let took = t.elapsed();
