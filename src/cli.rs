@@ -38,7 +38,8 @@ Environment:
                      backend's password_file gives one (PostgreSQL: then
                      PGPASSFILE or ~/.pgpass)
   XDG_STATE_HOME     the default lock directory is $XDG_STATE_HOME/lockrun
-                     (~/.local/state/lockrun)
+                     (an absolute path; else ~/.local/state/lockrun, and
+                     /tmp/lockrun-UID with no HOME)
   XDG_CONFIG_HOME    the config file is looked for at -c, $LOCKRUN_CONFIG,
                      $XDG_CONFIG_HOME/lockrun/config.toml (~/.config/...),
                      then /etc/lockrun/config.toml
@@ -59,7 +60,7 @@ Backends (-b URL, or the name of a [backend.NAME] section of the config file):
   memcached may evict a lock under memory pressure: use memcached:// only
   where a duplicate run is harmless.
 
-Configuration file (TOML; every key optional):
+Configuration file (TOML, or a stormlock INI file; every key optional):
   [default]                 backend, principal, ttl, run_ttl, wait, fair
   [resource.\"NAME\"]         the same keys, for one resource
   [backend.NAME]            url, and the backend's own settings (README)
