@@ -4,7 +4,8 @@
 //! target's process group gets a pidfd (`pidfd_open`, Linux 5.3+); a pidfd becomes readable when
 //! its process exits. The death of the group is the wall-clock time read right after the last
 //! pidfd became readable, provided a fresh scan of `/proc` then finds no member left. It is an
-//! upper bound of the true moment, late by the wake-up latency of one thread (tens of µs).
+//! upper bound of the true moment, late by the wake-up latency of one thread (a few µs at the
+//! real-time priority the watching thread takes where it may, see [`GroupWatch::spawn`]).
 
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::io::AsRawFd;
@@ -148,9 +149,19 @@ impl GroupWatch {
         }
     }
 
-    /// Waits in a thread of its own.
+    /// Waits in a thread of its own, at real-time priority where that is allowed (as root, as
+    /// in CI). The death time is read when the thread wakes after the last exit; at normal
+    /// priority, on a machine kept busy by the other tests, that wake-up can come later than
+    /// lockrun's reap, release and the next holder's start (0.3 ms here), which would show as an
+    /// overlap that did not happen.
     pub fn spawn(self, limit: Duration) -> std::thread::JoinHandle<Gone> {
-        std::thread::spawn(move || self.wait(limit))
+        std::thread::spawn(move || {
+            let param = libc::sched_param { sched_priority: 1 };
+            // SAFETY: sched_setscheduler on the calling thread (0) with a valid parameter; a
+            // refusal (no privilege) leaves the thread as it was.
+            unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+            self.wait(limit)
+        })
     }
 }
 
