@@ -412,32 +412,7 @@ fn the_live_waiting_line_fits_a_narrow_terminal() {
 /// and the user's next foreground command stopped at its next read.
 #[test]
 fn a_job_sent_to_the_background_leaves_the_terminal_alone() {
-    let env = Env::new();
-    let mut child = bash_job_in_pty(
-        &env,
-        &format!(
-            "\"{lockrun}\" res -- sh -c 'echo started; sleep 1'\necho \"stopped=$?\"\nbg\n\
-             sh -c 'sleep 2; echo ready; read x; echo got=$x'\necho \"rc=$?\"\n",
-            lockrun = env!("CARGO_BIN_EXE_lockrun")
-        ),
-    );
-    let mut out = child.stdout.take().unwrap();
-    let mut seen = String::new();
-    read_until(&mut out, &mut seen, "started");
-    std::thread::sleep(Duration::from_millis(200));
-    child.stdin.as_mut().unwrap().write_all(b"\x1a").unwrap();
-    read_until(&mut out, &mut seen, "stopped=148");
-    read_until(&mut out, &mut seen, "ready");
-    std::thread::sleep(Duration::from_millis(200));
-    child.stdin.as_mut().unwrap().write_all(b"yes\n").unwrap();
-    read_until(&mut out, &mut seen, "rc=");
-    let _ = child.wait();
-    let mut rest = String::new();
-    let _ = out.read_to_string(&mut rest);
-    seen.push_str(&rest);
-    assert!(
-        seen.contains("got=yes"),
-        "the foreground job lost the terminal: {seen}"
-    );
-    assert!(seen.contains("rc=0"), "{seen}");
+    let body = "LOCKRUN res -- sh -c 'echo started; sleep 1'\necho \"stopped=$?\"\nbg\n\
+                sh -c 'sleep 2; echo ready; read x; echo got=$x'";
+    job_reads_the_answer(body, Some("started"), "ready", Duration::from_millis(200));
 }
