@@ -416,3 +416,48 @@ fn a_job_sent_to_the_background_leaves_the_terminal_alone() {
                 sh -c 'sleep 2; echo ready; read x; echo got=$x'";
     job_reads_the_answer(body, Some("started"), "ready", Duration::from_millis(200));
 }
+
+/// SIGKILL of lockrun while its command has the terminal: the guard kills the command and gives
+/// the terminal back to lockrun's process group, so the script around lockrun reads its next
+/// answer (the terminal used to stay with the dead command's group, and the script's read
+/// stopped it, or failed). A job-control shell, which takes its terminal back itself, keeps it.
+#[test]
+fn a_killed_lockrun_gives_the_terminal_back_to_the_script() {
+    killed_lockrun_then_read(bash_in_pty);
+    killed_lockrun_then_read(bash_job_in_pty);
+}
+
+fn killed_lockrun_then_read(shell: fn(&Env, &str) -> std::process::Child) {
+    let env = Env::new();
+    let pid_file = env.file("lockrun.pid");
+    let mut child = shell(
+        &env,
+        &format!(
+            "\"{}\" res -- sh -c 'echo $PPID > {}; echo ready; sleep 20'\n\
+             echo \"after=$?\"\nread x\necho \"got=$x\"\n",
+            env!("CARGO_BIN_EXE_lockrun"),
+            pid_file.display()
+        ),
+    );
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    read_until(&mut out, &mut seen, "ready");
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) on lockrun's pid.
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    read_until(&mut out, &mut seen, "after=137");
+    std::thread::sleep(Duration::from_millis(300));
+    // Without the terminal, the script's read fails at once and the script ends: the write
+    // may then find the pty gone.
+    let _ = child.stdin.as_mut().unwrap().write_all(b"yes\n");
+    read_until(&mut out, &mut seen, "got=");
+    let _ = child.wait();
+    let mut rest = String::new();
+    let _ = out.read_to_string(&mut rest);
+    seen.push_str(&rest);
+    assert!(seen.contains("got=yes"), "{seen}");
+}

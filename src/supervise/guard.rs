@@ -9,8 +9,9 @@
 //! process sends its first deadline and its group together, so that starting the command wakes
 //! the guard once. Each write is of whole messages and at most 18 bytes (below `PIPE_BUF`), so
 //! writes from the two never interleave. End of file without `d` means lockrun died, and the
-//! guard sends SIGKILL to the group; so does the deadline passing (at once when the group is
-//! named after its deadline has passed). The guard keeps that deadline on CLOCK_BOOTTIME, with a
+//! guard sends SIGKILL to the group, and gives the terminal back to lockrun's process group if
+//! the command's group had it (see `give_back_terminal`); the deadline passing sends SIGKILL
+//! too (at once when the group is named after its deadline has passed). The guard keeps that deadline on CLOCK_BOOTTIME, with a
 //! timer on that clock: the monotonic clock stands still while the machine is suspended, and a
 //! resume past the deadline kills the group at once rather than a suspension's length later.
 //!
@@ -283,6 +284,7 @@ unsafe fn guard_main(read_fd: RawFd) -> ! {
     // new session also makes a new scheduling group, created here and torn down when the guard
     // exits, at every run; that cost lockrun 2.5-5% of its contended throughput (BENCHMARKS.md,
     // "Session 12").
+    let ours = sys::call(libc::SYS_getpgid, [0; 6]) as i32;
     sys::call(libc::SYS_setpgid, [0; 6]);
     let null = sys::call(
         libc::SYS_openat,
@@ -515,8 +517,61 @@ unsafe fn guard_main(read_fd: RawFd) -> ! {
     // End of file without `d`: lockrun is gone.
     if pgid > 0 {
         kill_group(pgid);
+        give_back_terminal(pgid, ours);
     }
     sys::exit()
+}
+
+/// lockrun died while the command's group `pgid` (just killed) was the terminal's foreground
+/// group: gives the terminal back to lockrun's process group `ours`, as lockrun would have, so
+/// that a script around lockrun can read it again (otherwise its next read stops it, or fails).
+/// Only while the command's group still has it: a job-control shell that has already taken
+/// its terminal back keeps it. Raw system calls only (see `guard_main`); SIGTTOU is blocked
+/// here, so the guard may set the foreground group from the background.
+unsafe fn give_back_terminal(pgid: i32, ours: i32) {
+    if ours <= 0 {
+        return;
+    }
+    let tty = sys::call(
+        libc::SYS_openat,
+        [
+            libc::AT_FDCWD as usize,
+            c"/dev/tty".as_ptr() as usize,
+            (libc::O_RDWR | libc::O_NOCTTY | libc::O_NONBLOCK | libc::O_CLOEXEC) as usize,
+            0,
+            0,
+            0,
+        ],
+    );
+    if tty < 0 {
+        return; // no controlling terminal
+    }
+    let mut foreground: libc::pid_t = 0;
+    let got = sys::call(
+        libc::SYS_ioctl,
+        [
+            tty as usize,
+            libc::TIOCGPGRP as usize,
+            std::ptr::addr_of_mut!(foreground) as usize,
+            0,
+            0,
+            0,
+        ],
+    );
+    if got == 0 && foreground == pgid {
+        sys::call(
+            libc::SYS_ioctl,
+            [
+                tty as usize,
+                libc::TIOCSPGRP as usize,
+                std::ptr::addr_of!(ours) as usize,
+                0,
+                0,
+                0,
+            ],
+        );
+    }
+    sys::call(libc::SYS_close, [tty as usize, 0, 0, 0, 0, 0]);
 }
 
 /// A CLOCK_MONOTONIC deadline (0: none) as the same moment on CLOCK_BOOTTIME, given both
