@@ -663,6 +663,60 @@ fn unusable_lock_directory_exits_78() {
     }
 }
 
+/// In a shared sticky directory (`/run/lock`, `/tmp/locks`) a resource belongs to the user who
+/// first locked it. Other users cannot open its files (mode 0600); root can, and its writes
+/// used to replace that user's record with a root-owned one, locking that user out of their own
+/// lease. Root now refuses it (78) and changes nothing. Needs root, as CI runs.
+#[test]
+fn root_leaves_another_users_resource_in_a_shared_directory_alone() {
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let shared = tempfile::Builder::new()
+        .prefix("lockrun-shared-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        shared.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let url = format!("file://{}", shared.path().display());
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lockrun"))
+            .uid(65534)
+            .gid(65534)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", shared.path())
+            .args(["-b", &url])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let o = as_nobody(&["acquire", "res"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let id = stdout(&o).trim().to_owned();
+    let record = shared.path().join("res.lease");
+    let before = std::fs::read(&record).unwrap();
+    let env = Env::new();
+    for args in [
+        &["acquire", "-n", "res"][..],
+        &["release", "res", &id],
+        &["renew", "res", &id],
+        &["res", "--", "true"],
+    ] {
+        let o = env.run(&[&["-b", &url][..], args].concat());
+        assert_fails(&o, 78, "belongs to uid 65534, not root");
+    }
+    let meta = std::fs::metadata(&record).unwrap();
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 65534);
+    assert_eq!(std::fs::read(&record).unwrap(), before);
+    assert_eq!(as_nobody(&["is-held", "res", &id]).status.code(), Some(0));
+    assert_eq!(as_nobody(&["release", "res", &id]).status.code(), Some(0));
+}
+
 #[test]
 fn corrupt_record_exits_65_and_is_left_alone() {
     let env = Env::new();

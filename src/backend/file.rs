@@ -94,7 +94,9 @@
 //! is reported as [`Error::Corrupt`] and never overwritten; so is a damaged reservation. Records
 //! and reservations are mode 0600: the lease id is a bearer token. In a sticky shared directory
 //! such as `/run/lock`, users therefore cannot read or take over each other's records; they get a
-//! permission error instead.
+//! permission error instead. Root, which could, refuses a resource whose files belong to another
+//! user ([`Error::Config`]): its writes would replace that user's record with one the user
+//! cannot open.
 
 use std::path::Path;
 use std::sync::Arc;

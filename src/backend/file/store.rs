@@ -7,6 +7,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::OnceLock;
 
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag};
@@ -33,6 +34,11 @@ pub(super) struct Dir {
     /// Set once the file system has refused `RENAME_EXCHANGE` (see [`Dir::exchange`]).
     no_exchange: AtomicBool,
     euid: u32,
+    /// Who this directory's files must belong to: us, or the squashed uid of NFS.
+    user: u32,
+    /// Who owns the files this process creates here, found out the first time a resource's
+    /// files belong to someone else (see [`Dir::is_ours`]).
+    creates_as: OnceLock<Option<u32>>,
 }
 
 fn config(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
@@ -96,6 +102,8 @@ impl Dir {
             fd,
             no_exchange: AtomicBool::new(false),
             euid,
+            user: euid,
+            creates_as: OnceLock::new(),
         };
         // Root on NFS with root_squash: the directory root made, and every file root makes in
         // it, belong to the squashed uid. Then it is root's own, as far as files go. (A probe
@@ -104,7 +112,30 @@ impl Dir {
             euid == 0 && st.st_uid != 0 && dir.is_nfs() && dir.new_files_owner() == Some(st.st_uid);
         let user = if squashed { st.st_uid } else { euid };
         check_mode(path, st.st_mode, st.st_uid, user)?;
-        Ok(dir)
+        Ok(Dir { user, ..dir })
+    }
+
+    /// Whether a resource's file owned by `uid` is ours to use. In a shared (sticky) directory
+    /// each resource belongs to the user who first locked it: others cannot open its files
+    /// (mode 0600), and root must not either, as its writes would replace that user's record
+    /// with one that user cannot open. Files made here by an NFS server that maps every user to
+    /// one uid (`all_squash`) are ours as well.
+    fn is_ours(&self, uid: u32) -> bool {
+        uid == self.user || *self.creates_as.get_or_init(|| self.new_files_owner()) == Some(uid)
+    }
+
+    /// The error for `what` (a resource's file at `path`) owned by `uid`, not by us.
+    fn not_ours(&self, what: &str, path: &Path, uid: u32) -> Error {
+        let us = if self.user == 0 {
+            "root".to_owned()
+        } else {
+            format!("uid {}", self.user)
+        };
+        Error::Config(format!(
+            "{what} {} belongs to uid {uid}, not {us}: a resource in a shared lock directory is \
+             its first user's; run as that user, or use another resource name",
+            path.display()
+        ))
     }
 
     /// Whether the directory is on NFS (where root_squash exists; vfat, CIFS or sshfs mounted
@@ -296,6 +327,9 @@ impl Dir {
                 "lock file {} is not a regular file; inspect or delete it",
                 path().display()
             )));
+        }
+        if !self.is_ours(meta.uid()) {
+            return Err(self.not_ours("lock file", &path(), meta.uid()));
         }
         Ok((file, meta))
     }
@@ -538,6 +572,9 @@ impl Files<'_> {
             .map_err(|e| io_error(kind.what(), &path, "cannot be read", e))?;
         if !meta.is_file() {
             return Err(self.corrupt(kind, "it is not a regular file"));
+        }
+        if !self.dir.is_ours(meta.uid()) {
+            return Err(self.dir.not_ours(kind.what(), &path, meta.uid()));
         }
         if meta.len() > MAX_RECORD {
             return Err(self.corrupt(kind, format!("it is {} bytes long", meta.len())));

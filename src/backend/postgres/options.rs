@@ -212,7 +212,15 @@ impl Options {
         let user = pg.get_user().unwrap_or_default().to_owned();
         let mut password_note = None;
         if pg.get_password().is_none() {
-            let pw = match password(settings.path("password_file")?.as_deref(), env)? {
+            let file = settings.path("password_file")?;
+            // Named by where the setting is, as the other backends' password files are.
+            let pw = password(file.as_deref(), env).map_err(|e| match e {
+                Error::Config(why) => {
+                    Error::Config(format!("{}: {why}", settings.origin_of("password_file")))
+                }
+                e => e,
+            })?;
+            let pw = match pw {
                 Some(pw) => Some(pw),
                 None => pgpass_password(&pg, &user, env).unwrap_or_else(|note| {
                     password_note = Some(note);
@@ -593,6 +601,17 @@ mod tests {
             password(Some(&missing), &no_env),
             Err(Error::Config(_))
         ));
+
+        // A file that cannot be read is named with the setting's place, as for the other
+        // backends.
+        let toml = format!("password_file = {:?}", missing.display().to_string());
+        match opts("postgres://u@h/db", &toml) {
+            Err(Error::Config(e)) => assert!(
+                e.starts_with("test [backend.pg]: cannot read PostgreSQL password_file"),
+                "{e}"
+            ),
+            other => panic!("{other:?}"),
+        }
 
         // The URL's password wins; the file's is used otherwise; Debug shows neither.
         std::fs::write(&file, "s3cret-file").unwrap();
