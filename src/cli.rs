@@ -412,7 +412,8 @@ pub fn verb_taken_for_resource(verb: &str, after: Option<&str>) -> bool {
     ["init", "doctor", "list"].contains(&verb) && after.is_some_and(program)
 }
 
-/// Inserts the implied `run` verb: `lockrun [GLOBAL] RESOURCE -- CMD` and also
+/// Inserts the implied `run` verb: `lockrun [GLOBAL] RESOURCE -- CMD` (the `--` is needed: a
+/// mistyped or unknown verb is not run as a resource with a command) and also
 /// `lockrun [GLOBAL] -n RESOURCE -- CMD` (a run option before the resource). A verb after
 /// such an option (`lockrun -n release res ID`) is left to clap, which rejects the option,
 /// rather than taken for a resource and the rest for a command to run.
@@ -443,9 +444,10 @@ pub fn with_implied_run(args: Vec<OsString>) -> Vec<OsString> {
             }
             return insert_run(args, i); // a run option before the resource
         }
-        if is_verb(&a) || (mistyped_verb(&a) && !args[i..].iter().any(|x| x == "--")) {
-            // A verb; or one mistyped, with no `--` to say that a command follows: left to
-            // clap, which rejects it, rather than run what follows as a command.
+        if is_verb(&a) || !args[i..].iter().any(|x| x == "--") {
+            // A verb; or a word with no `--` to say that a command follows (a mistyped verb,
+            // `lockrun unlock deploy abc`, or a verb lockrun does not have): left to clap, which
+            // rejects it, rather than run what follows as a command.
             return args;
         }
         return insert_run(args, i);
@@ -467,11 +469,6 @@ const VERBS: &[&str] = &[
 /// Whether `word` names a verb.
 fn is_verb(word: &str) -> bool {
     VERBS.contains(&word)
-}
-
-/// Whether `word` is a verb with a typo (see [`meant_verb`]).
-fn mistyped_verb(word: &str) -> bool {
-    meant_verb(word).is_some()
 }
 
 /// The verb that `word` is a typo of, if it is one: one edit away from it (two from a verb of
@@ -623,17 +620,26 @@ mod tests {
             ["lockrun", "-b", "file:///x", "run", "res", "--", "true"]
         );
         assert_eq!(
-            norm(&["lockrun", "-vv", "-q", "res", "true"]),
-            ["lockrun", "-vv", "-q", "run", "res", "true"]
+            norm(&["lockrun", "-vv", "-q", "res", "--", "true"]),
+            ["lockrun", "-vv", "-q", "run", "res", "--", "true"]
         );
         assert_eq!(
-            norm(&["lockrun", "--config=x", "res", "true"]),
-            ["lockrun", "--config=x", "run", "res", "true"]
+            norm(&["lockrun", "--config=x", "res", "--", "true"]),
+            ["lockrun", "--config=x", "run", "res", "--", "true"]
         );
         assert_eq!(
-            norm(&["lockrun", "-cx", "res", "true"]),
-            ["lockrun", "-cx", "run", "res", "true"]
+            norm(&["lockrun", "-cx", "res", "--", "true"]),
+            ["lockrun", "-cx", "run", "res", "--", "true"]
         );
+        // Without `--`, a word that is not a verb is not taken for a resource, and what follows
+        // is not run: `lockrun unlock deploy abc` is a mistake, which clap then reports.
+        for line in [
+            &["lockrun", "-vv", "-q", "res", "true"][..],
+            &["lockrun", "unlock", "deploy", "abc"],
+            &["lockrun", "acqire", "res"],
+        ] {
+            assert_eq!(norm(line), line);
+        }
         assert_eq!(
             norm(&["lockrun", "-n", "res", "--", "true"]),
             ["lockrun", "run", "-n", "res", "--", "true"]
@@ -688,9 +694,10 @@ mod tests {
         let Verb::Run(r) = cli.verb else { panic!() };
         assert_eq!(r.resource, "res");
         assert_eq!(r.command, ["sh", "-c", "exit 3"]);
-        let cli = Cli::try_parse_from(norm(&["lockrun", "res", "ls", "-l"])).unwrap();
+        let cli = Cli::try_parse_from(norm(&["lockrun", "run", "res", "ls", "-l"])).unwrap();
         let Verb::Run(r) = cli.verb else { panic!() };
         assert_eq!(r.command, ["ls", "-l"]);
+        assert!(Cli::try_parse_from(norm(&["lockrun", "res", "ls", "-l"])).is_err());
     }
 
     #[test]

@@ -166,10 +166,27 @@ fn usage_errors_exit_2() {
     assert_fails(&env.run(&["res", "--"]), 2, "COMMAND");
     // flock(1)'s `-c 'command'` habit: -c is the config file here, and the command is missing.
     assert_fails(
-        &env.run(&["res", "-c", "echo hi"]),
+        &env.run(&["run", "res", "-c", "echo hi"]),
         2,
         "<COMMAND>... (the command goes after --, as in: lockrun RESOURCE -- sh -c 'a && b')",
     );
+    // Without `--`, what follows a word that is not a verb is not run: a mistyped or unknown
+    // verb used to take the next word for a command to run under a lease.
+    let ran = env.file("ran");
+    let ran = ran.to_str().unwrap();
+    for args in [
+        &["res", "-c", "echo hi"][..],
+        &["unlock", "res", "touch", ran],
+        &["res", "touch", ran],
+    ] {
+        assert_fails(
+            &env.run(args),
+            2,
+            "is not a verb; to run a command under a lease on a resource of that name, put -- \
+             before the command, as in: lockrun RESOURCE -- sh -c 'a && b'",
+        );
+    }
+    assert!(!env.file("ran").exists());
     assert_fails(&env.run(&["renew", "res"]), 2, "LEASE_ID");
     assert_fails(&env.run(&["current", "-f", "xml", "res"]), 2, "xml");
     assert_fails(
@@ -813,5 +830,65 @@ fn common_mistakes_get_a_hint() {
         &o,
         78,
         "(give a lock directory with -b file:///some/dir, or set XDG_STATE_HOME)",
+    );
+}
+
+/// `--events` on a descriptor open for reading only is a usage error before anything is
+/// acquired; one whose writes fail (a full disk) gets one warning, and the run goes on (both
+/// used to drop every event without a word).
+#[test]
+fn events_that_cannot_be_written_are_said_so() {
+    let env = Env::new();
+    let bin = env!("CARGO_BIN_EXE_lockrun");
+    let o = env.cmd_sh(&format!("{bin} run --events 3 res -- true 3</dev/null"));
+    assert_fails(
+        &o,
+        2,
+        "--events 3: file descriptor 3 is open for reading only",
+    );
+    assert_fails(&env.run(&["current", "res"]), 1, "not held");
+    let o = env.cmd_sh(&format!("{bin} run --events 3 res -- true 3>/dev/full"));
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(
+        stderr(&o),
+        "lockrun: warning: cannot write events to --events 3: No space left on device (os error 28)\n"
+    );
+}
+
+/// `acquire` that cannot hand the lease id over (stdout is full) releases the lease; when the
+/// release fails too (the lock directory's file system is full), the one line names the lease,
+/// so that it can still be freed. Needs a mount namespace of its own (root, as CI runs).
+#[test]
+fn an_acquire_that_can_neither_print_nor_release_names_the_lease() {
+    let can_mount = std::process::Command::new("unshare")
+        .args(["-m", "true"])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !can_mount {
+        eprintln!("skipped: no mount namespace here (not root?)");
+        return;
+    }
+    let env = Env::new();
+    let mnt = env.file("small");
+    std::fs::create_dir(&mnt).unwrap();
+    let bin = env!("CARGO_BIN_EXE_lockrun");
+    let m = mnt.display();
+    // Five inodes: the directory, and the record, lock file and reservation of the grant; the
+    // release finds none left for its new record.
+    let o = env.cmd_sh(&format!(
+        "unshare -m sh -c 'mount -t tmpfs -o size=64k,nr_inodes=5 none {m} && \
+         {bin} -b file://{m}/l acquire q1 >/dev/full; echo rc=$? >&2; \
+         {bin} -b file://{m}/l current --id-only q1'"
+    ));
+    let err = stderr(&o);
+    let id = stdout(&o).trim().to_owned();
+    assert!(!id.is_empty(), "{err}");
+    assert!(
+        err.starts_with(&format!(
+            "lockrun: cannot write to stdout: No space left on device; the lease could not be \
+             released and runs out at its TTL (to free it: lockrun release q1 {id})\nrc=70\n"
+        )),
+        "{err}"
     );
 }

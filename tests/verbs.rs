@@ -395,6 +395,25 @@ fn list_skips_a_record_that_is_not_a_regular_file() {
         "{}",
         stderr(&o)
     );
+    // A record that is a symlink, or that cannot be opened, is named too (it used to be left
+    // out without a word, where `current` reports it).
+    std::fs::remove_file(env.path().join("locks/c.lease")).unwrap();
+    std::os::unix::fs::symlink(
+        env.path().join("locks/a.lease"),
+        env.path().join("locks/d.lease"),
+    )
+    .unwrap();
+    let o = env.run(&["list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("d.lease is a symbolic link; not listed"),
+        "{}",
+        stderr(&o)
+    );
+    std::fs::remove_file(env.path().join("locks/d.lease")).unwrap();
+    std::fs::create_dir(env.path().join("locks/e.lease")).unwrap();
+    let o = env.run(&["list"]);
+    assert!(stderr(&o).contains("e.lease"), "{}", stderr(&o));
 }
 
 #[test]

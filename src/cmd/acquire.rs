@@ -49,10 +49,18 @@ pub async fn acquire(ctx: &Ctx, args: AcquireArgs) -> Result<Exit, Failure> {
             Ok(Exit::Success)
         }
         Err(mut f) => {
-            f.message += match guard.release().await {
-                Ok(_) => "; the lease was released",
-                Err(_) => "; the lease could not be released and runs out at its TTL",
-            };
+            // Named here when it stays, so that it can still be released by hand (stderr is
+            // all the caller gets).
+            let (id, res) = (lease.id.to_string(), crate::wait::resource_word(&resource));
+            match guard.release().await {
+                Ok(_) => f.message += "; the lease was released",
+                Err(_) => {
+                    f.message += &format!(
+                        "; the lease could not be released and runs out at its TTL (to free \
+                         it: lockrun release {res} {id})"
+                    )
+                }
+            }
             Err(f)
         }
     }

@@ -11,6 +11,7 @@ use std::ffi::OsString;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{FromRawFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
@@ -24,6 +25,10 @@ use crate::lease::{rfc3339, Lease, Resource};
 pub struct Events {
     out: Arc<Mutex<Box<dyn Write + Send>>>,
     resource: String,
+    /// What `--events` named, for the warning below.
+    spec: String,
+    /// Whether a write failed (and was warned about, once).
+    failed: Arc<AtomicBool>,
 }
 
 /// The descriptors named by `--events` that were open when lockrun started, before it opened
@@ -76,6 +81,14 @@ impl Events {
                     "--events {fd}: file descriptor {fd} is not open"
                 )));
             }
+            // SAFETY: as above.
+            let mode = unsafe { libc::fcntl(fd, libc::F_GETFL) } & libc::O_ACCMODE;
+            if mode == libc::O_RDONLY {
+                return Err(Failure::usage(format!(
+                    "--events {fd}: file descriptor {fd} is open for reading only (write \
+                     {fd}>FILE or {fd}>>FILE)"
+                )));
+            }
             let fd = if fd <= 2 {
                 // A standard descriptor is the command's too: write to a copy, and leave it
                 // open for the command.
@@ -100,6 +113,8 @@ impl Events {
         Ok(Events {
             out: Arc::new(Mutex::new(out)),
             resource: resource.to_string(),
+            spec: spec.to_owned(),
+            failed: Arc::new(AtomicBool::new(false)),
         })
     }
 
@@ -117,8 +132,14 @@ impl Events {
         let mut line = Value::Object(obj).to_string();
         line.push('\n');
         if let Ok(mut out) = self.out.lock() {
-            let _ = out.write_all(line.as_bytes());
-            let _ = out.flush();
+            let written = out.write_all(line.as_bytes()).and_then(|()| out.flush());
+            // Events are for watching; losing them does not change the run's outcome, but
+            // says so once (a full disk, a reader that has gone).
+            if let Err(e) = written {
+                if !self.failed.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("cannot write events to --events {}: {e}", self.spec);
+                }
+            }
         }
     }
 

@@ -408,7 +408,8 @@ fn clap_exit(e: clap::Error, hints: Hints) -> Exit {
                 .unwrap_or_default();
             say!(
                 "lockrun: '{}' is not a verb{meant}; to run a command under a lease on a \
-                 resource of that name, put -- before the command",
+                 resource of that name, put -- before the command, as in: lockrun RESOURCE -- \
+                 sh -c 'a && b'",
                 crate::lease::escape(&word)
             );
             Exit::Usage

@@ -79,6 +79,9 @@ const TYPES: &[&str] = &["redis", "etcd", "dynamodb", "postgresql"];
 const DEFAULT_SECTION: &str = "DEFAULT";
 /// configparser's limit on nested `%(key)s` references.
 const MAX_DEPTH: usize = 10;
+/// The longest value that `%(key)s` references may build: ten levels of nesting are enough for
+/// a file of a kilobyte to ask for gigabytes (each level repeating the one below).
+const MAX_VALUE: usize = 64 * 1024;
 
 /// Whether the file name says stormlock INI: `*.cfg` or `*.ini`.
 pub(super) fn by_name(path: &Path) -> bool {
@@ -212,8 +215,17 @@ impl Section {
                 "more than {MAX_DEPTH} nested %(key)s references (a loop?)"
             ));
         }
+        let too_long = || {
+            format!(
+                "the value grows past {} KiB through %(key)s references",
+                MAX_VALUE / 1024
+            )
+        };
         while let Some(p) = rest.find('%') {
             out.push_str(&rest[..p]);
+            if out.len() > MAX_VALUE {
+                return Err(too_long());
+            }
             rest = &rest[p..];
             if let Some(r) = rest.strip_prefix("%%") {
                 out.push('%');
@@ -235,6 +247,9 @@ impl Section {
             }
         }
         out.push_str(rest);
+        if out.len() > MAX_VALUE {
+            return Err(too_long());
+        }
         Ok(())
     }
 }

@@ -177,9 +177,26 @@ impl Dir {
             if name.starts_with('.') || !name.ends_with(name::RECORD_SUFFIX) {
                 continue;
             }
+            let skip = |why: &dyn std::fmt::Display| {
+                tracing::warn!(
+                    "lock directory {}: {} {why}; not listed",
+                    self.path.display(),
+                    crate::lease::escape(name)
+                )
+            };
             // Non-blocking: opening a FIFO planted under a record's name must not hang `list`.
-            let Ok(file) = self.open_at(name, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0) else {
-                continue;
+            let file = match self.open_at(name, OFlag::O_RDONLY | OFlag::O_NONBLOCK, 0) {
+                Ok(file) => file,
+                // Gone since the listing: released records stay, so it was deleted; no lease.
+                Err(Errno::ENOENT) => continue,
+                Err(Errno::ELOOP) => {
+                    skip(&"is a symbolic link");
+                    continue;
+                }
+                Err(e) => {
+                    skip(&format_args!("cannot be opened: {}", e.desc()));
+                    continue;
+                }
             };
             if !file.metadata().is_ok_and(|m| m.is_file()) {
                 tracing::warn!(
@@ -190,7 +207,8 @@ impl Dir {
                 continue;
             }
             let mut bytes = Vec::new();
-            if file.take(MAX_RECORD).read_to_end(&mut bytes).is_err() {
+            if let Err(e) = file.take(MAX_RECORD).read_to_end(&mut bytes) {
+                skip(&format_args!("cannot be read: {e}"));
                 continue;
             }
             match record::stored_resource(&bytes).and_then(|r| Resource::new(r).ok()) {

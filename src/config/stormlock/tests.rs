@@ -512,6 +512,18 @@ ttl = 2 hours
         msg.contains(":4: key 'principal' in [default]: more than 10 nested"),
         "{msg}"
     );
+    // Each level repeating the one below 30 times: a file of 1.4 KB that would build a value of
+    // gigabytes stops at 64 KiB.
+    let mut laughs = format!("[default]\nk0 = {}\n", "x".repeat(120));
+    for i in 1..8 {
+        laughs += &format!("k{i} = {}\n", format!("%(k{})s", i - 1).repeat(30));
+    }
+    laughs += "principal = %(k7)s\n";
+    let msg = bad(&laughs);
+    assert!(
+        msg.contains(":10: key 'principal' in [default]: the value grows past 64 KiB"),
+        "{msg}"
+    );
 }
 
 #[test]
