@@ -891,4 +891,39 @@ fn an_acquire_that_can_neither_print_nor_release_names_the_lease() {
         )),
         "{err}"
     );
+    // A renewal or release that fails there says that nothing changed.
+    let o = env.cmd_sh(&format!(
+        "unshare -m sh -c 'mount -t tmpfs -o size=64k,nr_inodes=5 none {m} && \
+         id=$({bin} -b file://{m}/l acquire q2) && \
+         {bin} -b file://{m}/l renew q2 $id; echo rc=$? >&2; \
+         {bin} -b file://{m}/l release q2 $id; echo rc=$? >&2; \
+         {bin} -b file://{m}/l is-held q2 $id; echo rc=$? >&2'"
+    ));
+    let err = stderr(&o);
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 5, "{err}");
+    assert!(
+        lines[0].ends_with("No space left on device; it was not renewed"),
+        "{err}"
+    );
+    assert_eq!(lines[1], "rc=69");
+    assert!(
+        lines[2].ends_with("No space left on device; it was not released"),
+        "{err}"
+    );
+    assert_eq!(&lines[3..], ["rc=69", "rc=0"], "{err}");
+}
+
+/// `renew --json` that cannot print the renewed lease says that the renewal was made.
+#[test]
+fn a_renewal_that_cannot_be_printed_says_it_was_made() {
+    let env = Env::new();
+    let id = stdout(&env.run(&["acquire", "res"])).trim().to_owned();
+    let bin = env!("CARGO_BIN_EXE_lockrun");
+    let o = env.cmd_sh(&format!("{bin} renew --json res {id} >/dev/full"));
+    assert_fails(
+        &o,
+        70,
+        "cannot write to stdout: No space left on device; the lease was renewed",
+    );
 }

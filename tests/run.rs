@@ -31,6 +31,11 @@ fn not_found_and_not_executable() {
     assert_fails(&o, 127, "command not found");
     let o = env.run(&["res", "--", "no-such-command-lockrun-test"]);
     assert_fails(&o, 127, "no-such-command-lockrun-test");
+    // A name of blanks is quoted, and control characters are escaped, so the line shows it.
+    let o = env.run(&["res", "--", "   "]);
+    assert_fails(&o, 127, "lockrun: '   ': command not found");
+    let o = env.run(&["res", "--", "a\u{1b}[31mb"]);
+    assert_fails(&o, 127, "lockrun: a\\u{1b}[31mb: command not found");
     let script = env.file("noexec.sh");
     std::fs::write(&script, "#!/bin/sh\ntrue\n").unwrap();
     let o = env.run(&["res", "--", script.to_str().unwrap()]);

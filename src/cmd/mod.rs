@@ -73,13 +73,17 @@ pub(super) fn unsettled(
     done: &str,
     resource: &crate::lease::Resource,
 ) -> Failure {
-    let maybe = matches!(e, backend::Error::Unavailable(_)) && !backend.capabilities().local;
+    let unavailable = matches!(e, backend::Error::Unavailable(_));
+    let local = backend.capabilities().local;
     let mut f = Failure::from(e);
-    if maybe {
+    if unavailable && !local {
         f.message += &format!(
             "; it may have been {done} or not: lockrun current {} shows the holder",
             crate::wait::resource_word(resource)
         );
+    } else if unavailable {
+        // A local store's step that failed changed nothing (a full disk, a stalled step).
+        f.message += &format!("; it was not {done}");
     }
     f
 }

@@ -30,7 +30,10 @@ pub async fn renew(ctx: &Ctx, args: RenewArgs) -> Result<Exit, Failure> {
                 let json = serde_json::to_string(&lease.to_json()).map_err(|e| {
                     Failure::new(Exit::Internal, format!("cannot encode JSON: {e}"))
                 })?;
-                super::out(format_args!("{json}"))?;
+                super::out(format_args!("{json}")).map_err(|mut f| {
+                    f.message += "; the lease was renewed";
+                    f
+                })?;
             }
             Ok(Exit::Success)
         }

@@ -69,7 +69,7 @@ pub struct Setup {
 
 /// Starts `spec` in a new process group as `setup` says; returns its pid.
 pub fn spawn(spec: &Spec, setup: Setup) -> Result<i32, SpawnError> {
-    let program_name = spec.program.to_string_lossy().into_owned();
+    let program_name = shown(&spec.program.to_string_lossy());
     let cannot = |source: io::Error| SpawnError::CannotExecute {
         program: program_name.clone(),
         // `Permission denied`, without ` (os error 13)`.
@@ -337,6 +337,17 @@ fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
         .map(|s| s.as_ptr())
         .chain(std::iter::once(std::ptr::null()))
         .collect()
+}
+
+/// A program's name as an error message shows it: control characters escaped, and quoted when
+/// it is empty or holds blanks (`'  ': command not found`, not `  : command not found`).
+fn shown(program: &str) -> String {
+    let name = crate::lease::escape(program);
+    if name.is_empty() || name.contains(char::is_whitespace) {
+        format!("'{name}'")
+    } else {
+        name
+    }
 }
 
 #[cfg(test)]
