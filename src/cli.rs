@@ -444,7 +444,7 @@ pub fn with_implied_run(args: Vec<OsString>) -> Vec<OsString> {
             }
             return insert_run(args, i); // a run option before the resource
         }
-        if is_verb(&a) || !args[i..].iter().any(|x| x == "--") {
+        if is_verb(&a) || !dashes_follow(&args, i + 1) {
             // A verb; or a word with no `--` to say that a command follows (a mistyped verb,
             // `lockrun unlock deploy abc`, or a verb lockrun does not have): left to clap, which
             // rejects it, rather than run what follows as a command.
@@ -457,6 +457,31 @@ pub fn with_implied_run(args: Vec<OsString>) -> Vec<OsString> {
         return insert_run(args, i);
     }
     args
+}
+
+/// Whether the `--` that ends a short-form `lockrun RESOURCE [OPTIONS] -- COMMAND` comes next
+/// in `args` from `from`, after options only (a `--` that comes after another word belongs to
+/// the command: `lockrun res echo -- x` has none). `-h` counts too, so that `lockrun res -h`
+/// shows `run`'s help.
+fn dashes_follow(args: &[OsString], from: usize) -> bool {
+    let mut j = from;
+    while let Some(word) = args.get(j) {
+        let a = word.to_string_lossy();
+        if a == "--" || a == "-h" || a == "--help" {
+            return true;
+        }
+        if !a.starts_with('-') || a.len() == 1 {
+            return false;
+        }
+        let name = a.split('=').next().unwrap_or(&a);
+        let takes_value = RUN_WITH_VALUE.contains(&name) || GLOBAL_WITH_VALUE.contains(&name);
+        j += if takes_value && !a.contains('=') {
+            2
+        } else {
+            1
+        };
+    }
+    false
 }
 
 /// The verbs, as clap names them (`help` is clap's own). A list rather than a look at
@@ -637,9 +662,20 @@ mod tests {
             &["lockrun", "-vv", "-q", "res", "true"][..],
             &["lockrun", "unlock", "deploy", "abc"],
             &["lockrun", "acqire", "res"],
+            // A `--` after another word is the command's.
+            &["lockrun", "res", "echo", "--", "hi"],
+            &["lockrun", "relase", "res", "echo", "--", "x"],
         ] {
             assert_eq!(norm(line), line);
         }
+        assert_eq!(
+            norm(&["lockrun", "res", "--ttl", "5m", "-n", "--", "true"]),
+            ["lockrun", "run", "res", "--ttl", "5m", "-n", "--", "true"]
+        );
+        assert_eq!(
+            norm(&["lockrun", "res", "-h"]),
+            ["lockrun", "run", "res", "-h"]
+        );
         assert_eq!(
             norm(&["lockrun", "-n", "res", "--", "true"]),
             ["lockrun", "run", "-n", "res", "--", "true"]

@@ -178,6 +178,8 @@ fn usage_errors_exit_2() {
         &["res", "-c", "echo hi"][..],
         &["unlock", "res", "touch", ran],
         &["res", "touch", ran],
+        // A `--` after the command's first word is the command's own.
+        &["res", "touch", ran, "--"],
     ] {
         assert_fails(
             &env.run(args),
@@ -718,20 +720,30 @@ fn root_leaves_another_users_resource_in_a_shared_directory_alone() {
     let record = shared.path().join("res.lease");
     let before = std::fs::read(&record).unwrap();
     let env = Env::new();
-    for args in [
-        &["acquire", "-n", "res"][..],
-        &["release", "res", &id],
-        &["renew", "res", &id],
-        &["res", "--", "true"],
-    ] {
-        let o = env.run(&[&["-b", &url][..], args].concat());
-        assert_fails(&o, 78, "belongs to uid 65534, not root");
+    let root = |args: &[&str]| env.run(&[&["-b", &url][..], args].concat());
+    for args in [&["release", "res", &id][..], &["renew", "res", &id]] {
+        assert_fails(&root(args), 78, "belongs to uid 65534, not root");
     }
+    // Reading is fine: root may look at the leases of a shared directory.
+    assert_eq!(root(&["is-held", "res", &id]).status.code(), Some(0));
+    assert!(stdout(&root(&["list"])).contains("\nres\t"));
+    assert_fails(&root(&["-n", "res", "--", "true"]), 75, "res is busy");
+    // Another user's list passes over root's resources quietly: they are not damage.
+    assert_eq!(root(&["acquire", "mine"]).status.code(), Some(0));
+    let o = as_nobody(&["list"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    assert!(stdout(&o).contains("\nres\t"), "{o:?}");
+    assert_eq!(stderr(&o), "");
     let meta = std::fs::metadata(&record).unwrap();
     assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 65534);
     assert_eq!(std::fs::read(&record).unwrap(), before);
-    assert_eq!(as_nobody(&["is-held", "res", &id]).status.code(), Some(0));
     assert_eq!(as_nobody(&["release", "res", &id]).status.code(), Some(0));
+    // Free now, but still that user's: root does not take it.
+    let before = std::fs::read(&record).unwrap();
+    for args in [&["acquire", "-n", "res"][..], &["-n", "res", "--", "true"]] {
+        assert_fails(&root(args), 78, "belongs to uid 65534, not root");
+    }
+    assert_eq!(std::fs::read(&record).unwrap(), before);
 }
 
 #[test]
@@ -887,7 +899,8 @@ fn an_acquire_that_can_neither_print_nor_release_names_the_lease() {
     assert!(
         err.starts_with(&format!(
             "lockrun: cannot write to stdout: No space left on device; the lease could not be \
-             released and runs out at its TTL (to free it: lockrun release q1 {id})\nrc=70\n"
+             released and runs out at its TTL (to free it, with this command's backend options: \
+             lockrun release q1 {id})\nrc=70\n"
         )),
         "{err}"
     );

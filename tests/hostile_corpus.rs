@@ -123,7 +123,7 @@ fn corpus() -> Vec<Case> {
         case(&["release"], 2, "RESOURCE"),
         case(&["current", "-f", "xml", "r"], 2, "xml"),
         case(&["list", "-f", "yaml"], 2, "yaml"),
-        case(&["frobnicate", "--now"], 127, "command not found"),
+        case(&["frobnicate", "--now"], 2, "'frobnicate' is not a verb"),
         case(&["--no-such-flag", "r", "--", "true"], 2, "no-such-flag"),
         case(&["-v", "-q", "current", "r"], 2, "cannot be used with"),
         // Resource names.

@@ -421,21 +421,35 @@ fn a_job_sent_to_the_background_leaves_the_terminal_alone() {
 /// the terminal back to lockrun's process group, so the script around lockrun reads its next
 /// answer (the terminal used to stay with the dead command's group, and the script's read
 /// stopped it, or failed). A job-control shell, which takes its terminal back itself, keeps it.
+/// The guard acts as the script goes on, so the script reads a moment later (a read at once
+/// may still come first).
 #[test]
 fn a_killed_lockrun_gives_the_terminal_back_to_the_script() {
-    killed_lockrun_then_read(bash_in_pty);
-    killed_lockrun_then_read(bash_job_in_pty);
+    killed_lockrun_then_read(bash_in_pty, false);
+    killed_lockrun_then_read(bash_job_in_pty, false);
+    // The outer of two nested lockruns: the terminal is the inner command's group's then, which
+    // dies with the inner lockrun a moment later.
+    killed_lockrun_then_read(bash_in_pty, true);
 }
 
-fn killed_lockrun_then_read(shell: fn(&Env, &str) -> std::process::Child) {
+fn killed_lockrun_then_read(shell: fn(&Env, &str) -> std::process::Child, nested: bool) {
     let env = Env::new();
     let pid_file = env.file("lockrun.pid");
+    let bin = env!("CARGO_BIN_EXE_lockrun");
+    // The pid of the lockrun to kill: the command's parent, or its grandparent.
+    let (inner, pid) = if nested {
+        (
+            format!("\"{bin}\" inner -- "),
+            "read -r a b c pid rest < /proc/$PPID/stat",
+        )
+    } else {
+        (String::new(), "pid=$PPID")
+    };
     let mut child = shell(
         &env,
         &format!(
-            "\"{}\" res -- sh -c 'echo $PPID > {}; echo ready; sleep 20'\n\
-             echo \"after=$?\"\nread x\necho \"got=$x\"\n",
-            env!("CARGO_BIN_EXE_lockrun"),
+            "\"{bin}\" res -- {inner}sh -c '{pid}; echo $pid > {}; echo ready; sleep 20'\n\
+             echo \"after=$?\"\nsleep 1\nread x\necho \"got=$x\"\n",
             pid_file.display()
         ),
     );
@@ -450,7 +464,7 @@ fn killed_lockrun_then_read(shell: fn(&Env, &str) -> std::process::Child) {
     // SAFETY: kill(2) on lockrun's pid.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     read_until(&mut out, &mut seen, "after=137");
-    std::thread::sleep(Duration::from_millis(300));
+    std::thread::sleep(Duration::from_millis(1500));
     // Without the terminal, the script's read fails at once and the script ends: the write
     // may then find the pty gone.
     let _ = child.stdin.as_mut().unwrap().write_all(b"yes\n");

@@ -94,9 +94,9 @@
 //! is reported as [`Error::Corrupt`] and never overwritten; so is a damaged reservation. Records
 //! and reservations are mode 0600: the lease id is a bearer token. In a sticky shared directory
 //! such as `/run/lock`, users therefore cannot read or take over each other's records; they get a
-//! permission error instead. Root, which could, refuses a resource whose files belong to another
-//! user ([`Error::Config`]): its writes would replace that user's record with one the user
-//! cannot open.
+//! permission error instead. Root, which can open them, reads them but refuses to replace a
+//! record or reservation that belongs to another user ([`Error::Config`]): its write would
+//! leave that user a record they cannot open.
 
 use std::path::Path;
 use std::sync::Arc;

@@ -57,7 +57,7 @@ pub async fn acquire(ctx: &Ctx, args: AcquireArgs) -> Result<Exit, Failure> {
                 Err(_) => {
                     f.message += &format!(
                         "; the lease could not be released and runs out at its TTL (to free \
-                         it: lockrun release {res} {id})"
+                         it, with this command's backend options: lockrun release {res} {id})"
                     )
                 }
             }

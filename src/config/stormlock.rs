@@ -82,6 +82,9 @@ const MAX_DEPTH: usize = 10;
 /// The longest value that `%(key)s` references may build: ten levels of nesting are enough for
 /// a file of a kilobyte to ask for gigabytes (each level repeating the one below).
 const MAX_VALUE: usize = 64 * 1024;
+/// The most `%(key)s` references one value may expand (empty values build nothing, so the
+/// length alone does not bound the work).
+const MAX_REFERENCES: usize = 10_000;
 
 /// Whether the file name says stormlock INI: `*.cfg` or `*.ini`.
 pub(super) fn by_name(path: &Path) -> bool {
@@ -200,16 +203,23 @@ impl Section {
     /// The value of `entry`, interpolated as configparser does.
     fn value(&self, entry: &Entry) -> Result<String, Fail> {
         let mut out = String::new();
-        self.interpolate(&entry.value, 1, &mut out).or_else(|why| {
-            fail(
-                entry.at,
-                format!("key '{}' in {}: {why}", entry.key, self.header()),
-            )
-        })?;
+        self.interpolate(&entry.value, 1, &mut out, &mut 0)
+            .or_else(|why| {
+                fail(
+                    entry.at,
+                    format!("key '{}' in {}: {why}", entry.key, self.header()),
+                )
+            })?;
         Ok(out)
     }
 
-    fn interpolate(&self, mut rest: &str, depth: usize, out: &mut String) -> Result<(), String> {
+    fn interpolate(
+        &self,
+        mut rest: &str,
+        depth: usize,
+        out: &mut String,
+        references: &mut usize,
+    ) -> Result<(), String> {
         if depth > MAX_DEPTH {
             return Err(format!(
                 "more than {MAX_DEPTH} nested %(key)s references (a loop?)"
@@ -234,11 +244,17 @@ impl Section {
                 let Some((name, r)) = r.split_once(")s").filter(|(n, _)| !n.contains(')')) else {
                     return Err("a '%(' without ')s' (write '%%' for a literal '%')".into());
                 };
+                *references += 1;
+                if *references > MAX_REFERENCES {
+                    return Err(format!(
+                        "more than {MAX_REFERENCES} %(key)s references to expand"
+                    ));
+                }
                 let name = name.to_lowercase();
                 let Some(entry) = self.get(&name) else {
                     return Err(format!("%({name})s refers to a key that is not set"));
                 };
-                self.interpolate(&entry.value, depth + 1, out)?;
+                self.interpolate(&entry.value, depth + 1, out, references)?;
                 rest = r;
             } else {
                 return Err(

@@ -522,12 +522,15 @@ unsafe fn guard_main(read_fd: RawFd) -> ! {
     sys::exit()
 }
 
-/// lockrun died while the command's group `pgid` (just killed) was the terminal's foreground
-/// group: gives the terminal back to lockrun's process group `ours`, as lockrun would have, so
-/// that a script around lockrun can read it again (otherwise its next read stops it, or fails).
-/// Only while the command's group still has it: a job-control shell that has already taken
-/// its terminal back keeps it. Raw system calls only (see `guard_main`); SIGTTOU is blocked
-/// here, so the guard may set the foreground group from the background.
+/// lockrun died while the command's group `pgid` (just killed) may hold the terminal: gives the
+/// terminal back to lockrun's process group `ours`, as lockrun would have, so that a script
+/// around lockrun can read it again (otherwise its next read stops it, or fails). It is taken
+/// from the command's group, or from a group that no longer exists (one the command made: a
+/// nested lockrun's command, an interactive shell's job), waiting up to [`GIVE_BACK_FOR_NS`]
+/// for such a group to die with the command; never from a live group of anyone else, such as
+/// a job-control shell that has taken its terminal back. Raw system calls only (see
+/// `guard_main`); SIGTTOU is blocked here, so the guard may set the foreground group from the
+/// background.
 unsafe fn give_back_terminal(pgid: i32, ours: i32) {
     if ours <= 0 {
         return;
@@ -546,25 +549,52 @@ unsafe fn give_back_terminal(pgid: i32, ours: i32) {
     if tty < 0 {
         return; // no controlling terminal
     }
-    let mut foreground: libc::pid_t = 0;
-    let got = sys::call(
-        libc::SYS_ioctl,
-        [
-            tty as usize,
-            libc::TIOCGPGRP as usize,
-            std::ptr::addr_of_mut!(foreground) as usize,
-            0,
-            0,
-            0,
-        ],
-    );
-    if got == 0 && foreground == pgid {
-        sys::call(
+    let pause = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: GIVE_BACK_PAUSE_NS as _,
+    };
+    for _ in 0..GIVE_BACK_FOR_NS / GIVE_BACK_PAUSE_NS {
+        let mut foreground: libc::pid_t = 0;
+        let got = sys::call(
             libc::SYS_ioctl,
             [
                 tty as usize,
-                libc::TIOCSPGRP as usize,
-                std::ptr::addr_of!(ours) as usize,
+                libc::TIOCGPGRP as usize,
+                std::ptr::addr_of_mut!(foreground) as usize,
+                0,
+                0,
+                0,
+            ],
+        );
+        if got != 0 || foreground <= 0 || foreground == ours {
+            break;
+        }
+        let gone = || {
+            sys::call(
+                libc::SYS_kill,
+                [(-foreground) as isize as usize, 0, 0, 0, 0, 0],
+            ) == -(libc::ESRCH as isize)
+        };
+        if foreground == pgid || gone() {
+            sys::call(
+                libc::SYS_ioctl,
+                [
+                    tty as usize,
+                    libc::TIOCSPGRP as usize,
+                    std::ptr::addr_of!(ours) as usize,
+                    0,
+                    0,
+                    0,
+                ],
+            );
+            break;
+        }
+        sys::call(
+            libc::SYS_clock_nanosleep,
+            [
+                libc::CLOCK_MONOTONIC as usize,
+                0,
+                std::ptr::addr_of!(pause) as usize,
                 0,
                 0,
                 0,
@@ -573,6 +603,11 @@ unsafe fn give_back_terminal(pgid: i32, ours: i32) {
     }
     sys::call(libc::SYS_close, [tty as usize, 0, 0, 0, 0, 0]);
 }
+
+/// How long the guard waits for the terminal's foreground group to be the command's or gone,
+/// and how often it looks, in nanoseconds.
+const GIVE_BACK_FOR_NS: i64 = 300_000_000;
+const GIVE_BACK_PAUSE_NS: i64 = 10_000_000;
 
 /// A CLOCK_MONOTONIC deadline (0: none) as the same moment on CLOCK_BOOTTIME, given both
 /// clocks read now; 0 stays 0, and a deadline already past maps to one already past.

@@ -33,7 +33,6 @@ pub(super) struct Dir {
     fd: OwnedFd,
     /// Set once the file system has refused `RENAME_EXCHANGE` (see [`Dir::exchange`]).
     no_exchange: AtomicBool,
-    euid: u32,
     /// Who this directory's files must belong to: us, or the squashed uid of NFS.
     user: u32,
     /// Who owns the files this process creates here, found out the first time a resource's
@@ -101,7 +100,6 @@ impl Dir {
             path: path.to_owned(),
             fd,
             no_exchange: AtomicBool::new(false),
-            euid,
             user: euid,
             creates_as: OnceLock::new(),
         };
@@ -192,6 +190,17 @@ impl Dir {
                 Err(Errno::ELOOP) => {
                     skip(&"is a symbolic link");
                     continue;
+                }
+                // Another user's record in a shared directory: theirs, not damage.
+                Err(Errno::EACCES)
+                    if nix::sys::stat::fstatat(
+                        Some(self.fd.as_raw_fd()),
+                        name,
+                        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+                    )
+                    .is_ok_and(|st| st.st_uid != self.user) =>
+                {
+                    continue
                 }
                 Err(e) => {
                     skip(&format_args!("cannot be opened: {}", e.desc()));
@@ -298,6 +307,7 @@ impl Dir {
         Files {
             dir: self,
             resource,
+            foreign: std::cell::Cell::new(None),
         }
     }
 
@@ -345,9 +355,6 @@ impl Dir {
                 "lock file {} is not a regular file; inspect or delete it",
                 path().display()
             )));
-        }
-        if !self.is_ours(meta.uid()) {
-            return Err(self.not_ours("lock file", &path(), meta.uid()));
         }
         Ok((file, meta))
     }
@@ -474,6 +481,8 @@ pub(super) fn check_mode(path: &Path, mode: u32, owner: u32, euid: u32) -> Resul
 pub(super) struct Files<'a> {
     dir: &'a Dir,
     resource: &'a Resource,
+    /// The owner of a file read here that is not ours, if any (see [`Dir::is_ours`]).
+    foreign: std::cell::Cell<Option<u32>>,
 }
 
 /// A resource whose kernel lock we hold.
@@ -591,8 +600,9 @@ impl Files<'_> {
         if !meta.is_file() {
             return Err(self.corrupt(kind, "it is not a regular file"));
         }
-        if !self.dir.is_ours(meta.uid()) {
-            return Err(self.dir.not_ours(kind.what(), &path, meta.uid()));
+        if meta.uid() != self.dir.user {
+            // Checked before a write replaces it (see `Locked::replace`); reading is fine.
+            self.foreign.set(Some(meta.uid()));
         }
         if meta.len() > MAX_RECORD {
             return Err(self.corrupt(kind, format!("it is {} bytes long", meta.len())));
@@ -667,6 +677,11 @@ impl Locked<'_> {
     }
 
     fn replace(&self, kind: Kind, bytes: &[u8], durable: bool) -> Result<(), Error> {
+        // Every step reads what it replaces first: a record or reservation of another user is
+        // read (root can), but never replaced.
+        if let Some(uid) = self.foreign.get().filter(|&uid| !self.dir.is_ours(uid)) {
+            return Err(self.dir.not_ours(kind.what(), &self.path(kind), uid));
+        }
         if !durable {
             if let Some(done) = self.through_spare(kind, bytes) {
                 return done;
@@ -793,7 +808,7 @@ impl Locked<'_> {
             .ok()?;
         let meta = file.metadata().ok()?;
         let ours = meta.is_file()
-            && meta.uid() == self.dir.euid
+            && meta.uid() == self.dir.user
             && meta.nlink() == 1
             && meta.mode() & 0o077 == 0;
         ours.then_some((file, meta.len()))

@@ -524,6 +524,17 @@ ttl = 2 hours
         msg.contains(":10: key 'principal' in [default]: the value grows past 64 KiB"),
         "{msg}"
     );
+    // The same with nothing at the bottom builds no text, but would expand 30^8 references.
+    let mut empty = "[default]\nk0 =\n".to_owned();
+    for i in 1..9 {
+        empty += &format!("k{i} = {}\n", format!("%(k{})s", i - 1).repeat(30));
+    }
+    empty += "principal = %(k8)s\n";
+    let msg = bad(&empty);
+    assert!(
+        msg.contains(":11: key 'principal' in [default]: more than 10000 %(key)s references"),
+        "{msg}"
+    );
 }
 
 #[test]
