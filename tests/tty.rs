@@ -306,12 +306,17 @@ fn job_reads_the_answer(body: &str, suspend_at: Option<&str>, after: &str, wait:
     std::thread::sleep(wait);
     child.stdin.as_mut().unwrap().write_all(b"yes\n").unwrap();
     read_until(&mut out, &mut seen, "rc=");
+    read_to_end(&mut child, &mut out, &mut seen);
+    assert!(seen.contains("got=yes"), "{seen}");
+    assert!(seen.contains("rc=0"), "{seen}");
+}
+
+/// Waits for the pty's shell to end and adds what it printed last to `seen`.
+fn read_to_end(child: &mut std::process::Child, out: &mut impl Read, seen: &mut String) {
     let _ = child.wait();
     let mut rest = String::new();
     let _ = out.read_to_string(&mut rest);
     seen.push_str(&rest);
-    assert!(seen.contains("got=yes"), "{seen}");
-    assert!(seen.contains("rc=0"), "{seen}");
 }
 
 /// Ctrl-Z, `bg`, then `fg` while the command still runs in the background: the command gets the
@@ -469,9 +474,6 @@ fn killed_lockrun_then_read(shell: fn(&Env, &str) -> std::process::Child, nested
     // may then find the pty gone.
     let _ = child.stdin.as_mut().unwrap().write_all(b"yes\n");
     read_until(&mut out, &mut seen, "got=");
-    let _ = child.wait();
-    let mut rest = String::new();
-    let _ = out.read_to_string(&mut rest);
-    seen.push_str(&rest);
+    read_to_end(&mut child, &mut out, &mut seen);
     assert!(seen.contains("got=yes"), "{seen}");
 }

@@ -514,27 +514,27 @@ ttl = 2 hours
     );
     // Each level repeating the one below 30 times: a file of 1.4 KB that would build a value of
     // gigabytes stops at 64 KiB.
-    let mut laughs = format!("[default]\nk0 = {}\n", "x".repeat(120));
-    for i in 1..8 {
-        laughs += &format!("k{i} = {}\n", format!("%(k{})s", i - 1).repeat(30));
-    }
-    laughs += "principal = %(k7)s\n";
-    let msg = bad(&laughs);
+    let msg = bad(&laughs(&"x".repeat(120), 7));
     assert!(
         msg.contains(":10: key 'principal' in [default]: the value grows past 64 KiB"),
         "{msg}"
     );
     // The same with nothing at the bottom builds no text, but would expand 30^8 references.
-    let mut empty = "[default]\nk0 =\n".to_owned();
-    for i in 1..9 {
-        empty += &format!("k{i} = {}\n", format!("%(k{})s", i - 1).repeat(30));
-    }
-    empty += "principal = %(k8)s\n";
-    let msg = bad(&empty);
+    let msg = bad(&laughs("", 8));
     assert!(
         msg.contains(":11: key 'principal' in [default]: more than 10000 %(key)s references"),
         "{msg}"
     );
+}
+
+/// A `[default]` section whose key `k0` is `bottom` and each of `levels` keys above refers 30
+/// times to the one below, and whose principal is the top one.
+fn laughs(bottom: &str, levels: usize) -> String {
+    let mut text = format!("[default]\nk0 = {bottom}\n");
+    for i in 1..=levels {
+        text += &format!("k{i} = {}\n", format!("%(k{})s", i - 1).repeat(30));
+    }
+    text + &format!("principal = %(k{levels})s\n")
 }
 
 #[test]
