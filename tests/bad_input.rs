@@ -744,6 +744,14 @@ fn root_leaves_another_users_resource_in_a_shared_directory_alone() {
         assert_fails(&root(args), 78, "belongs to uid 65534, not root");
     }
     assert_eq!(std::fs::read(&record).unwrap(), before);
+    // Each user's doctor has a scratch resource of its own, so neither is in the other's way.
+    for o in [
+        as_nobody(&["doctor"]),
+        root(&["doctor"]),
+        as_nobody(&["doctor"]),
+    ] {
+        assert_eq!(o.status.code(), Some(0), "{o:?}");
+    }
 }
 
 #[test]

@@ -755,7 +755,8 @@ fn an_unanswered_release_or_renew_says_it_may_have_been_applied() {
     proxy.freeze_all_on(id.as_bytes());
     let released = run(&["release", &res, &id]);
     proxy.thaw();
-    let shows = format!("lockrun current {res} shows the holder");
+    let shows =
+        format!("lockrun current {res} (with this command's backend options) shows the holder");
     assert_fails(&renewed, 69, "it may have been renewed or not");
     assert_fails(&released, 69, "it may have been released or not");
     assert!(stderr(&released).contains(&shows), "{}", stderr(&released));

@@ -305,9 +305,15 @@ fn doctor_checks_the_backend_end_to_end() {
     ] {
         assert!(out.contains(needle), "{needle:?} in {out}");
     }
-    // The scratch lease was released.
+    // The scratch resource is the principal's own, and its lease was released.
+    let o = env.run(&["-p", "alice", "doctor"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(env
+        .path()
+        .join("locks/lockrun%2Edoctor%2Ealice.lease")
+        .exists());
     assert_eq!(
-        env.run(&["current", "lockrun.doctor"]).status.code(),
+        env.run(&["current", "lockrun.doctor.alice"]).status.code(),
         Some(1)
     );
     let o = env.run(&["doctor", "--ttl", "3s", "--heartbeat", "2900ms"]);

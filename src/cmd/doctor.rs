@@ -12,14 +12,17 @@ use crate::exit::Exit;
 use crate::heartbeat::Timing;
 use crate::lease::{LeaseId, Resource};
 
-/// The scratch resource doctor locks (one record, reused by every run).
+/// The scratch resource doctor locks is this prefix and the principal: one record per principal,
+/// reused by each of its runs, so that two users' doctors (or the same user's on two hosts) do not
+/// meet on one resource. In a shared lock directory, one user could not even open another's
+/// record.
 const SCRATCH: &str = "lockrun.doctor";
 const ROUNDS: usize = 5;
 
 pub async fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<Exit, Failure> {
     let name = args.resource.as_deref().unwrap_or(SCRATCH);
     let (_, plan) = ctx.plan(name)?;
-    let scratch = Resource::new(SCRATCH)?;
+    let scratch = scratch(&plan.principal);
     let mut warnings = 0;
     let mut warn = |msg: String| {
         warnings += 1;
@@ -175,7 +178,10 @@ async fn round(
     let fail = |what: &str| {
         Failure::new(
             Exit::Internal,
-            format!("doctor: {what} on the scratch resource '{SCRATCH}' failed"),
+            format!(
+                "doctor: {what} on the scratch resource {} failed",
+                crate::wait::resource_word(r)
+            ),
         )
     };
     let t = Instant::now();
@@ -185,7 +191,10 @@ async fn round(
             let who = holder.map_or_else(|| "someone".into(), |h| h.holder_summary());
             return Err(Failure::new(
                 Exit::Busy(crate::exit::BUSY_DEFAULT),
-                format!("the scratch resource '{SCRATCH}' is {who}; is another doctor running?"),
+                format!(
+                    "the scratch resource {} is {who}; is another doctor running?",
+                    crate::wait::resource_word(r)
+                ),
             ));
         }
     };
@@ -209,6 +218,14 @@ async fn round(
         current,
         release: t.elapsed(),
     })
+}
+
+/// The scratch resource of `principal`: `lockrun.doctor.<principal>`, or the bare prefix for a
+/// principal too long to fit in a resource name.
+fn scratch(principal: &str) -> Resource {
+    Resource::new(format!("{SCRATCH}.{principal}"))
+        .or_else(|_| Resource::new(SCRATCH))
+        .expect("the scratch prefix is a valid resource name")
 }
 
 /// The name of the network filesystem `path` is on, if it is on one.

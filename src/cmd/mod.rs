@@ -78,7 +78,7 @@ pub(super) fn unsettled(
     let mut f = Failure::from(e);
     if unavailable && !local {
         f.message += &format!(
-            "; it may have been {done} or not: lockrun current {} shows the holder",
+            "; it may have been {done} or not: lockrun current {} (with this command's backend options) shows the holder",
             crate::wait::resource_word(resource)
         );
     } else if unavailable {
