@@ -242,7 +242,7 @@ impl Config {
             return Self::read(Path::new(&path), Some("LOCKRUN_CONFIG"));
         }
         for path in user_config_path(env).into_iter().chain([system.to_owned()]) {
-            match read_text(&path) {
+            match crate::small_file::read_text(&path) {
                 Ok(text) => return Config::parse(&text, &path),
                 Err(e) if is_absent(&e) => continue,
                 Err(e) => return Err(read_error(&path, None, &e)),
@@ -252,7 +252,8 @@ impl Config {
     }
 
     fn read(path: &Path, named_by: Option<&'static str>) -> Result<Config, Error> {
-        let text = read_text(path).map_err(|e| read_error(path, named_by, &e))?;
+        let text =
+            crate::small_file::read_text(path).map_err(|e| read_error(path, named_by, &e))?;
         Config::parse(&text, path)
     }
 
@@ -467,44 +468,6 @@ fn absolute(value: Option<String>) -> Option<PathBuf> {
         .filter(|p| p.is_absolute())
 }
 
-/// The most a config file may hold: far more than any real one, and a bound on what a wrong
-/// path (`-c /dev/zero`) can make lockrun read.
-const MAX_CONFIG_BYTES: u64 = 1 << 20;
-
-/// Reads a config file of at most [`MAX_CONFIG_BYTES`], in UTF-8. Besides regular files,
-/// `/dev/null` (no config at all) and pipes (`-c <(make-config)`) work; a FIFO that no one has
-/// opened for writing reads as empty rather than blocking, and an endless device (`/dev/zero`)
-/// stops at the limit.
-fn read_text(path: &Path) -> io::Result<String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    // Non-blocking to open: a FIFO's open would wait for a writer.
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if meta.is_dir() {
-        return Err(io::Error::other("it is a directory"));
-    }
-    // Blocking to read: a pipe's writer may not have written yet.
-    // SAFETY: fcntl on a descriptor we own has no memory-safety preconditions.
-    unsafe {
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&file);
-        libc::fcntl(
-            fd,
-            libc::F_SETFL,
-            libc::fcntl(fd, libc::F_GETFL) & !libc::O_NONBLOCK,
-        );
-    }
-    let mut text = String::new();
-    file.take(MAX_CONFIG_BYTES + 1).read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_CONFIG_BYTES {
-        return Err(io::Error::other("it is larger than 1 MiB"));
-    }
-    Ok(text)
-}
-
 /// A file that is simply not there (or under something that is not a directory).
 fn is_absent(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
@@ -638,17 +601,7 @@ fn boolean(value: &toml::Value) -> Result<bool, String> {
 
 /// A duration: a humantime string, or a number of seconds.
 fn duration(value: &toml::Value) -> Result<Duration, String> {
-    match value {
-        toml::Value::String(s) => crate::duration::parse(s),
-        toml::Value::Integer(n) => u64::try_from(*n)
-            .map(Duration::from_secs)
-            .map_err(|_| format!("invalid duration {n}: negative")),
-        toml::Value::Float(x) => crate::duration::parse(&x.to_string()),
-        other => Err(format!(
-            "must be a duration such as \"30s\" or \"2h 30m\", or a number of seconds, not {}",
-            kind(other)
-        )),
-    }
+    crate::duration::from_toml(value)
 }
 
 /// A lease TTL: a duration within [`lease::check_ttl`]'s bounds.

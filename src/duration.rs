@@ -2,8 +2,34 @@
 
 use std::time::Duration;
 
+/// The longest duration accepted anywhere (about 31,700 years): longer ones are typos, and
+/// adding them to a clock's reading could overflow it.
+const MAX_SECS: f64 = 1e12;
+
 /// Parses a human duration. A bare number (integer or decimal) means seconds.
 pub fn parse(text: &str) -> Result<Duration, String> {
+    let d = parse_any(text)?;
+    if d.as_secs_f64() > MAX_SECS {
+        return Err(format!("invalid duration '{text}': out of range"));
+    }
+    Ok(d)
+}
+
+/// A duration from a config file's value: a duration string, or a number of seconds.
+pub fn from_toml(value: &toml::Value) -> Result<Duration, String> {
+    match value {
+        toml::Value::String(s) => parse(s),
+        toml::Value::Integer(n) if *n < 0 => Err(format!("invalid duration {n}: negative")),
+        toml::Value::Integer(n) => parse(&n.to_string()),
+        toml::Value::Float(x) => parse(&x.to_string()),
+        other => Err(format!(
+            "must be a duration such as \"30s\" or \"2h 30m\", or a number of seconds, not {}",
+            crate::backend::a_kind(other)
+        )),
+    }
+}
+
+fn parse_any(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     if t.is_empty() {
         return Err("empty duration".into());
@@ -30,7 +56,7 @@ pub fn parse(text: &str) -> Result<Duration, String> {
 }
 
 fn from_secs(secs: f64, text: &str) -> Result<Duration, String> {
-    if !secs.is_finite() || !(0.0..=1e12).contains(&secs) {
+    if !secs.is_finite() || !(0.0..=MAX_SECS).contains(&secs) {
         return Err(format!("invalid duration '{text}': out of range"));
     }
     Ok(Duration::from_secs_f64(secs))
@@ -66,7 +92,7 @@ fn fractional(t: &str) -> Option<Duration> {
     let n: f64 = num.parse().ok()?;
     let unit_len = humantime::parse_duration(&format!("1{}", unit.trim())).ok()?;
     let secs = n * unit_len.as_secs_f64();
-    (secs.is_finite() && secs <= 1e12).then(|| Duration::from_secs_f64(secs))
+    (secs.is_finite() && secs <= MAX_SECS).then(|| Duration::from_secs_f64(secs))
 }
 
 /// Formats a duration for people: `30s`, `1h 5m`, `250ms`.

@@ -92,6 +92,7 @@ pub mod heartbeat;
 pub mod later;
 pub mod lease;
 pub mod lock;
+mod small_file;
 #[doc(hidden)]
 pub mod supervise;
 pub mod wait;

@@ -465,13 +465,20 @@ fn file_urls_that_name_no_lock_directory_exit_78() {
     assert!(!std::path::Path::new("/res.lease").exists());
 }
 
-/// A variable that chooses the store but is not UTF-8 would read as unset, and lockrun would
-/// quietly use the local file backend: 78 instead, and nothing is acquired.
+/// A variable of lockrun's that is not UTF-8 would read as unset, and lockrun would quietly use
+/// the local file backend, another lock directory, the default principal or no password: 78
+/// instead, and nothing is acquired.
 #[test]
-fn store_variables_that_are_not_utf8_exit_78() {
+fn variables_that_are_not_utf8_exit_78() {
     use std::os::unix::ffi::OsStrExt;
     let env = Env::new();
-    for key in ["LOCKRUN_BACKEND", "LOCKRUN_CONFIG"] {
+    for key in [
+        "LOCKRUN_BACKEND",
+        "LOCKRUN_CONFIG",
+        "LOCKRUN_PRINCIPAL",
+        "LOCKRUN_REDIS_PASSWORD",
+        "XDG_STATE_HOME",
+    ] {
         let mut c = env.cmd();
         c.env(key, std::ffi::OsStr::from_bytes(b"redis://h/\xff"));
         let o = c.args(["acquire", "-n", "res"]).output().unwrap();
@@ -520,6 +527,107 @@ fn a_config_that_is_not_a_regular_file() {
         "{}",
         stdout(&o)
     );
+}
+
+/// `cmd`'s output, or a panic naming `what` if it has not ended within 20 s (it is killed).
+fn output_within(mut cmd: std::process::Command, what: &str) -> std::process::Output {
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let ended = eventually(std::time::Duration::from_secs(20), || {
+        child.try_wait().unwrap().is_some()
+    });
+    if !ended {
+        let _ = child.kill();
+        panic!("{what}: lockrun hung");
+    }
+    child.wait_with_output().unwrap()
+}
+
+/// A file that a backend's settings name (a password file, a CA bundle, an `sslrootcert`), or
+/// that a library reads for it (`KUBECONFIG`, `SSL_CERT_FILE`), and that is a FIFO nobody writes
+/// or an endless device: one line and 78. The FIFO used to hang lockrun, and /dev/zero to grow
+/// its memory without end. No server is needed: each is read before connecting.
+#[test]
+fn backend_files_that_are_not_regular_files_exit_78() {
+    let env = Env::new();
+    let fifo = env.file("fifo");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let fifo = fifo.to_str().unwrap();
+    let sections = [
+        (
+            format!("url = \"redis://127.0.0.1:1/0\"\npassword_file = \"{fifo}\""),
+            "is empty",
+        ),
+        (
+            "url = \"redis://127.0.0.1:1/0\"\npassword_file = \"/dev/zero\"".into(),
+            "cannot read password_file /dev/zero: it is larger than 1 MiB",
+        ),
+        (
+            "url = \"etcd://127.0.0.1:1\"\nusername = \"u\"\npassword_file = \"/dev/zero\"".into(),
+            "larger than 1 MiB",
+        ),
+        (
+            format!("url = \"etcd://127.0.0.1:1\"\nusername = \"u\"\npassword_file = \"{fifo}\""),
+            "is empty",
+        ),
+        (
+            format!("url = \"postgres://u@127.0.0.1:1/db\"\npassword_file = \"{fifo}\""),
+            "is empty",
+        ),
+        (
+            "url = \"rediss://127.0.0.1:1/0\"\nca_file = \"/dev/zero\"".into(),
+            "cannot read ca_file /dev/zero: it is larger than 1 MiB",
+        ),
+        (
+            "url = \"etcd+https://127.0.0.1:1\"\nca_file = \"/dev/zero\"".into(),
+            "cannot read ca_file /dev/zero: it is larger than 1 MiB",
+        ),
+        (
+            format!(
+                "url = \"postgres://u:pw@127.0.0.1:1/db?sslmode=verify-ca&sslrootcert={fifo}\""
+            ),
+            "holds no PEM certificate",
+        ),
+        (
+            // Durations that would overflow a clock.
+            "url = \"etcd://127.0.0.1:1\"\nconnect_timeout = 9223372036854775807".into(),
+            "out of range",
+        ),
+    ];
+    let config = env.file("config.toml");
+    for (section, needle) in sections {
+        std::fs::write(&config, format!("[backend.r]\n{section}\n")).unwrap();
+        let mut cmd = env.cmd();
+        cmd.arg("-c")
+            .arg(&config)
+            .args(["-b", "r", "current", "res"]);
+        assert_fails(&output_within(cmd, &section), 78, needle);
+    }
+    for (var, url, needle) in [
+        (
+            "KUBECONFIG",
+            "kubernetes://default",
+            "(from KUBECONFIG): it is a FIFO",
+        ),
+        (
+            "SSL_CERT_FILE",
+            "postgres://u:pw@127.0.0.1:1/db?sslmode=verify-full",
+            "(from SSL_CERT_FILE): it is a FIFO",
+        ),
+    ] {
+        let mut cmd = env.cmd();
+        cmd.env(var, fifo).args(["-b", url, "current", "res"]);
+        assert_fails(&output_within(cmd, var), 78, needle);
+    }
 }
 
 /// The file backend keeps no line of waiters: `--fair` (or `fair = true`) is a configuration

@@ -639,6 +639,22 @@ fn bad_settings_are_config_errors() {
         .env
         .run(&["-b", "postgres://u@h/db?sslmode=sometimes", "current", "x"]);
     assert_fails(&o, 78, "sslmode");
+    let o = pg
+        .env
+        .run(&["-b", "postgres://u@127.0.0.1:1/db?host=", "current", "x"]);
+    assert_fails(&o, 78, "host= is empty");
+    // Settings the URL gives the session that the server refuses at its start.
+    let sep = if url.contains('?') { '&' } else { '?' };
+    for (options, needle) in [
+        ("-c%20lock_timeout%3Dx", "invalid value for parameter"),
+        ("-c%20nosuch%3Dx", "unrecognized configuration parameter"),
+    ] {
+        pg.config(
+            &format!("{url}{sep}options={options}"),
+            &format!("table = \"{}\"", pg.table),
+        );
+        assert_fails(&pg.run(&["current", "x"]), 78, needle);
+    }
 }
 
 #[test]

@@ -448,6 +448,13 @@ fn passwords() {
     assert!(!stderr(&o).contains("hunter2"), "{}", stderr(&o));
     let o = lockrun(&env, &url(s.port), &["current", "res"]);
     assert_fails(&o, 78, "the server requires a password");
+    // Also when the URL names another database, whose SELECT is what the server refuses.
+    let db1 = format!("redis://127.0.0.1:{}/1", s.port);
+    assert_fails(
+        &lockrun(&env, &db1, &["current", "res"]),
+        78,
+        "the server requires a password",
+    );
 
     // The right password in the URL, in the environment, in a password file.
     let right = format!("redis://:s3cret-pw@127.0.0.1:{}/0", s.port);

@@ -6,6 +6,7 @@
 //! backends. A backend that can tell when a resource may have become free offers a [`Watch`];
 //! the others are polled.
 
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -44,8 +45,9 @@ pub(crate) mod tls;
 pub(crate) mod tls_text;
 mod url;
 
-pub(crate) use settings::a_kind;
 pub use settings::Settings;
+pub(crate) use settings::{a_kind, shown};
+pub(crate) use url::redact_text;
 pub use url::BackendUrl;
 
 /// What a backend can promise, declared up front instead of failing at run time.
@@ -306,8 +308,41 @@ pub fn check_settings(url: &BackendUrl, settings: &Settings) -> Result<(), Error
     Ok(())
 }
 
+/// Checks the files that libraries read on a network backend's behalf, where the environment
+/// (or the default place) names them: each must be a regular file when it exists, since a FIFO
+/// would hang the library's read and a device such as `/dev/zero` would never end it.
+fn check_library_files(scheme: &str) -> Result<(), Error> {
+    let home = |rest: &str| std::env::var_os("HOME").map(|h| Path::new(&h).join(rest));
+    let mut files: Vec<(&str, Option<PathBuf>)> = vec![("SSL_CERT_FILE", None)];
+    match scheme {
+        "kubernetes" | "k8s" => files.push(("KUBECONFIG", home(".kube/config"))),
+        "dynamodb" => files.extend([
+            ("AWS_CONFIG_FILE", home(".aws/config")),
+            ("AWS_SHARED_CREDENTIALS_FILE", home(".aws/credentials")),
+            ("AWS_WEB_IDENTITY_TOKEN_FILE", None),
+        ]),
+        _ => {}
+    }
+    for (var, default) in files {
+        let paths: Vec<PathBuf> = match std::env::var_os(var).filter(|v| !v.is_empty()) {
+            // KUBECONFIG is a list of files, as PATH is of directories.
+            Some(v) if var == "KUBECONFIG" => std::env::split_paths(&v).collect(),
+            Some(v) => vec![PathBuf::from(v)],
+            None => default.into_iter().collect(),
+        };
+        for path in paths {
+            crate::small_file::check_regular(&path)
+                .map_err(|why| Error::Config(format!("{} (from {var}): {why}", shown(&path))))?;
+        }
+    }
+    Ok(())
+}
+
 /// Opens the backend named by `url`, with backend-specific `settings` from the config file.
 pub async fn open(url: &BackendUrl, settings: &Settings) -> Result<Arc<dyn Backend>, Error> {
+    if url.scheme() != "file" {
+        check_library_files(url.scheme())?;
+    }
     match url.scheme() {
         "file" => Ok(Arc::new(file::File::open(url, settings)?)),
         #[cfg(feature = "postgres")]

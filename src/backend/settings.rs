@@ -74,18 +74,55 @@ impl Settings {
         Ok(self.string(key)?.map(PathBuf::from))
     }
 
+    /// The password in the file that the `password_file` setting names: its text without one
+    /// trailing newline (`\n` or `\r\n`). The file is read as [`crate::small_file`] reads, so a
+    /// FIFO or a device cannot hang lockrun.
+    pub fn password_file(&self) -> Result<Option<String>, Error> {
+        let Some(path) = self.path("password_file")? else {
+            return Ok(None);
+        };
+        let (at, shown) = (self.origin_of("password_file"), shown(&path));
+        let text = crate::small_file::read_text(&path)
+            .map_err(|e| Error::Config(format!("{at}: cannot read password_file {shown}: {e}")))?;
+        let pw = text
+            .strip_suffix('\n')
+            .map(|t| t.strip_suffix('\r').unwrap_or(t))
+            .unwrap_or(&text);
+        if pw.is_empty() {
+            return Err(Error::Config(format!(
+                "{at}: password_file {shown} is empty"
+            )));
+        }
+        Ok(Some(pw.to_owned()))
+    }
+
+    /// The bytes of the file that the setting `key` names (a certificate, a key), read as
+    /// [`crate::small_file`] reads, with its path; a file that cannot be read is a configuration
+    /// error naming the setting.
+    pub fn file(&self, key: &str) -> Result<Option<(PathBuf, Vec<u8>)>, Error> {
+        let Some(path) = self.path(key)? else {
+            return Ok(None);
+        };
+        let bytes = crate::small_file::read(&path).map_err(|e| {
+            Error::Config(format!(
+                "{}: cannot read {key} {}: {e}",
+                self.origin_of(key),
+                shown(&path)
+            ))
+        })?;
+        Ok(Some((path, bytes)))
+    }
+
     /// A duration setting (humantime string or number of seconds).
     pub fn duration(&self, key: &str) -> Result<Option<std::time::Duration>, Error> {
-        match self.table.get(key) {
-            None => Ok(None),
-            Some(toml::Value::String(s)) => crate::duration::parse(s)
-                .map(Some)
-                .map_err(|e| Error::Config(format!("{}: key '{key}': {e}", self.origin_of(key)))),
-            Some(toml::Value::Integer(n)) if *n >= 0 => {
-                Ok(Some(std::time::Duration::from_secs(*n as u64)))
-            }
-            Some(other) => Err(self.wrong_type(key, "a duration", other)),
-        }
+        self.table
+            .get(key)
+            .map(|v| {
+                crate::duration::from_toml(v).map_err(|e| {
+                    Error::Config(format!("{}: key '{key}': {e}", self.origin_of(key)))
+                })
+            })
+            .transpose()
     }
 
     /// A duration setting that must be longer than zero.
@@ -115,6 +152,11 @@ impl Settings {
             a_kind(got)
         ))
     }
+}
+
+/// A path for a message: control characters escaped.
+pub(crate) fn shown(path: &std::path::Path) -> String {
+    crate::lease::escape(&path.display().to_string())
 }
 
 /// The kind of a TOML value with its article: "a string", "an integer".

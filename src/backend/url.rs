@@ -46,6 +46,14 @@ impl BackendUrl {
         if text.is_empty() {
             return Err(Error::Config("backend URL is empty".into()));
         }
+        // URL parsing drops tabs and line breaks inside a URL: `file:///a\tb` would name
+        // `/ab`, and `redis://h/\n1` database 1.
+        if text.chars().any(char::is_control) {
+            return Err(Error::Config(format!(
+                "bad backend URL '{}': it contains a control character",
+                redact_text(text)
+            )));
+        }
         let (single, more_hosts) = split_hosts(text)?;
         let text = single.as_str();
         let url = if text.starts_with('/') {
@@ -81,7 +89,13 @@ impl BackendUrl {
                     .join(", ")
             )));
         }
-        Ok(BackendUrl { url, more_hosts })
+        let url = BackendUrl { url, more_hosts };
+        if url.hosts().iter().any(|(_, port)| *port == Some(0)) {
+            return Err(Error::Config(format!(
+                "bad backend URL '{url}': port 0 is not a port a server listens on"
+            )));
+        }
+        Ok(url)
     }
 
     /// The URL scheme, which selects the backend.
@@ -118,6 +132,16 @@ impl BackendUrl {
         let mut changed = false;
         for (k, v) in u.query_pairs() {
             if is_secret_key(&k) {
+                changed = true;
+                pairs.push((k.into_owned(), "***".into()));
+            } else if let Some(inner) = nested_with_password(&v) {
+                // A URL in a parameter (DynamoDB's `endpoint=`) may carry a password too.
+                let mut inner = inner;
+                let _ = inner.set_password(Some("***"));
+                changed = true;
+                pairs.push((k.into_owned(), inner.to_string()));
+            } else if v.contains("://") && v.contains('@') && url::Url::parse(&v).is_err() {
+                // One that does not parse: hide all of it.
                 changed = true;
                 pairs.push((k.into_owned(), "***".into()));
             } else {
@@ -160,11 +184,22 @@ impl BackendUrl {
             .query_pairs()
             .map(|(k, v)| (k.into_owned(), v.into_owned()))
             .collect();
-        let kept: Vec<&(String, String)> = pairs
-            .iter()
-            .filter(|(k, v)| !(is_secret_key(k) && v == "***"))
-            .collect();
-        if kept.len() < pairs.len() {
+        let mut kept: Vec<(String, String)> = Vec::new();
+        let mut dropped = false;
+        for (k, v) in &pairs {
+            if is_secret_key(k) && v == "***" {
+                dropped = true;
+            } else if let Some(mut inner) =
+                nested_with_password(v).filter(|i| i.password() == Some("***"))
+            {
+                dropped = true;
+                let _ = inner.set_password(None);
+                kept.push((k.clone(), inner.to_string()));
+            } else {
+                kept.push((k.clone(), v.clone()));
+            }
+        }
+        if dropped {
             hidden = true;
             if kept.is_empty() {
                 u.set_query(None);
@@ -180,6 +215,13 @@ impl BackendUrl {
     }
 }
 
+/// A query parameter's value that is itself a URL with a password.
+fn nested_with_password(value: &str) -> Option<url::Url> {
+    url::Url::parse(value)
+        .ok()
+        .filter(|u| u.password().is_some())
+}
+
 fn is_secret_key(k: &str) -> bool {
     let k = k.to_ascii_lowercase();
     k.contains("password") || k.contains("secret") || k.contains("token")
@@ -193,7 +235,7 @@ fn split_hosts(text: &str) -> Result<(String, Vec<Host>), Error> {
         return unchanged();
     };
     let scheme = &text[..i];
-    if !MULTI_HOST.contains(&scheme) {
+    if !MULTI_HOST.contains(&scheme.to_ascii_lowercase().as_str()) {
         return unchanged();
     }
     let rest = &text[i + 3..];
@@ -201,6 +243,14 @@ fn split_hosts(text: &str) -> Result<(String, Vec<Host>), Error> {
     let authority = &rest[..end];
     let start = authority.rfind('@').map_or(0, |at| at + 1);
     let list = &authority[start..];
+    // `h1,user@h2` would take `h1,user` for the user name and quietly drop h1.
+    if authority[..start].contains(',') {
+        return Err(Error::Config(format!(
+            "bad backend URL '{}': a user name or password goes before the first host, and a \
+             comma in one is written %2C",
+            redact_text(text)
+        )));
+    }
     if !list.contains(',') {
         return unchanged();
     }
@@ -228,12 +278,41 @@ fn split_hosts(text: &str) -> Result<(String, Vec<Host>), Error> {
     Ok((single, more))
 }
 
-/// Best-effort redaction of text that did not even parse as a URL: drop `user:pass@`.
-fn redact_text(text: &str) -> String {
-    match (text.find("://"), text.rfind('@')) {
+/// Best-effort redaction of text that did not even parse as a URL: everything from `://` up to
+/// the last `@` (a password may hold any character), then the values of secret query parameters
+/// and of parameters that are URLs with a user or password.
+pub(crate) fn redact_text(text: &str) -> String {
+    let text = match (text.find("://"), text.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://***@{}", &text[..s], &text[at + 1..]),
         _ => text.to_owned(),
-    }
+    };
+    let Some((base, query)) = text.split_once('?') else {
+        return text;
+    };
+    let pairs: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) => {
+                let (key, value) = (decoded(k), decoded(v));
+                let nested = value.contains("://") && value.contains('@');
+                if is_secret_key(&key) || nested {
+                    format!("{k}=***")
+                } else {
+                    pair.to_owned()
+                }
+            }
+            None => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", pairs.join("&"))
+}
+
+/// `text` with its `%XX` escapes (and `+`) decoded, as a query string's parts are.
+fn decoded(text: &str) -> String {
+    url::form_urlencoded::parse(format!("x={text}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 impl fmt::Display for BackendUrl {
@@ -307,6 +386,45 @@ mod tests {
         assert!(u.to_string().contains("sslmode=require"));
         let e = BackendUrl::parse("bogus://u:hunter2@h").unwrap_err();
         assert!(!e.to_string().contains("hunter2"), "{e}");
+        // In a URL that does not parse, in a query parameter, and inside a URL in a parameter,
+        // plain or percent-encoded.
+        for bad in [
+            "postgres://127.0.0.1:99999/db?password=hunter2",
+            "postgres://127.0.0.1:99999/db?Pass%77ord=hunter2&sslmode=x",
+            "etcd://127.0.0.1:1,127.0.0.1:x?password=hunter2",
+            "dynamodb://t?endpoint=http%3A%2F%2Fu%3Ahunter2%40h%3A99999&bogus=1:x",
+            "redis://u:hun@ter2@h:99999",
+        ] {
+            let shown = match BackendUrl::parse(bad) {
+                Ok(u) => u.to_string(),
+                Err(e) => e.to_string(),
+            };
+            assert!(!shown.contains("hunter2"), "{shown}");
+        }
+        let u = BackendUrl::parse("dynamodb://t?endpoint=http://u:hunter2@127.0.0.1:1&region=x")
+            .unwrap();
+        assert!(!u.to_string().contains("hunter2"), "{u}");
+        assert!(u.to_string().contains("region=x"), "{u}");
+    }
+
+    #[test]
+    fn control_characters_multi_host_users_and_port_0_are_refused() {
+        for bad in [
+            "file:///tmp/a\tb",
+            "redis://h/\n1",
+            "etcd://127.0.0.1:1,u@127.0.0.1:2",
+            "redis://127.0.0.1:0/0",
+            "etcd://h:1,h:0",
+        ] {
+            assert!(
+                matches!(BackendUrl::parse(bad), Err(Error::Config(_))),
+                "{bad}"
+            );
+        }
+        let u = BackendUrl::parse("ETCD://127.0.0.1:1,127.0.0.1:2").unwrap();
+        assert_eq!(u.hosts().len(), 2);
+        let u = BackendUrl::parse("etcd://u:a%2Cb@h1:1,h2:2").unwrap();
+        assert_eq!(u.hosts().len(), 2);
     }
 
     #[test]
@@ -324,6 +442,10 @@ mod tests {
             (
                 "etcd://u:pw@10.0.0.1:2379,h3/",
                 "etcd://u@10.0.0.1:2379,h3/",
+            ),
+            (
+                "dynamodb://t?endpoint=http://u:pw@127.0.0.1:1&region=x",
+                "dynamodb://t?endpoint=http%3A%2F%2Fu%40127.0.0.1%3A1%2F&region=x",
             ),
         ] {
             let shown = BackendUrl::parse(url).unwrap().redacted();

@@ -293,18 +293,27 @@ pub async fn main(args: Vec<OsString>) -> Exit {
     }
 }
 
-/// The variables that choose the store. One that is set but not UTF-8 would read as unset, and
-/// lockrun would quietly use another store (the local file backend): refuse it instead.
+/// The variables that choose the store.
 const STORE_VARIABLES: &[(&str, &str)] =
     &[("LOCKRUN_BACKEND", "-b URL"), ("LOCKRUN_CONFIG", "-c FILE")];
 
+/// Whether lockrun reads the environment variable `key` (besides its backends' own, such as
+/// `PGPASSWORD`): `LOCKRUN_*`, and the directories that place its config file and lock directory.
+fn ours(key: &str) -> bool {
+    key.starts_with("LOCKRUN_") || ["HOME", "XDG_CONFIG_HOME", "XDG_STATE_HOME"].contains(&key)
+}
+
 async fn dispatch(cli: Cli) -> Result<Exit, Failure> {
-    for (key, _) in STORE_VARIABLES {
-        if std::env::var_os(key).is_some_and(|v| v.to_str().is_none()) {
-            return Err(Failure::new(
-                Exit::Config,
-                format!("the environment variable {key} is not valid UTF-8"),
-            ));
+    // One of ours that is set but not UTF-8 would read as unset, and lockrun would quietly use
+    // another store, lock directory, principal or password: refuse it instead.
+    for (key, value) in std::env::vars_os() {
+        if let (Some(key), None) = (key.to_str(), value.to_str()) {
+            if ours(key) {
+                return Err(Failure::new(
+                    Exit::Config,
+                    format!("the environment variable {key} is not valid UTF-8"),
+                ));
+            }
         }
     }
     // Set to nothing (a CI secret that is missing), a variable would read as unset too: refuse
@@ -499,13 +508,16 @@ fn resource_after_dashes(run: &mut crate::cli::RunArgs) -> Result<(), String> {
     ))
 }
 
-/// Keeps a message to one line.
+/// Keeps a message to one line, with any other control character (a NUL or an escape sequence
+/// from a path or a server's text) escaped, so that the line cannot rewrite the terminal.
 fn one_line(s: &str) -> String {
-    s.split(['\n', '\r'])
+    let line = s
+        .split(['\n', '\r'])
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
-        .join("; ")
+        .join("; ");
+    crate::lease::escape(&line)
 }
 
 fn init_logging(g: &Global) {
@@ -568,5 +580,9 @@ mod tests {
     #[test]
     fn messages_stay_on_one_line() {
         assert_eq!(one_line("a\nb\r\n c "), "a; b; c");
+        assert_eq!(
+            one_line("dir /tmp/\0x\u{1b}[31m"),
+            "dir /tmp/\\u{0}x\\u{1b}[31m"
+        );
     }
 }

@@ -159,15 +159,8 @@ fn credentials(
     };
     let password = if let Some(p) = u.password() {
         Some(decode(p)?)
-    } else if let Some(path) = settings.path("password_file")? {
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            Error::Config(format!(
-                "{}: cannot read password_file {}: {e}",
-                settings.origin_of("password_file"),
-                path.display()
-            ))
-        })?;
-        Some(text.trim_end_matches(['\n', '\r']).to_owned())
+    } else if let Some(pw) = settings.password_file()? {
+        Some(pw)
     } else {
         env(PASSWORD_ENV).filter(|s| !s.is_empty())
     };
@@ -227,8 +220,12 @@ fn tls(https: bool, settings: &Settings) -> Result<Option<Tls>, Error> {
 }
 
 fn read(path: &Path, key: &str) -> Result<Vec<u8>, Error> {
-    std::fs::read(path)
-        .map_err(|e| Error::Config(format!("cannot read {key} {}: {e}", path.display())))
+    crate::small_file::read(path).map_err(|e| {
+        Error::Config(format!(
+            "cannot read {key} {}: {e}",
+            crate::backend::shown(path)
+        ))
+    })
 }
 
 /// Decodes `%XX` escapes; `None` for bad escapes or invalid UTF-8.

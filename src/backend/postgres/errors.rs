@@ -116,6 +116,10 @@ fn from_db(db: &DbError, endpoint: &str) -> Error {
         // Authentication, unknown database, privileges, missing or misshapen objects.
         ("28", _) | (_, "3D000" | "42501") => Error::Config(msg),
         (_, c) if MISSING_TABLE.contains(&c) || WRONG_SHAPE.contains(&c) => Error::Config(msg),
+        // A setting the URL's `options=-c name=value` gives at the session's start: unknown
+        // (undefined_object), or a value the server refuses (invalid_parameter_value).
+        (_, "42704") => Error::Config(msg),
+        (_, "22023") if db.message().contains("parameter") => Error::Config(msg),
         // Connection trouble, shutdowns, overload, conflicts a retry resolves, a read-only
         // standby during failover.
         ("08" | "53" | "57" | "58", _) | (_, "40001" | "40P01" | "55P03" | "25006") => {

@@ -212,14 +212,7 @@ impl Options {
         let user = pg.get_user().unwrap_or_default().to_owned();
         let mut password_note = None;
         if pg.get_password().is_none() {
-            let file = settings.path("password_file")?;
-            // Named by where the setting is, as the other backends' password files are.
-            let pw = password(file.as_deref(), env).map_err(|e| match e {
-                Error::Config(why) => {
-                    Error::Config(format!("{}: {why}", settings.origin_of("password_file")))
-                }
-                e => e,
-            })?;
+            let pw = password(settings.password_file()?, env);
             let pw = match pw {
                 Some(pw) => Some(pw),
                 None => pgpass_password(&pg, &user, env).unwrap_or_else(|note| {
@@ -255,8 +248,13 @@ impl Options {
             (None, None) => DEFAULT_TIMEOUT,
         };
 
+        // Named by where the setting is, as other settings' errors are.
+        let located = |key: &str, e: Error| match e {
+            Error::Config(why) => Error::Config(format!("{}: {why}", settings.origin_of(key))),
+            e => e,
+        };
         let schema = match settings.string("schema")? {
-            Some(s) => Some(identifier("schema", &s)?),
+            Some(s) => Some(identifier("schema", &s).map_err(|e| located("schema", e))?),
             None => None,
         };
         let name = identifier(
@@ -264,7 +262,8 @@ impl Options {
             &settings
                 .string("table")?
                 .unwrap_or_else(|| DEFAULT_TABLE.into()),
-        )?;
+        )
+        .map_err(|e| located("table", e))?;
         let tls = super::tls::connector(ssl, rootcert.as_deref(), env)?;
         let endpoint = endpoint(&pg, &user);
         Ok(Options {
@@ -292,6 +291,13 @@ fn split_url(url: &url::Url) -> Result<(String, SslMode, Option<String>), Error>
         match &*k {
             "sslmode" => ssl = SslMode::parse(&v)?,
             "sslrootcert" => rootcert = Some(v.into_owned()),
+            // An empty host would be looked up in DNS as "".
+            "host" | "hostaddr" if v.is_empty() => {
+                return Err(Error::Config(format!(
+                    "bad PostgreSQL URL '{}': {k}= is empty",
+                    crate::backend::redact_text(url.as_str())
+                )))
+            }
             _ => kept.push((k.into_owned(), v.into_owned())),
         }
     }
@@ -324,34 +330,14 @@ mod query_tests {
     }
 }
 
-/// The password when the URL has none: `password_file`, then `LOCKRUN_POSTGRES_PASSWORD`, then
-/// `PGPASSWORD` (the more specific source wins); libpq's password file comes after these.
-pub fn password(
-    file: Option<&Path>,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Option<String>, Error> {
-    if let Some(path) = file {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::Config(format!(
-                "cannot read PostgreSQL password_file {}: {e}",
-                path.display()
-            ))
-        })?;
-        let pw = text
-            .strip_suffix('\n')
-            .map(|t| t.strip_suffix('\r').unwrap_or(t))
-            .unwrap_or(&text);
-        if pw.is_empty() {
-            return Err(Error::Config(format!(
-                "PostgreSQL password_file {} is empty",
-                path.display()
-            )));
-        }
-        return Ok(Some(pw.to_owned()));
-    }
-    Ok(["LOCKRUN_POSTGRES_PASSWORD", "PGPASSWORD"]
-        .iter()
-        .find_map(|k| env(k).filter(|v| !v.is_empty())))
+/// The password when the URL has none: `password_file`'s, then `LOCKRUN_POSTGRES_PASSWORD`,
+/// then `PGPASSWORD` (the more specific source wins); libpq's password file comes after these.
+pub fn password(file: Option<String>, env: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    file.or_else(|| {
+        ["LOCKRUN_POSTGRES_PASSWORD", "PGPASSWORD"]
+            .iter()
+            .find_map(|k| env(k).filter(|v| !v.is_empty()))
+    })
 }
 
 /// The password for the first host from libpq's password file (`PGPASSFILE`, `~/.pgpass`).
@@ -491,7 +477,10 @@ mod tests {
                 "only one",
             ),
             ("connect_timeout = 0", "longer than zero"),
-            ("connect_timeout = [1]", "must be a duration, not an array"),
+            ("connect_timeout = [1]", "must be a duration such as"),
+            ("connect_timeout = -1", "negative"),
+            ("connect_timeout = 9223372036854775807", "out of range"),
+            ("connect_timeout = \"500000000000 years\"", "out of range"),
             ("statement_timeout = \"soon\"", "statement_timeout"),
         ] {
             match opts("postgres://u@h/db", toml) {
@@ -573,41 +562,29 @@ mod tests {
             _ => None,
         };
         let pg_only = |k: &str| (k == "PGPASSWORD").then(|| "from-pg".to_owned());
+        let from_file = Some("from-file".to_owned());
+        assert_eq!(password(from_file, &env).as_deref(), Some("from-file"));
+        assert_eq!(password(None, &env).as_deref(), Some("from-lockrun"));
+        assert_eq!(password(None, &pg_only).as_deref(), Some("from-pg"));
+        assert_eq!(password(None, &no_env), None);
+        let with = |text: &str| {
+            std::fs::write(&file, text).unwrap();
+            let toml = format!("password_file = {:?}", file.display().to_string());
+            opts("postgres://u@h/db", &toml)
+        };
         assert_eq!(
-            password(Some(&file), &env).unwrap().as_deref(),
-            Some("from-file")
+            with("crlf\r\n").unwrap().pg.get_password(),
+            Some(&b"crlf"[..])
         );
-        assert_eq!(
-            password(None, &env).unwrap().as_deref(),
-            Some("from-lockrun")
-        );
-        assert_eq!(
-            password(None, &pg_only).unwrap().as_deref(),
-            Some("from-pg")
-        );
-        assert_eq!(password(None, &no_env).unwrap(), None);
-        std::fs::write(&file, "crlf\r\n").unwrap();
-        assert_eq!(
-            password(Some(&file), &no_env).unwrap().as_deref(),
-            Some("crlf")
-        );
-        std::fs::write(&file, "").unwrap();
-        assert!(matches!(
-            password(Some(&file), &no_env),
-            Err(Error::Config(_))
-        ));
+        assert!(matches!(with(""), Err(Error::Config(e)) if e.contains("is empty")));
         let missing = dir.path().join("missing");
-        assert!(matches!(
-            password(Some(&missing), &no_env),
-            Err(Error::Config(_))
-        ));
 
         // A file that cannot be read is named with the setting's place, as for the other
         // backends.
         let toml = format!("password_file = {:?}", missing.display().to_string());
         match opts("postgres://u@h/db", &toml) {
             Err(Error::Config(e)) => assert!(
-                e.starts_with("test [backend.pg]: cannot read PostgreSQL password_file"),
+                e.starts_with("test [backend.pg]: cannot read password_file"),
                 "{e}"
             ),
             other => panic!("{other:?}"),

@@ -42,7 +42,7 @@ pub fn lookup(
             path.display()
         ));
     }
-    let text = std::fs::read_to_string(&path)
+    let text = crate::small_file::read_text(&path)
         .map_err(|e| format!("password file {} cannot be read: {e}", path.display()))?;
     Ok(find(&text, target))
 }

@@ -101,8 +101,12 @@ pub fn connector(
 
 /// The certificates of an `sslrootcert` file.
 fn file_roots(path: &Path) -> Result<RootCertStore, Error> {
-    let pem = std::fs::read(path)
-        .map_err(|e| Error::Config(format!("cannot read sslrootcert {}: {e}", path.display())))?;
+    let pem = crate::small_file::read(path).map_err(|e| {
+        Error::Config(format!(
+            "cannot read sslrootcert {}: {e}",
+            crate::backend::shown(path)
+        ))
+    })?;
     let mut roots = RootCertStore::empty();
     let (added, _) = roots.add_parsable_certificates(crate::backend::tls::pem_certificates(&pem));
     if added == 0 {

@@ -72,7 +72,8 @@ fn map_as(e: &RedisError, url: &str, connecting: bool) -> (Error, Conn) {
             Conn::Drop,
         );
     }
-    if code == "NOAUTH" || text.contains("NOAUTH") {
+    // A SELECT refused for want of a password says only "Authentication required."
+    if code == "NOAUTH" || text.contains("NOAUTH") || text.contains("Authentication required") {
         return (
             Error::Config(format!(
                 "redis authentication failed for {url}: the server requires a password \

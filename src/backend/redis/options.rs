@@ -102,6 +102,9 @@ pub(super) fn options(
             if !path.starts_with('/') || path.len() < 2 {
                 return Err(bad("no socket path".into()));
             }
+            if path.contains('\0') {
+                return Err(bad("the socket path contains a NUL byte (%00)".into()));
+            }
             let mut db = 0;
             for (k, v) in u.query_pairs() {
                 match &*k {
@@ -128,7 +131,7 @@ pub(super) fn options(
     // PostgreSQL backends follow too.
     let password = match u.password() {
         Some(pw) => Some(decode(pw).map_err(bad)?),
-        None => match password_file(settings)? {
+        None => match settings.password_file()? {
             Some(pw) => Some(pw),
             None => env(PASSWORD_ENV).filter(|p| !p.is_empty()),
         },
@@ -162,22 +165,24 @@ fn ca_file(settings: &Settings, tls: bool) -> Result<Option<Vec<u8>>, Error> {
     let Some(path) = settings.path("ca_file")? else {
         return Ok(None);
     };
-    let why = if !tls {
-        "is only used with a rediss:// URL".to_owned()
-    } else {
-        match std::fs::read(&path) {
-            Err(e) => format!("cannot be read: {e}"),
-            Ok(pem) if crate::backend::tls::pem_certificates(&pem).is_empty() => {
-                "holds no PEM certificate".to_owned()
-            }
-            Ok(pem) => return Ok(Some(pem)),
-        }
+    if !tls {
+        return Err(Error::Config(format!(
+            "{}: ca_file {} is only used with a rediss:// URL",
+            settings.origin_of("ca_file"),
+            crate::backend::shown(&path)
+        )));
+    }
+    let Some((path, pem)) = settings.file("ca_file")? else {
+        return Ok(None);
     };
-    Err(Error::Config(format!(
-        "{}: ca_file {} {why}",
-        settings.origin_of("ca_file"),
-        path.display()
-    )))
+    if crate::backend::tls::pem_certificates(&pem).is_empty() {
+        return Err(Error::Config(format!(
+            "{}: ca_file {} holds no PEM certificate",
+            settings.origin_of("ca_file"),
+            crate::backend::shown(&path)
+        )));
+    }
+    Ok(Some(pem))
 }
 
 /// The database index: empty means 0.
@@ -188,32 +193,6 @@ fn parse_db(text: &str) -> Result<i64, String> {
     text.parse::<u32>()
         .map(i64::from)
         .map_err(|_| format!("the database must be a number such as /0, not '{text}'"))
-}
-
-/// Reads `password_file`, dropping one trailing newline.
-fn password_file(settings: &Settings) -> Result<Option<String>, Error> {
-    let Some(path) = settings.path("password_file")? else {
-        return Ok(None);
-    };
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        Error::Config(format!(
-            "{}: cannot read password_file {}: {e}",
-            settings.origin_of("password_file"),
-            path.display()
-        ))
-    })?;
-    let pw = text
-        .strip_suffix('\n')
-        .map(|t| t.strip_suffix('\r').unwrap_or(t))
-        .unwrap_or(&text);
-    if pw.is_empty() {
-        return Err(Error::Config(format!(
-            "{}: password_file {} is empty",
-            settings.origin_of("password_file"),
-            path.display()
-        )));
-    }
-    Ok(Some(pw.to_owned()))
 }
 
 /// Percent-decodes a URL component.
@@ -321,6 +300,7 @@ mod tests {
         assert!(config_err("redis+unix:///s.sock?timeout=1", "").contains("unknown parameter"));
         assert!(config_err("redis+unix://host/s.sock", "").contains("no host"));
         assert!(config_err("redis+unix:///s.sock?db=x", "").contains("database"));
+        assert!(config_err("redis+unix:///tmp/%00x", "").contains("NUL byte"));
     }
 
     #[test]
@@ -401,6 +381,6 @@ mod tests {
         assert!(e.contains("holds no PEM certificate"), "{e}");
         std::fs::remove_file(&ca).unwrap();
         let e = config_err("rediss://h/0", &toml);
-        assert!(e.contains("cannot be read"), "{e}");
+        assert!(e.contains("cannot read ca_file"), "{e}");
     }
 }

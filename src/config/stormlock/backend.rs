@@ -208,7 +208,8 @@ fn dynamodb(keys: &Keys, out: &mut Out) -> Result<Url, Fail> {
     }
     if let Some((endpoint, at)) = keys.get("endpoint")? {
         if url::Url::parse(&endpoint).is_err() {
-            return keys.fail(at, "endpoint", format!("'{endpoint}' is not a URL"));
+            let shown = crate::backend::redact_text(&endpoint);
+            return keys.fail(at, "endpoint", format!("'{shown}' is not a URL"));
         }
         query.push(format!("endpoint={}", encode(&endpoint)));
     }
