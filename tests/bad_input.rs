@@ -852,6 +852,18 @@ fn root_leaves_another_users_resource_in_a_shared_directory_alone() {
         assert_fails(&root(args), 78, "belongs to uid 65534, not root");
     }
     assert_eq!(std::fs::read(&record).unwrap(), before);
+    // Root looking at a name nobody has used yet leaves no file behind that would make it
+    // root's (a root-owned lock file used to lock every other user out of that name).
+    for args in [
+        &["current", "fresh"][..],
+        &["is-held", "fresh", &id],
+        &["release", "fresh", &id],
+        &["renew", "fresh", &id],
+    ] {
+        assert_eq!(root(args).status.code(), Some(1), "{args:?}");
+    }
+    let o = as_nobody(&["acquire", "fresh"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
     // Each user's doctor has a scratch resource of its own, so neither is in the other's way.
     for o in [
         as_nobody(&["doctor"]),

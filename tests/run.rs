@@ -805,6 +805,45 @@ fn a_deadline_stop_is_one_line() {
     assert_fails(&o, 124, "in time");
 }
 
+/// A run stopped because renewals failed until the deadline reports `lost` (reason `deadline`)
+/// among its events, as one whose lease was taken does (reason `gone`): alerting keyed on `lost`
+/// sees both.
+#[test]
+fn a_deadline_stop_is_a_lost_event() {
+    let env = Env::new();
+    let log = env.file("events.log");
+    let bin = env!("CARGO_BIN_EXE_lockrun");
+    // `exec`, so that the shell's pid is lockrun's.
+    let mut sh = std::process::Command::new("sh");
+    sh.env("LOCKRUN_BACKEND", env.backend())
+        .env("HOME", env.path())
+        .arg("-c")
+        .arg(format!(
+            "exec {bin} run --events 3 --ttl 1s res -- sh -c 'kill -STOP $PPID; exec sleep 30' \
+             3>{}",
+            log.display()
+        ))
+        .stderr(Stdio::piped());
+    let child = sh.spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    kill(child.id() as i32, libc::SIGCONT);
+    let o = child.wait_with_output().unwrap();
+    assert_fails(&o, 124, "in time");
+    let events = events_of(&std::fs::read_to_string(&log).unwrap());
+    let lost = events.iter().find(|e| e["event"] == "lost").expect("lost");
+    assert_eq!(lost["reason"], "deadline");
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    let n = kinds.len();
+    assert_eq!(
+        &kinds[n - 3..],
+        ["lost", "child_exited", "released"],
+        "{kinds:?}"
+    );
+}
+
 /// When the command exits but leaves a background process in its group, lockrun terminates it
 /// before releasing.
 #[test]

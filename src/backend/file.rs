@@ -249,8 +249,18 @@ impl File {
     async fn step<T, F>(&self, resource: &Resource, decide: F) -> Result<T, Error>
     where
         T: Send + 'static,
-        F: FnOnce(Option<&record::Record>, &Now) -> Result<Step<T>, Error> + Send + 'static,
+        F: FnOnce(Option<&record::Record>, &Now) -> Result<Step<T>, Error> + Clone + Send + 'static,
     {
+        // A resource with no record has never been granted: a step that changes nothing then is
+        // answered without the kernel lock, so that it creates no lock file. (In a shared
+        // directory, root's `current` on a new name would otherwise leave a root-owned lock file
+        // that no other user may open, and the name theirs to use no more.) A record created
+        // right after this look holds a lease id this step cannot have been given.
+        if let Ok(None) = self.dir.files(resource).read() {
+            if let Step::Keep(out) = decide.clone()(None, &Now::read())? {
+                return Ok(out);
+            }
+        }
         self.locked(
             resource,
             || None,

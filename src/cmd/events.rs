@@ -3,7 +3,7 @@
 //!
 //! Every object has `event`, `time` (RFC 3339 UTC) and `resource`; the rest depends on the event:
 //! `waiting` (holder), `acquired` (waited_ms, fencing_token, lease_id), `renewed`
-//! (round_trip_ms), `renewal_failed` (error), `lost`, `child_exited` (code or signal),
+//! (round_trip_ms), `renewal_failed` (error), `lost` (reason `gone` or `deadline`), `child_exited` (code or signal),
 //! `released` (released: whether the lease was still ours), `busy` (holder: not acquired, with
 //! `-n` or when `-w` ran out).
 

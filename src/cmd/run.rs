@@ -143,6 +143,11 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
         },
     };
     if let (Some(ev), Ok(o)) = (&events, &outcome) {
+        if o.stopped == Some(Stop::Deadline) {
+            // The lease may have run out on the server: as good as lost, and the command was
+            // stopped for it, as for a renewal that found it gone.
+            ev.emit("lost", json!({ "reason": "deadline" }));
+        }
         let status = match o.status {
             Status::Exited(n) => json!({ "code": n }),
             Status::Signaled(s) => json!({ "signal": s }),
@@ -233,7 +238,7 @@ fn beat_events(ev: Events) -> mpsc::UnboundedSender<Beat> {
                     ev.emit("renewed", json!({ "round_trip_ms": ms(round_trip) }))
                 }
                 Beat::Failed { error } => ev.emit("renewal_failed", json!({ "error": error })),
-                Beat::Lost => ev.emit("lost", json!({})),
+                Beat::Lost => ev.emit("lost", json!({ "reason": "gone" })),
             }
         }
     });
