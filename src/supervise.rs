@@ -85,6 +85,10 @@ pub enum SpawnError {
     CannotExecute { program: String, why: String },
     #[error("cannot set up supervision: {0}")]
     Setup(io::Error),
+    /// The lease could no longer be trusted when the command was to start (see `spawn`); it
+    /// was not started.
+    #[error("the lease could no longer be trusted when the command was to start (lockrun was held up since the grant); the command was not started")]
+    Late,
 }
 
 /// How the command ended.
@@ -247,7 +251,12 @@ pub async fn supervise(
     // The guard learns the deadline before the command can run, from the command's process
     // (in the same write as its group): the command must never run unguarded (a lockrun
     // stopped right after spawning it would otherwise let it run past the lease).
-    let first = kill_deadline(&lease.borrow(), kill_after, None).1;
+    let (start_by, first) = kill_deadline(&lease.borrow(), kill_after, None);
+    // A lease already lost leaves no time at all: the child then does not start the command.
+    let start_by = match *lease.borrow() {
+        State::Lost => Some(Instant::now()),
+        State::Held { .. } => start_by,
+    };
     let setup = Setup {
         tty,
         guard: match &mut guard {
@@ -260,6 +269,7 @@ pub async fn supervise(
             }
         },
         caught: Some(signals.caught),
+        start_by,
     };
     let spawned = spawn(spec, setup);
     crate::later::run();
@@ -434,7 +444,12 @@ pub async fn supervise(
         group_termed: term_sent,
         signalled: stop_asked_at.filter(|_| matches!(stopped, Some(Stop::Signal(_)))),
     };
-    clean_up_group(pgid, signals, &lease, kill_after, due, asked).await;
+    let forget = || {
+        if let Ok(g) = &guard {
+            g.forget_group();
+        }
+    };
+    clean_up_group(pgid, signals, &lease, kill_after, due, asked, forget).await;
     if let Ok(g) = guard {
         g.disarm();
     }
@@ -722,8 +737,21 @@ async fn clean_up_group(
     kill_after: Duration,
     due: Option<Instant>,
     asked: Asked,
+    forget_group: impl Fn(),
 ) {
-    let alive = |pgid| killpg(pgid, 0) || !orphans().is_empty();
+    // Once the group is empty (its leader reaped) while orphans outside it keep lockrun here,
+    // the guard is told to forget the group: its number is free for another process's group.
+    // (When nothing is left at all, the disarm that follows at once says as much.)
+    let mut forgotten = false;
+    let mut alive = |pgid| {
+        let group = killpg(pgid, 0);
+        let orphaned = !orphans().is_empty();
+        if !group && orphaned && !forgotten {
+            forget_group();
+            forgotten = true;
+        }
+        group || orphaned
+    };
     reap(0);
     if !alive(pgid) {
         return;

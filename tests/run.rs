@@ -689,27 +689,88 @@ fn sigkill_of_a_waiting_lockrun_kills_nothing() {
 /// kill -9 of lockrun: the command and its children (through sh -c) are gone shortly after.
 #[test]
 fn sigkill_of_lockrun_leaves_no_descendants() {
-    sigkill_leaves_no_descendants(false);
+    sigkill_leaves_no_descendants(Kill::Lockrun);
 }
 
 /// A kill of lockrun's whole process group (a shell's `kill -9 %1`): the guard is in a group of
 /// its own, so it survives and kills the command's group.
 #[test]
 fn sigkill_of_lockruns_group_leaves_no_descendants() {
-    sigkill_leaves_no_descendants(true);
+    sigkill_leaves_no_descendants(Kill::Group);
 }
 
-/// Starts `lockrun res -- sh -c 'sleep 300 & ...; wait'` (in a process group of its own when
-/// `group`), sends SIGKILL to lockrun (to its whole group when `group`), and checks that the
-/// command's `sh` and its `sleep` are gone shortly after.
-fn sigkill_leaves_no_descendants(group: bool) {
+/// `pkill -9 lockrun` (every process whose name has "lockrun" in it) kills lockrun but not its
+/// guard, whose name has not: it kills the command's group. The guard used to be called
+/// `lockrun-guard`, and died with lockrun, leaving the command's children running.
+#[test]
+fn sigkill_of_everything_named_lockrun_leaves_no_descendants() {
+    sigkill_leaves_no_descendants(Kill::Named);
+}
+
+/// While lockrun waits for a descendant outside the command's group (here one that ignores
+/// TERM, for `--kill-after`), the group itself may be empty and its leader reaped, and its
+/// number given to another process's group. A kill -9 of lockrun then must not make the guard
+/// kill that group: the guard forgets the group once it is empty. Reproduced in a PID namespace
+/// of its own, where the number is handed out again on purpose (`ns_last_pid`); needs root, as
+/// CI runs.
+#[test]
+fn the_guard_never_kills_a_group_that_reused_the_commands_number() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let env = Env::new();
+    let bin = env!("CARGO_BIN_EXE_lockrun");
+    let dir = env.path().display().to_string();
+    let inner = format!(
+        r#"{bin} -b file://{dir}/locks --kill-after 10s res -- sh -c 'echo $$ > {dir}/leader; setsid sh -c "trap \"\" TERM; exec sleep 30" & sleep 0.3; exit 0' &
+lr=$!
+sleep 1.2
+leader=$(cat {dir}/leader)
+echo $((leader - 1)) > /proc/sys/kernel/ns_last_pid
+setsid sleep 30 &
+other=$!
+[ "$other" = "$leader" ] || {{ echo "pid $other, not $leader"; exit 3; }}
+i=0
+while [ $i -lt 250 ]; do
+  set -- $(cat /proc/$other/stat)
+  [ "$5" = "$other" ] && break
+  sleep 0.02; i=$((i + 1))
+done
+[ "$5" = "$other" ] || {{ echo "$other leads no group"; exit 3; }}
+kill -9 $lr
+sleep 0.5
+kill -0 $other && echo other-alive"#
+    );
+    let o = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &inner])
+        .output()
+        .unwrap();
+    assert!(
+        stdout(&o).contains("other-alive"),
+        "{}{}",
+        stdout(&o),
+        stderr(&o)
+    );
+}
+
+enum Kill {
+    Lockrun,
+    Group,
+    Named,
+}
+
+/// Starts `lockrun res -- sh -c 'sleep 300 & ...; wait'` (in a process group of its own for
+/// `Kill::Group`), sends SIGKILL to lockrun (to its whole group, or to it and its children whose
+/// name has "lockrun" in it), and checks that the command's `sh` and its `sleep` are gone
+/// shortly after.
+fn sigkill_leaves_no_descendants(how: Kill) {
     use std::os::unix::process::CommandExt;
     let env = Env::new();
     let pids = env.file("pids");
     let script = format!("sleep 300 & echo \"$$ $!\" > {}; wait", pids.display());
     let mut cmd = env.cmd();
     cmd.args(["res", "--", "sh", "-c", &script]);
-    if group {
+    if matches!(how, Kill::Group) {
         cmd.process_group(0);
     }
     let mut child = cmd.spawn().unwrap();
@@ -723,7 +784,25 @@ fn sigkill_leaves_no_descendants(group: bool) {
         .collect();
     assert!(procs.iter().all(|&p| alive(p)));
     let target = child.id() as i32;
-    kill(if group { -target } else { target }, libc::SIGKILL);
+    match how {
+        Kill::Lockrun => kill(target, libc::SIGKILL),
+        Kill::Group => kill(-target, libc::SIGKILL),
+        Kill::Named => {
+            let children =
+                std::fs::read_to_string(format!("/proc/{target}/task/{target}/children")).unwrap();
+            let named: Vec<i32> = children
+                .split_whitespace()
+                .map(|p| p.parse().unwrap())
+                .filter(|p| {
+                    std::fs::read_to_string(format!("/proc/{p}/comm"))
+                        .is_ok_and(|c| c.contains("lockrun"))
+                })
+                .collect();
+            for pid in named.into_iter().chain([target]) {
+                kill(pid, libc::SIGKILL);
+            }
+        }
+    }
     child.wait().unwrap();
     assert!(
         eventually(Duration::from_secs(3), || procs.iter().all(|&p| !alive(p))),
@@ -1106,6 +1185,78 @@ fn events_to_a_file_descriptor() {
         assert_eq!(o.status.code(), Some(2), "--events {fd} {redirect}");
         assert!(!marker.exists());
     }
+}
+
+/// A reader of `--events` that does not keep up (its pipe full) does not hold up the run: the
+/// command starts, and is renewed, while the events wait. (A blocked write between the grant and
+/// the start used to start the command only once the pipe was drained, however late, even after
+/// the lease could have gone to another.) lockrun still writes every event before it exits.
+#[test]
+fn a_full_events_pipe_holds_up_nothing_but_the_exit() {
+    use std::io::Read;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    let (r, w) = nix::unistd::pipe().unwrap();
+    let (r, w) = (std::fs::File::from(r), std::fs::File::from(w));
+    // Fill the pipe.
+    nix::fcntl::fcntl(
+        w.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    let mut filled = 0;
+    while let Ok(n) = nix::unistd::write(&w, &[b'#'; 4096]) {
+        filled += n;
+    }
+    nix::fcntl::fcntl(
+        w.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .unwrap();
+    let marker = env.file("started");
+    let mut cmd = env.cmd();
+    let wfd = w.as_raw_fd();
+    // SAFETY: dup2 is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(wfd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let child = cmd
+        .args([
+            "run", "--events", "3", "--ttl", "1s", "res", "--", "sh", "-c",
+        ])
+        .arg(format!("touch {}; sleep 1.5", marker.display()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(w);
+    assert!(
+        eventually(Duration::from_secs(5), || marker.exists()),
+        "the command did not start while the events pipe was full"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Past the TTL with nothing read: renewals went on, so the command runs to its end.
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut all = Vec::new();
+    let mut r = r;
+    r.read_to_end(&mut all).unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let events = events_of(&String::from_utf8_lossy(&all[filled..]));
+    let kinds: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"acquired"), "{kinds:?}");
+    assert!(kinds.contains(&"renewed"), "{kinds:?}");
+    assert_eq!(&kinds[kinds.len() - 2..], ["child_exited", "released"]);
 }
 
 /// `--events 1` and `--events 2` share the descriptor with the command, which keeps it.

@@ -21,14 +21,39 @@ use super::Failure;
 use crate::lease::{rfc3339, Lease, Resource};
 
 /// Where events go. Cheap to clone; writes are whole lines.
+///
+/// Events to a file descriptor are written by a thread of their own ([`WRITER`]), so that a
+/// reader that does not keep up (a pipe that is full) never holds up lockrun: between the grant
+/// and the command's start, or between renewals, a blocked write would leave the lease
+/// unrenewed. [`finish`] waits for that thread to write what is queued. Events to stderr (`-`)
+/// are written in place, in order with lockrun's other lines there.
 #[derive(Clone)]
 pub struct Events {
-    out: Arc<Mutex<Box<dyn Write + Send>>>,
+    /// stderr, for `-`; `None`: the writer thread.
+    out: Option<Arc<Mutex<std::io::Stderr>>>,
     resource: String,
     /// What `--events` named, for the warning below.
-    spec: String,
+    spec: Arc<str>,
     /// Whether a write failed (and was warned about, once).
     failed: Arc<AtomicBool>,
+}
+
+/// The writer thread of events to a file descriptor: where to send lines, and the thread.
+type Writer = (
+    std::sync::mpsc::Sender<Vec<u8>>,
+    std::thread::JoinHandle<()>,
+);
+static WRITER: Mutex<Option<Writer>> = Mutex::new(None);
+
+/// Waits until the events queued for a file descriptor are written (or failed), before lockrun
+/// exits. A reader that reads nothing holds lockrun here, as any program writing to it: by now
+/// the lease is released.
+pub fn finish() {
+    let writer = WRITER.lock().ok().and_then(|mut w| w.take());
+    if let Some((tx, thread)) = writer {
+        drop(tx);
+        let _ = thread.join();
+    }
 }
 
 /// The descriptors named by `--events` that were open when lockrun started, before it opened
@@ -64,8 +89,10 @@ pub fn note_inherited(args: &[OsString]) {
 impl Events {
     /// Opens `-` (stderr) or a file descriptor number.
     pub fn open(spec: &str, resource: &Resource) -> Result<Events, Failure> {
-        let out: Box<dyn Write + Send> = if spec == "-" {
-            Box::new(std::io::stderr())
+        let failed = Arc::new(AtomicBool::new(false));
+        let spec: Arc<str> = spec.into();
+        let out = if &*spec == "-" {
+            Some(Arc::new(Mutex::new(std::io::stderr())))
         } else {
             let fd: RawFd = spec.parse().ok().filter(|fd| *fd >= 0).ok_or_else(|| {
                 Failure::usage(format!(
@@ -108,13 +135,36 @@ impl Events {
             };
             // SAFETY: the caller handed this descriptor to lockrun for exactly this use (or it
             // is our own copy).
-            Box::new(unsafe { File::from_raw_fd(fd) })
+            let mut file = unsafe { File::from_raw_fd(fd) };
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<u8>>();
+            let (flag, named) = (Arc::clone(&failed), Arc::clone(&spec));
+            let thread = std::thread::Builder::new()
+                .name("lockrun-events".into())
+                .spawn(move || {
+                    for line in rx {
+                        if !flag.load(Ordering::Relaxed) {
+                            if let Err(e) = file.write_all(&line) {
+                                note_failure(&flag, &named, &e);
+                            }
+                        }
+                    }
+                })
+                .map_err(|e| {
+                    Failure::new(
+                        crate::exit::Exit::Internal,
+                        format!("cannot start the events writer: {e}"),
+                    )
+                })?;
+            if let Ok(mut w) = WRITER.lock() {
+                *w = Some((tx, thread));
+            }
+            None
         };
         Ok(Events {
-            out: Arc::new(Mutex::new(out)),
+            out,
             resource: resource.to_string(),
-            spec: spec.to_owned(),
-            failed: Arc::new(AtomicBool::new(false)),
+            spec,
+            failed,
         })
     }
 
@@ -131,13 +181,20 @@ impl Events {
         // never interleave.
         let mut line = Value::Object(obj).to_string();
         line.push('\n');
-        if let Ok(mut out) = self.out.lock() {
-            let written = out.write_all(line.as_bytes()).and_then(|()| out.flush());
-            // Events are for watching; losing them does not change the run's outcome, but
-            // says so once (a full disk, a reader that has gone).
-            if let Err(e) = written {
-                if !self.failed.swap(true, Ordering::Relaxed) {
-                    tracing::warn!("cannot write events to --events {}: {e}", self.spec);
+        match &self.out {
+            Some(out) => {
+                if let Ok(mut out) = out.lock() {
+                    let written = out.write_all(line.as_bytes()).and_then(|()| out.flush());
+                    if let Err(e) = written {
+                        note_failure(&self.failed, &self.spec, &e);
+                    }
+                }
+            }
+            None => {
+                if let Ok(writer) = WRITER.lock() {
+                    if let Some((tx, _)) = writer.as_ref() {
+                        let _ = tx.send(line.into_bytes());
+                    }
                 }
             }
         }
@@ -152,6 +209,14 @@ impl Events {
                 "fencing_token": l.fencing_token,
             })
         })
+    }
+}
+
+/// Events are for watching: losing them does not change the run's outcome, but a failed write
+/// (a full disk, a reader that has gone) is said once, and no more are written.
+fn note_failure(failed: &AtomicBool, spec: &str, e: &std::io::Error) {
+    if !failed.swap(true, Ordering::Relaxed) {
+        tracing::warn!("cannot write events to --events {spec}: {e}");
     }
 }
 

@@ -276,6 +276,7 @@ pub async fn main(args: Vec<OsString>) -> Exit {
     let quiet = cli.global.quiet;
     let result = dispatch(cli).await;
     crate::later::run();
+    events::finish();
     let _ = std::io::stdout().flush();
     match result {
         Ok(exit) => exit,

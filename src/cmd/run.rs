@@ -133,6 +133,7 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
         Err(SpawnError::NotFound { .. }) => Exit::NotFound,
         Err(SpawnError::CannotExecute { .. }) => Exit::CannotExecute,
         Err(SpawnError::Setup(_)) => Exit::Internal,
+        Err(SpawnError::Late) => Exit::Unavailable,
         Ok(o) => match (o.stopped, o.status) {
             (Some(Stop::Lost | Stop::Deadline), _) => Exit::Lost,
             (_, Status::Exited(n)) => Exit::Child(n.clamp(0, 255) as u8),
@@ -157,7 +158,9 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
     let released = if matches!(&outcome, Ok(o) if o.stopped == Some(Stop::Lost)) {
         drop(guard.into_lease()); // someone else's now: nothing to release
         false
-    } else if matches!(&outcome, Ok(o) if o.stopped == Some(Stop::Deadline)) {
+    } else if matches!(&outcome, Ok(o) if o.stopped == Some(Stop::Deadline))
+        || matches!(&outcome, Err(SpawnError::Late))
+    {
         // The backend did not answer renewals; do not wait long for it to answer a release.
         // It may have run out by now; the 124 line says why, without a warning before it.
         tokio::time::timeout(DEADLINE_RELEASE_WAIT, release(guard, &resource, true))
@@ -170,6 +173,14 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
         ev.emit("released", json!({ "released": released }));
     }
     match outcome {
+        Err(SpawnError::Late) => Err(Failure::new(
+            exit,
+            format!(
+                "the lease on {} could no longer be trusted when the command was to start \
+                 (lockrun was held up since the grant); the command was not started",
+                esc(&resource)
+            ),
+        )),
         Err(e) => Err(Failure::new(exit, e.to_string())),
         Ok(o) => match o.stopped {
             Some(Stop::Lost) => Err(Failure::new(

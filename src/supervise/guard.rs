@@ -59,6 +59,11 @@ fn reap_exited() {
     });
 }
 
+/// The guard's process name. Without "lockrun" in it: `pkill -9 lockrun` (or `pkill -STOP`),
+/// meant for lockrun, must not take down the guard too, which is what stops the command's group
+/// when lockrun is killed.
+pub const GUARD_NAME: &std::ffi::CStr = c"lr-guard";
+
 /// The guard's stack (it needs a few hundred bytes).
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const STACK: usize = 64 * 1024;
@@ -121,16 +126,7 @@ impl Guard {
     /// guard); from now on the guard is taken to know it.
     pub fn deadline_message(&mut self, at: Option<Instant>) -> [u8; 9] {
         self.deadline = at;
-        let ns = at.map_or(0, |at| {
-            let now = Instant::now();
-            let mono = monotonic_ns();
-            if at >= now {
-                mono.saturating_add(at.duration_since(now).as_nanos() as u64)
-            } else {
-                mono.saturating_sub(now.duration_since(at).as_nanos() as u64)
-            }
-            .max(1)
-        });
+        let ns = at.map_or(0, monotonic_ns_at);
         let mut msg = [0u8; 9];
         msg[0] = b'k';
         msg[1..].copy_from_slice(&ns.to_le_bytes());
@@ -154,6 +150,18 @@ impl Guard {
 
     /// lockrun is ending normally: tell the guard to exit without killing anything. Dropping
     /// the guard does the same.
+    /// Tells the guard that the command's group is empty: from now on it kills nothing, since
+    /// the group's number (the leader's pid, reaped) may be given to another process's group.
+    /// lockrun may still be waiting for descendants outside the group, for up to `--kill-after`
+    /// and more; a SIGKILL of lockrun meanwhile must not reach a group that reused the number.
+    pub fn forget_group(&self) {
+        let mut msg = [0u8; 9];
+        msg[0] = b'p';
+        // SAFETY: writing from a valid buffer to a descriptor we own; 9 bytes are written
+        // atomically (below PIPE_BUF) or not at all.
+        unsafe { libc::write(self.write_fd, msg.as_ptr().cast(), msg.len()) };
+    }
+
     pub fn disarm(self) {
         drop(self);
     }
@@ -259,7 +267,20 @@ fn start(read_fd: RawFd) -> io::Result<i32> {
 }
 
 /// CLOCK_MONOTONIC (the clock of `Instant`) in nanoseconds.
-fn monotonic_ns() -> u64 {
+/// `at` as a CLOCK_MONOTONIC reading in nanoseconds (at least 1), as the guard and the
+/// command's process read that clock.
+pub(super) fn monotonic_ns_at(at: Instant) -> u64 {
+    let now = Instant::now();
+    let mono = monotonic_ns();
+    if at >= now {
+        mono.saturating_add(at.duration_since(now).as_nanos() as u64)
+    } else {
+        mono.saturating_sub(now.duration_since(at).as_nanos() as u64)
+    }
+    .max(1)
+}
+
+pub(super) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,
@@ -312,7 +333,7 @@ unsafe fn guard_main(read_fd: RawFd) -> ! {
         libc::SYS_prctl,
         [
             libc::PR_SET_NAME as usize,
-            c"lockrun-guard".as_ptr() as usize,
+            GUARD_NAME.as_ptr() as usize,
             0,
             0,
             0,

@@ -13,6 +13,9 @@
 //!   foreground group when lockrun owned it;
 //! - asks for SIGKILL when lockrun dies (`PR_SET_PDEATHSIG`), and exits at once if lockrun is
 //!   already gone;
+//! - does not start the command when its start-by time has passed (lockrun was held up between
+//!   the grant and the spawn, by a stop or a stalled write, until the lease can no longer be
+//!   trusted): it exits, and `spawn` reports [`SpawnError::Late`];
 //! - restores lockrun's signal mask, and `execvpe`s the command (PATH search, and `/bin/sh`
 //!   for a script without a `#!` line, as a shell does); `execve`s it directly when it was
 //!   found in `$PATH` ahead of time (see [`resolve`]).
@@ -26,7 +29,7 @@ use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::fd::RawFd;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use super::{SpawnError, Spec};
 
@@ -51,6 +54,10 @@ struct Shared {
     started_with: super::StartedWith,
     parent: libc::pid_t,
     mask: libc::sigset_t,
+    /// The CLOCK_MONOTONIC time (ns) after which the command must not start; 0: none.
+    start_by: u64,
+    /// Set when the child did not start the command because `start_by` had passed.
+    late: AtomicBool,
     /// The errno of the failed step; 0 when the exec succeeded.
     errno: AtomicI32,
 }
@@ -65,6 +72,8 @@ pub struct Setup {
     pub guard: Option<(RawFd, [u8; 9])>,
     /// The signals lockrun catches (see [`caught_signals`]); `None`: the child asks for each.
     pub caught: Option<libc::sigset_t>,
+    /// The command must not start after this (the lease's TERM point: no trusted time left).
+    pub start_by: Option<tokio::time::Instant>,
 }
 
 /// Starts `spec` in a new process group as `setup` says; returns its pid.
@@ -106,6 +115,8 @@ pub fn spawn(spec: &Spec, setup: Setup) -> Result<i32, SpawnError> {
         parent: unsafe { libc::getpid() },
         // SAFETY: an all-zero sigset_t is a valid value to be overwritten below.
         mask: unsafe { std::mem::zeroed() },
+        start_by: setup.start_by.map_or(0, super::guard::monotonic_ns_at),
+        late: AtomicBool::new(false),
         errno: AtomicI32::new(0),
     };
 
@@ -136,6 +147,12 @@ pub fn spawn(spec: &Spec, setup: Setup) -> Result<i32, SpawnError> {
         }
         pid
     };
+    if shared.late.load(Ordering::SeqCst) {
+        let mut status = 0;
+        // SAFETY: waitpid writes only into `status`; the child has exited.
+        unsafe { libc::waitpid(pid, &mut status, 0) };
+        return Err(SpawnError::Late);
+    }
     match shared.errno.load(Ordering::SeqCst) {
         0 => Ok(pid),
         errno => {
@@ -224,6 +241,13 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             if shared.started_with.closed_std & (1 << fd) != 0 {
                 libc::close(fd);
             }
+        }
+        // The last moment before the command runs: had lockrun been held up since the grant
+        // (stopped, or blocked on a write) until the lease cannot be trusted, the lease may
+        // already be someone else's.
+        if shared.start_by != 0 && super::guard::monotonic_ns() >= shared.start_by {
+            shared.late.store(true, Ordering::SeqCst);
+            libc::_exit(127);
         }
         libc::pthread_sigmask(libc::SIG_SETMASK, &shared.mask, std::ptr::null_mut());
         if let Some(path) = &shared.path {
@@ -375,6 +399,37 @@ mod tests {
         };
         assert_eq!(run(&spec("true", "/nonexistent/true")), 0);
         assert_eq!(run(&spec("false", "/nonexistent/false")), 1);
+    }
+
+    /// A command whose start-by time has passed when its process is about to exec is not
+    /// started; one with time left is.
+    #[tokio::test]
+    async fn a_late_start_runs_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let marker = dir.path().join("ran");
+        let spec = Spec {
+            program: "touch".into(),
+            path: None,
+            args: vec![marker.clone().into()],
+            env: vec![],
+            started_with: Default::default(),
+        };
+        let now = tokio::time::Instant::now();
+        let late = Setup {
+            start_by: Some(now - std::time::Duration::from_millis(1)),
+            ..Setup::default()
+        };
+        assert!(matches!(spawn(&spec, late), Err(SpawnError::Late)));
+        assert!(!marker.exists());
+        let in_time = Setup {
+            start_by: Some(now + std::time::Duration::from_secs(60)),
+            ..Setup::default()
+        };
+        let pid = spawn(&spec, in_time).unwrap();
+        let mut status = 0;
+        // SAFETY: waitpid writes only into `status`.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(marker.exists());
     }
 
     #[test]

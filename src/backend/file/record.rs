@@ -103,10 +103,20 @@ impl Now {
                     .unwrap_or_default()
             })
             .clone();
+        // A time namespace (`unshare -T --boottime`, a container restored by CRIU) shifts
+        // CLOCK_BOOTTIME but keeps the boot id: read the host's clock, which every process of
+        // this boot shares, by taking the namespace's offset off.
+        static OFFSET_MS: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+        let offset_ms = *OFFSET_MS.get_or_init(|| {
+            std::fs::read_to_string("/proc/self/timens_offsets")
+                .ok()
+                .and_then(|text| boottime_offset_ms(&text))
+                .unwrap_or(0)
+        });
         match boottime_ms() {
             Some(boot_ms) => Now {
                 wall_ms,
-                boot_ms,
+                boot_ms: boot_ms.saturating_add_signed(-offset_ms),
                 boot_id,
             },
             // Without CLOCK_BOOTTIME only the wall clock is left.
@@ -117,6 +127,20 @@ impl Now {
             },
         }
     }
+}
+
+/// The CLOCK_BOOTTIME offset of this process's time namespace, in milliseconds, from the text
+/// of `/proc/self/timens_offsets` (`boottime <seconds> <nanoseconds>`).
+fn boottime_offset_ms(text: &str) -> Option<i64> {
+    text.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        if words.next()? != "boottime" {
+            return None;
+        }
+        let secs: i64 = words.next()?.parse().ok()?;
+        let nanos: i64 = words.next()?.parse().ok()?;
+        Some(secs.saturating_mul(1000).saturating_add(nanos / 1_000_000))
+    })
 }
 
 fn boottime_ms() -> Option<u64> {
@@ -470,6 +494,14 @@ fn unreadable(bytes: &[u8], e: serde_json::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_namespace_offsets() {
+        let text = "monotonic           0         0\nboottime         3600   5000000\n";
+        assert_eq!(boottime_offset_ms(text), Some(3_600_005));
+        assert_eq!(boottime_offset_ms("boottime -20 0\n"), Some(-20_000));
+        assert_eq!(boottime_offset_ms("monotonic 5 0\n"), None);
+    }
 
     fn res() -> Resource {
         Resource::new("db migrate").unwrap()
