@@ -930,8 +930,7 @@ fn corrupt_record_exits_65_and_is_left_alone() {
 }
 
 /// A directory where a resource's lock file belongs is damage, like a bad record (65); a lock
-/// directory that cannot hold files is configuration (78). Both were internal errors (70). A
-/// look at a resource that has no record needs no lock file: nothing is held (1).
+/// directory that cannot hold files is configuration (78). Both were internal errors (70).
 #[test]
 fn a_lock_file_that_cannot_be_opened_is_corrupt_or_configuration() {
     let env = Env::new();
@@ -944,7 +943,11 @@ fn a_lock_file_that_cannot_be_opened_is_corrupt_or_configuration() {
             "res.lock cannot be opened: Is a directory",
         );
     }
-    assert_fails(&env.run(&["current", "res"]), 1, "res is not held");
+    assert_fails(
+        &env.run(&["current", "res"]),
+        65,
+        "res.lock is not a regular file",
+    );
     assert_fails(
         &env.run(&["-b", "file:///proc/self/fdinfo", "acquire", "-n", "res"]),
         78,

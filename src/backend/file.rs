@@ -124,7 +124,7 @@ mod store;
 mod watch;
 
 use record::{Now, Step};
-use store::Dir;
+use store::{Dir, TryLock};
 
 /// Parses a record file and a reservation file as `resource`'s (for the fuzz targets): never
 /// panics, whatever the bytes.
@@ -194,34 +194,42 @@ impl File {
     /// library caller's timeout) and never blocks the runtime; and a holder stalled in the middle
     /// of a step (SIGSTOP) makes the step unavailable after [`LOCK_PATIENCE`] instead of hanging
     /// it.
+    ///
+    /// With `create` false, a missing lock file is not created: `f` is handed back unrun
+    /// (`Ok(Err(f))`).
     async fn locked<T, F>(
         &self,
         resource: &Resource,
         look: impl Fn() -> Option<T>,
         f: F,
-    ) -> Result<T, Error>
+        create: bool,
+    ) -> Result<Result<T, F>, Error>
     where
         T: Send + 'static,
         F: FnOnce(store::Locked<'_>, &Resource) -> Result<T, Error> + Send + 'static,
     {
         for _ in 0..LOCK_SPINS {
-            if let Some(locked) = self.dir.try_lock(resource)? {
-                return f(locked, resource);
+            match self.dir.try_lock(resource, create)? {
+                TryLock::Locked(locked) => return f(locked, resource).map(Ok),
+                TryLock::Absent => return Ok(Err(f)),
+                TryLock::Busy => {}
             }
             std::thread::yield_now();
             if let Some(out) = look() {
-                return Ok(out);
+                return Ok(Ok(out));
             }
         }
         let started = tokio::time::Instant::now();
         let mut pause = Duration::from_micros(200);
         loop {
             tokio::time::sleep(pause).await;
-            if let Some(locked) = self.dir.try_lock(resource)? {
-                return f(locked, resource);
+            match self.dir.try_lock(resource, create)? {
+                TryLock::Locked(locked) => return f(locked, resource).map(Ok),
+                TryLock::Absent => return Ok(Err(f)),
+                TryLock::Busy => {}
             }
             if let Some(out) = look() {
-                return Ok(out);
+                return Ok(Ok(out));
             }
             if started.elapsed() >= LOCK_PATIENCE {
                 return Err(Error::Unavailable(format!(
@@ -251,32 +259,37 @@ impl File {
         T: Send + 'static,
         F: FnOnce(Option<&record::Record>, &Now) -> Result<Step<T>, Error> + Clone + Send + 'static,
     {
-        // A resource with no record has never been granted: a step that changes nothing then is
-        // answered without the kernel lock, so that it creates no lock file. (In a shared
-        // directory, root's `current` on a new name would otherwise leave a root-owned lock file
-        // that no other user may open, and the name theirs to use no more.) A record created
-        // right after this look holds a lease id this step cannot have been given.
+        let unlocked = decide.clone();
+        let step = move |locked: store::Locked<'_>, _: &Resource| {
+            let old = locked.read()?;
+            match decide(old.as_ref(), &Now::read())? {
+                Step::Keep(out) => Ok(out),
+                Step::Write(new, out) => {
+                    locked.write(&new)?;
+                    locked.unlock_and_signal();
+                    Ok(out)
+                }
+            }
+        };
+        let step = match self.locked(resource, || None, step, false).await? {
+            Ok(out) => return Ok(out),
+            Err(step) => step,
+        };
+        // No lock file: the resource has never been locked here. A step that changes nothing on
+        // a resource with no record is answered without one, so that it creates no lock file.
+        // (In a shared directory, root's `current` on a new name would otherwise leave a
+        // root-owned lock file that no other user may open, and the name theirs to use no
+        // more.) A record created right after this look holds a lease id this step cannot have
+        // been given.
         if let Ok(None) = self.dir.files(resource).read() {
-            if let Step::Keep(out) = decide.clone()(None, &Now::read())? {
+            if let Step::Keep(out) = unlocked(None, &Now::read())? {
                 return Ok(out);
             }
         }
-        self.locked(
-            resource,
-            || None,
-            move |locked, _| {
-                let old = locked.read()?;
-                match decide(old.as_ref(), &Now::read())? {
-                    Step::Keep(out) => Ok(out),
-                    Step::Write(new, out) => {
-                        locked.write(&new)?;
-                        locked.unlock_and_signal();
-                        Ok(out)
-                    }
-                }
-            },
-        )
-        .await
+        match self.locked(resource, || None, step, true).await? {
+            Ok(out) => Ok(out),
+            Err(_) => Err(Error::Other("the lock file could not be created".into())),
+        }
     }
 }
 
@@ -303,30 +316,38 @@ impl Backend for File {
         }
         let (id, principal, ttl) = (req.id.clone(), req.principal.to_owned(), req.ttl);
         let look = || self.seen_busy(req.resource);
-        self.locked(req.resource, look, move |locked, resource| {
-            let old = locked.read()?;
-            let now = Now::read();
-            if let Some(busy) = record::busy(old.as_ref(), resource, &now) {
-                return Ok(busy);
-            }
-            let reservation = locked.read_reservation()?;
-            let next = record::next_token(old.as_ref(), reservation.as_ref(), &now)
-                .map_err(Error::Other)?;
-            // The reservation must be on disk before the token it covers is.
-            if let Some(reserve) = &next.reserve {
-                locked.reserve(reserve)?;
-            }
-            let req = AcquireRequest {
-                resource,
-                id: &id,
-                principal: &principal,
-                ttl,
-            };
-            let (new, lease) = record::grant(next.token, &req, &now);
-            locked.write(&new)?;
-            Ok(Acquire::Acquired(lease))
-        })
-        .await
+        let granted = self.locked(
+            req.resource,
+            look,
+            move |locked, resource| {
+                let old = locked.read()?;
+                let now = Now::read();
+                if let Some(busy) = record::busy(old.as_ref(), resource, &now) {
+                    return Ok(busy);
+                }
+                let reservation = locked.read_reservation()?;
+                let next = record::next_token(old.as_ref(), reservation.as_ref(), &now)
+                    .map_err(Error::Other)?;
+                // The reservation must be on disk before the token it covers is.
+                if let Some(reserve) = &next.reserve {
+                    locked.reserve(reserve)?;
+                }
+                let req = AcquireRequest {
+                    resource,
+                    id: &id,
+                    principal: &principal,
+                    ttl,
+                };
+                let (new, lease) = record::grant(next.token, &req, &now);
+                locked.write(&new)?;
+                Ok(Acquire::Acquired(lease))
+            },
+            true,
+        );
+        match granted.await? {
+            Ok(out) => Ok(out),
+            Err(_) => Err(Error::Other("the lock file could not be created".into())),
+        }
     }
 
     async fn renew(

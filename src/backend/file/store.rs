@@ -316,37 +316,52 @@ impl Dir {
     /// we die.
     #[cfg(test)]
     pub fn lock<'a>(&'a self, resource: &'a Resource) -> Result<Locked<'a>, Error> {
-        self.lock_or(resource, true)
-            .map(|l| l.expect("a blocking lock is always taken"))
+        match self.lock_or(resource, true, true)? {
+            TryLock::Locked(locked) => Ok(locked),
+            _ => unreachable!("a blocking lock that may create its file is always taken"),
+        }
     }
 
-    /// Takes the kernel lock of `resource` if it is free right now; `None` if another process
-    /// holds it.
-    pub fn try_lock<'a>(&'a self, resource: &'a Resource) -> Result<Option<Locked<'a>>, Error> {
-        self.lock_or(resource, false)
+    /// Takes the kernel lock of `resource` if it is free right now. `create`: create its lock
+    /// file when missing; otherwise a missing one is [`TryLock::Absent`], and nothing is created.
+    pub fn try_lock<'a>(
+        &'a self,
+        resource: &'a Resource,
+        create: bool,
+    ) -> Result<TryLock<'a>, Error> {
+        self.lock_or(resource, false, create)
     }
 
     /// Opens (creating it when missing) the lock file of `resource`, a regular file.
     pub fn open_lock(&self, resource: &Resource) -> Result<(fs::File, fs::Metadata), Error> {
-        self.open_lock_named(&name::lock(resource.as_str()))
+        self.open_lock_named(&name::lock(resource.as_str()), true)
+            .map(|o| o.expect("a lock file that may be created is there"))
     }
 
-    /// [`Dir::open_lock`] by file name. The path is only built for an error message.
-    fn open_lock_named(&self, lock_name: &str) -> Result<(fs::File, fs::Metadata), Error> {
+    /// [`Dir::open_lock`] by file name; `None` when it is missing and not to be created. The
+    /// path is only built for an error message.
+    fn open_lock_named(
+        &self,
+        lock_name: &str,
+        create: bool,
+    ) -> Result<Option<(fs::File, fs::Metadata)>, Error> {
         let path = || self.file_path(lock_name);
-        let file = self
-            .open_at(
-                lock_name,
-                OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_NONBLOCK,
-                0o600,
-            )
-            .map_err(|e| match e {
-                Errno::ELOOP => Error::Corrupt(format!(
-                    "lock file {} is a symbolic link; inspect or delete it",
-                    path().display()
-                )),
-                e => io_error("lock file", &path(), "cannot be opened", e.into()),
-            })?;
+        let flags = if create {
+            OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_NONBLOCK
+        } else {
+            OFlag::O_RDONLY | OFlag::O_NONBLOCK
+        };
+        let file = match self.open_at(lock_name, flags, 0o600) {
+            Err(Errno::ENOENT) if !create => return Ok(None),
+            other => other,
+        };
+        let file = file.map_err(|e| match e {
+            Errno::ELOOP => Error::Corrupt(format!(
+                "lock file {} is a symbolic link; inspect or delete it",
+                path().display()
+            )),
+            e => io_error("lock file", &path(), "cannot be opened", e.into()),
+        })?;
         let meta = file
             .metadata()
             .map_err(|e| io_error("lock file", &path(), "cannot be read", e))?;
@@ -356,21 +371,24 @@ impl Dir {
                 path().display()
             )));
         }
-        Ok((file, meta))
+        Ok(Some((file, meta)))
     }
 
     fn lock_or<'a>(
         &'a self,
         resource: &'a Resource,
         wait: bool,
-    ) -> Result<Option<Locked<'a>>, Error> {
+        create: bool,
+    ) -> Result<TryLock<'a>, Error> {
         let lock_name = name::lock(resource.as_str());
         let path = || self.file_path(&lock_name);
         for _ in 0..LOCK_ATTEMPTS {
-            let (file, meta) = self.open_lock_named(&lock_name)?;
+            let Some((file, meta)) = self.open_lock_named(&lock_name, create)? else {
+                return Ok(TryLock::Absent);
+            };
             let guard = match flock(file, wait) {
                 Ok(guard) => guard,
-                Err(Errno::EWOULDBLOCK) if !wait => return Ok(None),
+                Err(Errno::EWOULDBLOCK) if !wait => return Ok(TryLock::Busy),
                 Err(e) => return Err(io_error("lock file", &path(), "cannot be locked", e.into())),
             };
             // Someone may have deleted or replaced the lock file between our open and our lock;
@@ -381,7 +399,7 @@ impl Dir {
                 nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
             ) {
                 Ok(st) if st.st_dev == meta.dev() && st.st_ino == meta.ino() => {
-                    return Ok(Some(Locked {
+                    return Ok(TryLock::Locked(Locked {
                         files: self.files(resource),
                         guard,
                     }))
@@ -395,6 +413,16 @@ impl Dir {
             path().display()
         )))
     }
+}
+
+/// What [`Dir::try_lock`] found.
+pub enum TryLock<'a> {
+    /// The kernel lock is ours until this drops.
+    Locked(Locked<'a>),
+    /// Another process holds it.
+    Busy,
+    /// There is no lock file, and none was to be created.
+    Absent,
 }
 
 /// `renameat2(2)` within one directory, as a system call: the C libraries do not all wrap it
