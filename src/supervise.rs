@@ -89,6 +89,10 @@ pub enum SpawnError {
     /// was not started.
     #[error("the lease could no longer be trusted when the command was to start (lockrun was held up since the grant); the command was not started")]
     Late,
+    /// A renewal found the lease gone or someone else's before the command started; it was not
+    /// started.
+    #[error("the lease was lost before the command started; the command was not started")]
+    Lost,
 }
 
 /// How the command ended.
@@ -279,11 +283,20 @@ pub async fn supervise(
             if let Ok(g) = guard {
                 g.disarm();
             }
+            // The child may have made its group the terminal's foreground before it failed (or
+            // found it too late to start): the terminal comes back to lockrun's group, as after
+            // a command that ran.
+            // SAFETY: setting a signal disposition to SIG_IGN is always sound.
+            unsafe { libc::signal(libc::SIGTTOU, libc::SIG_IGN) };
+            restore_foreground(terminal, -1, tty.is_some());
             if let Some(fd) = opened {
                 // SAFETY: closing the descriptor opened above, used by nothing else.
                 unsafe { libc::close(fd) };
             }
-            return Err(e);
+            return Err(match e {
+                SpawnError::Late if *lease.borrow() == State::Lost => SpawnError::Lost,
+                e => e,
+            });
         }
     };
     let pgid = child; // the child leads its own group
@@ -341,7 +354,7 @@ pub async fn supervise(
             if stopped.is_none() {
                 stopped = Some(Stop::Deadline);
             }
-            kill_all(pgid);
+            kill_all(pgid, true);
             kill_at = None;
             kill_sent = true;
             // Wait for the child to die; nothing else matters now.
@@ -376,7 +389,7 @@ pub async fn supervise(
                 if is_stop && stopped.is_some() {
                     if asked_again(stop_asked_at) {
                         tracing::info!("second {} while stopping: killing the command", signame(sig));
-                        kill_all(pgid);
+                        kill_all(pgid, true);
                         kill_sent = true;
                     }
                 } else {
@@ -740,20 +753,23 @@ async fn clean_up_group(
     forget_group: impl Fn(),
 ) {
     // Once the group is empty (its leader reaped) while orphans outside it keep lockrun here,
-    // the guard is told to forget the group: its number is free for another process's group.
-    // (When nothing is left at all, the disarm that follows at once says as much.)
-    let mut forgotten = false;
-    let mut alive = |pgid| {
-        let group = killpg(pgid, 0);
+    // its number is free for another process's group: neither lockrun nor the guard (told to
+    // forget it) signals the group from then on. (When nothing is left at all, the disarm that
+    // follows at once says as much to the guard.)
+    let mut group_gone = false;
+    let alive = |group_gone: &mut bool| {
+        let group = !*group_gone && killpg(pgid, 0);
         let orphaned = !orphans().is_empty();
-        if !group && orphaned && !forgotten {
+        if !group && orphaned && !*group_gone {
             forget_group();
-            forgotten = true;
+            *group_gone = true;
         }
         group || orphaned
     };
+    // Signals the group while it has members.
+    let signal_group = |group_gone: bool, sig: i32| !group_gone && killpg(pgid, sig);
     reap(0);
-    if !alive(pgid) {
+    if !alive(&mut group_gone) {
         return;
     }
     tracing::info!("the command left processes behind: terminating them");
@@ -766,7 +782,7 @@ async fn clean_up_group(
     let mut signalled = asked.signalled;
     if group_termed {
         // Its TERM stays pending in a stopped process until it is continued.
-        killpg(pgid, libc::SIGCONT);
+        signal_group(group_gone, libc::SIGCONT);
     }
     let mut termed: Vec<i32> = Vec::new();
     loop {
@@ -786,10 +802,10 @@ async fn clean_up_group(
         };
         // A stopped process acts on TERM only once continued: CONT follows each TERM.
         if kill {
-            kill_all(pgid);
+            kill_all(pgid, !group_gone);
         } else if !group_termed {
-            killpg(pgid, sig);
-            killpg(pgid, libc::SIGCONT);
+            signal_group(group_gone, sig);
+            signal_group(group_gone, libc::SIGCONT);
             group_termed = true;
         }
         // TERM for the orphans outside the group (the group's members have had the group's; a
@@ -828,7 +844,7 @@ async fn clean_up_group(
             _ = tokio::time::sleep(Duration::from_millis(10)) => {}
         }
         reap(0);
-        if !alive(pgid) {
+        if !alive(&mut group_gone) {
             return;
         }
     }

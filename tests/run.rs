@@ -715,14 +715,30 @@ fn sigkill_of_everything_named_lockrun_leaves_no_descendants() {
 /// CI runs.
 #[test]
 fn the_guard_never_kills_a_group_that_reused_the_commands_number() {
+    a_reused_group_number_is_left_alone("10s", true);
+}
+
+/// The same, without the kill -9: lockrun's own KILL for the leftovers, at `--kill-after`, must
+/// not reach the group that reused the number either.
+#[test]
+fn lockrun_never_kills_a_group_that_reused_the_commands_number() {
+    a_reused_group_number_is_left_alone("2s", false);
+}
+
+fn a_reused_group_number_is_left_alone(kill_after: &str, kill_lockrun: bool) {
     if !nix::unistd::geteuid().is_root() {
         return;
     }
     let env = Env::new();
     let bin = env!("CARGO_BIN_EXE_lockrun");
     let dir = env.path().display().to_string();
+    let end = if kill_lockrun {
+        "kill -9 $lr; sleep 0.5"
+    } else {
+        "wait $lr"
+    };
     let inner = format!(
-        r#"{bin} -b file://{dir}/locks --kill-after 10s res -- sh -c 'echo $$ > {dir}/leader; setsid sh -c "trap \"\" TERM; exec sleep 30" & sleep 0.3; exit 0' &
+        r#"{bin} -b file://{dir}/locks --kill-after {kill_after} res -- sh -c 'echo $$ > {dir}/leader; setsid sh -c "trap \"\" TERM; exec sleep 30" & sleep 0.3; exit 0' &
 lr=$!
 sleep 1.2
 leader=$(cat {dir}/leader)
@@ -737,8 +753,7 @@ while [ $i -lt 250 ]; do
   sleep 0.02; i=$((i + 1))
 done
 [ "$5" = "$other" ] || {{ echo "$other leads no group"; exit 3; }}
-kill -9 $lr
-sleep 0.5
+{end}
 kill -0 $other && echo other-alive"#
     );
     let o = std::process::Command::new("unshare")

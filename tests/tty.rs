@@ -437,6 +437,29 @@ fn a_killed_lockrun_gives_the_terminal_back_to_the_script() {
     killed_lockrun_then_read(bash_in_pty, true);
 }
 
+/// A command that cannot be started (not found, or found too late to start under a trusted
+/// lease) had already been given the terminal by its process: lockrun gives it back to its own
+/// group, so that the script around lockrun can read it (it used to stay with the dead group).
+#[test]
+fn a_command_that_did_not_start_leaves_the_terminal_to_the_script() {
+    let env = Env::new();
+    let bin = env!("CARGO_BIN_EXE_lockrun");
+    let mut child = bash_in_pty(
+        &env,
+        &format!(
+            "\"{bin}\" res -- no-such-command-lockrun-test\necho \"after=$?\"\nread x\necho \"got=$x\"\n"
+        ),
+    );
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    read_until(&mut out, &mut seen, "after=127");
+    std::thread::sleep(Duration::from_millis(300));
+    let _ = child.stdin.as_mut().unwrap().write_all(b"yes\n");
+    read_until(&mut out, &mut seen, "got=");
+    read_to_end(&mut child, &mut out, &mut seen);
+    assert!(seen.contains("got=yes"), "{seen}");
+}
+
 fn killed_lockrun_then_read(shell: fn(&Env, &str) -> std::process::Child, nested: bool) {
     let env = Env::new();
     let pid_file = env.file("lockrun.pid");

@@ -75,7 +75,7 @@ impl Settings {
     }
 
     /// The password in the file that the `password_file` setting names: its text without one
-    /// trailing newline (`\n` or `\r\n`). The file is read as [`crate::small_file`] reads, so a
+    /// trailing newline (`\n` or `\r\n`). The file is read with a bound on its size, so a
     /// FIFO or a device cannot hang lockrun.
     pub fn password_file(&self) -> Result<Option<String>, Error> {
         let Some(path) = self.path("password_file")? else {
@@ -97,7 +97,7 @@ impl Settings {
     }
 
     /// The bytes of the file that the setting `key` names (a certificate, a key), read as
-    /// [`crate::small_file`] reads, with its path; a file that cannot be read is a configuration
+    /// `small_file` reads them (bounded, never blocking on a FIFO), with its path; a file that cannot be read is a configuration
     /// error naming the setting.
     pub fn file(&self, key: &str) -> Result<Option<(PathBuf, Vec<u8>)>, Error> {
         let Some(path) = self.path(key)? else {

@@ -134,12 +134,10 @@ impl BackendUrl {
             if is_secret_key(&k) {
                 changed = true;
                 pairs.push((k.into_owned(), "***".into()));
-            } else if let Some(inner) = nested_with_password(&v) {
-                // A URL in a parameter (DynamoDB's `endpoint=`) may carry a password too.
-                let mut inner = inner;
-                let _ = inner.set_password(Some("***"));
+            } else if let Some(inner) = nested_redacted(&v) {
+                // A URL in a parameter (DynamoDB's `endpoint=`) may carry secrets too.
                 changed = true;
-                pairs.push((k.into_owned(), inner.to_string()));
+                pairs.push((k.into_owned(), inner));
             } else if v.contains("://") && v.contains('@') && url::Url::parse(&v).is_err() {
                 // One that does not parse: hide all of it.
                 changed = true;
@@ -152,6 +150,10 @@ impl BackendUrl {
             u.query_pairs_mut().clear().extend_pairs(pairs);
         }
         let mut text = u.to_string();
+        // A URL with no host (`redis:/:pw@h` parses so) keeps any `user:pw@` in its path.
+        if self.scheme() != "file" && u.host_str().map_or(true, str::is_empty) {
+            text = redact_text(&text);
+        }
         if !self.more_hosts.is_empty() {
             let start = text.find("://").map_or(0, |i| i + 3);
             let end = text[start..]
@@ -222,6 +224,36 @@ fn nested_with_password(value: &str) -> Option<url::Url> {
         .filter(|u| u.password().is_some())
 }
 
+/// A query parameter's value that is itself a URL with secrets (a password, a secret
+/// parameter, a URL with secrets in a parameter), with them replaced by `***`; `None` when it has
+/// none.
+fn nested_redacted(value: &str) -> Option<String> {
+    let mut u = url::Url::parse(value).ok()?;
+    let mut changed = false;
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+        changed = true;
+    }
+    let pairs: Vec<(String, String)> = u
+        .query_pairs()
+        .map(|(k, v)| {
+            if is_secret_key(&k) {
+                changed = true;
+                (k.into_owned(), "***".to_owned())
+            } else if let Some(inner) = nested_redacted(&v) {
+                changed = true;
+                (k.into_owned(), inner)
+            } else {
+                (k.into_owned(), v.into_owned())
+            }
+        })
+        .collect();
+    if changed && !pairs.is_empty() {
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    changed.then(|| u.to_string())
+}
+
 fn is_secret_key(k: &str) -> bool {
     let k = k.to_ascii_lowercase();
     k.contains("password") || k.contains("secret") || k.contains("token")
@@ -284,6 +316,8 @@ fn split_hosts(text: &str) -> Result<(String, Vec<Host>), Error> {
 pub(crate) fn redact_text(text: &str) -> String {
     let text = match (text.find("://"), text.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}://***@{}", &text[..s], &text[at + 1..]),
+        // No `://` (`user:pw@host`, `redis:/:pw@h`): all of it up to the `@` may be secret.
+        (None, Some(at)) => format!("***@{}", &text[at + 1..]),
         _ => text.to_owned(),
     };
     let Some((base, query)) = text.split_once('?') else {
@@ -394,6 +428,10 @@ mod tests {
             "etcd://127.0.0.1:1,127.0.0.1:x?password=hunter2",
             "dynamodb://t?endpoint=http%3A%2F%2Fu%3Ahunter2%40h%3A99999&bogus=1:x",
             "redis://u:hun@ter2@h:99999",
+            "user:hunter2@redis.example:6379",
+            ":hunter2@h:6379",
+            "redis:/:hunter2@h",
+            "redis:u:hunter2@h",
         ] {
             let shown = match BackendUrl::parse(bad) {
                 Ok(u) => u.to_string(),
@@ -401,10 +439,15 @@ mod tests {
             };
             assert!(!shown.contains("hunter2"), "{shown}");
         }
-        let u = BackendUrl::parse("dynamodb://t?endpoint=http://u:hunter2@127.0.0.1:1&region=x")
-            .unwrap();
-        assert!(!u.to_string().contains("hunter2"), "{u}");
-        assert!(u.to_string().contains("region=x"), "{u}");
+        for url in [
+            "dynamodb://t?endpoint=http://u:hunter2@127.0.0.1:1&region=x",
+            "dynamodb://t?endpoint=http%3A%2F%2Fh%2F%3Ftoken%3Dhunter2&region=x",
+            "dynamodb://t?endpoint=http%3A%2F%2Fh%2F%3Fx%3Dhttp%253A%252F%252Fu%253Ahunter2%2540h2&region=x",
+        ] {
+            let u = BackendUrl::parse(url).unwrap();
+            assert!(!u.to_string().contains("hunter2"), "{u}");
+            assert!(u.to_string().contains("region=x"), "{u}");
+        }
     }
 
     #[test]

@@ -134,6 +134,7 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
         Err(SpawnError::CannotExecute { .. }) => Exit::CannotExecute,
         Err(SpawnError::Setup(_)) => Exit::Internal,
         Err(SpawnError::Late) => Exit::Unavailable,
+        Err(SpawnError::Lost) => Exit::Lost,
         Ok(o) => match (o.stopped, o.status) {
             (Some(Stop::Lost | Stop::Deadline), _) => Exit::Lost,
             (_, Status::Exited(n)) => Exit::Child(n.clamp(0, 255) as u8),
@@ -155,7 +156,9 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
         };
         ev.emit("child_exited", status);
     }
-    let released = if matches!(&outcome, Ok(o) if o.stopped == Some(Stop::Lost)) {
+    let released = if matches!(&outcome, Ok(o) if o.stopped == Some(Stop::Lost))
+        || matches!(&outcome, Err(SpawnError::Lost))
+    {
         drop(guard.into_lease()); // someone else's now: nothing to release
         false
     } else if matches!(&outcome, Ok(o) if o.stopped == Some(Stop::Deadline))
@@ -178,6 +181,13 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
             format!(
                 "the lease on {} could no longer be trusted when the command was to start \
                  (lockrun was held up since the grant); the command was not started",
+                esc(&resource)
+            ),
+        )),
+        Err(SpawnError::Lost) => Err(Failure::new(
+            exit,
+            format!(
+                "lost the lease on {} before the command started; it was not started",
                 esc(&resource)
             ),
         )),

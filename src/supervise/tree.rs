@@ -20,9 +20,13 @@ pub(super) fn killpg(pgid: i32, sig: i32) -> bool {
 /// KILLs the command's group `pgid` and every descendant of lockrun that left it (`setsid`, an
 /// interactive shell's jobs, a nested lockrun's command): a KILL for the lease reaches them
 /// while their parents live, not only once they are orphans. (TERM goes to the group alone: a
-/// nested lockrun passes it on to its own command, which must not get it twice.)
-pub(super) fn kill_all(pgid: i32) {
-    killpg(pgid, libc::SIGKILL);
+/// nested lockrun passes it on to its own command, which must not get it twice.) `group`: the
+/// group still has members; once it has none, its number may belong to another process's group,
+/// and only the descendants are KILLed.
+pub(super) fn kill_all(pgid: i32, group: bool) {
+    if group {
+        killpg(pgid, libc::SIGKILL);
+    }
     for (pid, parent) in descendants() {
         signal_child(
             pid,

@@ -74,7 +74,11 @@ impl Options {
         };
         let pick = |key: &str| -> Result<Option<String>, Error> {
             match (from_url(key), settings.string(key)?) {
-                (Some(a), Some(b)) if a != b => Err(conflict(key, &a, &b)),
+                (Some(a), Some(b)) if a != b => Err(conflict(
+                    key,
+                    &crate::backend::redact_text(&a),
+                    &crate::backend::redact_text(&b),
+                )),
                 (a, b) => Ok(a.or(b).filter(|v| !v.is_empty())),
             }
         };
