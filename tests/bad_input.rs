@@ -530,6 +530,12 @@ fn a_config_that_is_not_a_regular_file() {
 }
 
 /// `cmd`'s output, or a panic naming `what` if it has not ended within 20 s (it is killed).
+#[cfg(all(
+    feature = "redis",
+    feature = "etcd",
+    feature = "postgres",
+    feature = "kubernetes"
+))]
 fn output_within(mut cmd: std::process::Command, what: &str) -> std::process::Output {
     use std::process::Stdio;
     let mut child = cmd
@@ -553,6 +559,12 @@ fn output_within(mut cmd: std::process::Command, what: &str) -> std::process::Ou
 /// or an endless device: one line and 78. The FIFO used to hang lockrun, and /dev/zero to grow
 /// its memory without end. No server is needed: each is read before connecting.
 #[test]
+#[cfg(all(
+    feature = "redis",
+    feature = "etcd",
+    feature = "postgres",
+    feature = "kubernetes"
+))]
 fn backend_files_that_are_not_regular_files_exit_78() {
     let env = Env::new();
     let fifo = env.file("fifo");

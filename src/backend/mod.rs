@@ -158,6 +158,7 @@ impl Error {
 
     /// `self`, from a failure to connect before anything was sent: [`Error::Unreached`]
     /// where it is [`Error::Unavailable`].
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))] // the network backends' (features)
     pub(crate) fn unreached(self) -> Error {
         match self {
             Error::Unavailable(m) => Error::Unreached(m),
