@@ -814,7 +814,7 @@ async fn clean_up_group(
         // `kill_all` reaches every descendant.
         for pid in orphans() {
             // SAFETY: getpgid has no memory-safety preconditions.
-            let outside = unsafe { libc::getpgid(pid) } != pgid;
+            let outside = group_gone || unsafe { libc::getpgid(pid) } != pgid;
             if !kill && outside && !termed.contains(&pid) {
                 // SAFETY: kill has no memory-safety preconditions; an orphan is our child, so
                 // its number is not reused before we reap it.

@@ -725,6 +725,42 @@ fn lockrun_never_kills_a_group_that_reused_the_commands_number() {
     a_reused_group_number_is_left_alone("2s", false);
 }
 
+/// A descendant that reuses the number of the command's empty group for a group of its own (a
+/// leftover's child made while lockrun waits for the leftover) is a descendant all the same:
+/// lockrun's KILL for the leftovers reaches it, and lockrun ends at `--kill-after`, not 10 s
+/// later with it still running. Root only, in a PID namespace (see above).
+#[test]
+fn a_descendant_in_a_group_that_reused_the_number_is_killed() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let env = Env::new();
+    let bin = env!("CARGO_BIN_EXE_lockrun");
+    let dir = env.path().display().to_string();
+    let leftover = format!(
+        "trap \\\"\\\" TERM; sleep 1; echo $(($(cat {dir}/leader) - 1)) > /proc/sys/kernel/ns_last_pid; setsid sleep 30 & echo \\$! > {dir}/other; wait"
+    );
+    let inner = format!(
+        r#"{bin} -b file://{dir}/locks --kill-after 2s res -- sh -c 'echo $$ > {dir}/leader; setsid sh -c "{leftover}" & sleep 0.3; exit 0'
+echo "lockrun=$?"
+other=$(cat {dir}/other)
+[ "$other" = "$(cat {dir}/leader)" ] || echo "pid $other, not the leader's"
+sleep 0.2
+kill -0 $other 2>/dev/null && echo other-alive
+exit 0"#
+    );
+    let started = Instant::now();
+    let o = std::process::Command::new("unshare")
+        .args(["--pid", "--fork", "--mount-proc", "sh", "-c", &inner])
+        .output()
+        .unwrap();
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(out.contains("lockrun=0"), "{out}{err}");
+    assert!(!out.contains("not the leader's"), "{out}{err}");
+    assert!(!out.contains("other-alive"), "{out}{err}");
+    assert!(started.elapsed() < Duration::from_secs(8), "{out}{err}");
+}
+
 fn a_reused_group_number_is_left_alone(kill_after: &str, kill_lockrun: bool) {
     if !nix::unistd::geteuid().is_root() {
         return;

@@ -138,7 +138,7 @@ impl BackendUrl {
                 // A URL in a parameter (DynamoDB's `endpoint=`) may carry secrets too.
                 changed = true;
                 pairs.push((k.into_owned(), inner));
-            } else if v.contains("://") && v.contains('@') && url::Url::parse(&v).is_err() {
+            } else if looks_like_credentials(&v) && !plain_url(&v) {
                 // One that does not parse: hide all of it.
                 changed = true;
                 pairs.push((k.into_owned(), "***".into()));
@@ -150,8 +150,12 @@ impl BackendUrl {
             u.query_pairs_mut().clear().extend_pairs(pairs);
         }
         let mut text = u.to_string();
-        // A URL with no host (`redis:/:pw@h` parses so) keeps any `user:pw@` in its path.
-        if self.scheme() != "file" && u.host_str().map_or(true, str::is_empty) {
+        // A URL with no authority (`redis:/:pw@h`, `redis:u:pw@h` parse so) keeps any
+        // `user:pw@` in its path; so does one whose unescaped password began with `/` or `#`
+        // (`redis://u:/pw@h` parses as host `u`, path `/pw@h`).
+        let odd_path = u.host_str().is_some_and(|h| !h.is_empty())
+            && (u.path().contains('@') || u.fragment().is_some_and(|f| f.contains('@')));
+        if self.scheme() != "file" && (!text.contains("://") || odd_path) {
             text = redact_text(&text);
         }
         if !self.more_hosts.is_empty() {
@@ -314,10 +318,19 @@ fn split_hosts(text: &str) -> Result<(String, Vec<Host>), Error> {
 /// the last `@` (a password may hold any character), then the values of secret query parameters
 /// and of parameters that are URLs with a user or password.
 pub(crate) fn redact_text(text: &str) -> String {
-    let text = match (text.find("://"), text.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &text[..s], &text[at + 1..]),
-        // No `://` (`user:pw@host`, `redis:/:pw@h`): all of it up to the `@` may be secret.
-        (None, Some(at)) => format!("***@{}", &text[at + 1..]),
+    let scheme_end = text.find("://");
+    let text = match (scheme_end, text.find('@')) {
+        // `user:pw@host...` with no `://` before the `@` (none at all, or one later, in a
+        // parameter): all of it up to the last `@` before that `://` may be secret.
+        (s, Some(first)) if s.map_or(true, |s| first < s) => {
+            let before = s.map_or(text, |s| &text[..s]);
+            let at = before.rfind('@').unwrap_or(first);
+            format!("***@{}", &text[at + 1..])
+        }
+        (Some(s), Some(_)) => match text.rfind('@') {
+            Some(at) if at > s => format!("{}://***@{}", &text[..s], &text[at + 1..]),
+            _ => text.to_owned(),
+        },
         _ => text.to_owned(),
     };
     let Some((base, query)) = text.split_once('?') else {
@@ -328,8 +341,7 @@ pub(crate) fn redact_text(text: &str) -> String {
         .map(|pair| match pair.split_once('=') {
             Some((k, v)) => {
                 let (key, value) = (decoded(k), decoded(v));
-                let nested = value.contains("://") && value.contains('@');
-                if is_secret_key(&key) || nested {
+                if is_secret_key(&key) || looks_like_credentials(&value) {
                     format!("{k}=***")
                 } else {
                     pair.to_owned()
@@ -339,6 +351,22 @@ pub(crate) fn redact_text(text: &str) -> String {
         })
         .collect();
     format!("{base}?{}", pairs.join("&"))
+}
+
+/// Whether `value` parses as a URL whose `@`, if any, ends its user information: it has a host,
+/// and no `@` in its path or fragment.
+fn plain_url(value: &str) -> bool {
+    url::Url::parse(value).is_ok_and(|u| {
+        u.host_str().is_some_and(|h| !h.is_empty())
+            && !u.path().contains('@')
+            && !u.fragment().is_some_and(|f| f.contains('@'))
+    })
+}
+
+/// Whether a parameter's value may hold a `user:password@` (a URL in it, perhaps mistyped:
+/// `https//u:pw@h`, `redis:/:pw@h`): a `:` before its last `@`. An e-mail address has none.
+fn looks_like_credentials(value: &str) -> bool {
+    value.rfind('@').is_some_and(|at| value[..at].contains(':'))
 }
 
 /// `text` with its `%XX` escapes (and `+`) decoded, as a query string's parts are.
@@ -432,6 +460,11 @@ mod tests {
             ":hunter2@h:6379",
             "redis:/:hunter2@h",
             "redis:u:hunter2@h",
+            "u:hunter2@h?e=http://x",
+            "redis://u:/hunter2@h",
+            "redis://u:#hunter2@h",
+            "dynamodb://t?endpoint=https//u:hunter2@h&region=x",
+            "dynamodb://t?endpoint=redis:/:hunter2@h&bogus=1",
         ] {
             let shown = match BackendUrl::parse(bad) {
                 Ok(u) => u.to_string(),
@@ -447,6 +480,22 @@ mod tests {
             let u = BackendUrl::parse(url).unwrap();
             assert!(!u.to_string().contains("hunter2"), "{u}");
             assert!(u.to_string().contains("region=x"), "{u}");
+        }
+    }
+
+    /// Host-less URLs with an `@` in their path, and parameters that hold an e-mail address,
+    /// are shown as they are: nothing in them is a password.
+    #[test]
+    fn no_password_no_stars() {
+        for url in [
+            "redis+unix:///run/redis@a/redis.sock",
+            "postgresql:///db?host=%2Frun%2Fpostgresql&user=admin%40srv",
+            "postgres://h/db?application_name=me%40host",
+            "file:///home/me@x/locks",
+        ] {
+            let u = BackendUrl::parse(url).unwrap();
+            assert!(!u.to_string().contains("***"), "{u}");
+            assert_eq!(u.without_hidden_secrets().0.to_string(), u.to_string());
         }
     }
 

@@ -33,8 +33,9 @@ pub(super) fn kill_all(pgid: i32, group: bool) {
             parent,
             |pid| {
                 // SAFETY: getpgid has no memory-safety preconditions. The group's members had the
-                // group's KILL.
-                (unsafe { libc::getpgid(pid) }) != pgid
+                // group's KILL; with no group KILL sent, a descendant in a group of that number
+                // (one that reused it) is KILLed as any other.
+                !group || (unsafe { libc::getpgid(pid) }) != pgid
             },
             libc::SIGKILL,
         );
