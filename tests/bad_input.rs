@@ -497,12 +497,7 @@ fn variables_that_are_not_utf8_exit_78() {
 #[test]
 fn a_config_that_is_not_a_regular_file() {
     let env = Env::new();
-    let fifo = env.file("fifo");
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    let fifo = env.fifo("fifo");
     let big = env.file("big.toml");
     std::fs::write(&big, "#".repeat(2 << 20)).unwrap();
     for (path, needle) in [
@@ -567,12 +562,7 @@ fn output_within(mut cmd: std::process::Command, what: &str) -> std::process::Ou
 ))]
 fn backend_files_that_are_not_regular_files_exit_78() {
     let env = Env::new();
-    let fifo = env.file("fifo");
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    let fifo = env.fifo("fifo");
     let fifo = fifo.to_str().unwrap();
     let sections = [
         (

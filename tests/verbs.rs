@@ -360,12 +360,7 @@ fn doctor_checks_the_backend_end_to_end() {
 fn list_skips_a_record_that_is_not_a_regular_file() {
     let env = Env::new();
     assert_eq!(env.run(&["acquire", "a"]).status.code(), Some(0));
-    let fifo = env.path().join("locks/b.lease");
-    assert!(std::process::Command::new("mkfifo")
-        .arg(&fifo)
-        .status()
-        .unwrap()
-        .success());
+    env.fifo("locks/b.lease");
     let mut child = env
         .cmd()
         .arg("list")

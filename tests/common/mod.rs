@@ -67,6 +67,17 @@ impl Env {
         self.path().join(name)
     }
 
+    /// Makes a FIFO at `name` (relative to this environment) and returns its path.
+    pub fn fifo(&self, name: &str) -> PathBuf {
+        let path = self.file(name);
+        assert!(Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .expect("mkfifo")
+            .success());
+        path
+    }
+
     /// Runs lockrun with `args` against the backend section `[backend.r]` whose body is
     /// `section` (`url = "..."` and any settings), written to this environment's config file.
     pub fn run_section(&self, section: &str, args: &[&str]) -> Output {
