@@ -208,13 +208,25 @@ impl Lock {
         };
         match wait::acquire(&*self.backend, &req, wait, self.retry, self.order, on_event).await? {
             Outcome::Busy(holder) => Err(Error::Busy(holder.map(Box::new))),
-            Outcome::Granted(g) => Ok(Guard::new(
-                Arc::clone(&self.backend),
-                g.lease,
-                g.sent_at,
-                self.ttl,
-                timing.map(|t| (t, self.beats.clone())),
-            )),
+            Outcome::Granted(g) => {
+                let guard = Guard::new(
+                    Arc::clone(&self.backend),
+                    g.lease,
+                    g.sent_at,
+                    self.ttl,
+                    timing.map(|t| (t, self.beats.clone())),
+                );
+                // On a multi-thread runtime the renewer just spawned sits in this worker's
+                // LIFO slot, which other workers do not steal: if the caller's task then blocks
+                // this worker, it would never run, however idle the others. Yielding once lets
+                // it start (and wait on its timer, whose wake-up any worker takes).
+                if tokio::runtime::Handle::current().runtime_flavor()
+                    == tokio::runtime::RuntimeFlavor::MultiThread
+                {
+                    tokio::task::yield_now().await;
+                }
+                Ok(guard)
+            }
         }
     }
 
@@ -343,14 +355,17 @@ impl Guard {
         }
     }
 
-    /// Stops renewing and releases the lease. `Ok(false)` when it had already ended.
+    /// Stops renewing and releases the lease. `Ok(false)` when it had already ended. Cancelled
+    /// (a timeout around it), the guard is dropped with the release unfinished, and the drop
+    /// releases, as for any guard.
     pub async fn release(mut self) -> Result<bool, Error> {
         self.stop_renewing();
-        self.done = true;
-        Ok(self
+        let released = self
             .backend
             .release(&self.lease.resource, &self.lease.id)
-            .await?)
+            .await;
+        self.done = true;
+        Ok(released?)
     }
 
     /// Stops renewing and keeps the lease: it lasts until its TTL runs out or someone releases

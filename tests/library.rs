@@ -371,6 +371,54 @@ fn busy_lock_file(
     })
 }
 
+/// A release cut short (a timeout around it, here while another process holds the lock file)
+/// leaves the guard to its drop, which releases: the lease used to stay held until its TTL.
+#[test]
+fn a_cancelled_release_still_releases() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = current_thread();
+    rt.block_on(async {
+        let lock = Lock::new(backend(&dir).await, "job")
+            .unwrap()
+            .ttl(Duration::from_secs(60));
+        let guard = lock.acquire().await.unwrap();
+        let busy = busy_lock_file(&dir, "job", Duration::from_millis(800));
+        let cut = tokio::time::timeout(Duration::from_millis(200), guard.release()).await;
+        assert!(cut.is_err(), "the release was not cut short");
+        busy.join().unwrap();
+        let holder = lock.current().await.unwrap();
+        assert!(holder.is_none(), "still held: {holder:?}");
+    });
+}
+
+/// On a multi-thread runtime, a task that acquires and then blocks its worker (CPU-bound work,
+/// a blocking call) keeps its lease while another worker is free: the renewer used to sit in the
+/// blocked worker's LIFO slot, never run, and the lease was lost at its deadline.
+#[test]
+fn a_task_that_blocks_its_worker_keeps_its_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend = rt.block_on(backend(&dir));
+    let kept = rt.block_on(async move {
+        tokio::spawn(async move {
+            let lock = Lock::new(backend, "job")
+                .unwrap()
+                .ttl(Duration::from_secs(2));
+            let guard = lock.acquire().await.unwrap();
+            std::thread::sleep(Duration::from_secs(3));
+            let holder = lock.current().await.unwrap().map(|l| l.id);
+            (!guard.is_lost(), holder.as_ref() == Some(guard.id()))
+        })
+        .await
+        .unwrap()
+    });
+    assert_eq!(kept, (true, true));
+}
+
 fn current_thread() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
