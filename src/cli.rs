@@ -19,7 +19,8 @@ Exit codes:
              doctor: it printed a warning
   2          usage error
   65         a stored lease record is corrupt
-  69         backend unreachable or timed out
+  69         backend unreachable or timed out; run: the lease could no longer
+             be trusted when the command was to start (it was not started)
   70         internal error, or stdout cannot be written
   75         busy: not acquired (-n, or -w ran out); -E N changes it
   78         bad configuration (config file, unknown backend, bad URL)
