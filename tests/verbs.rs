@@ -441,3 +441,51 @@ fn list_shows_every_live_lease() {
     assert_eq!(all[0]["resource"], "a two");
     assert_eq!(all[1]["principal"], "alice");
 }
+
+/// A lock directory that does not exist yet holds nothing: the verbs that only read or give
+/// back say so and create nothing (a mistyped `-b file:///...` leaves no directory tree
+/// behind); the first acquire creates it.
+#[test]
+fn a_missing_lock_directory_is_created_by_the_first_acquire_only() {
+    let env = Env::new();
+    let url = format!("file://{}/typo/locks", env.path().display());
+    let id = "0123456789abcdef0123456789abcdef";
+    let cases: [(&[&str], i32, &str); 5] = [
+        (&["current", "r"], 1, "lockrun: r is not held\n"),
+        (
+            &["is-held", "r", id],
+            1,
+            "lockrun: lease 01234567… does not hold r (expired, released, or never granted)\n",
+        ),
+        (
+            &["release", "r", id],
+            1,
+            "lockrun: lease 01234567… does not hold r (expired, released, or never granted)\n",
+        ),
+        (
+            &["renew", "r", id],
+            1,
+            "lockrun: lease 01234567… does not hold r (expired, released, or never granted)\n",
+        ),
+        (&["list"], 0, ""),
+    ];
+    for (args, code, err) in cases {
+        let o = env.cmd().arg("-b").arg(&url).args(args).output().unwrap();
+        assert_eq!(o.status.code(), Some(code), "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o), err, "{args:?}");
+        assert!(!env.path().join("typo").exists(), "{args:?} created it");
+    }
+    let o = env
+        .cmd()
+        .arg("-b")
+        .arg(&url)
+        .args(["r", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let mode = std::fs::metadata(env.path().join("typo/locks")).unwrap();
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o700
+    );
+}

@@ -2,7 +2,8 @@
 //!
 //! # Layout
 //!
-//! One directory, created with mode 0700 when missing. Each resource has three files, named by
+//! One directory, created with mode 0700 by the first acquire when missing (steps that only read
+//! or give back find nothing held there and create nothing). Each resource has three files, named by
 //! percent-encoding the resource name (long names get a readable prefix and a SHA-256; see the
 //! `name` submodule):
 //!
@@ -98,8 +99,8 @@
 //! record or reservation that belongs to another user ([`Error::Config`]): its write would
 //! leave that user a record they cannot open.
 
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -150,7 +151,17 @@ const LOCK_BACKOFF_MAX: Duration = Duration::from_millis(5);
 /// Leases in a local lock directory.
 #[derive(Debug, Clone)]
 pub struct File {
-    dir: Arc<Dir>,
+    place: Arc<Place>,
+}
+
+/// The lock directory: its path, and the directory once it exists. A missing one is created by
+/// the first step that may grant a lease; until then, steps that only read or give back find
+/// nothing held, and create nothing (a mistyped `-b file:///...` given to `current` must not
+/// leave a directory tree behind).
+#[derive(Debug)]
+struct Place {
+    path: PathBuf,
+    dir: OnceLock<Arc<Dir>>,
 }
 
 impl File {
@@ -177,10 +188,29 @@ impl File {
         File::at(&path)
     }
 
-    /// Opens (creating if needed) the lock directory `dir`.
+    /// Opens the lock directory `dir`, which is created (mode 0700, with missing parents) by the
+    /// first acquire when absent.
     pub fn at(dir: &Path) -> Result<File, Error> {
+        let place = Place {
+            path: dir.to_owned(),
+            dir: OnceLock::new(),
+        };
+        if let Some(found) = Dir::open(dir, false)? {
+            let _ = place.dir.set(Arc::new(found));
+        }
         Ok(File {
-            dir: Arc::new(Dir::open(dir)?),
+            place: Arc::new(place),
+        })
+    }
+
+    /// The lock directory; `None` when it does not exist and `create` is false.
+    fn dir(&self, create: bool) -> Result<Option<&Arc<Dir>>, Error> {
+        if let Some(dir) = self.place.dir.get() {
+            return Ok(Some(dir));
+        }
+        Ok(match Dir::open(&self.place.path, create)? {
+            Some(opened) => Some(self.place.dir.get_or_init(|| Arc::new(opened))),
+            None => None,
         })
     }
 
@@ -208,8 +238,11 @@ impl File {
         T: Send + 'static,
         F: FnOnce(store::Locked<'_>, &Resource) -> Result<T, Error> + Send + 'static,
     {
+        let Some(dir) = self.dir(create)? else {
+            return Ok(Err(f));
+        };
         for _ in 0..LOCK_SPINS {
-            match self.dir.try_lock(resource, create)? {
+            match dir.try_lock(resource, create)? {
                 TryLock::Locked(locked) => return f(locked, resource).map(Ok),
                 TryLock::Absent => return Ok(Err(f)),
                 TryLock::Busy => {}
@@ -223,7 +256,7 @@ impl File {
         let mut pause = Duration::from_micros(200);
         loop {
             tokio::time::sleep(pause).await;
-            match self.dir.try_lock(resource, create)? {
+            match dir.try_lock(resource, create)? {
                 TryLock::Locked(locked) => return f(locked, resource).map(Ok),
                 TryLock::Absent => return Ok(Err(f)),
                 TryLock::Busy => {}
@@ -236,7 +269,7 @@ impl File {
                     "the lock file of {} in {} has been locked for {} by a process that does \
                      not finish its step (stopped or hung?)",
                     crate::lease::escape(resource.as_str()),
-                    self.dir.path.display(),
+                    dir.path.display(),
                     crate::duration::format(LOCK_PATIENCE)
                 )));
             }
@@ -248,7 +281,7 @@ impl File {
     /// `store::Files`); `None` when it may be free (or cannot be read), which is then decided
     /// under the lock.
     fn seen_busy(&self, resource: &Resource) -> Option<Acquire> {
-        let old = self.dir.files(resource).read().ok()?;
+        let old = self.dir(false).ok()??.files(resource).read().ok()?;
         record::busy(old.as_ref(), resource, &Now::read())
     }
 
@@ -281,7 +314,11 @@ impl File {
         // root-owned lock file that no other user may open, and the name theirs to use no
         // more.) A record created right after this look holds a lease id this step cannot have
         // been given.
-        if let Ok(None) = self.dir.files(resource).read() {
+        let read = match self.dir(false)? {
+            Some(dir) => dir.files(resource).read(),
+            None => Ok(None),
+        };
+        if let Ok(None) = read {
             if let Step::Keep(out) = unlocked(None, &Now::read())? {
                 return Ok(out);
             }
@@ -380,7 +417,9 @@ impl Backend for File {
     /// The resources that have a record in the lock directory (read from the records, whose file
     /// names may be hashed).
     async fn resources(&self) -> Result<Option<Vec<Resource>>, Error> {
-        let dir = Arc::clone(&self.dir);
+        let Some(dir) = self.dir(false)?.cloned() else {
+            return Ok(Some(Vec::new()));
+        };
         tokio::task::spawn_blocking(move || dir.resources().map(Some))
             .await
             .map_err(|e| Error::Other(format!("lock directory worker failed: {e}")))?
@@ -389,7 +428,10 @@ impl Backend for File {
     /// Watches the resource with inotify (see the `watch` module). `None` (poll instead) when
     /// inotify is unavailable, e.g. when the per-user watch limit is reached.
     async fn watch(&self, resource: &Resource) -> Result<Option<Box<dyn Watch>>, Error> {
-        Ok(watch::FileWatch::start(&self.dir, resource).map(|w| Box::new(w) as Box<dyn Watch>))
+        let Some(dir) = self.dir(false)? else {
+            return Ok(None);
+        };
+        Ok(watch::FileWatch::start(dir, resource).map(|w| Box::new(w) as Box<dyn Watch>))
     }
 }
 

@@ -45,13 +45,15 @@ fn config(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
 }
 
 impl Dir {
-    /// Opens `path`, creating it (and missing parents) with mode 0700 when absent, and refuses
-    /// a directory that is unsafe to keep leases in.
-    pub fn open(path: &Path) -> Result<Dir, Error> {
+    /// Opens `path` and refuses a directory that is unsafe to keep leases in. When it is
+    /// absent: with `create`, creates it (and missing parents) with mode 0700; without, answers
+    /// `None`.
+    pub fn open(path: &Path, create: bool) -> Result<Option<Dir>, Error> {
         // Without a trailing slash, which would make the checks below follow a symlink.
         let path = &path.components().collect::<PathBuf>();
         let meta = match fs::symlink_metadata(path) {
             Ok(meta) => meta,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && !create => return Ok(None),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 fs::DirBuilder::new()
                     .recursive(true)
@@ -110,7 +112,7 @@ impl Dir {
             euid == 0 && st.st_uid != 0 && dir.is_nfs() && dir.new_files_owner() == Some(st.st_uid);
         let user = if squashed { st.st_uid } else { euid };
         check_mode(path, st.st_mode, st.st_uid, user)?;
-        Ok(Dir { user, ..dir })
+        Ok(Some(Dir { user, ..dir }))
     }
 
     /// Whether a resource's file owned by `uid` is ours to use. In a shared (sticky) directory

@@ -34,15 +34,49 @@ fn config_error(r: Result<File, Error>) -> String {
     }
 }
 
-#[test]
-fn creates_missing_directory_private() {
+#[tokio::test]
+async fn creates_missing_directory_private_at_the_first_acquire_only() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("a/b/locks");
-    File::at(&dir).unwrap();
+    let b = File::at(&dir).unwrap();
+    // Steps that only read or give back find nothing held, and create nothing.
+    let r = res("r");
+    let id = LeaseId::generate();
+    assert!(b.seen_busy(&r).is_none());
+    assert!(b.current(&r).await.unwrap().is_none());
+    assert!(!b.release(&r, &id).await.unwrap());
+    assert!(matches!(
+        b.renew(&r, &id, Duration::from_secs(5)).await.unwrap(),
+        Renewal::Lost
+    ));
+    assert_eq!(b.resources().await.unwrap(), Some(vec![]));
+    assert!(!tmp.path().join("a").exists());
+    // The first acquire creates it, mode 0700, and the backend opened before finds it.
+    let lease = grant(&b, &r).await;
     let mode = fs::metadata(&dir).unwrap().permissions().mode();
     assert_eq!(mode & 0o777, 0o700, "{mode:o}");
-    // Opening an existing good directory again is fine.
-    File::at(&dir).unwrap();
+    assert_eq!(b.current(&r).await.unwrap().unwrap().id, lease.id);
+    let again = File::at(&dir).unwrap();
+    assert_eq!(again.current(&r).await.unwrap().unwrap().id, lease.id);
+    assert!(again.release(&r, &lease.id).await.unwrap());
+}
+
+/// A backend opened while the directory was missing sees it once another process made it.
+#[tokio::test]
+async fn a_directory_made_since_opening_is_found() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("locks");
+    let late = File::at(&dir).unwrap();
+    let r = res("r");
+    let lease = grant(&File::at(&dir).unwrap(), &r).await;
+    assert_eq!(late.current(&r).await.unwrap().unwrap().id, lease.id);
+    match late.seen_busy(&r) {
+        Some(Acquire::Busy {
+            holder: Some(holder),
+            ..
+        }) => assert_eq!(holder.id, lease.id),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -108,7 +142,7 @@ fn the_owner_of_new_files_is_probed_without_a_trace() {
     // What tells root on NFS with root_squash (its new files belong to the squashed uid) from
     // root in another user's directory.
     let tmp = tempfile::tempdir().unwrap();
-    let dir = Dir::open(tmp.path()).unwrap();
+    let dir = Dir::open(tmp.path(), false).unwrap().unwrap();
     assert_eq!(dir.new_files_owner(), Some(nix::unistd::geteuid().as_raw()));
     assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
 }
@@ -144,7 +178,6 @@ async fn opens_from_url_and_checks_settings() {
         .await
         .unwrap();
     assert_eq!(b.capabilities().fencing, Fencing::Strict);
-    assert!(tmp.path().join("locks").is_dir());
 
     let mut table = toml::Table::new();
     table.insert("dir".into(), toml::Value::String("/x".into()));
@@ -243,7 +276,7 @@ async fn records_take_turns_with_the_spare() {
 async fn without_exchange_records_are_renamed_over() {
     let tmp = tempfile::tempdir().unwrap();
     let b = File::at(tmp.path()).unwrap();
-    b.dir.without_exchange();
+    b.dir(true).unwrap().unwrap().without_exchange();
     let r = res("nfs");
     for round in 1..=3 {
         let l = grant(&b, &r).await;
@@ -264,6 +297,7 @@ async fn untrusted_spare_is_left_alone() {
     for case in ["symlink", "readable", "hard link"] {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("locks");
+        fs::create_dir(&dir).unwrap();
         let b = File::at(&dir).unwrap();
         let r = res("spare");
         let outside = tmp.path().join("outside");
@@ -704,7 +738,7 @@ async fn watch_ignores_other_resources() {
     // Writing the reservation alone wakes no one.
     {
         let mine = res("mine");
-        let locked = b.dir.lock(&mine).unwrap();
+        let locked = b.dir(true).unwrap().unwrap().lock(&mine).unwrap();
         locked
             .reserve(&record::Reservation {
                 reserved: 7,
@@ -768,7 +802,7 @@ async fn a_busy_resource_is_answered_without_its_kernel_lock() {
     };
     {
         // Another process in the middle of a step on this resource.
-        let _held = b.dir.lock(&r).unwrap();
+        let _held = b.dir(true).unwrap().unwrap().lock(&r).unwrap();
         let busy = tokio::time::timeout(Duration::from_secs(1), b.try_acquire(&req))
             .await
             .expect("waited for the kernel lock")
@@ -780,7 +814,7 @@ async fn a_busy_resource_is_answered_without_its_kernel_lock() {
     let (locked_tx, locked_rx) = std::sync::mpsc::channel::<()>();
     let path = tmp.path().to_owned();
     let stepper = std::thread::spawn(move || {
-        let dir = Dir::open(&path).unwrap();
+        let dir = Dir::open(&path, false).unwrap().unwrap();
         let r = res("x");
         let _held = dir.lock(&r).unwrap();
         locked_tx.send(()).unwrap();
@@ -809,7 +843,7 @@ async fn a_step_behind_a_stalled_holder_gives_up_as_unavailable() {
         principal: "me@here",
         ttl: Duration::from_secs(60),
     };
-    let _held = b.dir.lock(&r).unwrap();
+    let _held = b.dir(true).unwrap().unwrap().lock(&r).unwrap();
     assert!(
         tokio::time::timeout(Duration::from_secs(1), b.try_acquire(&req))
             .await
