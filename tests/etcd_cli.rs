@@ -201,6 +201,31 @@ fn an_acquire_whose_lease_grant_is_unanswered_names_no_lease() {
     assert!(!stderr(&o).contains("may hold"), "{}", stderr(&o));
 }
 
+/// A `release` or `renew` whose first read gets no answer (a stopped server) has sent nothing
+/// that changes the lease: the one line says it cannot reach the server, not that the lease
+/// "may have been released or not", and the lease is as it was.
+#[test]
+fn a_release_or_renew_whose_read_is_unanswered_changed_nothing() {
+    let server = start_etcd();
+    let e = EtcdEnv::new(&server);
+    let res = format!("{}-unread", prefix());
+    let id = e.acquire(&["--ttl", "1h", &res]);
+    server.pause();
+    let released = e.run(&["release", &res, &id]);
+    let renewed = e.run(&["renew", &res, &id]);
+    server.resume();
+    for (o, done) in [(released, "released"), (renewed, "renewed")] {
+        assert_fails(&o, 69, "no answer within");
+        assert!(
+            !stderr(&o).contains(&format!("may have been {done}")),
+            "{}",
+            stderr(&o)
+        );
+    }
+    let o = e.run(&["is-held", &res, &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
 #[test]
 fn child_gets_the_create_revision_as_fencing_token() {
     let server = etcd();

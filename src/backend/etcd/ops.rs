@@ -216,8 +216,15 @@ impl Etcd {
         ttl: Duration,
     ) -> Result<Renewal, Error> {
         let want = ttl_secs(ttl);
-        for _ in 0..ATTEMPTS {
-            let Some(held) = self.read(resource).await? else {
+        for attempt in 0..ATTEMPTS {
+            // A first read that fails has sent nothing that changes the lease.
+            let read = self.read(resource).await;
+            let read = if attempt == 0 {
+                read.map_err(Error::unreached)
+            } else {
+                read
+            };
+            let Some(held) = read? else {
                 return Ok(Renewal::Lost);
             };
             if held.rec.id != *id {
@@ -330,7 +337,9 @@ impl Etcd {
             }
         }
         for _ in 0..ATTEMPTS {
-            let Some(held) = self.read(resource).await? else {
+            // Nothing sent before this read changed the key (a revoke that found no lease, a
+            // delete whose comparison failed): a read that fails leaves the lease as it was.
+            let Some(held) = self.read(resource).await.map_err(Error::unreached)? else {
                 return Ok(false);
             };
             if held.rec.id != *id {
