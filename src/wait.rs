@@ -132,11 +132,15 @@ pub async fn acquire(
         on_event,
     )
     .await;
+    // Closing the watch, leaving the line and giving back share one bound: a stalled store
+    // must not hold the caller past its wait by more than that (a place in line expires on its
+    // own).
+    let cleanup_by = Instant::now() + GIVE_BACK_WAIT;
     if let Some(watch) = subscription.watch.take() {
-        watch.close().await;
+        let _ = tokio::time::timeout_at(cleanup_by, watch.close()).await;
     }
     if let Some(ticket) = line.ticket.take() {
-        ticket.leave().await;
+        let _ = tokio::time::timeout_at(cleanup_by, ticket.leave()).await;
     }
     // An attempt whose answer did not come in time may still be applied by the store, leaving
     // a lease under this id that nobody knows of until its TTL. Give it back, should there be
@@ -152,17 +156,17 @@ pub async fn acquire(
         Err(Error::Unavailable(why) | Error::Unreached(why)) if local => {
             Err(Error::Unavailable(why))
         }
-        Err(Error::Unavailable(why) | Error::Unreached(why)) => {
-            Err(Error::Unavailable(if give_back(backend, req).await {
+        Err(Error::Unavailable(why) | Error::Unreached(why)) => Err(Error::Unavailable(
+            if give_back(backend, req, cleanup_by).await {
                 why
             } else {
                 unconfirmed(&why, req)
-            }))
-        }
+            },
+        )),
         // An earlier attempt went unanswered, and the wait ended otherwise (busy at its
         // deadline, or an error retrying cannot mend): that attempt may still be applied too.
         out if unanswered && !local && !matches!(out, Ok(Outcome::Granted(_))) => {
-            if !give_back(backend, req).await {
+            if !give_back(backend, req, cleanup_by).await {
                 tracing::warn!("{}", unconfirmed("an earlier attempt got no answer", req));
             }
             out
@@ -172,13 +176,10 @@ pub async fn acquire(
 }
 
 /// Releases what an attempt left unanswered may have been granted (nobody else can hold its
-/// id), without waiting long for a store that is not answering: whether that freed a lease.
-async fn give_back(backend: &dyn Backend, req: &AcquireRequest<'_>) -> bool {
+/// id), waiting for a store that is not answering only until `by`: whether that freed a lease.
+async fn give_back(backend: &dyn Backend, req: &AcquireRequest<'_>, by: Instant) -> bool {
     let give_back = backend.release(req.resource, req.id);
-    matches!(
-        tokio::time::timeout(GIVE_BACK_WAIT, give_back).await,
-        Ok(Ok(true))
-    )
+    matches!(tokio::time::timeout_at(by, give_back).await, Ok(Ok(true)))
 }
 
 /// How long a failed acquire waits to give back a grant that may have been applied late.
@@ -265,14 +266,23 @@ impl Line {
                 }
                 _ = tokio::time::sleep_until(report_at.unwrap_or(far)), if report_at.is_some() => {
                     report_at = None;
-                    if let Ok(Some(holder)) = backend.current(req.resource).await {
+                    // Not past the deadline, on a store that stalls.
+                    let read = backend.current(req.resource);
+                    if let Ok(Ok(Some(holder))) =
+                        tokio::time::timeout_at(deadline.unwrap_or(far), read).await
+                    {
                         on_event(Event::Busy { holder: Some(&holder) });
                         *last_holder = Some(holder);
                     }
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
                     if last_holder.is_none() {
-                        *last_holder = backend.current(req.resource).await.ok().flatten();
+                        // For the busy message only: not long past the deadline.
+                        let read = backend.current(req.resource);
+                        *last_holder = tokio::time::timeout(GIVE_BACK_WAIT, read)
+                            .await
+                            .ok()
+                            .and_then(|r| r.ok().flatten());
                     }
                     return Ok(None);
                 }

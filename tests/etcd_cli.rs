@@ -140,6 +140,49 @@ fn a_run_replaces_a_connection_that_stops_answering() {
     assert!(proxy.connections() > before, "a new connection was opened");
 }
 
+/// A waiter whose store stops answering mid-wait ends within its documented bound: `-w`, plus
+/// one attempt's `command_timeout` (5 s), plus 1 s to give back and leave the line. A fair
+/// waiter used to read the holder for its message and leave the line (and close its watch)
+/// with a full `command_timeout` for each step, up to 12 s with `-w 2s`.
+#[test]
+fn a_fair_wait_cut_off_midway_ends_within_its_bound() {
+    let server = start_etcd();
+    let proxy = proxy::Proxy::start(server.port);
+    let direct = EtcdEnv::new(&server);
+    let e = EtcdEnv::with_url(format!("etcd://127.0.0.1:{}", proxy.port));
+    for fair in [true, false] {
+        let res = format!("{}-cut-{fair}", prefix());
+        let id = direct.acquire(&["--ttl", "1h", &res]);
+        let mut args = vec!["run", "-w", "2s", &res, "--", "true"];
+        if fair {
+            args.insert(1, "--fair");
+        }
+        let started = Instant::now();
+        let child = e.cmd().args(&args).stderr(Stdio::piped()).spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+        proxy.freeze_all();
+        let o = child.wait_with_output().unwrap();
+        let took = started.elapsed();
+        proxy.thaw();
+        assert!(
+            matches!(o.status.code(), Some(69 | 75)),
+            "fair {fair}: {:?} {}",
+            o.status,
+            stderr(&o)
+        );
+        // In line, with no attempt out when the store went silent: `-w`, then at most 1 s
+        // to read the holder for the message and 1 s to leave (3 s here; it was 7 to 12 s).
+        // Racing: the attempt made at the deadline may take its `command_timeout` (8 s here).
+        let bound = if fair { 5000 } else { 9000 };
+        assert!(
+            took < Duration::from_millis(bound),
+            "fair {fair}: ended after {took:?}: {}",
+            stderr(&o)
+        );
+        assert_eq!(direct.run(&["release", &res, &id]).status.code(), Some(0));
+    }
+}
+
 /// An acquire whose connection stalls: one stderr line, after `command_timeout` and a bounded
 /// give-back, which revokes the attempt's etcd lease on a new connection. The transaction,
 /// delivered late, then cannot grant anything, and no etcd lease is left behind.

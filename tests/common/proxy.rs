@@ -83,6 +83,13 @@ impl Proxy {
         }
     }
 
+    /// Freezes every connection, open now or accepted later: nothing answers any more, as with
+    /// a paused server (or a network that drops everything), until [`Proxy::thaw`].
+    pub fn freeze_all(&self) {
+        self.shared.all.store(true, Ordering::SeqCst);
+        self.freeze_existing();
+    }
+
     /// Freezes the next connection on which a client sends `pattern`, before it is forwarded.
     pub fn freeze_on(&self, pattern: &[u8]) {
         *self.shared.freeze_on.lock().unwrap() = Some(pattern.to_vec());
