@@ -19,8 +19,8 @@
 //!   at the deadline, so the command is dead before anyone else can be granted the lease.
 //!   The KILLs also go to every descendant outside the group (`setsid`), found through /proc's
 //!   lists of children, which hold them all since lockrun is their subreaper.
-//! - The guard knows the KILL deadline too, and kills the group at that deadline itself if
-//!   lockrun has not moved it: a lockrun that is stopped (SIGSTOP, a debugger) or starved when
+//! - The guard knows the KILL deadline too, and kills the group (and every other descendant of
+//!   lockrun, see `guard::descendants`) at that deadline itself if lockrun has not moved it: a lockrun that is stopped (SIGSTOP, a debugger) or starved when
 //!   its lease runs out cannot leave its command running into someone else's lease. A command
 //!   killed that way counts as stopped at the deadline (exit 124). The guard is started before
 //!   the command is spawned, and the command's process tells the guard the deadline and its

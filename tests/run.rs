@@ -909,6 +909,50 @@ fn lockrun_stopped_as_its_command_starts_still_stops_it_at_the_deadline() {
     );
 }
 
+/// A stopped lockrun's guard KILLs at the deadline not only the command's group but every
+/// descendant outside it too: `timeout` inside `sh -c` (which puts itself in a group of its
+/// own, as `setsid` does) used to run on into the next holder's lease (found by review: 19 to
+/// 70 lines written by the old holder's `timeout` loop during the next holder's section).
+#[test]
+fn a_stopped_lockrun_leaves_no_descendant_outside_the_group_past_the_deadline() {
+    let env = Env::new();
+    let pids = env.file("pids");
+    // The shell starts both, writes their pids, stops lockrun, and waits.
+    let script = format!(
+        "timeout 60 sleep 60 & t=$!; setsid sleep 60 & s=$!; \
+         echo $t $s > {p}.tmp; mv {p}.tmp {p}; kill -STOP $PPID; wait",
+        p = pids.display()
+    );
+    let mut child = env
+        .cmd()
+        .args(["-q", "run", "--ttl", "1s", "res", "--", "sh", "-c", &script])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || pids.exists()));
+    let started = Instant::now();
+    let listed = std::fs::read_to_string(&pids).unwrap();
+    let escaped: Vec<i32> = listed
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(escaped.len(), 2, "{listed}");
+    for &p in &escaped {
+        // SAFETY: getpgid has no memory-safety preconditions.
+        let group = unsafe { libc::getpgid(p) };
+        assert_eq!(group, p, "{p} is in a group of its own");
+    }
+    // The deadline is under 1 s after the grant: 2 s later both must be gone, though their
+    // lockrun is still stopped (and the guard cannot reach them through the group).
+    let gone = eventually(Duration::from_secs(3), || {
+        escaped.iter().all(|&p| !alive(p))
+    });
+    let waited = started.elapsed();
+    kill(child.id() as i32, libc::SIGCONT);
+    assert_eq!(child.wait().unwrap().code(), Some(124));
+    assert!(gone, "alive {waited:?} after the start: {escaped:?}");
+}
+
 /// A lockrun that could not renew in time says so in one line (124), without a warning that the
 /// lease it then releases had run out.
 #[test]

@@ -11,7 +11,8 @@
 //! writes from the two never interleave. End of file without `d` means lockrun died, and the
 //! guard sends SIGKILL to the group, and gives the terminal back to lockrun's process group if
 //! the command's group had it (see `give_back_terminal`); the deadline passing sends SIGKILL
-//! too (at once when the group is named after its deadline has passed). The guard keeps that deadline on CLOCK_BOOTTIME, with a
+//! too (at once when the group is named after its deadline has passed), to the group and to
+//! every other descendant of lockrun (see `descendants`). The guard keeps that deadline on CLOCK_BOOTTIME, with a
 //! timer on that clock: the monotonic clock stands still while the machine is suspended, and a
 //! resume past the deadline kills the group at once rather than a suspension's length later.
 //!
@@ -35,6 +36,8 @@
 use std::io;
 use std::os::fd::RawFd;
 use std::sync::Mutex;
+
+mod descendants;
 
 use tokio::time::Instant;
 
@@ -306,6 +309,9 @@ unsafe fn guard_main(read_fd: RawFd) -> ! {
     // exits, at every run; that cost lockrun 2.5-5% of its contended throughput (BENCHMARKS.md,
     // "Session 12").
     let ours = sys::call(libc::SYS_getpgid, [0; 6]) as i32;
+    // lockrun, whose descendants the KILL at the deadline reaches, and this guard, not one.
+    let lockrun = sys::call(libc::SYS_getppid, [0; 6]) as i32;
+    let me = sys::call(libc::SYS_getpid, [0; 6]) as i32;
     sys::call(libc::SYS_setpgid, [0; 6]);
     let null = sys::call(
         libc::SYS_openat,
@@ -421,8 +427,10 @@ unsafe fn guard_main(read_fd: RawFd) -> ! {
         )
     };
     let mut deadline: u64 = 0;
-    // The command's process group, once its process has named it (0: not yet).
+    // The command's process group, once its process has named it (0: not yet, or forgotten).
     let mut pgid: i32 = 0;
+    // Whether the command has started (its process named its group).
+    let mut started = false;
     let mut msg = [0u8; 9];
     let mut have = 0usize;
     let mut buf = [0u8; 64];
@@ -522,16 +530,21 @@ unsafe fn guard_main(read_fd: RawFd) -> ! {
                             };
                         } else {
                             pgid = value as i32;
+                            started |= pgid > 0;
                         }
                         have = 0;
                     }
                 }
             }
         }
-        if pgid > 0 && deadline != 0 && now() >= deadline {
+        if started && deadline != 0 && now() >= deadline {
             // lockrun did not act in time (stopped or starved): the lease may be running out,
-            // so the command must not outlive it.
-            kill_group(pgid);
+            // so neither the command nor anything it started may outlive it: its group (unless
+            // forgotten, when empty), and every descendant of lockrun outside it.
+            if pgid > 0 {
+                kill_group(pgid);
+            }
+            descendants::kill_all(lockrun, me);
             deadline = 0;
         }
     }
