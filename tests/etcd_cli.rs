@@ -269,6 +269,47 @@ fn a_release_or_renew_whose_read_is_unanswered_changed_nothing() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
+/// A waiter keeps the etcd lease of its first failed attempt for the next ones. When the server
+/// is paused for longer than that lease's TTL, the lease expires, and the next attempt is
+/// refused for it: the waiter takes a new one and gets the resource. It used to end with exit
+/// 70, "requested lease not found" (found by review).
+#[test]
+fn a_waiter_whose_kept_lease_expired_in_a_pause_still_acquires() {
+    let server = start_etcd();
+    let e = EtcdEnv::new(&server);
+    let res = format!("{}-lapsed", prefix());
+    let holder = e
+        .cmd()
+        .args(["-q", "run", "--ttl", "3s", &res, "--", "sleep", "30"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(10), || {
+        e.run(&["current", &res]).status.code() == Some(0)
+    }));
+    // Several waiters, each with a lease of its own granted ahead: whichever gets the
+    // resource after the pause, the others must still get it in turn.
+    let waiters: Vec<_> = (0..4)
+        .map(|_| {
+            e.cmd()
+                .args(["run", "--ttl", "3s", "-w", "60s", &res, "--", "true"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    server.pause();
+    std::thread::sleep(Duration::from_secs(4));
+    server.resume();
+    assert_eq!(holder.wait_with_output().unwrap().status.code(), Some(124));
+    for waiter in waiters {
+        let o = waiter.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+}
+
 #[test]
 fn child_gets_the_create_revision_as_fencing_token() {
     let server = etcd();

@@ -83,6 +83,12 @@ fn from_status(prefix: &str, status: &Status) -> Error {
             Error::Config(format!("{prefix}: {detail}"))
         }
         Code::OutOfRange => Error::Config(format!("{prefix}: {detail}")),
+        // A request naming an etcd lease that has expired (a waiter's lease granted ahead,
+        // when the server or this process was paused for longer than its TTL) is refused
+        // whole, unapplied: retrying with a new lease can succeed.
+        Code::NotFound if lower.contains("lease not found") => Error::Unreached(format!(
+            "{prefix}: {detail} (the etcd lease expired before the request reached the server)"
+        )),
         // Something that speaks HTTP but not etcd's gRPC API answered.
         Code::Unimplemented => {
             Error::Config(format!("{prefix}: {detail} (is this an etcd v3 endpoint?)"))
@@ -274,5 +280,14 @@ mod tests {
         assert!(is_lease_not_found(&etcd_client::Error::GRpcStatus(
             Status::new(Code::NotFound, "etcdserver: requested lease not found")
         )));
+        // A request refused for its expired lease was not applied: retryable, nothing sent.
+        let expired = etcd_client::Error::GRpcStatus(Status::new(
+            Code::NotFound,
+            "etcdserver: requested lease not found",
+        ));
+        assert!(matches!(
+            map("etcd://h", "acquiring", expired),
+            Error::Unreached(m) if m.contains("the etcd lease expired")
+        ));
     }
 }

@@ -123,6 +123,8 @@ impl Etcd {
             .or_else([TxnOp::get(key.clone(), None)]);
         let resp = match self.txn("acquiring", &txn).await {
             Ok(resp) => resp,
+            // Refused unapplied (the etcd lease had expired): nothing to give back.
+            Err(e @ Error::Unreached(_)) => return Err(e),
             Err(e) => {
                 // Unknown outcome: the transaction may still be applied. Revoking the etcd lease
                 // undoes the grant if it was made, and keeps it from being made later. That is
