@@ -76,6 +76,7 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
             break
         }
         'lockrun;acquire' {
+            [CompletionResult]::new('-t', '-t', [CompletionResultType]::ParameterName, 'Lease TTL [default: 1h]')
             [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'Lease TTL [default: 1h]')
             [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default: wait forever]')
             [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default: wait forever]')
@@ -102,6 +103,7 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
             break
         }
         'lockrun;renew' {
+            [CompletionResult]::new('-t', '-t', [CompletionResultType]::ParameterName, 'New TTL, counted from now [default: the lease''s own TTL]')
             [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'New TTL, counted from now [default: the lease''s own TTL]')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]')
             [CompletionResult]::new('--config', '--config', [CompletionResultType]::ParameterName, 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]')

@@ -135,13 +135,17 @@ _lockrun() {
             return 0
             ;;
         lockrun__subcmd__acquire)
-            opts="-w -n -E -c -b -p -v -q -h -V --ttl --wait --no-wait --conflict-exit-code --fair --json --config --backend --principal --verbose --quiet --help --version"
+            opts="-t -w -n -E -c -b -p -v -q -h -V --ttl --wait --no-wait --conflict-exit-code --fair --json --config --backend --principal --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -t)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -200,11 +204,11 @@ _lockrun() {
             fi
             case "${prev}" in
                 --format)
-                    COMPREPLY=($(compgen -W "id json rows oneline" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "id json rows oneline lines cols" -- "${cur}"))
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -W "id json rows oneline" -- "${cur}"))
+                    COMPREPLY=($(compgen -W "id json rows oneline lines cols" -- "${cur}"))
                     return 0
                     ;;
                 --config)
@@ -603,13 +607,17 @@ _lockrun() {
             return 0
             ;;
         lockrun__subcmd__renew)
-            opts="-c -b -p -v -q -h -V --ttl --json --config --backend --principal --verbose --quiet --help --version"
+            opts="-t -c -b -p -v -q -h -V --ttl --json --config --backend --principal --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -t)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

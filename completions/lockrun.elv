@@ -71,6 +71,7 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand --version 'Print version'
         }
         &'lockrun;acquire'= {
+            cand -t 'Lease TTL [default: 1h]'
             cand --ttl 'Lease TTL [default: 1h]'
             cand -w 'Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default: wait forever]'
             cand --wait 'Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default: wait forever]'
@@ -96,6 +97,7 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand --version 'Print version'
         }
         &'lockrun;renew'= {
+            cand -t 'New TTL, counted from now [default: the lease''s own TTL]'
             cand --ttl 'New TTL, counted from now [default: the lease''s own TTL]'
             cand -c 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]'
             cand --config 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]'

@@ -62,7 +62,7 @@ complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_usin
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand run" -s q -l quiet -d 'No progress, warnings or busy/not-held lines on stderr: only errors'
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand run" -s h -l help -d 'Print help'
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand run" -s V -l version -d 'Print version'
-complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand acquire" -l ttl -d 'Lease TTL [default: 1h]' -r
+complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand acquire" -s t -l ttl -d 'Lease TTL [default: 1h]' -r
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand acquire" -s w -l wait -d 'Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default: wait forever]' -r
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand acquire" -s E -l conflict-exit-code -d 'Exit code when the lease was not acquired (run: 0 skips quietly; acquire: not 0)' -r
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand acquire" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
@@ -75,7 +75,7 @@ complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_usin
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand acquire" -s q -l quiet -d 'No progress, warnings or busy/not-held lines on stderr: only errors'
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand acquire" -s h -l help -d 'Print help'
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand acquire" -s V -l version -d 'Print version'
-complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand renew" -l ttl -d 'New TTL, counted from now [default: the lease\'s own TTL]' -r
+complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand renew" -s t -l ttl -d 'New TTL, counted from now [default: the lease\'s own TTL]' -r
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand renew" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand renew" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand renew" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r
@@ -94,7 +94,9 @@ complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_usin
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand current" -s f -l format -d 'Output format' -r -f -a "id\t'Only the lease id'
 json\t'One JSON object'
 rows\t'`key: value` rows'
-oneline\t'One tab-separated line: resource, principal, lease id, token, acquired, expires'"
+oneline\t'One tab-separated line: resource, principal, lease id, token, acquired, expires'
+lines\t'The values of the rows, one per line, without their names'
+cols\t'A header line and a line of values, in aligned columns'"
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand current" -s c -l config -d 'Config file [env: LOCKRUN_CONFIG] [default: $XDG_CONFIG_HOME/lockrun/config.toml, then /etc/lockrun/config.toml]' -r -F
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand current" -s b -l backend -d 'Backend URL (file:///dir, redis://host:6379/0, postgres://user@host/db) or the name of a [backend.NAME] config section [env: LOCKRUN_BACKEND] [default: file]' -r
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand current" -s p -l principal -d 'Who holds the lease, shown to people waiting [env: LOCKRUN_PRINCIPAL] [default: user@host]' -r

@@ -234,7 +234,7 @@ pub struct RunArgs {
 #[derive(Debug, Args)]
 pub struct AcquireArgs {
     /// Lease TTL [default: 1h]
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(short = 't', long, value_name = "DURATION", value_parser = duration)]
     pub ttl: Option<Duration>,
     #[command(flatten)]
     pub wait: WaitArgs,
@@ -249,7 +249,7 @@ pub struct AcquireArgs {
 #[derive(Debug, Args)]
 pub struct RenewArgs {
     /// New TTL, counted from now [default: the lease's own TTL]
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(short = 't', long, value_name = "DURATION", value_parser = duration)]
     pub ttl: Option<Duration>,
     /// Print the renewed lease as a JSON object
     #[arg(long)]
@@ -297,6 +297,10 @@ pub enum Format {
     Rows,
     /// One tab-separated line: resource, principal, lease id, token, acquired, expires
     Oneline,
+    /// The values of the rows, one per line, without their names
+    Lines,
+    /// A header line and a line of values, in aligned columns
+    Cols,
 }
 
 /// Global options that take a value.

@@ -489,3 +489,43 @@ fn a_missing_lock_directory_is_created_by_the_first_acquire_only() {
         0o700
     );
 }
+
+/// What stormlock users type: `-t` for `--ttl` on `acquire` and `renew`, with stormlock's
+/// duration forms, and `current -f lines` / `-f cols`.
+#[test]
+fn stormlock_spellings_work() {
+    let env = Env::new();
+    let o = env.run(&["acquire", "-t", "4 seconds", "-p", "me@here", "st"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let id = stdout(&o).trim().to_owned();
+    let json = stdout(&env.run(&["current", "-f", "json", "st"]));
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let left = |v: &serde_json::Value| {
+        let at = |k: &str| humantime::parse_rfc3339(v[k].as_str().unwrap()).unwrap();
+        at("expires_at").duration_since(at("acquired_at")).unwrap()
+    };
+    assert_eq!(left(&v), Duration::from_secs(4), "{json}");
+    let o = env.run(&["renew", "-t", "2 min", "st", &id]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_str(&stdout(&env.run(&["current", "-f", "json", "st"]))).unwrap();
+    assert!(left(&v) >= Duration::from_secs(119), "{v}");
+    let lines = stdout(&env.run(&["current", "-f", "lines", "st"]));
+    let lines: Vec<&str> = lines.lines().collect();
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    assert_eq!(&lines[..3], ["st", "me@here", id.as_str()]);
+    let cols = stdout(&env.run(&["current", "-f", "cols", "st"]));
+    let (head, row) = cols.trim_end().split_once('\n').unwrap();
+    assert_eq!(
+        head.split_whitespace().collect::<Vec<_>>(),
+        [
+            "RESOURCE",
+            "PRINCIPAL",
+            "LEASE_ID",
+            "FENCING_TOKEN",
+            "ACQUIRED_AT",
+            "EXPIRES_AT"
+        ]
+    );
+    assert_eq!(row.split_whitespace().nth(2), Some(id.as_str()));
+}

@@ -31,31 +31,42 @@ pub fn render(lease: &Lease, format: Format) -> Result<String, Failure> {
     let token = lease
         .fencing_token
         .map_or_else(|| "-".to_owned(), |t| t.to_string());
+    let fields = [
+        ("resource", text(lease.resource.as_str())),
+        ("principal", text(&lease.principal)),
+        ("lease_id", text(lease.id.as_str())),
+        ("fencing_token", token),
+        ("acquired_at", rfc3339(lease.acquired_at)),
+        ("expires_at", rfc3339(lease.expires_at)),
+    ];
+    let values = || fields.iter().map(|(_, v)| v.as_str());
     Ok(match format {
         Format::Id => text(lease.id.as_str()),
         Format::Json => serde_json::to_string(&lease.to_json())
             .map_err(|e| Failure::new(Exit::Internal, format!("cannot encode JSON: {e}")))?,
-        Format::Rows => [
-            ("resource", text(lease.resource.as_str())),
-            ("principal", text(&lease.principal)),
-            ("lease_id", text(lease.id.as_str())),
-            ("fencing_token", token),
-            ("acquired_at", rfc3339(lease.acquired_at)),
-            ("expires_at", rfc3339(lease.expires_at)),
-        ]
-        .iter()
-        .map(|(k, v)| format!("{:<14} {v}", format!("{k}:")))
-        .collect::<Vec<_>>()
-        .join("\n"),
-        Format::Oneline => [
-            escape(lease.resource.as_str()),
-            escape(&lease.principal),
-            escape(lease.id.as_str()),
-            token,
-            rfc3339(lease.acquired_at),
-            rfc3339(lease.expires_at),
-        ]
-        .join("\t"),
+        Format::Rows => fields
+            .iter()
+            .map(|(k, v)| format!("{:<14} {v}", format!("{k}:")))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Format::Oneline => values().collect::<Vec<_>>().join("\t"),
+        Format::Lines => values().collect::<Vec<_>>().join("\n"),
+        Format::Cols => {
+            let widths: Vec<usize> = fields
+                .iter()
+                .map(|(k, v)| k.len().max(v.chars().count()))
+                .collect();
+            let line = |cells: Vec<String>| {
+                let padded: Vec<String> = cells
+                    .iter()
+                    .zip(&widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect();
+                padded.join("  ").trim_end().to_owned()
+            };
+            let header = line(fields.iter().map(|(k, _)| k.to_uppercase()).collect());
+            format!("{header}\n{}", line(values().map(str::to_owned).collect()))
+        }
     })
 }
 
@@ -91,6 +102,22 @@ mod tests {
         let one = render(&l, Format::Oneline).unwrap();
         assert_eq!(one.split('\t').count(), 6);
         assert!(!one.contains('\x1b'));
+        let lines = render(&l, Format::Lines).unwrap();
+        assert_eq!(
+            lines.lines().collect::<Vec<_>>(),
+            one.split('\t').collect::<Vec<_>>()
+        );
+        let cols = render(&l, Format::Cols).unwrap();
+        let (head, row) = cols.split_once('\n').unwrap();
+        assert!(head.starts_with("RESOURCE  PRINCIPAL"), "{head}");
+        assert_eq!(
+            row.split_whitespace().collect::<Vec<_>>(),
+            one.split('\t').collect::<Vec<_>>()
+        );
+        // Each value starts under its header.
+        let at = head.find("LEASE_ID").unwrap();
+        assert_eq!(&row[at..at + 6], "abc123", "{cols}");
+        assert!(!cols.contains('\x1b'));
         let json: serde_json::Value =
             serde_json::from_str(&render(&l, Format::Json).unwrap()).unwrap();
         for k in [
