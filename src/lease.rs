@@ -171,7 +171,9 @@ impl Lease {
             .expires_at
             .duration_since(now)
             .map(|d| format!("expires in {}", crate::duration::format(d)))
-            .unwrap_or_else(|_| "expired".into());
+            // Still in the store's way: a backend without server time frees a lease only once
+            // it has seen it unchanged for a TTL, a server's expiry runs on its own clock.
+            .unwrap_or_else(|_| "past its expiry, not freed yet".into());
         format!(
             "held by {} since {} ({left})",
             escape(&self.principal),
@@ -256,6 +258,28 @@ fn truncate(text: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_holder_past_its_expiry_is_described_as_not_freed_yet() {
+        let now = SystemTime::now();
+        let mut lease = Lease {
+            resource: Resource::new("r").unwrap(),
+            id: LeaseId::parse("abc").unwrap(),
+            principal: "p@h".into(),
+            fencing_token: Some(1),
+            acquired_at: now - Duration::from_secs(60),
+            expires_at: now - Duration::from_secs(30),
+            ttl: Duration::from_secs(30),
+        };
+        let s = lease.holder_summary();
+        assert!(s.ends_with("(past its expiry, not freed yet)"), "{s}");
+        lease.expires_at = now + Duration::from_secs(90);
+        let s = lease.holder_summary();
+        assert!(
+            s.contains("(expires in 1m 29s") || s.contains("(expires in 1m 30s"),
+            "{s}"
+        );
+    }
 
     #[test]
     fn resource_names() {
