@@ -735,8 +735,24 @@ fn an_evicting_server_is_a_warning_and_doctor_says_so() {
         "{}",
         stdout(&o)
     );
-    // noeviction: nothing to warn about.
+    // noeviction: nothing to warn about but the test server's lack of persistence (found by
+    // review: doctor called a server that forgets its counters at a restart strict).
     redis_cli(s.port, &["CONFIG", "SET", "maxmemory-policy", "noeviction"]);
+    let o = lockrun(&env, &u, &["doctor"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let out = stdout(&o);
+    assert!(
+        out.contains("keeps nothing across a restart (appendonly no, save \"\")"),
+        "{out}"
+    );
+    assert!(out.contains("1 warning(s)"), "{out}");
+    // With RDB snapshots, or the AOF: nothing.
+    for (key, value) in [("save", "3600 1"), ("save", ""), ("appendonly", "yes")] {
+        redis_cli(s.port, &["CONFIG", "SET", key, value]);
+        let o = lockrun(&env, &u, &["doctor"]);
+        let found = stdout(&o).contains("keeps nothing across a restart");
+        assert_eq!(found, key == "save" && value.is_empty(), "{key} {value:?}");
+    }
     let o = lockrun(&env, &u, &["doctor"]);
     assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
     assert!(stdout(&o).contains("no problems found"), "{}", stdout(&o));

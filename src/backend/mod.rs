@@ -276,6 +276,13 @@ pub trait Backend: Send + Sync {
     async fn watch(&self, _resource: &Resource) -> Result<Option<Box<dyn Watch>>, Error> {
         Ok(None)
     }
+
+    /// What in the store's own setup weakens the leases or tokens it keeps, one line each, for
+    /// `lockrun doctor` (a Redis that keeps nothing across a restart). Best effort: a setting
+    /// that cannot be read is not reported.
+    async fn setup_warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Checks a `[backend.NAME]` section without opening anything, so that a mistake in a section

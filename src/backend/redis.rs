@@ -505,6 +505,26 @@ impl Redis {
         })
     }
 
+    /// Whether the server keeps its data across a restart (AOF, or RDB snapshots); `None` when
+    /// that cannot be read (`CONFIG` hidden or renamed, no answer in time).
+    async fn persists(&self) -> Option<bool> {
+        let (_, mut conn) = self.conn().await.ok()?;
+        let mut pipe = ::redis::pipe();
+        pipe.cmd("CONFIG").arg("GET").arg("appendonly");
+        pipe.cmd("CONFIG").arg("GET").arg("save");
+        let answer = tokio::time::timeout(
+            self.command_timeout,
+            pipe.query_async::<(Vec<String>, Vec<String>)>(&mut conn),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        let value = |pairs: &[String]| pairs.get(1).cloned();
+        let aof = value(&answer.0)?;
+        let save = value(&answer.1)?;
+        Some(aof == "yes" || !save.trim().is_empty())
+    }
+
     fn unexpected(&self, op: &str, reply: &Reply) -> Error {
         Error::Other(format!(
             "unexpected answer from redis at {} to {op}: {reply:?}",
@@ -612,6 +632,20 @@ impl Backend for Redis {
 
     async fn resources(&self) -> Result<Option<Vec<Resource>>, Error> {
         self.scan_resources().await.map(Some)
+    }
+
+    /// A server without AOF or RDB snapshots forgets every lease when it restarts, and its
+    /// fencing counters start again at 1.
+    async fn setup_warnings(&self) -> Vec<String> {
+        match self.persists().await {
+            Some(false) => vec![format!(
+                "redis at {} keeps nothing across a restart (appendonly no, save \"\"): a \
+                 restart forgets every lease and starts fencing tokens again at 1; turn on \
+                 appendonly yes for tokens that only increase",
+                self.url
+            )],
+            _ => Vec::new(),
+        }
     }
 
     async fn current(&self, resource: &Resource) -> Result<Option<Lease>, Error> {

@@ -76,6 +76,9 @@ pub async fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<Exit, Failure> {
                 .into(),
         )?;
     }
+    for line in backend.setup_warnings().await {
+        warn(line)?;
+    }
     if caps.may_evict {
         warn("this backend may evict a lock under memory pressure: use it only where a duplicate run is harmless".into())?;
     }
