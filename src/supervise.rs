@@ -548,6 +548,15 @@ fn map_stack(size: usize) -> io::Result<*mut libc::c_void> {
     if stack == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
+    // A guard page at the bottom: a stack that overflows faults instead of writing into
+    // whatever lockrun has mapped below it. (Best effort: the stack works without it.)
+    // SAFETY: sysconf has no preconditions; mprotect of the first page of the mapping just made.
+    unsafe {
+        let page = libc::sysconf(libc::_SC_PAGESIZE);
+        if page > 0 && (page as usize) * 4 <= size {
+            libc::mprotect(stack, page as usize, libc::PROT_NONE);
+        }
+    }
     Ok(stack)
 }
 

@@ -132,22 +132,35 @@ pub async fn acquire(
         on_event,
     )
     .await;
-    // Closing the watch, leaving the line and giving back share one bound: a stalled store
-    // must not hold the caller past its wait by more than that (a place in line expires on its
-    // own).
+    // Giving back, closing the watch and leaving the line share one bound: a stalled store
+    // must not hold the caller past its wait by more than that. The give-back goes first: it
+    // is what may free a lease; the watch's and the line's leftovers expire on their own.
     let cleanup_by = Instant::now() + GIVE_BACK_WAIT;
+    let out = settle(backend, req, out, unanswered, cleanup_by).await;
     if let Some(watch) = subscription.watch.take() {
         let _ = tokio::time::timeout_at(cleanup_by, watch.close()).await;
     }
     if let Some(ticket) = line.ticket.take() {
         let _ = tokio::time::timeout_at(cleanup_by, ticket.leave()).await;
     }
-    // An attempt whose answer did not come in time may still be applied by the store, leaving
-    // a lease under this id that nobody knows of until its TTL. Give it back, should there be
-    // one (nobody else can hold the id), but do not wait long for a store that is not answering.
-    // Unless that freed a lease, the attempt may still be on its way (a stalled connection can
-    // deliver it after the give-back, which went out on another one): the error names the
-    // lease, so that it can be freed.
+    out
+}
+
+/// The outcome of a wait, once what an unanswered attempt may have been granted is given back.
+///
+/// An attempt whose answer did not come in time may still be applied by the store, leaving
+/// a lease under this id that nobody knows of until its TTL. Give it back, should there be
+/// one (nobody else can hold the id), but do not wait for a store that is not answering past
+/// `by`. Unless that freed a lease, the attempt may still be on its way (a stalled connection
+/// can deliver it after the give-back, which went out on another one): the error names the
+/// lease, so that it can be freed.
+async fn settle(
+    backend: &dyn Backend,
+    req: &AcquireRequest<'_>,
+    out: Result<Outcome, Error>,
+    unanswered: bool,
+    cleanup_by: Instant,
+) -> Result<Outcome, Error> {
     let local = backend.capabilities().local;
     match out {
         // A call that could not connect was not sent; but an earlier attempt may have been.
@@ -277,9 +290,10 @@ impl Line {
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or(far)), if deadline.is_some() => {
                     if last_holder.is_none() {
-                        // For the busy message only: not long past the deadline.
+                        // For the busy message only: not long past the deadline (half the
+                        // give-back's bound, which follows).
                         let read = backend.current(req.resource);
-                        *last_holder = tokio::time::timeout(GIVE_BACK_WAIT, read)
+                        *last_holder = tokio::time::timeout(GIVE_BACK_WAIT / 2, read)
                             .await
                             .ok()
                             .and_then(|r| r.ok().flatten());
@@ -291,7 +305,7 @@ impl Line {
         drop(first);
         // The first in line will wait for a release: subscribe before trying, so that the attempt
         // need not be repeated after subscribing.
-        subscription.ensure(backend, req).await;
+        subscription.ensure(backend, req, deadline).await;
         let sent_at = Instant::now();
         Ok(Some((sent_at, ticket.try_acquire(req).await?)))
     }
@@ -306,17 +320,30 @@ struct Subscription {
 
 impl Subscription {
     /// Subscribes unless done before; true if this call subscribed and the caller should try
-    /// once more before it waits (a watch that wakes once armed makes that attempt itself).
-    async fn ensure(&mut self, backend: &dyn Backend, req: &AcquireRequest<'_>) -> bool {
+    /// once more before it waits (a watch that wakes once armed makes that attempt itself). A
+    /// subscription still unanswered at the wait's `deadline` is given up (the wait then makes
+    /// its last attempt), so that a store that stalls keeps the wait within its bound.
+    async fn ensure(
+        &mut self,
+        backend: &dyn Backend,
+        req: &AcquireRequest<'_>,
+        deadline: Option<Instant>,
+    ) -> bool {
         if self.tried {
             return false;
         }
         self.tried = true;
-        self.watch = match backend.watch(req.resource).await {
-            Ok(w) => w,
-            Err(e) => {
+        let far = Instant::now() + Duration::from_secs(86400 * 365);
+        let watch = tokio::time::timeout_at(deadline.unwrap_or(far), backend.watch(req.resource));
+        self.watch = match watch.await {
+            Ok(Ok(w)) => w,
+            Ok(Err(e)) => {
                 tracing::debug!("watch unavailable, polling: {e}");
                 None
+            }
+            Err(_) => {
+                tracing::debug!("no watch by the wait's deadline");
+                return false;
             }
         };
         !self.watch.as_ref().is_some_and(|w| w.wakes_once_armed())
@@ -408,7 +435,7 @@ async fn acquire_in(
                 last_holder = holder;
                 // Subscribe now, then try once more at once, so a release that happened
                 // between the attempt and the subscription is not missed.
-                if subscription.ensure(backend, req).await {
+                if subscription.ensure(backend, req, deadline).await {
                     continue;
                 }
                 let mut wake = Instant::now()

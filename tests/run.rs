@@ -916,12 +916,15 @@ fn lockrun_stopped_as_its_command_starts_still_stops_it_at_the_deadline() {
 #[test]
 fn a_stopped_lockrun_leaves_no_descendant_outside_the_group_past_the_deadline() {
     let env = Env::new();
-    let pids = env.file("pids");
-    // The shell starts both, writes their pids, stops lockrun, and waits.
+    let dir = env.path().display().to_string();
+    // Two workers outside the command's group, each writing its own pid: the child of a
+    // `timeout` (which makes a group of its own) and a `setsid` one. Once both have, the shell
+    // writes its own pid (the command's group), stops lockrun, and waits.
     let script = format!(
-        "timeout 60 sleep 60 & t=$!; setsid sleep 60 & s=$!; \
-         echo $t $s > {p}.tmp; mv {p}.tmp {p}; kill -STOP $PPID; wait",
-        p = pids.display()
+        "timeout 60 sh -c 'echo $$ > {dir}/t.tmp; mv {dir}/t.tmp {dir}/t; exec sleep 60' & \
+         setsid sh -c 'echo $$ > {dir}/s.tmp; mv {dir}/s.tmp {dir}/s; exec sleep 60' & \
+         while [ ! -e {dir}/t ] || [ ! -e {dir}/s ]; do sleep 0.01; done; \
+         echo $$ > {dir}/g.tmp; mv {dir}/g.tmp {dir}/g; kill -STOP $PPID; wait"
     );
     let mut child = env
         .cmd()
@@ -929,28 +932,29 @@ fn a_stopped_lockrun_leaves_no_descendant_outside_the_group_past_the_deadline() 
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    assert!(eventually(Duration::from_secs(10), || pids.exists()));
+    let group = env.file("g");
+    assert!(eventually(Duration::from_secs(10), || group.exists()));
     let started = Instant::now();
-    let listed = std::fs::read_to_string(&pids).unwrap();
-    let escaped: Vec<i32> = listed
-        .split_whitespace()
-        .map(|p| p.parse().unwrap())
-        .collect();
-    assert_eq!(escaped.len(), 2, "{listed}");
-    for &p in &escaped {
-        // SAFETY: getpgid has no memory-safety preconditions.
-        let group = unsafe { libc::getpgid(p) };
-        assert_eq!(group, p, "{p} is in a group of its own");
-    }
-    // The deadline is under 1 s after the grant: 2 s later both must be gone, though their
+    let group = read_pid(&group).unwrap();
+    let workers = [
+        read_pid(&env.file("t")).unwrap(),
+        read_pid(&env.file("s")).unwrap(),
+    ];
+    // SAFETY: getpgid has no memory-safety preconditions.
+    let outside = |p: i32| unsafe { libc::getpgid(p) != libc::getpgid(group) };
+    assert!(
+        workers.iter().all(|&p| outside(p)),
+        "{workers:?} are outside the command's group {group}"
+    );
+    // The deadline is under 1 s after the grant: within 3 s both must be gone, though their
     // lockrun is still stopped (and the guard cannot reach them through the group).
     let gone = eventually(Duration::from_secs(3), || {
-        escaped.iter().all(|&p| !alive(p))
+        workers.iter().all(|&p| !alive(p))
     });
     let waited = started.elapsed();
     kill(child.id() as i32, libc::SIGCONT);
     assert_eq!(child.wait().unwrap().code(), Some(124));
-    assert!(gone, "alive {waited:?} after the start: {escaped:?}");
+    assert!(gone, "alive {waited:?} after the start: {workers:?}");
 }
 
 /// A lockrun that could not renew in time says so in one line (124), without a warning that the

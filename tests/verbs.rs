@@ -488,6 +488,18 @@ fn a_missing_lock_directory_is_created_by_the_first_acquire_only() {
         std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
         0o700
     );
+    // `init` creates it too (a deploy script's provisioning step), and says so once.
+    let url = format!("file://{}/made/by/init", env.path().display());
+    let o = env.cmd().arg("-b").arg(&url).arg("init").output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("created the lock directory"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(env.path().join("made/by/init").is_dir());
+    let o = env.cmd().arg("-b").arg(&url).arg("init").output().unwrap();
+    assert!(stderr(&o).contains("nothing to set up"), "{}", stderr(&o));
 }
 
 /// What stormlock users type: `-t` for `--ttl` on `acquire` and `renew`, with stormlock's

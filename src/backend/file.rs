@@ -414,6 +414,18 @@ impl Backend for File {
         .await
     }
 
+    /// Creates the lock directory when it is missing (as the first acquire would).
+    async fn init(&self) -> Result<Option<String>, Error> {
+        if self.dir(false)?.is_some() {
+            return Ok(None);
+        }
+        self.dir(true)?;
+        Ok(Some(format!(
+            "created the lock directory {}",
+            self.place.path.display()
+        )))
+    }
+
     /// The resources that have a record in the lock directory (read from the records, whose file
     /// names may be hashed).
     async fn resources(&self) -> Result<Option<Vec<Resource>>, Error> {

@@ -505,9 +505,9 @@ impl Redis {
         })
     }
 
-    /// Whether the server keeps its data across a restart (AOF, or RDB snapshots); `None` when
-    /// that cannot be read (`CONFIG` hidden or renamed, no answer in time).
-    async fn persists(&self) -> Option<bool> {
+    /// The server's `appendonly` and `save` settings; `None` when they cannot be read (`CONFIG`
+    /// hidden or renamed, no answer in time).
+    async fn persistence(&self) -> Option<(String, String)> {
         let (_, mut conn) = self.conn().await.ok()?;
         let mut pipe = ::redis::pipe();
         pipe.cmd("CONFIG").arg("GET").arg("appendonly");
@@ -520,9 +520,7 @@ impl Redis {
         .ok()?
         .ok()?;
         let value = |pairs: &[String]| pairs.get(1).cloned();
-        let aof = value(&answer.0)?;
-        let save = value(&answer.1)?;
-        Some(aof == "yes" || !save.trim().is_empty())
+        Some((value(&answer.0)?, value(&answer.1)?))
     }
 
     fn unexpected(&self, op: &str, reply: &Reply) -> Error {
@@ -634,16 +632,24 @@ impl Backend for Redis {
         self.scan_resources().await.map(Some)
     }
 
-    /// A server without AOF or RDB snapshots forgets every lease when it restarts, and its
-    /// fencing counters start again at 1.
+    /// A server without the append-only file comes back from a restart with its last snapshot
+    /// at best: the leases and fencing tokens granted since are forgotten, and those tokens
+    /// are handed out again.
     async fn setup_warnings(&self) -> Vec<String> {
-        match self.persists().await {
-            Some(false) => vec![format!(
-                "redis at {} keeps nothing across a restart (appendonly no, save \"\"): a \
-                 restart forgets every lease and starts fencing tokens again at 1; turn on \
-                 appendonly yes for tokens that only increase",
-                self.url
-            )],
+        match self.persistence().await {
+            Some((aof, save)) if aof != "yes" => {
+                let lost = if save.trim().is_empty() {
+                    "every lease, and starts fencing tokens again at 1 (save \"\": no snapshots)"
+                } else {
+                    "the leases granted since its last snapshot, and hands their fencing tokens \
+                     out again"
+                };
+                vec![format!(
+                    "redis at {} does not log writes to an append-only file (appendonly no): a \
+                     restart forgets {lost}; set appendonly yes",
+                    self.url
+                )]
+            }
             _ => Vec::new(),
         }
     }

@@ -82,18 +82,18 @@ pub async fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<Exit, Failure> {
     if caps.may_evict {
         warn("this backend may evict a lock under memory pressure: use it only where a duplicate run is harmless".into())?;
     }
+
+    // Round trips on the scratch resource (the first acquire creates a missing lock directory).
+    let mut rtts = Vec::new();
+    for _ in 0..ROUNDS {
+        rtts.push(round(&*backend, &scratch, &plan.principal).await?);
+    }
     if plan.backend.scheme() == "file" {
         if let Ok(path) = plan.backend.secret_url().to_file_path() {
             if let Some(fs) = network_filesystem(&path) {
                 warn(format!("the lock directory is on {fs}: its locks are only as good as that filesystem's rename and flock across hosts; use a network backend for locks across machines"))?;
             }
         }
-    }
-
-    // Round trips on the scratch resource.
-    let mut rtts = Vec::new();
-    for _ in 0..ROUNDS {
-        rtts.push(round(&*backend, &scratch, &plan.principal).await?);
     }
     let worst = rtts.iter().map(|r| r.worst()).max().unwrap_or_default();
     let median = |f: fn(&Round) -> Duration| {

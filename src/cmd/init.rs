@@ -13,8 +13,9 @@ pub async fn init(ctx: &Ctx, args: InitArgs) -> Result<Exit, Failure> {
         Some(done) => say!("lockrun: {}: {done}", plan.backend),
         None => {
             // Nothing to create, but a server must answer: `init` in a deploy script is the
-            // place to learn that it does not (some backends connect only on first use). The
-            // lock directory was checked when it was opened.
+            // place to learn that it does not (some backends connect only on first use). An
+            // existing lock directory was checked when it was opened (a missing one is created
+            // by the backend's init).
             if plan.backend.scheme() != "file" {
                 backend.current(&resource).await?;
             }

@@ -67,7 +67,8 @@ fn reap_exited() {
 /// when lockrun is killed.
 pub const GUARD_NAME: &std::ffi::CStr = c"lr-guard";
 
-/// The guard's stack (it needs a few hundred bytes).
+/// The guard's stack: it needs a few hundred bytes, and about 12 KiB for the walk of lockrun's
+/// descendants at the deadline (`descendants`); its lowest page is a guard page.
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 const STACK: usize = 64 * 1024;
 
@@ -453,7 +454,7 @@ unsafe fn guard_main(read_fd: RawFd) -> ! {
         };
         // Without a group there is nothing to kill yet: wait for a message. With the timer, it
         // wakes the poll at the deadline.
-        let timeout = if deadline == 0 || pgid == 0 || timer >= 0 {
+        let timeout = if deadline == 0 || !started || timer >= 0 {
             0 // NULL: no timeout
         } else {
             let ns = deadline.saturating_sub(now());

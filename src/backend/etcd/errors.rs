@@ -1,6 +1,8 @@
 //! Mapping etcd client errors to backend errors that say whether retrying can help.
 //!
 //! - cannot connect: [`Error::Unreached`] (retryable; nothing was sent);
+//! - a request naming an etcd lease that expired or was revoked: [`Error::Unreached`]
+//!   (retryable with a new lease; etcd refused it unapplied);
 //! - timed out, no leader, overloaded: [`Error::Unavailable`] (retryable);
 //! - authentication failed, permission denied, auth not enabled, TLS failures, bad endpoint
 //!   URLs, a TTL etcd refuses: [`Error::Config`];
@@ -87,7 +89,8 @@ fn from_status(prefix: &str, status: &Status) -> Error {
         // when the server or this process was paused for longer than its TTL) is refused
         // whole, unapplied: retrying with a new lease can succeed.
         Code::NotFound if lower.contains("lease not found") => Error::Unreached(format!(
-            "{prefix}: {detail} (the etcd lease expired before the request reached the server)"
+            "{prefix}: {detail} (the etcd lease had expired or been revoked; the request was \
+             refused unapplied)"
         )),
         // Something that speaks HTTP but not etcd's gRPC API answered.
         Code::Unimplemented => {
@@ -287,7 +290,7 @@ mod tests {
         ));
         assert!(matches!(
             map("etcd://h", "acquiring", expired),
-            Error::Unreached(m) if m.contains("the etcd lease expired")
+            Error::Unreached(m) if m.contains("refused unapplied")
         ));
     }
 }

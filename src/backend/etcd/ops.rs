@@ -303,7 +303,12 @@ impl Etcd {
         // On an unknown outcome the new etcd lease is left to expire on its own: revoking it
         // could delete the key if the put happened. A later renewal then finds and keeps
         // whichever etcd lease the key is attached to.
-        if self.txn("renewing", &txn).await?.succeeded() {
+        // The keep-alive before this was applied: a refusal here is no longer "nothing sent".
+        let moved = self.txn("renewing", &txn).await.map_err(|e| match e {
+            Error::Unreached(m) => Error::Unavailable(m),
+            other => other,
+        })?;
+        if moved.succeeded() {
             self.remember(&self.key(resource), &rec.id, rec.etcd_lease);
             self.revoke(held.rec.etcd_lease).await;
             let granted = secs(rec.etcd_ttl_s);

@@ -180,7 +180,9 @@ impl Etcd {
                 Ok(busy)
             }
             Err(e) => {
-                *ready = None; // revoked by `acquire_with` (unknown outcome)
+                // Revoked by `acquire_with` (unknown outcome), or gone (refused for it: it
+                // expired); a new one is granted next time.
+                *ready = None;
                 Err(e)
             }
         }

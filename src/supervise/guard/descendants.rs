@@ -13,9 +13,11 @@ use super::sys;
 /// At most this many processes are found in one walk; a later walk finds the rest.
 const MOST: usize = 1024;
 
-/// Walks are repeated until one finds nobody left to kill, at most this many times: a process
-/// whose parent the group's KILL ended is listed under lockrun (the subreaper) only once that
-/// parent has exited.
+/// Walks are repeated until two in a row find nobody alive to kill, at most this many times. A
+/// process whose parent the group's KILL ended is listed under lockrun (the subreaper) only once
+/// that parent has exited, which can happen between the walk's read of lockrun's list and its
+/// read of the parent's: the walk after that one finds it under lockrun, where it stays while
+/// lockrun is stopped.
 const ROUNDS: usize = 20;
 
 /// KILLs every live descendant of `root` (lockrun) but `me` (this guard). A process is
@@ -27,9 +29,20 @@ const ROUNDS: usize = 20;
 ///
 /// Called in the guard only: it touches nothing but its own stack.
 pub(super) unsafe fn kill_all(root: i32, me: i32) {
+    if !same_pid_namespace(root) {
+        // /proc is another namespace's: its numbers are not our processes.
+        return;
+    }
+    let mut quiet = 0;
     for _ in 0..ROUNDS {
-        if kill_once(root, me) == 0 {
-            return;
+        let (alive, complete) = kill_once(root, me);
+        if alive == 0 && complete {
+            quiet += 1;
+            if quiet == 2 {
+                return;
+            }
+        } else {
+            quiet = 0;
         }
         let pause = libc::timespec {
             tv_sec: 0,
@@ -42,8 +55,9 @@ pub(super) unsafe fn kill_all(root: i32, me: i32) {
     }
 }
 
-/// One walk: KILLs what it finds alive; how many it signalled.
-unsafe fn kill_once(root: i32, me: i32) -> usize {
+/// One walk: KILLs every descendant it finds; how many of them were alive (not zombies), and
+/// whether it found them all (not cut off at [`MOST`]).
+unsafe fn kill_once(root: i32, me: i32) -> (usize, bool) {
     // (pid, the process it was listed under)
     let mut found = [(0i32, 0i32); MOST];
     let mut n = children(root, me, &mut found, 0);
@@ -52,13 +66,34 @@ unsafe fn kill_once(root: i32, me: i32) -> usize {
         n = children(found[i].0, me, &mut found, n);
         i += 1;
     }
-    let mut signalled = 0;
+    let mut alive = 0;
     for &(pid, parent) in &found[..n] {
-        if kill_child(pid, parent, root) {
-            signalled += 1;
+        if kill_child(pid, parent, root) == Some(true) {
+            alive += 1;
         }
     }
-    signalled
+    (alive, n < MOST)
+}
+
+/// Whether `/proc` shows the pid namespace `root` (our parent) lives in: its `self` names us.
+unsafe fn same_pid_namespace(root: i32) -> bool {
+    let mut link = [0u8; 16];
+    let got = sys::call(
+        libc::SYS_readlinkat,
+        [
+            libc::AT_FDCWD as usize,
+            c"/proc/self".as_ptr() as usize,
+            link.as_mut_ptr() as usize,
+            link.len(),
+            0,
+            0,
+        ],
+    );
+    if got <= 0 {
+        return false;
+    }
+    let me = sys::call(libc::SYS_getpid, [0; 6]) as i32;
+    root > 0 && parse_number(&link[..got as usize]) == Some(me)
 }
 
 /// Appends the children of `pid` (but `me`) to `found[n..]`, each listed under `pid`, from
@@ -88,14 +123,14 @@ unsafe fn children(pid: i32, me: i32, found: &mut [(i32, i32); MOST], mut n: usi
         if got <= 0 {
             break;
         }
-        let mut at = 0usize;
-        while at + 19 < got as usize {
+        let (mut at, got) = (0usize, got as usize);
+        while at + 19 < got {
             // struct linux_dirent64: ino (8), off (8), reclen (2), type (1), name (NUL-ended)
             let reclen = u16::from_ne_bytes([entries[at + 16], entries[at + 17]]) as usize;
-            if reclen == 0 {
+            if reclen < 20 || at + reclen > got {
                 break;
             }
-            let name = &entries[at + 19..(at + reclen).min(got as usize)];
+            let name = &entries[at + 19..at + reclen];
             let name = &name[..name.iter().position(|&b| b == 0).unwrap_or(name.len())];
             if let Some(tid) = parse_number(name) {
                 let mut list = Path::new();
@@ -126,7 +161,8 @@ unsafe fn read_children(
         return n;
     }
     let mut buf = [0u8; 1024];
-    // A number may be split across two reads.
+    // A number may be split across two reads. -1: none yet; -2: too long, until the next
+    // separator.
     let mut number: i64 = -1;
     loop {
         let got = sys::call(
@@ -137,14 +173,14 @@ unsafe fn read_children(
             break;
         }
         for &b in &buf[..got as usize] {
-            if b.is_ascii_digit() {
-                number = number.max(0) * 10 + i64::from(b - b'0');
-                if number > i64::from(i32::MAX) {
-                    number = -1;
-                }
-            } else {
+            if !b.is_ascii_digit() {
                 n = add(number, parent, me, found, n);
                 number = -1;
+            } else if number != -2 {
+                number = number.max(0) * 10 + i64::from(b - b'0');
+                if number > i64::from(i32::MAX) {
+                    number = -2;
+                }
             }
         }
     }
@@ -161,18 +197,21 @@ fn add(number: i64, parent: i32, me: i32, found: &mut [(i32, i32); MOST], n: usi
     n
 }
 
-/// KILLs `pid` if it is alive (not a zombie) and a child of `parent` or `root`; whether it was
-/// signalled.
-unsafe fn kill_child(pid: i32, parent: i32, root: i32) -> bool {
+/// KILLs `pid` if it is a child of `parent` or `root`: `Some(true)` when it was alive, and
+/// `Some(false)` when it is a zombie (signalled too: a leader whose thread has exited shows as
+/// one while its other threads run); `None` when it was not ours to signal.
+unsafe fn kill_child(pid: i32, parent: i32, root: i32) -> Option<bool> {
     let fd = sys::call(libc::SYS_pidfd_open, [pid as usize, 0, 0, 0, 0, 0]);
     if fd == -(libc::ESRCH as isize) {
-        return false;
+        return None;
     }
     let ours = match stat(pid) {
-        Some((ppid, state)) => (ppid == parent || ppid == root) && !matches!(state, b'Z' | b'X'),
-        None => false,
+        Some((ppid, state)) if ppid == parent || ppid == root => {
+            Some(!matches!(state, b'Z' | b'X'))
+        }
+        _ => None,
     };
-    if ours {
+    if ours.is_some() {
         if fd >= 0 {
             sys::call(
                 libc::SYS_pidfd_send_signal,
@@ -352,9 +391,11 @@ mod tests {
         assert!(found[..n].contains(&(sleep, sh_pid)), "{:?}", &found[..n]);
         // Listed under a process that is not its parent: left alone.
         // SAFETY: as above; the children are ours to kill.
-        assert!(!unsafe { kill_child(sleep, sleep, me) });
+        assert_eq!(unsafe { kill_child(sleep, sleep, me) }, None);
         // SAFETY: as above.
-        assert!(unsafe { kill_child(sleep, sh_pid, me) });
+        assert_eq!(unsafe { kill_child(sleep, sh_pid, me) }, Some(true));
+        // SAFETY: as above.
+        assert!(unsafe { same_pid_namespace(me) });
         // (`sh` waits for the sleep: it ends only once the sleep has died.)
         sh.wait().unwrap();
     }
