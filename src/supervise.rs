@@ -531,6 +531,24 @@ fn kill_when_lost(kill_at: Option<Instant>, now: Instant, kill_after: Duration) 
     kill_at.map_or(t, |k| k.min(t))
 }
 
+/// A shell (a child of this process) running `script`, whose first line of output is a pid:
+/// the shell, its pid, and that pid. For the tests of the walks of the process tree.
+#[cfg(test)]
+fn shell_with_child(script: &str) -> (std::process::Child, i32, i32) {
+    use std::io::BufRead;
+    let mut sh = std::process::Command::new("sh")
+        .args(["-c", script])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(sh.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let pid = sh.id() as i32;
+    (sh, pid, line.trim().parse::<i32>().unwrap())
+}
+
 /// A private anonymous mapping of `size` bytes for the stack of a clone (the command's, the
 /// guard's).
 fn map_stack(size: usize) -> io::Result<*mut libc::c_void> {

@@ -179,18 +179,8 @@ mod tests {
 
     #[test]
     fn a_descendant_is_signalled_only_under_the_parent_it_was_listed_with() {
-        use std::io::BufRead;
         // A shell (our child) with a `sleep` of its own (our grandchild).
-        let mut sh = std::process::Command::new("sh")
-            .args(["-c", "sleep 30 & echo $!; wait"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(sh.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let (sh_pid, sleep) = (sh.id() as i32, line.trim().parse::<i32>().unwrap());
+        let (mut sh, sh_pid, sleep) = super::super::shell_with_child("sleep 30 & echo $!; wait");
         assert_eq!(parent_of(sleep), Some(sh_pid));
         if pidfds() {
             // Listed under a parent it does not have (as a reused number would be): left alone.

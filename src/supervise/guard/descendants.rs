@@ -363,17 +363,8 @@ mod tests {
     /// The walk finds a grandchild that left our group, under the child it was listed with.
     #[test]
     fn every_descendant_is_found() {
-        use std::io::BufRead;
-        let mut sh = std::process::Command::new("sh")
-            .args(["-c", "setsid sleep 30 & echo $!; wait"])
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        std::io::BufReader::new(sh.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let (sh_pid, sleep) = (sh.id() as i32, line.trim().parse::<i32>().unwrap());
+        let (mut sh, sh_pid, sleep) =
+            crate::supervise::shell_with_child("setsid sleep 30 & echo $!; wait");
         // SAFETY: getpid has no preconditions; the walk reads /proc into stack buffers.
         let (me, found, n) = unsafe {
             let me = libc::getpid();
