@@ -39,6 +39,8 @@ use std::sync::Mutex;
 
 mod descendants;
 
+pub(super) use descendants::parse_stat;
+
 use tokio::time::Instant;
 
 /// The guards started and not reaped yet, so that none is mistaken for an orphan of a command.

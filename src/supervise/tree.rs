@@ -100,11 +100,10 @@ fn parent_of(pid: i32) -> Option<i32> {
     parse_ppid(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
-/// The fourth field of a `/proc/PID/stat` line. The second, the command name in parentheses,
-/// may hold spaces and parentheses itself, so the fields after it are counted from the last `)`.
+/// The parent of a `/proc/PID/stat` line (its fourth field; see [`guard::parse_stat`], which
+/// the guard reads it with too).
 fn parse_ppid(stat: &str) -> Option<i32> {
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(1)?.parse().ok()
+    guard::parse_stat(stat.as_bytes()).map(|(ppid, _)| ppid)
 }
 
 /// The children of process `pid` (or `self`), from each of its threads' lists.

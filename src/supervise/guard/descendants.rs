@@ -255,7 +255,7 @@ unsafe fn stat(pid: i32) -> Option<(i32, u8)> {
 
 /// The state letter and the parent of a `/proc/PID/stat` line: the third and fourth fields,
 /// counted from the last `)` (the command name before it may hold spaces and parentheses).
-fn parse_stat(line: &[u8]) -> Option<(i32, u8)> {
+pub(in crate::supervise) fn parse_stat(line: &[u8]) -> Option<(i32, u8)> {
     let close = line.iter().rposition(|&b| b == b')')?;
     let mut fields = line[close + 1..]
         .split(|&b| b == b' ')
