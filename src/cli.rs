@@ -328,6 +328,48 @@ const RUN_WITH_VALUE: &[&str] = &[
     "--events",
 ];
 
+/// `run`'s options without a value.
+const RUN_FLAGS: &[&str] = &["-n", "--no-wait", "--fair"];
+
+/// How many arguments the option `a` spans at `args[j]` in a short-form run's command line
+/// (itself and its value, if it takes one). An option lockrun does not know may take a value:
+/// it spans the next word too, unless that word is `--` or another option, so that a
+/// mistyped option before the `--` (`lockrun res --tll 5m -- cmd`) still reaches `run`'s
+/// parser, which names it, rather than making the resource a mistyped verb.
+fn option_span(args: &[OsString], j: usize) -> usize {
+    let a = args[j].to_string_lossy();
+    let takes_value =
+        |name: &str| RUN_WITH_VALUE.contains(&name) || GLOBAL_WITH_VALUE.contains(&name);
+    let is_flag = |name: &str| RUN_FLAGS.contains(&name) || GLOBAL_FLAGS.contains(&name);
+    let may_take_next = || {
+        args.get(j + 1)
+            .map(|n| n.to_string_lossy())
+            .is_some_and(|n| n != "--" && !(n.starts_with('-') && n.len() > 1))
+    };
+    if a.contains('=') || is_flag(&a) || is_verbose_cluster(&a) {
+        return 1;
+    }
+    if takes_value(&a) {
+        return 2;
+    }
+    if !a.starts_with("--") {
+        // A cluster of short options: a value-taking one takes the rest of the cluster, or
+        // the next word when it ends the cluster.
+        let shorts: Vec<String> = a.chars().skip(1).map(|c| format!("-{c}")).collect();
+        if let Some(k) = shorts.iter().position(|c| takes_value(c)) {
+            return if k + 1 == shorts.len() { 2 } else { 1 };
+        }
+        if shorts.iter().all(|c| is_flag(c) || c == "-v") {
+            return 1;
+        }
+    }
+    if may_take_next() {
+        2
+    } else {
+        1
+    }
+}
+
 /// The first argument from `from` on that is neither an option nor an option's value.
 fn first_operand(args: &[OsString], from: usize) -> Option<String> {
     let mut i = from;
@@ -478,15 +520,136 @@ fn dashes_follow(args: &[OsString], from: usize) -> bool {
         if !a.starts_with('-') || a.len() == 1 {
             return false;
         }
-        let name = a.split('=').next().unwrap_or(&a);
-        let takes_value = RUN_WITH_VALUE.contains(&name) || GLOBAL_WITH_VALUE.contains(&name);
-        j += if takes_value && !a.contains('=') {
-            2
-        } else {
-            1
-        };
+        j += option_span(args, j);
     }
     false
+}
+
+/// The word that a short-form command line with a run option before it (`lockrun -n WORD
+/// ...`) would take for its resource, when no `--` follows that word: a mistyped verb (`lockrun
+/// -n relase res ID`) or a command without its `--`, which is refused, as it is without the
+/// option, rather than run.
+pub fn word_without_dashes(args: &[OsString]) -> Option<String> {
+    let mut i = 1;
+    let mut run_option = false;
+    while i < args.len() {
+        let a = args[i].to_string_lossy();
+        if a == "--" {
+            return None;
+        }
+        if !(a.starts_with('-') && a.len() > 1) {
+            let refused = run_option && !is_verb(&a) && !dashes_follow(args, i + 1);
+            return refused.then(|| a.into_owned());
+        }
+        let name = a.split('=').next().unwrap_or(&a);
+        let global = GLOBAL_WITH_VALUE.contains(&name)
+            || GLOBAL_FLAGS.contains(&name)
+            || is_verbose_cluster(&a)
+            || (["-c", "-b", "-p"].iter().any(|p| a.starts_with(p)) && !a.starts_with("--"));
+        run_option |= !global;
+        i += if global {
+            if GLOBAL_WITH_VALUE.contains(&&*a) {
+                2
+            } else {
+                1
+            }
+        } else {
+            option_span(args, i)
+        };
+    }
+    None
+}
+
+/// Splits a short option and its attached value (`-w5s`, `-E3`) that come between a run's
+/// resource and its `--` into two words: clap takes such a word there for the start of the
+/// command (the command's argument allows leading hyphens), and would run `-w5s`. Only when
+/// nothing but options stands between the resource and the `--`, so that a command's own
+/// arguments (`run res echo -w5s`) are left alone.
+pub fn split_attached_values(args: Vec<OsString>) -> Vec<OsString> {
+    let Some(verb) = (1..args.len()).find(|&i| {
+        let a = args[i].to_string_lossy();
+        a == "--"
+            || !(a.starts_with('-') && a.len() > 1) && {
+                // skip global options' values
+                let prev = args[i - 1].to_string_lossy();
+                !GLOBAL_WITH_VALUE.contains(&&*prev)
+            }
+    }) else {
+        return args;
+    };
+    if args[verb] != "run" {
+        return args;
+    }
+    // The resource: the first word after the verb that is no option or option's value.
+    let mut r = verb + 1;
+    while r < args.len() {
+        let a = args[r].to_string_lossy();
+        if a == "--" || !(a.starts_with('-') && a.len() > 1) {
+            break;
+        }
+        r += option_span(&args, r);
+    }
+    if r >= args.len() || args[r] == "--" || !dashes_follow(&args, r + 1) {
+        return args;
+    }
+    let Some(end) = args[r..].iter().position(|a| a == "--").map(|k| r + k) else {
+        return args;
+    };
+    let mut out = Vec::with_capacity(args.len() + 2);
+    for (i, word) in args.into_iter().enumerate() {
+        let a = word.to_string_lossy();
+        let split = i > r
+            && i < end
+            && !a.starts_with("--")
+            && a.len() > 2
+            && a.is_char_boundary(2)
+            && (RUN_WITH_VALUE.contains(&&a[..2]) || GLOBAL_WITH_VALUE.contains(&&a[..2]));
+        if split {
+            let (name, value) = a.split_at(2);
+            out.push(OsString::from(name));
+            out.push(OsString::from(value));
+        } else {
+            out.push(word);
+        }
+    }
+    out
+}
+
+/// The first word of a run's command when it is an option that `run` does not have, given
+/// before any `--` (`lockrun run res --tll 5m -- cmd`, where clap takes `--tll` for the
+/// command): the option, for the error that names it. `command` is the parsed command, which
+/// ends the command line.
+pub fn option_taken_for_command(args: &[OsString], command: &[OsString]) -> Option<String> {
+    let first = command.first()?.to_string_lossy();
+    // `--` first: `run -- -RES -- CMD`, whose second `--` clap leaves in the command.
+    if !(first.starts_with('-') && first.len() > 1) || first == "--" || command.len() >= args.len()
+    {
+        return None;
+    }
+    let start = args.len() - command.len();
+    if args[start..] != *command || args[start - 1] == "--" {
+        return None;
+    }
+    Some(first.into_owned())
+}
+
+/// The option of `run` (or a global one) that `word` is a typo of, if any.
+pub fn meant_run_option(word: &str) -> Option<String> {
+    use clap::CommandFactory;
+    let name = word.split('=').next().unwrap_or(word);
+    let mut cmd = Cli::command();
+    cmd.build();
+    let run = cmd.find_subcommand("run")?;
+    let longs: Vec<String> = run
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(|l| format!("--{l}")))
+        .collect();
+    longs
+        .into_iter()
+        .map(|l| (edit_distance(name, &l), l))
+        .filter(|(d, _)| *d > 0 && *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, l)| l)
 }
 
 /// The verbs, as clap names them (`help` is clap's own). A list rather than a look at
@@ -511,7 +674,7 @@ pub fn meant_verb(word: &str) -> Option<&'static str> {
 }
 
 /// Levenshtein distance, by characters.
-fn edit_distance(a: &str, b: &str) -> usize {
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut row: Vec<usize> = (0..=b.len()).collect();
     for (i, ca) in a.chars().enumerate() {

@@ -244,7 +244,10 @@ impl Config {
         for path in user_config_path(env).into_iter().chain([system.to_owned()]) {
             match crate::small_file::read_text(&path) {
                 Ok(text) => return Config::parse(&text, &path),
-                Err(e) if is_absent(&e) => continue,
+                // A link to a missing file is somebody's configuration gone astray (a config
+                // tool's link to a file not deployed on this host): left unread, every host
+                // would lock on its own disk instead of the shared store, and all succeed.
+                Err(e) if is_absent(&e) && !is_dangling_link(&path) => continue,
                 Err(e) => return Err(read_error(&path, None, &e)),
             }
         }
@@ -473,8 +476,19 @@ fn is_absent(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::NotFound || e.raw_os_error() == Some(libc::ENOTDIR)
 }
 
+/// Whether `path` is a symbolic link whose target does not exist.
+fn is_dangling_link(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
+}
+
 fn read_error(path: &Path, named_by: Option<&'static str>, e: &io::Error) -> Error {
     let mut reason = lease::escape(&crate::error::without_os_error(&e.to_string()));
+    if is_absent(e) && is_dangling_link(path) {
+        let target = std::fs::read_link(path)
+            .map(|t| lease::escape(&t.to_string_lossy()))
+            .unwrap_or_default();
+        reason = format!("it is a symbolic link to {target}, which does not exist");
+    }
     if path.starts_with("~") {
         // A crontab's `VAR=~/...`, or a quoted path: no shell expanded it.
         reason += " (~ is not expanded here: give the full path)";
@@ -752,7 +766,17 @@ impl Parser<'_> {
             }
             let url = match table.get("url") {
                 None => {
-                    return Err(self.error(span, format!("{header} has no 'url' key")));
+                    // A mistyped `url` (`urll`, `URL`) is named, at its line.
+                    let typo = table
+                        .keys()
+                        .find(|k| crate::cli::edit_distance(&k.to_ascii_lowercase(), "url") <= 1);
+                    return Err(match typo {
+                        Some(key) => self.error(
+                            spans.get(key).0,
+                            format!("{header} has no 'url' key (unknown key '{key}': did you mean 'url'?)"),
+                        ),
+                        None => self.error(span, format!("{header} has no 'url' key")),
+                    });
                 }
                 Some(value) => string(value)
                     .and_then(|u| BackendUrl::parse(u).map_err(|e| e.to_string()))

@@ -362,6 +362,83 @@ fn a_closed_stdout_is_a_failed_write() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
 }
 
+/// A run option before a mistyped verb, or an unknown option between the resource and the
+/// `--`, is refused: nothing runs and no lease is taken. Both used to run something: `lockrun
+/// -w 5s aquire touch F` ran `touch F` under a lease on "aquire", and `lockrun res --tll 5m --
+/// touch F` ran `--tll`.
+#[test]
+fn options_around_a_mistyped_verb_or_option_run_nothing() {
+    let env = Env::new();
+    let ran = env.file("ran");
+    let ran = ran.to_str().unwrap();
+    for (args, message) in [
+        (
+            &["-w", "5s", "aquire", "touch", ran][..],
+            "'aquire' is not a verb (did you mean 'acquire'?); to run a command under a lease",
+        ),
+        (
+            &["-n", "relase", "res", "touch", ran],
+            "'relase' is not a verb (did you mean 'release'?)",
+        ),
+        (
+            &["-n", "-q", "res", "touch", ran],
+            "'res' is not a verb; to run a command",
+        ),
+        (&["-qn", "res", "touch", ran, "--"], "'res' is not a verb"),
+        (&["res", "-nq", "touch", "--", ran], "'res' is not a verb"),
+        (
+            &["res", "--tll", "5m", "--", "touch", ran],
+            "unexpected argument '--tll' before the command (did you mean '--ttl'? see 'lockrun \
+             run --help')",
+        ),
+        (
+            &["run", "res", "--tll", "5m", "--", "touch", ran],
+            "'--tll'",
+        ),
+        (
+            &["res", "--dry-run", "--", "touch", ran],
+            "unexpected argument '--dry-run'",
+        ),
+        (
+            &["run", "-n", "res", "--wiat=5s", "--", "touch", ran],
+            "did you mean '--wait'?",
+        ),
+    ] {
+        assert_fails(&env.run(args), 2, message);
+        assert!(!env.file("ran").exists(), "{args:?} ran the command");
+        assert_eq!(
+            env.run(&["current", "res"]).status.code(),
+            Some(1),
+            "{args:?}"
+        );
+        assert_eq!(
+            env.run(&["current", "aquire"]).status.code(),
+            Some(1),
+            "{args:?}"
+        );
+    }
+    // An attached value between the resource and the `--` is the option's, not a command.
+    for args in [
+        &["res", "-w5s", "--", "touch", ran][..],
+        &["run", "res", "-E3", "-n", "--", "touch", ran],
+        &["-p", "me", "res", "-w5s", "--", "touch", ran],
+    ] {
+        let o = env.run(args);
+        assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+        assert!(env.file("ran").exists(), "{args:?}");
+        std::fs::remove_file(ran).unwrap();
+    }
+    // The same word among the command's own arguments is left alone, and so is a command
+    // after `--` whose name starts with '-'.
+    let o = env.run(&["run", "res", "echo", "-w5s"]);
+    assert_eq!((o.status.code(), stdout(&o).as_str()), (Some(0), "-w5s\n"));
+    assert_fails(
+        &env.run(&["run", "res", "--", "-weird"]),
+        127,
+        "-weird: command not found",
+    );
+}
+
 #[test]
 fn no_arguments_is_one_usage_line_and_exit_2() {
     let env = Env::new();

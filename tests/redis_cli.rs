@@ -717,6 +717,15 @@ fn an_evicting_server_is_a_warning_and_doctor_says_so() {
     let out = stdout(&o);
     assert!(out.contains("warn  this backend may evict a lock"), "{out}");
     assert!(
+        out.contains("(Redis: maxmemory-policy noeviction;"),
+        "{out}"
+    );
+    assert!(
+        stderr(&o).contains("and with it the fencing-token counter"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(
         out.contains("fencing tokens increasing while the store keeps its counter"),
         "{out}"
     );
@@ -730,6 +739,7 @@ fn an_evicting_server_is_a_warning_and_doctor_says_so() {
     );
     let o = lockrun(&env, &u, &["doctor"]);
     assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("counter"), "{}", stderr(&o));
     assert!(
         stdout(&o).contains("fencing tokens strictly increasing"),
         "{}",

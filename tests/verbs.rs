@@ -316,8 +316,31 @@ fn doctor_checks_the_backend_end_to_end() {
         env.run(&["current", "lockrun.doctor.alice"]).status.code(),
         Some(1)
     );
+    // A failed check ends the report on stdout too, so a captured report does not read as
+    // healthy: a lock directory that is a file (78), an unreachable server (69).
+    let file = env.file("plain");
+    std::fs::write(&file, "").unwrap();
+    let url = format!("file://{}", file.display());
+    let o = env.run(&["-b", &url, "doctor"]);
+    assert_fails(&o, 78, "is not a directory");
+    let out = stdout(&o);
+    assert!(
+        out.ends_with(&format!(
+            "fail  lock directory {} is not a directory\n",
+            file.display()
+        )),
+        "{out}"
+    );
+    let o = env.run(&["-b", "redis://127.0.0.1:1/0", "doctor"]);
+    assert_fails(&o, 69, "cannot connect");
+    assert!(
+        stdout(&o).contains("\nfail  cannot connect to redis"),
+        "{}",
+        stdout(&o)
+    );
     let o = env.run(&["doctor", "--ttl", "3s", "--heartbeat", "2900ms"]);
     assert_fails(&o, 1, "doctor found 1 thing(s) to fix");
+    assert!(!stdout(&o).contains("fail"), "{}", stdout(&o));
     let out = stdout(&o);
     assert!(out.contains("warn  run settings are rejected"), "{out}");
     let o = env.run(&[
@@ -500,6 +523,17 @@ fn a_missing_lock_directory_is_created_by_the_first_acquire_only() {
     assert!(env.path().join("made/by/init").is_dir());
     let o = env.cmd().arg("-b").arg(&url).arg("init").output().unwrap();
     assert!(stderr(&o).contains("nothing to set up"), "{}", stderr(&o));
+    // -q: no progress lines, created or not.
+    let quiet = format!("file://{}/made/quietly", env.path().display());
+    for _ in 0..2 {
+        let o = env
+            .cmd()
+            .args(["-q", "-b", &quiet, "init"])
+            .output()
+            .unwrap();
+        assert_eq!((o.status.code(), stderr(&o).as_str()), (Some(0), ""));
+    }
+    assert!(env.path().join("made/quietly").is_dir());
 }
 
 /// What stormlock users type: `-t` for `--ttl` on `acquire` and `renew`, with stormlock's

@@ -493,9 +493,14 @@ impl Redis {
         if limit == "0" || policy == "noeviction" {
             return Ok(Evicts::Nothing);
         }
+        let counters = if policy.starts_with("allkeys") {
+            ", and with it the fencing-token counter (tokens would start again at 1)"
+        } else {
+            ""
+        };
         tracing::warn!(
             "redis at {} may evict keys (maxmemory {limit}, maxmemory-policy {policy}): \
-             a live lease could vanish; set maxmemory-policy noeviction",
+             a live lease could vanish{counters}; set maxmemory-policy noeviction",
             self.url
         );
         Ok(if policy.starts_with("allkeys") {

@@ -20,6 +20,19 @@ const SCRATCH: &str = "lockrun.doctor";
 const ROUNDS: usize = 5;
 
 pub async fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<Exit, Failure> {
+    // A check that fails ends the report with a `fail` line, so that a report captured from
+    // stdout alone does not read as healthy (the error's own line goes to stderr, as always).
+    report(ctx, args).await.inspect_err(|f| {
+        if !f.outcome {
+            let _ = out(format_args!(
+                "fail  {}",
+                crate::error::without_os_error(&super::one_line(&f.message))
+            ));
+        }
+    })
+}
+
+async fn report(ctx: &Ctx, args: DoctorArgs) -> Result<Exit, Failure> {
     let name = args.resource.as_deref().unwrap_or(SCRATCH);
     let (_, plan) = ctx.plan(name)?;
     let scratch = scratch(&plan.principal);
@@ -80,7 +93,7 @@ pub async fn doctor(ctx: &Ctx, args: DoctorArgs) -> Result<Exit, Failure> {
         warn(line)?;
     }
     if caps.may_evict {
-        warn("this backend may evict a lock under memory pressure: use it only where a duplicate run is harmless".into())?;
+        warn("this backend may evict a lock under memory pressure: use it only where a duplicate run is harmless, or make the server refuse writes instead (Redis: maxmemory-policy noeviction; memcached: -M)".into())?;
     }
 
     // Round trips on the scratch resource (the first acquire creates a missing lock directory).

@@ -9,8 +9,10 @@ pub async fn init(ctx: &Ctx, args: InitArgs) -> Result<Exit, Failure> {
     let name = args.resource.as_deref().unwrap_or("lockrun-init");
     let (resource, plan) = ctx.plan(name)?;
     let backend = ctx.open(&plan).await?;
+    // What was done is progress: -q leaves it out, as it does every progress line.
     match backend.init().await? {
-        Some(done) => say!("lockrun: {}: {done}", plan.backend),
+        Some(done) if ctx.chatty() => say!("lockrun: {}: {done}", plan.backend),
+        Some(_) => {}
         None => {
             // Nothing to create, but a server must answer: `init` in a deploy script is the
             // place to learn that it does not (some backends connect only on first use). An
@@ -19,7 +21,9 @@ pub async fn init(ctx: &Ctx, args: InitArgs) -> Result<Exit, Failure> {
             if plan.backend.scheme() != "file" {
                 backend.current(&resource).await?;
             }
-            say!("lockrun: {}: nothing to set up", plan.backend)
+            if ctx.chatty() {
+                say!("lockrun: {}: nothing to set up", plan.backend)
+            }
         }
     }
     Ok(Exit::Success)

@@ -250,7 +250,10 @@ pub async fn main(args: Vec<OsString>) -> Exit {
             return Exit::Usage;
         }
     }
-    let args = crate::cli::with_implied_run(args);
+    if let Some(word) = crate::cli::word_without_dashes(&args) {
+        return not_a_verb(&word);
+    }
+    let args = crate::cli::split_attached_values(crate::cli::with_implied_run(args));
     let mut cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -264,6 +267,17 @@ pub async fn main(args: Vec<OsString>) -> Exit {
         }
     };
     if let Verb::Run(run) = &mut cli.verb {
+        if let Some(option) = crate::cli::option_taken_for_command(&args, &run.command) {
+            let meant = crate::cli::meant_run_option(&option)
+                .map(|o| format!("did you mean '{o}'? "))
+                .unwrap_or_default();
+            say!(
+                "lockrun: unexpected argument '{}' before the command ({meant}see 'lockrun run \
+                 --help'); a command whose name starts with '-' goes after --",
+                crate::lease::escape(&option)
+            );
+            return Exit::Usage;
+        }
         if !crate::cli::resource_before_dashes(&args) {
             if let Err(message) = resource_after_dashes(run) {
                 say!("lockrun: {message}");
@@ -375,6 +389,19 @@ struct Hints {
     resource: bool,
 }
 
+/// A word where a verb or a resource followed by `--` belongs.
+fn not_a_verb(word: &str) -> Exit {
+    let meant = crate::cli::meant_verb(word)
+        .map(|v| format!(" (did you mean '{v}'?)"))
+        .unwrap_or_default();
+    say!(
+        "lockrun: '{}' is not a verb{meant}; to run a command under a lease on a resource of \
+         that name, put -- before the command, as in: lockrun RESOURCE -- sh -c 'a && b'",
+        crate::lease::escape(word)
+    );
+    Exit::Usage
+}
+
 /// Help and version go to stdout with status 0; usage errors become one line and status 2.
 fn clap_exit(e: clap::Error, hints: Hints) -> Exit {
     use clap::error::ErrorKind;
@@ -417,16 +444,7 @@ fn clap_exit(e: clap::Error, hints: Hints) -> Exit {
                 );
                 return Exit::Usage;
             }
-            let meant = crate::cli::meant_verb(&word)
-                .map(|v| format!(" (did you mean '{v}'?)"))
-                .unwrap_or_default();
-            say!(
-                "lockrun: '{}' is not a verb{meant}; to run a command under a lease on a \
-                 resource of that name, put -- before the command, as in: lockrun RESOURCE -- \
-                 sh -c 'a && b'",
-                crate::lease::escape(&word)
-            );
-            Exit::Usage
+            not_a_verb(&word)
         }
         ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             say!(

@@ -557,7 +557,9 @@ fn backend_value(
         return Ok(t.to_owned()); // lockrun's own; checked by the shared parser
     }
     let why = if t == "mysql" {
-        "lockrun has no MySQL backend (it has redis, etcd, dynamodb, postgresql and file)".into()
+        "lockrun has no MySQL backend (it has the stormlock types redis, etcd, dynamodb and \
+         postgresql, and its own file, memcached:// and kubernetes:// URLs)"
+            .into()
     } else {
         format!(
             "unknown backend '{t}' (a stormlock type: redis, etcd, dynamodb, postgresql; or \

@@ -350,6 +350,22 @@ fn search_order() {
     // HOME that is a file, not a directory: skipped.
     let c = Config::search(&none, &env(&[("HOME", &s(&named))]), &root.join("x")).unwrap();
     assert_eq!(c.path(), None);
+    // A link to a missing file is not taken for no file: the store it named would be lost.
+    let linked = root.join("linked");
+    std::fs::create_dir_all(linked.join("lockrun")).unwrap();
+    std::os::unix::fs::symlink(root.join("gone.toml"), linked.join("lockrun/config.toml")).unwrap();
+    let e = Config::search(&none, &env(&[("XDG_CONFIG_HOME", &s(&linked))]), &system)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("config.toml")
+            && e.contains("is a symbolic link to")
+            && e.contains("gone.toml, which does not exist"),
+        "{e}"
+    );
+    std::os::unix::fs::symlink(root.join("gone.toml"), root.join("system-link.toml")).unwrap();
+    let e = Config::search(&none, &env(&[]), &root.join("system-link.toml")).unwrap_err();
+    assert!(e.to_string().contains("which does not exist"), "{e}");
 }
 
 #[test]
@@ -651,6 +667,18 @@ fn backend_errors() {
         msg,
         "/etc/lockrun/config.toml:1: [backend.x] has no 'url' key"
     );
+    for typo in ["urll", "URL", "ur"] {
+        let msg = bad(&format!(
+            "[backend.x]\nprefix = \"p\"\n{typo} = \"redis://h\"\n"
+        ));
+        assert_eq!(
+            msg,
+            format!(
+                "/etc/lockrun/config.toml:3: [backend.x] has no 'url' key (unknown key \
+                 '{typo}': did you mean 'url'?)"
+            )
+        );
+    }
     let msg = bad("[backend.x]\nurl = \"nope://h\"\n");
     assert!(
         msg.starts_with(

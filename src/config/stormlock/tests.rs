@@ -604,7 +604,8 @@ fn mysql_and_other_unsupported_backends() {
     assert_eq!(
         msg,
         "/etc/stormlock.cfg:5: key 'backend' in [jobs]: lockrun has no MySQL backend \
-         (it has redis, etcd, dynamodb, postgresql and file)"
+         (it has the stormlock types redis, etcd, dynamodb and postgresql, and its own file, \
+         memcached:// and kubernetes:// URLs)"
     );
     // An unused [backend.mysql] (or a plugin's section) is left alone.
     let c = cfg("[default]\nbackend = redis\n[backend.mysql]\nuser = x\n[backend.plugin]\nx = y\n");
