@@ -44,7 +44,7 @@ use crate::heartbeat::State;
 pub use guard::Guard;
 pub use spawn::resolve;
 use spawn::{spawn, Setup};
-use tree::{kill_all, killpg, orphans};
+use tree::{descendant_pids, group_exists, kill_all, killpg, orphans};
 
 mod guard;
 mod spawn;
@@ -114,7 +114,7 @@ pub enum Stop {
 }
 
 /// The end of a supervised run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
     pub status: Status,
     pub stopped: Option<Stop>,
@@ -122,6 +122,9 @@ pub struct Outcome {
     /// ([`crate::exit::Exit::Interrupted`]), also sending it to its own group (`true`) when the
     /// terminal sent it to the command's group alone.
     pub interrupt: Option<(i32, bool)>,
+    /// Processes of the command that outlived their KILL (another user's) and were still there
+    /// when the lease was lost or ran out: they may run alongside the next holder.
+    pub survivors: Vec<i32>,
 }
 
 /// Signals passed on to the command's process group.
@@ -462,7 +465,15 @@ pub async fn supervise(
             g.forget_group();
         }
     };
-    clean_up_group(pgid, signals, &lease, kill_after, due, asked, forget).await;
+    let survivors = clean_up_group(pgid, signals, &lease, kill_after, due, asked, forget).await;
+    if !survivors.is_empty() && !matches!(stopped, Some(Stop::Lost | Stop::Deadline)) {
+        // The command ended, or was stopped, but what it left could not be killed, and the
+        // lease ran out while lockrun waited for it.
+        stopped = Some(match *lease.borrow() {
+            State::Lost => Stop::Lost,
+            State::Held { .. } => Stop::Deadline,
+        });
+    }
     if let Ok(g) = guard {
         g.disarm();
     }
@@ -481,6 +492,7 @@ pub async fn supervise(
         status,
         stopped,
         interrupt,
+        survivors,
     })
 }
 
@@ -770,6 +782,12 @@ fn follow_stop(fd: RawFd, pgid: i32, sig: i32) -> bool {
 /// is continued then, for a stopped process to act on it), and each orphan outside the group
 /// (`timeout(1)` makes a group of its own, `setsid` a session) as it appears. From the KILL on,
 /// every round KILLs every descendant, until none is left.
+///
+/// Processes that outlive their KILL (lockrun may not signal them: a `sudo` in the command
+/// started them as another user) keep the lease: while it is still trusted (renewals go on),
+/// lockrun waits for them, however long, as flock(1)'s lock stays with the processes that
+/// inherited it. Returns the process ids of those left when the lease is lost or has run out
+/// meanwhile (empty: nothing is left), which may then run alongside the next holder.
 async fn clean_up_group(
     pgid: i32,
     signals: &mut Signals,
@@ -778,14 +796,14 @@ async fn clean_up_group(
     due: Option<Instant>,
     asked: Asked,
     forget_group: impl Fn(),
-) {
+) -> Vec<i32> {
     // Once the group is empty (its leader reaped) while orphans outside it keep lockrun here,
     // its number is free for another process's group: neither lockrun nor the guard (told to
     // forget it) signals the group from then on. (When nothing is left at all, the disarm that
     // follows at once says as much to the guard.)
     let mut group_gone = false;
     let alive = |group_gone: &mut bool| {
-        let group = !*group_gone && killpg(pgid, 0);
+        let group = !*group_gone && group_exists(pgid);
         let orphaned = !orphans().is_empty();
         if !group && orphaned && !*group_gone {
             forget_group();
@@ -797,12 +815,14 @@ async fn clean_up_group(
     let signal_group = |group_gone: bool, sig: i32| !group_gone && killpg(pgid, sig);
     reap(0);
     if !alive(&mut group_gone) {
-        return;
+        return Vec::new();
     }
     tracing::info!("the command left processes behind: terminating them");
     let mut kill_at = Instant::now() + kill_after;
     kill_at = due.map_or(kill_at, |d| d.min(kill_at));
-    let give_up = kill_at + Duration::from_secs(10);
+    // Past this, what is left would not die of a KILL: lockrun says so, and waits on.
+    let unkillable_after = kill_at + Duration::from_secs(10);
+    let mut unkillable = false;
     // The group, then each orphan, that has had its TERM (the group's may have come already:
     // a second TERM is "abort now" to some programs).
     let mut group_termed = asked.group_termed;
@@ -814,13 +834,26 @@ async fn clean_up_group(
     let mut termed: Vec<i32> = Vec::new();
     loop {
         let now = Instant::now();
-        if now >= give_up {
-            tracing::warn!("processes of the command's group could not be reaped");
-            return;
-        }
         // Never past the lease's deadline (renewals may fail meanwhile).
-        if let Some(deadline) = kill_deadline(&lease.borrow(), kill_after, None).1 {
+        let deadline = kill_deadline(&lease.borrow(), kill_after, None).1;
+        if let Some(deadline) = deadline {
             kill_at = kill_at.min(deadline);
+        }
+        if now >= unkillable_after {
+            let left = descendant_pids();
+            let trusted = *lease.borrow() != State::Lost && deadline.map_or(true, |d| now < d);
+            if !trusted {
+                return left;
+            }
+            if !unkillable {
+                unkillable = true;
+                tracing::warn!(
+                    "processes of the command outlived their KILL (lockrun may not signal \
+                     processes of another user, as a sudo in the command starts): keeping \
+                     the lease until they exit (pids {})",
+                    pids(&left)
+                );
+            }
         }
         let (kill, sig) = if now >= kill_at {
             (true, libc::SIGKILL)
@@ -868,13 +901,30 @@ async fn clean_up_group(
                     }
                 }
             }
-            _ = tokio::time::sleep(Duration::from_millis(10)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(if unkillable { 500 } else { 10 })) => {}
+            _ = lease_lost(lease), if unkillable => {}
         }
         reap(0);
         if !alive(&mut group_gone) {
-            return;
+            return Vec::new();
         }
     }
+}
+
+/// Resolves once the lease is lost (never, if the watch ends).
+async fn lease_lost(lease: &watch::Receiver<State>) {
+    let mut lease = lease.clone();
+    if lease.wait_for(|s| *s == State::Lost).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Process ids for a message: `12 34 56`.
+pub fn pids(pids: &[i32]) -> String {
+    pids.iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// What the command's group was asked before it came to cleaning up.

@@ -1608,3 +1608,113 @@ fn a_stopped_process_of_the_group_is_continued_to_act_on_its_term() {
         stderr(&o)
     );
 }
+
+/// A setuid-root copy of setpriv(1), which an unprivileged lockrun's command runs as a `sudo`
+/// would run its command: as root, out of that user's reach (no signal of lockrun's reaches
+/// it). Also the directory for the lock directory, open to every user. `None` unless the
+/// tests run as root (as CI runs them).
+fn as_another_user() -> Option<(tempfile::TempDir, String, String)> {
+    use std::os::unix::fs::PermissionsExt;
+    if !nix::unistd::geteuid().is_root() {
+        return None;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("lockrun-suid-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let setpriv = dir.path().join("setpriv");
+    std::fs::copy("/usr/bin/setpriv", &setpriv).expect("setpriv(1), package util-linux");
+    std::fs::set_permissions(&setpriv, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    let root = format!("{} --reuid=0 --regid=0 --clear-groups", setpriv.display());
+    let url = format!("file://{}/locks", dir.path().display());
+    Some((dir, root, url))
+}
+
+/// `lockrun ARGS` as the user nobody.
+fn nobody(url: &str, args: &[&str]) -> std::process::Command {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_lockrun"));
+    cmd.uid(65534)
+        .gid(65534)
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", "/nonexistent")
+        .args(["-b", url])
+        .args(args);
+    cmd
+}
+
+/// Processes the command left that lockrun may not kill (root's, started through a setuid
+/// program as `sudo` does) keep the lease while they run: lockrun used to give up on them 10 s
+/// after their KILL, release, and let the next holder start alongside them.
+#[test]
+fn the_lease_stays_while_processes_lockrun_may_not_kill_run() {
+    let Some((dir, root, url)) = as_another_user() else {
+        return;
+    };
+    let marker = dir.path().join("ended");
+    let script = format!(
+        "{root} sh -c 'sleep 13; touch {}' >/dev/null 2>&1 & sleep 0.3; exit 0",
+        marker.display()
+    );
+    let started = Instant::now();
+    let first = nobody(&url, &["--ttl", "2s", "res", "--", "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(11_500));
+    let o = nobody(&url, &["-n", "res", "--", "true"]).output().unwrap();
+    assert_fails(&o, 75, "res is busy");
+    let o = first.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(marker.exists() && started.elapsed() >= Duration::from_secs(13));
+    assert!(
+        stderr(&o).contains("outlived their KILL")
+            && stderr(&o).contains("keeping the lease until they exit (pids "),
+        "{}",
+        stderr(&o)
+    );
+    let o = nobody(&url, &["-n", "res", "--", "true"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+/// When the lease is lost while such processes run, lockrun does not claim it stopped the
+/// command: it names what is left (exit 124).
+#[test]
+fn a_lost_lease_names_the_processes_lockrun_may_not_kill() {
+    let Some((dir, root, url)) = as_another_user() else {
+        return;
+    };
+    let pid_file = dir.path().join("pid");
+    // Its output elsewhere: the test's pipe from lockrun would otherwise stay open.
+    let script = format!(
+        "{root} sh -c 'echo $$ > {}; exec sleep 60' >/dev/null 2>&1 & wait",
+        pid_file.display()
+    );
+    let first = nobody(&url, &["--ttl", "3s", "res", "--", "sh", "-c", &script])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    assert!(eventually(Duration::from_secs(5), || read_pid(&pid_file).is_some()));
+    let pid = read_pid(&pid_file).unwrap();
+    let id = stdout(
+        &nobody(&url, &["current", "--id-only", "res"])
+            .output()
+            .unwrap(),
+    );
+    let o = nobody(&url, &["release", "res", id.trim()])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let o = first.wait_with_output().unwrap();
+    kill(pid, libc::SIGKILL);
+    assert_fails(
+        &o,
+        124,
+        &format!(
+            "lost the lease on res while processes of the command that lockrun may not kill \
+             (another user's, as a sudo in the command starts) still run: pids {pid}"
+        ),
+    );
+}

@@ -161,6 +161,11 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
     {
         drop(guard.into_lease()); // someone else's now: nothing to release
         false
+    } else if matches!(&outcome, Ok(o) if !o.survivors.is_empty()) {
+        // Past its deadline, with the command's processes still running: not handed to the
+        // next holder any sooner than its expiry does.
+        drop(guard.into_lease()); // left to expire
+        false
     } else if matches!(&outcome, Ok(o) if o.stopped == Some(Stop::Deadline))
         || matches!(&outcome, Err(SpawnError::Late))
     {
@@ -192,6 +197,16 @@ pub async fn run(ctx: &Ctx, args: RunArgs) -> Result<Exit, Failure> {
             ),
         )),
         Err(e) => Err(Failure::new(exit, e.to_string())),
+        Ok(o) if !o.survivors.is_empty() => Err(Failure::new(
+            exit,
+            format!(
+                "{} the lease on {} while processes of the command that lockrun may not kill \
+                 (another user's, as a sudo in the command starts) still run: pids {}",
+                if o.stopped == Some(Stop::Lost) { "lost" } else { "could not renew" },
+                esc(&resource),
+                supervise::pids(&o.survivors)
+            ),
+        )),
         Ok(o) => match o.stopped {
             Some(Stop::Lost) => Err(Failure::new(
                 exit,

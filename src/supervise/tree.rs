@@ -17,6 +17,18 @@ pub(super) fn killpg(pgid: i32, sig: i32) -> bool {
     unsafe { libc::kill(-pgid, sig) == 0 }
 }
 
+/// Whether process group `pgid` has members: also when lockrun may signal none of them (EPERM:
+/// a `sudo` in the command started them as another user), which is not an empty group.
+pub(super) fn group_exists(pgid: i32) -> bool {
+    // SAFETY: kill with signal 0 only checks; it has no memory-safety preconditions.
+    unsafe { libc::kill(-pgid, 0) == 0 || *libc::__errno_location() == libc::EPERM }
+}
+
+/// The descendants of lockrun still there, as process ids (for a message).
+pub(super) fn descendant_pids() -> Vec<i32> {
+    descendants().into_iter().map(|(pid, _)| pid).collect()
+}
+
 /// KILLs the command's group `pgid` and every descendant of lockrun that left it (`setsid`, an
 /// interactive shell's jobs, a nested lockrun's command): a KILL for the lease reaches them
 /// while their parents live, not only once they are orphans. (TERM goes to the group alone: a
