@@ -251,7 +251,15 @@ pub async fn supervise(
     let opened = (controlling_tty().is_none())
         .then(open_controlling_tty)
         .flatten();
-    let tty = foreground_tty().or(opened.filter(|&fd| is_foreground(fd)));
+    // The command is given the terminal at once only when lockrun is a job of its own, or
+    // reads the terminal: a script without job control that starts lockrun with `&` keeps
+    // lockrun in its own process group, the foreground one, and its next `read` would stop it
+    // (SIGTTIN) if lockrun gave the command the terminal (`make`, which lockrun does not lead
+    // either, leaves lockrun the terminal as its standard input). Otherwise the command gets it
+    // when it stops to use it (a password prompt on /dev/tty; see `follow_stop`).
+    let tty = may_take_terminal()
+        .then(|| foreground_tty().or(opened.filter(|&fd| is_foreground(fd))))
+        .flatten();
     // The terminal lockrun is attached to, foreground or not: a job started with `&`, or put in
     // the background with `bg`, may be brought to the foreground later (`fg`).
     let terminal = tty.or_else(controlling_tty).or(opened);
@@ -606,6 +614,15 @@ async fn sleep_until_opt(t: Option<Instant>) {
         Some(t) => tokio::time::sleep_until(t).await,
         None => std::future::pending().await,
     }
+}
+
+/// Whether lockrun gives the terminal to the command as it starts it: lockrun leads its process
+/// group (a job-control shell's job), or its standard input is a terminal (a foreground
+/// command of a script or of `make`). Not when a script without job control started it with
+/// `&`, which gives it /dev/null for its input.
+fn may_take_terminal() -> bool {
+    // SAFETY: getpgrp, getpid and isatty only read process state.
+    unsafe { libc::getpgrp() == libc::getpid() || libc::isatty(0) == 1 }
 }
 
 /// The first of stdin, stdout, stderr that is a terminal on which lockrun's process group is

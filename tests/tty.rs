@@ -500,3 +500,42 @@ fn killed_lockrun_then_read(shell: fn(&Env, &str) -> std::process::Child, nested
     read_to_end(&mut child, &mut out, &mut seen);
     assert!(seen.contains("got=yes"), "{seen}");
 }
+
+/// A script without job control that starts lockrun with `&` goes on reading the terminal:
+/// lockrun, in the script's own (foreground) process group but not its leader, with /dev/null
+/// or a file for its input, leaves the terminal alone (it used to give it to its command, and
+/// the script's next `read` stopped the script: SIGTTIN). A command that stops to read the
+/// terminal gets it then, and the script has it back when lockrun ends.
+#[test]
+fn a_lockrun_started_with_ampersand_in_a_script_leaves_the_terminal_to_it() {
+    let env = Env::new();
+    let bin = env!("CARGO_BIN_EXE_lockrun");
+    let mut child = bash_in_pty(
+        &env,
+        &format!(
+            "\"{bin}\" a -- sleep 2 </dev/null >/dev/null 2>&1 &\n\
+             \"{bin}\" b -- sleep 2 &\n\
+             sleep 0.5\nread -p 'continue? ' x\necho \"got=$x\"\nwait\necho \"waited=$?\"\n\
+             \"{bin}\" c -- sh -c 'printf \"prompt? \" >/dev/tty; read y </dev/tty; echo y=$y' \
+             </dev/null >/dev/null 2>&1 &\n\
+             wait $!\necho \"reader=$?\"\nread -p 'again? ' z\necho \"z=$z\"\n"
+        ),
+    );
+    let mut out = child.stdout.take().unwrap();
+    let mut seen = String::new();
+    read_until(&mut out, &mut seen, "continue? ");
+    child.stdin.as_mut().unwrap().write_all(b"yes\n").unwrap();
+    read_until(&mut out, &mut seen, "prompt? ");
+    child.stdin.as_mut().unwrap().write_all(b"later\n").unwrap();
+    read_until(&mut out, &mut seen, "again? ");
+    child.stdin.as_mut().unwrap().write_all(b"last\n").unwrap();
+    read_to_end(&mut child, &mut out, &mut seen);
+    assert!(
+        seen.contains("got=yes") && seen.contains("waited=0"),
+        "{seen}"
+    );
+    assert!(
+        seen.contains("reader=0") && seen.contains("z=last"),
+        "{seen}"
+    );
+}
