@@ -157,6 +157,23 @@ const MAY_CATCH: [i32; FORWARDED.len() + 4] = {
 
 /// The signal handlers, registered before the lease is acquired so that an INT or TERM that
 /// arrives while waiting is handled too.
+/// The signal mask lockrun was started with, which the command gets (see [`Signals::install`]).
+static INHERITED_MASK: std::sync::OnceLock<SigSet> = std::sync::OnceLock::new();
+
+/// A signal set that may be kept in a static.
+#[derive(Clone, Copy)]
+struct SigSet(libc::sigset_t);
+
+// SAFETY: a sigset_t is plain data, read only after it was set.
+unsafe impl Sync for SigSet {}
+// SAFETY: as above.
+unsafe impl Send for SigSet {}
+
+/// The signal mask the command is to start with, if lockrun recorded the one it started with.
+fn inherited_mask() -> Option<libc::sigset_t> {
+    INHERITED_MASK.get().map(|m| m.0)
+}
+
 pub struct Signals {
     forwarded: Vec<(i32, Signal)>,
     child: Signal,
@@ -169,12 +186,30 @@ impl Signals {
     /// HUP, a shell ignores INT and QUIT for a background job) stays ignored, for lockrun and for
     /// the command, which inherits that, as it would without lockrun: it is neither caught nor
     /// forwarded.
+    ///
+    /// The signals lockrun waits for are unblocked, should it have been started with them
+    /// blocked (a parent that blocked SIGCHLD and did not unblock it before the exec): lockrun
+    /// would otherwise learn of the command's end only at its next renewal, a third of the TTL
+    /// later, holding the lease meanwhile. The command gets the mask lockrun was started with.
     pub fn install() -> io::Result<Signals> {
         let forwarded = FORWARDED
             .iter()
             .filter(|&&s| spawn::action(s) != Some(libc::SIG_IGN))
             .map(|&s| Ok((s, signal(SignalKind::from_raw(s))?)))
             .collect::<io::Result<Vec<_>>>()?;
+        // SAFETY: sigset_t manipulation on local values, and a mask change of this thread.
+        unsafe {
+            let mut wanted: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut wanted);
+            libc::sigaddset(&mut wanted, libc::SIGCHLD);
+            for (s, _) in &forwarded {
+                libc::sigaddset(&mut wanted, *s);
+            }
+            if libc::pthread_sigmask(libc::SIG_UNBLOCK, &wanted, &mut old) == 0 {
+                let _ = INHERITED_MASK.set(SigSet(old));
+            }
+        }
         let child = signal(SignalKind::child())?;
         Ok(Signals {
             forwarded,
@@ -183,12 +218,20 @@ impl Signals {
         })
     }
 
-    /// Resolves with the next INT, TERM, HUP or QUIT (the signals that ask lockrun to stop).
+    /// Resolves with the next INT, TERM, HUP, QUIT, USR1 or USR2: the signals whose default
+    /// action ends a process, which end lockrun's wait for the lease as they would end
+    /// flock(1)'s (USR1 and USR2 used to be kept, and passed on to the command as it started,
+    /// which they killed at once).
     pub async fn next_stop_request(&mut self) -> i32 {
         let fut = self.forwarded.iter_mut().filter(|(s, _)| {
             matches!(
                 *s,
-                libc::SIGINT | libc::SIGTERM | libc::SIGHUP | libc::SIGQUIT
+                libc::SIGINT
+                    | libc::SIGTERM
+                    | libc::SIGHUP
+                    | libc::SIGQUIT
+                    | libc::SIGUSR1
+                    | libc::SIGUSR2
             )
         });
         let futs: Vec<_> = fut

@@ -1147,6 +1147,35 @@ fn interrupted_while_waiting() {
     std::thread::sleep(Duration::from_millis(300));
     kill(waiter.id() as i32, libc::SIGTERM);
     assert_eq!(waiter.wait().unwrap().code(), Some(143));
+    // USR1 and USR2 end the wait too, as they would end flock(1)'s: they used to be kept and
+    // passed on to the command as it started, which they killed once the holder let go.
+    let holder = stdout(&env.run(&["current", "--id-only", "res"]));
+    let ran = env.file("ran");
+    for (sig, code) in [(libc::SIGUSR1, 138), (libc::SIGUSR2, 140)] {
+        let mut waiter = env
+            .cmd()
+            .args(["-q", "res", "--", "touch"])
+            .arg(&ran)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        kill(waiter.id() as i32, sig);
+        let mut status = None;
+        let ended = eventually(Duration::from_secs(5), || {
+            status = waiter.try_wait().unwrap();
+            status.is_some()
+        });
+        if !ended {
+            let _ = waiter.kill();
+        }
+        assert_eq!(status.and_then(|s| s.code()), Some(code), "signal {sig}");
+    }
+    assert_eq!(
+        env.run(&["release", "res", holder.trim()]).status.code(),
+        Some(0)
+    );
+    assert!(!ran.exists());
+    assert_eq!(env.run(&["current", "res"]).status.code(), Some(1));
 }
 
 fn events_of(text: &str) -> Vec<serde_json::Value> {
@@ -1717,4 +1746,44 @@ fn a_lost_lease_names_the_processes_lockrun_may_not_kill() {
              (another user's, as a sudo in the command starts) still run: pids {pid}"
         ),
     );
+}
+
+/// A lockrun started with SIGCHLD blocked (its parent blocked it and did not unblock it before
+/// the exec) used to learn of the command's end only at its next renewal, a third of the TTL
+/// later, holding the lease meanwhile. It unblocks it for itself; the command still starts with
+/// the mask lockrun was started with.
+#[test]
+fn a_blocked_sigchld_does_not_delay_the_end() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    let mut cmd = env.cmd();
+    cmd.args([
+        "--ttl",
+        "30s",
+        "res",
+        "--",
+        "grep",
+        "SigBlk",
+        "/proc/self/status",
+    ]);
+    // SAFETY: pthread_sigmask is async-signal-safe, and touches only the child's mask.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut set: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut set);
+            libc::sigaddset(&mut set, libc::SIGCHLD);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+            Ok(())
+        });
+    }
+    let started = Instant::now();
+    let o = cmd.output().unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    let mask = u64::from_str_radix(stdout(&o).split_whitespace().nth(1).unwrap(), 16).unwrap();
+    assert_eq!(mask, 1 << (libc::SIGCHLD - 1), "{}", stdout(&o));
 }

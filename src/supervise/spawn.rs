@@ -54,6 +54,9 @@ struct Shared {
     started_with: super::StartedWith,
     parent: libc::pid_t,
     mask: libc::sigset_t,
+    /// The mask the command starts with: the one lockrun was started with, which may block
+    /// signals that lockrun unblocked for itself.
+    exec_mask: libc::sigset_t,
     /// The CLOCK_MONOTONIC time (ns) after which the command must not start; 0: none.
     start_by: u64,
     /// Set when the child did not start the command because `start_by` had passed.
@@ -115,6 +118,8 @@ pub fn spawn(spec: &Spec, setup: Setup) -> Result<i32, SpawnError> {
         parent: unsafe { libc::getpid() },
         // SAFETY: an all-zero sigset_t is a valid value to be overwritten below.
         mask: unsafe { std::mem::zeroed() },
+        // SAFETY: as above.
+        exec_mask: unsafe { std::mem::zeroed() },
         start_by: setup.start_by.map_or(0, super::guard::monotonic_ns_at),
         late: AtomicBool::new(false),
         errno: AtomicI32::new(0),
@@ -131,6 +136,7 @@ pub fn spawn(spec: &Spec, setup: Setup) -> Result<i32, SpawnError> {
         let mut all: libc::sigset_t = std::mem::zeroed();
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut shared.mask);
+        shared.exec_mask = super::inherited_mask().unwrap_or(shared.mask);
         // The stack grows down: the child starts at the top of the mapping.
         let top = stack.cast::<u8>().add(stack_size).cast::<libc::c_void>();
         let pid = libc::clone(
@@ -249,7 +255,7 @@ extern "C" fn child(arg: *mut libc::c_void) -> libc::c_int {
             shared.late.store(true, Ordering::SeqCst);
             libc::_exit(127);
         }
-        libc::pthread_sigmask(libc::SIG_SETMASK, &shared.mask, std::ptr::null_mut());
+        libc::pthread_sigmask(libc::SIG_SETMASK, &shared.exec_mask, std::ptr::null_mut());
         if let Some(path) = &shared.path {
             libc::execve(path.as_ptr(), shared.argv.as_ptr(), shared.envp.as_ptr());
             // Gone since it was found, refused, or a script without `#!`: search, as if it had
