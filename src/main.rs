@@ -10,6 +10,21 @@ extern "C" fn note_std_fds() {
 }
 
 fn main() {
+    // A panic (a bug, or a library that panics on a failure it could have returned, as tokio's
+    // signal driver does when no descriptor is left) is one line and exit 70, not a dump. The
+    // process ends at once, as an abort would: the guard then kills the command's group.
+    std::panic::set_hook(Box::new(|info| {
+        use std::io::Write as _;
+        let payload = info.payload();
+        let what = payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "panic".into());
+        let what = what.split_whitespace().collect::<Vec<_>>().join(" ");
+        let _ = writeln!(std::io::stderr(), "lockrun: internal error: {what}");
+        std::process::exit(lockrun::exit::Exit::Internal.code().into());
+    }));
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     lockrun::cmd::before_start(&args);
     let runtime = match tokio::runtime::Builder::new_current_thread()

@@ -1177,3 +1177,44 @@ fn a_renewal_that_cannot_be_printed_says_it_was_made() {
         "cannot write to stdout: No space left on device; the lease was renewed",
     );
 }
+
+/// Too few descriptors to run: one `lockrun:` line and a documented code at every limit, never
+/// a panic's dump (tokio's signal driver panicked at 6 and 7 descriptors, and lockrun aborted
+/// with a backtrace, exit 134).
+#[test]
+fn too_few_descriptors_is_one_line_not_a_panic() {
+    use std::os::unix::process::CommandExt;
+    let env = Env::new();
+    // Below 5 the loader of a dynamically linked build cannot open its libraries.
+    for limit in 5..=12u64 {
+        let mut cmd = env.cmd();
+        cmd.args(["res", "--", "true"]);
+        // SAFETY: setrlimit is async-signal-safe and changes only the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: limit,
+                    rlim_max: limit,
+                };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                Ok(())
+            });
+        }
+        let o = cmd.output().unwrap();
+        let code = o.status.code();
+        if code == Some(0) {
+            continue;
+        }
+        let err = stderr(&o);
+        assert!(
+            matches!(code, Some(69 | 70 | 78)),
+            "limit {limit}: exit {code:?}: {err}"
+        );
+        assert_eq!(err.lines().count(), 1, "limit {limit}: {err}");
+        assert!(
+            err.starts_with("lockrun: ") && !err.contains("panicked"),
+            "limit {limit}: {err}"
+        );
+    }
+    assert_eq!(env.run(&["current", "res"]).status.code(), Some(1));
+}
