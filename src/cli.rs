@@ -372,6 +372,11 @@ fn option_span(args: &[OsString], j: usize) -> usize {
 
 /// The first argument from `from` on that is neither an option nor an option's value.
 fn first_operand(args: &[OsString], from: usize) -> Option<String> {
+    first_operand_at(args, from).map(|i| args[i].to_string_lossy().into_owned())
+}
+
+/// Where [`first_operand`] is.
+fn first_operand_at(args: &[OsString], from: usize) -> Option<usize> {
     let mut i = from;
     while i < args.len() {
         let a = args[i].to_string_lossy();
@@ -379,7 +384,7 @@ fn first_operand(args: &[OsString], from: usize) -> Option<String> {
             return None;
         }
         if !(a.starts_with('-') && a.len() > 1) {
-            return Some(a.into_owned());
+            return Some(i);
         }
         let takes_value = GLOBAL_WITH_VALUE.contains(&&*a) || RUN_WITH_VALUE.contains(&&*a);
         i += if takes_value { 2 } else { 1 };
@@ -566,15 +571,7 @@ pub fn word_without_dashes(args: &[OsString]) -> Option<String> {
 /// nothing but options stands between the resource and the `--`, so that a command's own
 /// arguments (`run res echo -w5s`) are left alone.
 pub fn split_attached_values(args: Vec<OsString>) -> Vec<OsString> {
-    let Some(verb) = (1..args.len()).find(|&i| {
-        let a = args[i].to_string_lossy();
-        a == "--"
-            || !(a.starts_with('-') && a.len() > 1) && {
-                // skip global options' values
-                let prev = args[i - 1].to_string_lossy();
-                !GLOBAL_WITH_VALUE.contains(&&*prev)
-            }
-    }) else {
+    let Some(verb) = first_operand_at(&args, 1) else {
         return args;
     };
     if args[verb] != "run" {
