@@ -155,25 +155,16 @@ const MAY_CATCH: [i32; FORWARDED.len() + 4] = {
     all
 };
 
-/// The signal handlers, registered before the lease is acquired so that an INT or TERM that
-/// arrives while waiting is handled too.
 /// The signal mask lockrun was started with, which the command gets (see [`Signals::install`]).
-static INHERITED_MASK: std::sync::OnceLock<SigSet> = std::sync::OnceLock::new();
-
-/// A signal set that may be kept in a static.
-#[derive(Clone, Copy)]
-struct SigSet(libc::sigset_t);
-
-// SAFETY: a sigset_t is plain data, read only after it was set.
-unsafe impl Sync for SigSet {}
-// SAFETY: as above.
-unsafe impl Send for SigSet {}
+static INHERITED_MASK: std::sync::OnceLock<libc::sigset_t> = std::sync::OnceLock::new();
 
 /// The signal mask the command is to start with, if lockrun recorded the one it started with.
 fn inherited_mask() -> Option<libc::sigset_t> {
-    INHERITED_MASK.get().map(|m| m.0)
+    INHERITED_MASK.get().copied()
 }
 
+/// The signal handlers, registered before the lease is acquired so that an INT or TERM that
+/// arrives while waiting is handled too.
 pub struct Signals {
     forwarded: Vec<(i32, Signal)>,
     child: Signal,
@@ -207,7 +198,7 @@ impl Signals {
                 libc::sigaddset(&mut wanted, *s);
             }
             if libc::pthread_sigmask(libc::SIG_UNBLOCK, &wanted, &mut old) == 0 {
-                let _ = INHERITED_MASK.set(SigSet(old));
+                let _ = INHERITED_MASK.set(old);
             }
         }
         let child = signal(SignalKind::child())?;
