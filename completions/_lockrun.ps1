@@ -48,6 +48,7 @@ Register-ArgumentCompleter -Native -CommandName 'lockrun' -ScriptBlock {
             break
         }
         'lockrun;run' {
+            [CompletionResult]::new('-t', '-t', [CompletionResultType]::ParameterName, 'Lease TTL; renewed every TTL/3 while the command runs [default: 30s]')
             [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'Lease TTL; renewed every TTL/3 while the command runs [default: 30s]')
             [CompletionResult]::new('-w', '-w', [CompletionResultType]::ParameterName, 'Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default: wait forever]')
             [CompletionResult]::new('--wait', '--wait', [CompletionResultType]::ParameterName, 'Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default: wait forever]')

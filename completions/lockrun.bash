@@ -653,13 +653,17 @@ _lockrun() {
             return 0
             ;;
         lockrun__subcmd__run)
-            opts="-w -n -E -c -b -p -v -q -h -V --ttl --wait --no-wait --conflict-exit-code --fair --heartbeat --kill-after --events --config --backend --principal --verbose --quiet --help --version"
+            opts="-t -w -n -E -c -b -p -v -q -h -V --ttl --wait --no-wait --conflict-exit-code --fair --heartbeat --kill-after --events --config --backend --principal --verbose --quiet --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
             case "${prev}" in
                 --ttl)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -t)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

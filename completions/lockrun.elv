@@ -44,6 +44,7 @@ set edit:completion:arg-completer[lockrun] = {|@words|
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'lockrun;run'= {
+            cand -t 'Lease TTL; renewed every TTL/3 while the command runs [default: 30s]'
             cand --ttl 'Lease TTL; renewed every TTL/3 while the command runs [default: 30s]'
             cand -w 'Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default: wait forever]'
             cand --wait 'Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default: wait forever]'

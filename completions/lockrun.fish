@@ -47,7 +47,7 @@ complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_need
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_needs_command" -f -a "doctor" -d 'Check the configured backend end to end and warn about unsafe settings'
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_needs_command" -f -a "list" -d 'List every live lease on the configured backend'
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
-complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand run" -l ttl -d 'Lease TTL; renewed every TTL/3 while the command runs [default: 30s]' -r
+complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand run" -s t -l ttl -d 'Lease TTL; renewed every TTL/3 while the command runs [default: 30s]' -r
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand run" -s w -l wait -d 'Wait at most this long for the lease (e.g. 30s, 10m; 0 tries once; forever) [default: wait forever]' -r
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand run" -s E -l conflict-exit-code -d 'Exit code when the lease was not acquired (run: 0 skips quietly; acquire: not 0)' -r
 complete -c lockrun -n "not __fish_lockrun_after_dashes; and __fish_lockrun_using_subcommand run" -l heartbeat -d 'Renew this often [default: TTL/3]' -r

@@ -77,6 +77,8 @@ Configuration file (TOML, or a stormlock INI file; every key optional):
 #[derive(Debug, Parser)]
 #[command(
     name = "lockrun",
+    // Usage lines say `lockrun` whatever the executable's file is called.
+    bin_name = "lockrun",
     version,
     propagate_version = true,
     after_help = EXIT_CODES,
@@ -209,7 +211,7 @@ pub struct WaitArgs {
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Lease TTL; renewed every TTL/3 while the command runs [default: 30s]
-    #[arg(long, value_name = "DURATION", value_parser = duration)]
+    #[arg(short = 't', long, value_name = "DURATION", value_parser = duration)]
     pub ttl: Option<Duration>,
     #[command(flatten)]
     pub wait: WaitArgs,
@@ -318,6 +320,7 @@ const GLOBAL_FLAGS: &[&str] = &[
 
 /// `run`'s options that take a value (the next argument, unless attached: `--ttl=5m`, `-w5s`).
 const RUN_WITH_VALUE: &[&str] = &[
+    "-t",
     "--ttl",
     "-w",
     "--wait",

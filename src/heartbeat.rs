@@ -46,7 +46,7 @@ impl Timing {
         heartbeat: Option<Duration>,
         kill_after: Option<Duration>,
     ) -> Result<Timing, String> {
-        crate::lease::check_ttl(ttl).map_err(|e| e.0)?;
+        // The supervised minimum first: `--ttl 0` is as short as `--ttl 100ms`.
         if ttl < MIN_TTL {
             return Err(format!(
                 "TTL {} is too short for a supervised command (at least {})",
@@ -54,6 +54,7 @@ impl Timing {
                 crate::duration::format(MIN_TTL)
             ));
         }
+        crate::lease::check_ttl(ttl).map_err(|e| e.0)?;
         let margin = margin(ttl);
         let heartbeat = heartbeat.unwrap_or(ttl / 3);
         let kill_after = kill_after.unwrap_or((ttl / 6).min(Duration::from_secs(10)));

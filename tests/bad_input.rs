@@ -86,6 +86,11 @@ fn usage_errors_exit_2() {
         assert_fails(&env.run(args), 2, "help takes a verb (");
         assert_fails(&env.run(args), 2, "write: lockrun run help -- COMMAND...");
     }
+    assert_fails(
+        &env.run(&["help", "relase"]),
+        2,
+        "help takes a verb ('relase' is none: did you mean 'release'? see 'lockrun --help')",
+    );
     let o = env.run(&["run", "help", "--", "true"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // A resource that starts with '-' goes between two `--`.
@@ -210,11 +215,13 @@ fn usage_errors_exit_2() {
         2,
         "must be less than the TTL",
     );
-    assert_fails(
-        &env.run(&["run", "--ttl", "100ms", "res", "--", "true"]),
-        2,
-        "too short",
-    );
+    for ttl in ["100ms", "0"] {
+        assert_fails(
+            &env.run(&["run", "--ttl", ttl, "res", "--", "true"]),
+            2,
+            "is too short for a supervised command (at least 500ms)",
+        );
+    }
     assert_fails(&env.run(&["acquire", "--ttl", "0", "res"]), 2, "TTL");
     assert_fails(
         &env.run(&["run", "--heartbeat", "1ms", "res", "--", "true"]),

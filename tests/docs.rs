@@ -130,3 +130,21 @@ fn the_main_man_page_has_the_environment_and_the_backends() {
         "no configuration file in lockrun(1)"
     );
 }
+
+/// Usage lines name `lockrun`, whatever the executable's file is called (they used to show the
+/// file's name, as a copy or a versioned install names it, in every verb's help).
+#[test]
+fn usage_lines_name_lockrun_whatever_the_file_is_called() {
+    let dir = tempfile::tempdir().unwrap();
+    let copy = dir.path().join("lockrun-1.2");
+    std::fs::copy(env!("CARGO_BIN_EXE_lockrun"), &copy).unwrap();
+    for verb in ["acquire", "release", "current", "doctor"] {
+        let o = std::process::Command::new(&copy)
+            .args([verb, "--help"])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(text.contains(&format!("Usage: lockrun {verb} ")), "{text}");
+        assert!(!text.contains("lockrun-1.2"), "{text}");
+    }
+}

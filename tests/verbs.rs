@@ -544,6 +544,21 @@ fn a_missing_lock_directory_is_created_by_the_first_acquire_only() {
 #[test]
 fn stormlock_spellings_work() {
     let env = Env::new();
+    // `-t` on `run` too, before or after the resource.
+    for args in [&["-t", "3s", "rt", "--"][..], &["rt", "-t", "3s", "--"]] {
+        let o = env.run(&[args, &["sh", "-c", "echo ok"]].concat());
+        assert_eq!(
+            (o.status.code(), stdout(&o).as_str()),
+            (Some(0), "ok\n"),
+            "{}",
+            stderr(&o)
+        );
+    }
+    assert_fails(
+        &env.run(&["run", "-t", "100ms", "rt", "--", "true"]),
+        2,
+        "TTL 100ms is too short",
+    );
     let o = env.run(&["acquire", "-t", "4 seconds", "-p", "me@here", "st"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let id = stdout(&o).trim().to_owned();

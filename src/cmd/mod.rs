@@ -435,7 +435,11 @@ fn clap_exit(e: clap::Error, hints: Hints) -> Exit {
                 let none = if word == "--" {
                     String::new()
                 } else {
-                    format!("'{}' is none; ", crate::lease::escape(&word))
+                    let word = crate::lease::escape(&word);
+                    match crate::cli::meant_verb(&word) {
+                        Some(v) => format!("'{word}' is none: did you mean '{v}'? "),
+                        None => format!("'{word}' is none; "),
+                    }
                 };
                 say!(
                     "lockrun: help takes a verb ({none}see 'lockrun --help'); to run a command \
