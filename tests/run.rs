@@ -1249,6 +1249,40 @@ fn events_say_when_the_lease_was_not_acquired() {
     }
 }
 
+/// A warning that cannot be written is dropped, and the run goes on: stderr on a full disk
+/// (`/dev/full`) or a pipe whose reader is gone (`lockrun ... 2>&1 | head -1`). Here the events go
+/// to that stderr, so writing them fails and lockrun warns that it drops them; the warning's own
+/// write failing used to panic (exit 70), before the command started, leaving the lease held.
+#[test]
+fn a_warning_that_cannot_be_written_does_not_end_the_run() {
+    let env = Env::new();
+    let ran = env.file("ran");
+    for closed_pipe in [false, true] {
+        let _ = std::fs::remove_file(&ran);
+        let mut cmd = env.cmd();
+        cmd.args(["run", "--events", "-", "res", "--", "sh", "-c"])
+            .arg(format!("echo ran > {}", ran.display()));
+        let status = if closed_pipe {
+            let mut child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+            drop(child.stderr.take());
+            child.wait().unwrap()
+        } else {
+            let full = std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap();
+            cmd.stderr(full).status().unwrap()
+        };
+        assert_eq!(status.code(), Some(0), "closed pipe: {closed_pipe}");
+        assert!(
+            ran.exists(),
+            "the command did not run (closed pipe: {closed_pipe})"
+        );
+        let o = env.run(&["current", "res"]);
+        assert_eq!(o.status.code(), Some(1), "still held: {}", stdout(&o));
+    }
+}
+
 /// Several lockruns appending to one events file: every line is whole (one write per line).
 #[test]
 fn events_of_concurrent_runs_appending_to_one_file_never_interleave() {

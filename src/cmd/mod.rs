@@ -562,9 +562,13 @@ fn init_logging(g: &Global) {
         )),
     }
     .unwrap_or_else(|_| EnvFilter::new("warn"));
+    // A warning that cannot be written (stderr on a full disk, or a pipe whose reader is gone)
+    // is dropped: by default the formatter reports its own write failure with `eprintln!`,
+    // which panics on that same stderr and would end the run with the lease held.
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .log_internal_errors(false)
         .event_format(LineFormat)
         .try_init();
 }
