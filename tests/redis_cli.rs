@@ -414,6 +414,77 @@ fn an_unanswered_acquire_is_given_back_behind_it() {
     );
 }
 
+#[track_caller]
+fn exits(o: &Output, code: i32) {
+    assert_eq!(o.status.code(), Some(code), "stderr: {}", stderr(o));
+}
+
+/// A wait whose first attempt stalls gets the lease on a new connection, under the same lease
+/// id. The stalled attempt may reach the server later: after the lease was released it would
+/// grant that id again, to nobody, for its whole TTL (review: the resource stayed held for the
+/// acquire's hour). A release that keeps the genuine grant (its fencing token) goes behind it
+/// on its connection: it undoes the late grant, and leaves the lease alone while it is held.
+#[test]
+fn a_late_acquire_after_the_wait_got_the_lease_grants_nothing() {
+    let s = server::redis();
+    let proxy = proxy::Proxy::start(s.port);
+    let (env, direct, u) = (Env::new(), url(s.port), url(proxy.port));
+    let warm = resource("warm-late");
+    let id = stdout(&lockrun(&env, &u, &["acquire", &warm]));
+    exits(&lockrun(&env, &u, &["release", &warm, id.trim()]), 0);
+    for released_first in [true, false] {
+        let res = resource(&format!("late-after-grant-{released_first}"));
+        let holder = stdout(&lockrun(&env, &direct, &["acquire", "--ttl", "2s", &res]));
+        assert!(!holder.trim().is_empty());
+        // The waiter's first attempt finds the resource busy; the one at the holder's expiry
+        // goes out on the connection frozen meanwhile, and the next on a new one.
+        let waiter = env
+            .cmd()
+            .args(["-b", &u, "acquire", "-w", "30s", &res])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1000));
+        proxy.freeze_existing();
+        let o = waiter.wait_with_output().unwrap();
+        exits(&o, 0);
+        assert!(
+            stderr(&o).contains("still waiting"),
+            "no attempt stalled: {}",
+            stderr(&o)
+        );
+        let id = stdout(&o).trim().to_owned();
+        if released_first {
+            exits(&lockrun(&env, &direct, &["release", &res, &id]), 0);
+        }
+        proxy.thaw();
+        // The late attempt draws a token of its own only when the resource was free.
+        let token = format!("lockrun:token:{res}");
+        let drawn = if released_first { "3" } else { "2" };
+        assert!(
+            eventually(Duration::from_secs(5), || redis_cli(
+                s.port,
+                &["GET", &token]
+            ) == drawn),
+            "the late attempt never reached the server"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let lease = format!("lockrun:lease:{res}");
+        if released_first {
+            assert_eq!(
+                redis_cli(s.port, &["EXISTS", &lease]),
+                "0",
+                "lease {id} granted again by the late attempt"
+            );
+        } else {
+            exits(&lockrun(&env, &direct, &["is-held", &res, &id]), 0);
+            assert_eq!(redis_cli(s.port, &["HGET", &lease, "token"]), "2");
+            exits(&lockrun(&env, &direct, &["release", &res, &id]), 0);
+        }
+    }
+}
+
 #[test]
 fn server_down_is_unavailable() {
     let (env, port) = (Env::new(), server::free_port());

@@ -392,13 +392,15 @@ impl Redis {
 
     /// Sends the release of `id` on `conn`, as a plain `EVAL` (an `EVALSHA` that met an empty
     /// script cache would need a second round trip), and waits [`BEHIND_WAIT`] for the answer:
-    /// true when it released the lease.
+    /// true when it released the lease. With `keep`, a lease holding that fencing token is
+    /// kept (see [`Redis::undo_late_grants`]).
     async fn release_behind(
         &self,
         mut conn: MultiplexedConnection,
         lease_key: &str,
         id: &LeaseId,
         channel: &str,
+        keep: Option<u64>,
     ) -> bool {
         let mut cmd = ::redis::cmd("EVAL");
         cmd.arg(script::release_source())
@@ -406,11 +408,34 @@ impl Redis {
             .arg(lease_key)
             .arg(id.as_str())
             .arg(channel);
+        if let Some(token) = keep {
+            cmd.arg(token.to_string());
+        }
         let answer = tokio::time::timeout(BEHIND_WAIT, conn.send_packed_command(&cmd)).await;
         matches!(
             answer.map(|a| a.map(Reply::decode)),
             Ok(Ok(Ok(Reply::Plain(status)))) if status == "released"
         )
+    }
+
+    /// Lease `id` was granted with fencing token `token`, after an earlier acquire of the same
+    /// id went unanswered. That acquire may still reach the server, after this lease has been
+    /// released: it would then grant the id again, to nobody, for its whole TTL. So a release
+    /// of the id is sent behind it on its connection (which runs its commands in order), one
+    /// that keeps the lease holding `token`: it undoes only a grant made by the late acquire.
+    async fn undo_late_grants(&self, resource: &Resource, id: &LeaseId, token: u64) {
+        let lease_key = self.key("lease", resource);
+        let behind = self.take_unanswered(&lease_key, id);
+        if behind.is_empty() {
+            return;
+        }
+        let channel = self.key("released", resource);
+        futures_util::future::join_all(
+            behind
+                .into_iter()
+                .map(|conn| self.release_behind(conn, &lease_key, id, &channel, Some(token))),
+        )
+        .await;
     }
 
     /// The resources with a lease key (SCAN over `PREFIX lease:*`, in pages).
@@ -569,7 +594,11 @@ impl Backend for Redis {
             .await?;
         match reply {
             Reply::Lease(status, rec) if status == "acquired" => {
-                Ok(Acquire::Acquired(rec.lease(req.resource, &lease_key)?))
+                let lease = rec.lease(req.resource, &lease_key)?;
+                if let Some(token) = lease.fencing_token {
+                    self.undo_late_grants(req.resource, req.id, token).await;
+                }
+                Ok(Acquire::Acquired(lease))
             }
             Reply::Lease(status, rec) if status == "busy" => Ok(Acquire::Busy {
                 holder: Some(rec.lease(req.resource, &lease_key)?),
@@ -617,7 +646,7 @@ impl Backend for Redis {
             let behind = futures_util::future::join_all(
                 behind
                     .into_iter()
-                    .map(|conn| self.release_behind(conn, &lease_key, id, &channel)),
+                    .map(|conn| self.release_behind(conn, &lease_key, id, &channel, None)),
             );
             let (fresh, behind) = futures_util::future::join(fresh, behind).await;
             if behind.contains(&true) {

@@ -10,7 +10,7 @@
 //! | reply                                                   | scripts                 |
 //! |---------------------------------------------------------|-------------------------|
 //! | `acquired`/`busy`/`renewed`/`held`, then the [`Record`] | acquire, renew, current |
-//! | `lost`, `none`, `not-held`, `released`                  | renew, current, release |
+//! | `lost`, `none`, `not-held`, `released`, `kept`          | renew, current, release |
 //! | `corrupt`, key, reason                                  | all                     |
 
 use std::time::{Duration, UNIX_EPOCH};
@@ -85,11 +85,13 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return {'renewed', f[1], f[2], f[3], f[4], ARGV[2], ARGV[2], now}
 "#;
 
-/// KEYS: lease. ARGV: id, channel.
+/// KEYS: lease. ARGV: id, channel, and optionally a fencing token: the lease is then released
+/// only if it holds another token than that one (see `Redis::undo_late_grants`).
 const RELEASE: &str = r#"
 local f = read(KEYS[1])
 if f and #f == 1 then return {'corrupt', KEYS[1], f[1]} end
 if not f or f[1] ~= ARGV[1] then return {'not-held'} end
+if ARGV[3] and f[3] == ARGV[3] then return {'kept'} end
 redis.call('DEL', KEYS[1])
 redis.call('PUBLISH', ARGV[2], 'released')
 return {'released'}
