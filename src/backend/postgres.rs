@@ -101,8 +101,10 @@
 //! went silent while the server answers new ones is replaced at the next statement; one that
 //! timed out is also cancelled on a best-effort basis. (Not one whose caller stopped waiting:
 //! that may be a renewal dropped just as the run ends, whose answer has arrived unread, and the
-//! cancel would hit the release queued behind it.) It may still commit on the server: an acquire then leaves a
-//! lease that holds the resource until its TTL, and the error names it (see [`crate::wait`]).
+//! cancel would hit the release queued behind it.) It may still commit on the server: an acquire
+//! would then leave a lease that holds the resource until its TTL, so the connection of an
+//! unanswered acquire is kept open and a release is sent behind it (see the `behind` module);
+//! the error names the lease all the same (see [`crate::wait`]).
 //!
 //! # Errors
 //!
@@ -129,6 +131,7 @@ use super::{
 };
 use crate::lease::{escape, Lease, LeaseId, Resource};
 
+mod behind;
 mod errors;
 mod options;
 
@@ -153,6 +156,8 @@ pub struct Postgres {
     sql: Sql,
     channel: String,
     conn: Slot,
+    /// Unanswered acquires and their connections (see the `behind` module).
+    behind: behind::Behind,
 }
 
 /// Where the backend keeps its connection; empty while a waiter has borrowed it.
@@ -193,6 +198,11 @@ impl Drop for InFlight {
         self.silent.store(true, Ordering::Relaxed);
     }
 }
+
+/// How long a release sent behind an unanswered acquire waits for its answer. That connection
+/// stalled, so the answer rarely comes; the wait keeps the statement alive until the
+/// connection's task has written it.
+const BEHIND_WAIT: Duration = Duration::from_millis(250);
 
 /// Asks the server to cancel what `client` is running (best effort, in the background).
 fn cancel(client: &Client, tls: &tls::Connector) {
@@ -279,6 +289,7 @@ impl Postgres {
             channel: opts.table.channel(),
             opts: Arc::new(opts),
             conn: Slot::default(),
+            behind: behind::Behind::default(),
         };
         pg.client().await?;
         Ok(pg)
@@ -361,6 +372,17 @@ impl Postgres {
 
     /// One statement with a client-side deadline.
     async fn query(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, Failed> {
+        self.query_noting(sql, params, None).await
+    }
+
+    /// [`Postgres::query`]; `acquire` names the resource and lease id of an acquire, whose
+    /// connection is kept when it goes unanswered (see the `behind` module).
+    async fn query_noting(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+        acquire: Option<(&str, &str)>,
+    ) -> Result<Vec<Row>, Failed> {
         let in_flight = self.lend().await.map_err(Failed::Mapped)?;
         let client = Arc::clone(&in_flight.client);
         let limit = self.opts.statement_timeout;
@@ -377,10 +399,14 @@ impl Postgres {
                 Err(Failed::Pg(e))
             }
             Err(_) => {
-                // Unanswered: the statement is cancelled, and the connection closed.
+                // Unanswered: the statement is cancelled, and the connection closed, or for
+                // an acquire kept open, for what is to be sent behind it.
                 cancel(&client, &in_flight.tls);
                 drop(in_flight);
-                self.discard(&client).await;
+                match acquire {
+                    Some((resource, id)) => self.set_aside(&client, resource, id).await,
+                    None => self.discard(&client).await,
+                }
                 Err(Failed::Mapped(Error::Unavailable(format!(
                     "PostgreSQL at {}: no answer within {}",
                     self.opts.endpoint,
@@ -392,7 +418,17 @@ impl Postgres {
 
     /// Runs a lease statement, creating the table first when it is missing (once).
     async fn rows(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Row>, Error> {
-        match self.query(sql, params).await {
+        self.rows_noting(sql, params, None).await
+    }
+
+    /// [`Postgres::rows`], noting an acquire as [`Postgres::query_noting`] does.
+    async fn rows_noting(
+        &self,
+        sql: &str,
+        params: &Params<'_>,
+        acquire: Option<(&str, &str)>,
+    ) -> Result<Vec<Row>, Error> {
+        match self.query_noting(sql, params, acquire).await {
             Err(Failed::Pg(e))
                 if sqlstate(&e).is_some_and(|c| errors::MISSING_TABLE.contains(&c)) =>
             {
@@ -407,7 +443,7 @@ impl Postgres {
                     )),
                     other => self.map_failed(other),
                 })?;
-                self.query(sql, params)
+                self.query_noting(sql, params, acquire)
                     .await
                     .map_err(|f| self.map_failed(f))
             }
@@ -417,9 +453,11 @@ impl Postgres {
 
     /// Runs a lease statement and decodes its rows.
     async fn stored(&self, sql: &str, params: &Params<'_>) -> Result<Vec<Stored>, Error> {
-        self.rows(sql, params)
-            .await?
-            .iter()
+        self.decode(self.rows(sql, params).await?)
+    }
+
+    fn decode(&self, rows: Vec<Row>) -> Result<Vec<Stored>, Error> {
+        rows.iter()
             .map(|r| Stored::decode(r).map_err(|why| self.shape_error(&why)))
             .collect()
     }
@@ -465,9 +503,18 @@ impl Backend for Postgres {
             (&ms, Type::INT8),
             (&ms_f, Type::FLOAT8),
         ];
-        let rows = self.stored(&self.sql.acquire, params).await?;
+        let rows = self
+            .rows_noting(&self.sql.acquire, params, Some((res, id)))
+            .await?;
+        let rows = self.decode(rows)?;
         match rows.first() {
-            Some(row) if row.done => Ok(Acquire::Acquired(self.lease(req.resource, row)?)),
+            Some(row) if row.done => {
+                let lease = self.lease(req.resource, row)?;
+                if let Some(token) = lease.fencing_token {
+                    self.undo_late_grants(res, id, token).await;
+                }
+                Ok(Acquire::Acquired(lease))
+            }
             // Not granted: busy (or a row that is not a lease), as a fresh read tells.
             _ => self.busy_now(req.resource).await,
         }
@@ -504,7 +551,18 @@ impl Backend for Postgres {
     async fn release(&self, resource: &Resource, id: &LeaseId) -> Result<bool, Error> {
         let (res, lid, ch) = (resource.as_str(), id.as_str(), self.channel.as_str());
         let params: &Params<'_> = &[(&res, Type::TEXT), (&lid, Type::TEXT), (&ch, Type::TEXT)];
-        if !self.rows(&self.sql.release, params).await?.is_empty() {
+        let behind = self.behind.take(res, lid);
+        let released = if behind.is_empty() {
+            !self.rows(&self.sql.release, params).await?.is_empty()
+        } else {
+            // Also behind each unanswered acquire of this lease, on its connection: should
+            // the server get that acquire late, the lease it grants is released right after.
+            let fresh = self.rows(&self.sql.release, params);
+            let behind = self.release_behind(behind, res, lid, None);
+            let (fresh, behind) = futures_util::future::join(fresh, behind).await;
+            behind || !fresh?.is_empty()
+        };
+        if released {
             return Ok(true);
         }
         // Not released: say whether that is because the row is not a lockrun lease.
@@ -554,6 +612,76 @@ impl Backend for Postgres {
 }
 
 impl Postgres {
+    /// Takes the connection of an acquire of lease `id` on `resource` that went unanswered
+    /// out of use, and keeps it open (see the `behind` module); unless the slot holds another
+    /// connection by now, which the statement's connection then was not kept in.
+    async fn set_aside(&self, client: &Arc<Client>, resource: &str, id: &str) {
+        let mut slot = self.conn.lock().await;
+        if slot
+            .as_ref()
+            .is_some_and(|l| Arc::ptr_eq(&l.client, client))
+        {
+            if let Some(live) = slot.take() {
+                self.behind.note(resource, id, live);
+            }
+        }
+    }
+
+    /// Lease `id` was granted with fencing token `token` after an acquire of the same id went
+    /// unanswered: behind that acquire, a release that keeps the lease holding `token`.
+    async fn undo_late_grants(&self, resource: &str, id: &str, token: u64) {
+        let behind = self.behind.take(resource, id);
+        if !behind.is_empty() {
+            self.release_behind(behind, resource, id, Some(token)).await;
+        }
+    }
+
+    /// Sends the release of lease `id` (keeping a lease that holds token `keep`) on each of
+    /// `conns`, and waits [`BEHIND_WAIT`] for the answers: whether one released the lease. The
+    /// connections stay open until the backend is dropped.
+    async fn release_behind(
+        &self,
+        conns: Vec<Live>,
+        resource: &str,
+        id: &str,
+        keep: Option<u64>,
+    ) -> bool {
+        let keep = keep.and_then(|t| i64::try_from(t).ok());
+        let channel = self.channel.as_str();
+        let sends = conns.iter().map(|live| {
+            let client = Arc::clone(&live.client);
+            async move {
+                let sent = match keep {
+                    Some(token) => {
+                        let params: &Params<'_> = &[
+                            (&resource, Type::TEXT),
+                            (&id, Type::TEXT),
+                            (&channel, Type::TEXT),
+                            (&token, Type::INT8),
+                        ];
+                        let send = client.query_typed(&self.sql.release_unless, params);
+                        tokio::time::timeout(BEHIND_WAIT, send).await
+                    }
+                    None => {
+                        let params: &Params<'_> = &[
+                            (&resource, Type::TEXT),
+                            (&id, Type::TEXT),
+                            (&channel, Type::TEXT),
+                        ];
+                        let send = client.query_typed(&self.sql.release, params);
+                        tokio::time::timeout(BEHIND_WAIT, send).await
+                    }
+                };
+                matches!(sent, Ok(Ok(rows)) if !rows.is_empty())
+            }
+        });
+        let released = futures_util::future::join_all(sends).await.contains(&true);
+        for live in conns {
+            self.behind.keep_open(live);
+        }
+        released
+    }
+
     /// A fresh look at a resource the acquire statement did not grant. Free now means it was
     /// freed (or expired) after the statement's snapshot, by a writer the INSERT waited for.
     async fn busy_now(&self, resource: &Resource) -> Result<Acquire, Error> {

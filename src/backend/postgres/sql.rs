@@ -22,6 +22,8 @@ pub struct Sql {
     pub acquire: String,
     pub renew: String,
     pub release: String,
+    /// `release`, but a lease holding fencing token `$4` is kept (see the `behind` module).
+    pub release_unless: String,
     pub current: String,
     /// The resources of live rows (server clock; uses the expiry index).
     pub live: String,
@@ -149,6 +151,13 @@ impl Sql {
              RETURNING pg_notify($3, t.resource) IS NULL AS notified, \
                set_config('synchronous_commit', 'off', true) AS sync"
         );
+        // $4 a fencing token: the lease holding it is not released.
+        let release_unless = format!(
+            "UPDATE {t} AS t SET released = true, expires_at = clock_timestamp() \
+             WHERE t.resource = $1 AND t.lease_id = $2 AND NOT t.released \
+               AND t.expires_at > clock_timestamp() AND {ours_t} AND t.token <> $4 \
+             RETURNING pg_notify($3, t.resource) IS NULL AS notified"
+        );
         let create = format!(
             "CREATE TABLE IF NOT EXISTS {t} (\n\
              \x20   resource    text PRIMARY KEY,\n\
@@ -181,6 +190,7 @@ impl Sql {
             acquire,
             renew,
             release,
+            release_unless,
             current: holder,
             live,
             create,
