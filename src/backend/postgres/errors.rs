@@ -1,5 +1,5 @@
-//! tokio-postgres errors → [`Error`]: what retrying can fix (Unavailable) and what it cannot
-//! (Config, Corrupt). Messages name the server as `host:port/db`, never the password.
+//! tokio-postgres errors → [`Error`]: what retrying can fix (Unavailable, or Unreached for a
+//! statement the server refused, which was not applied) and what it cannot (Config, Corrupt). Messages name the server as `host:port/db`, never the password.
 
 use std::error::Error as _;
 
@@ -120,11 +120,12 @@ fn from_db(db: &DbError, endpoint: &str) -> Error {
         // (undefined_object), or a value the server refuses (invalid_parameter_value).
         (_, "42704") => Error::Config(msg),
         (_, "22023") if db.message().contains("parameter") => Error::Config(msg),
-        // Connection trouble, shutdowns, overload, conflicts a retry resolves, a read-only
-        // standby during failover.
-        ("08" | "53" | "57" | "58", _) | (_, "40001" | "40P01" | "55P03" | "25006") => {
-            Error::Unavailable(msg)
-        }
+        // Refused, and rolled back: conflicts a retry resolves, a read-only standby during
+        // failover, overload, a cancelled statement. The statement was not applied and never
+        // will be, so nothing it could have granted is left to give back.
+        ("53", _) | (_, "40001" | "40P01" | "55P03" | "25006" | "57014") => Error::Unreached(msg),
+        // Connection trouble and shutdowns: a statement cut off by them may have committed.
+        ("08" | "57" | "58", _) => Error::Unavailable(msg),
         // A value in the table that cannot be computed with (a foreign row).
         ("22", _) => Error::Corrupt(msg),
         _ => Error::Other(msg),
