@@ -960,6 +960,88 @@ fn root_leaves_another_users_resource_in_a_shared_directory_alone() {
     }
 }
 
+/// In a shared sticky directory another user can make a resource's lock file before its first
+/// use, and then replace it at will: processes that lock the file they opened lock different
+/// files, and each ran its step as if alone (review: eight `acquire -n` were granted one
+/// resource, with one fencing token), or that user holds its lock for ever. A lock file that is
+/// not ours is refused (78). And root, looking at another user's resource whose lock file was
+/// deleted, made a root-owned one that locked that user out of their own lease: a look creates
+/// no lock file now. Needs root, as CI runs.
+#[test]
+fn lock_files_of_another_user_are_refused_and_root_makes_none() {
+    use std::os::unix::process::CommandExt;
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let shared = tempfile::Builder::new()
+        .prefix("lockrun-shared-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::set_permissions(
+        shared.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
+    )
+    .unwrap();
+    let url = format!("file://{}", shared.path().display());
+    let as_user = |uid: u32, args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_lockrun"))
+            .uid(uid)
+            .gid(uid)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("HOME", shared.path())
+            .args(["-b", &url])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let env = Env::new();
+    let root = |args: &[&str]| env.run(&[&["-b", &url][..], args].concat());
+    // A lock file planted by uid 65533, writable by all.
+    let planted = shared.path().join("planted.lock");
+    std::fs::write(&planted, "").unwrap();
+    std::os::unix::fs::chown(&planted, Some(65533), Some(65533)).unwrap();
+    std::fs::set_permissions(
+        &planted,
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
+    for args in [
+        &["acquire", "-n", "planted"][..],
+        &["-n", "planted", "--", "true"],
+        &["current", "planted"],
+    ] {
+        assert_fails(
+            &as_user(65534, args),
+            78,
+            "belongs to uid 65533, not uid 65534",
+        );
+        assert_fails(&root(args), 78, "belongs to uid 65533, not root");
+    }
+    assert!(!shared.path().join("planted.lease").exists());
+    // Another user's lease whose lock file was deleted (lockrun's own advice for a damaged one).
+    let o = as_user(65534, &["acquire", "theirs"]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+    let id = stdout(&o).trim().to_owned();
+    let lock = shared.path().join("theirs.lock");
+    std::fs::remove_file(&lock).unwrap();
+    assert_eq!(root(&["current", "theirs"]).status.code(), Some(0));
+    assert_eq!(root(&["is-held", "theirs", &id]).status.code(), Some(0));
+    assert!(stdout(&root(&["list"])).contains("\ntheirs\t"));
+    assert_fails_last(&root(&["acquire", "-w", "300ms", "theirs"]), 75, "busy");
+    assert_fails(
+        &root(&["release", "theirs", &id]),
+        78,
+        "belongs to uid 65534, not root",
+    );
+    assert!(
+        !lock.exists(),
+        "root made the lock file of another user's resource"
+    );
+    let o = as_user(65534, &["release", "theirs", &id]);
+    assert_eq!(o.status.code(), Some(0), "{o:?}");
+}
+
 /// A lockrun in a time namespace whose CLOCK_BOOTTIME runs an hour ahead (`unshare -T`, a
 /// container restored by CRIU; an unprivileged user may make one) shares the boot id with the
 /// host: it must still see the host's holder's lease as live, not an hour past its expiry. It

@@ -308,20 +308,23 @@ impl File {
             Ok(out) => return Ok(out),
             Err(step) => step,
         };
-        // No lock file: the resource has never been locked here. A step that changes nothing on
-        // a resource with no record is answered without one, so that it creates no lock file.
-        // (In a shared directory, root's `current` on a new name would otherwise leave a
-        // root-owned lock file that no other user may open, and the name theirs to use no
-        // more.) A record created right after this look holds a lease id this step cannot have
-        // been given.
-        let read = match self.dir(false)? {
-            Some(dir) => dir.files(resource).read(),
-            None => Ok(None),
-        };
-        if let Ok(None) = read {
-            if let Step::Keep(out) = unlocked(None, &Now::read())? {
+        // No lock file: the resource has never been locked here, or its lock file was deleted.
+        // A step that changes nothing is answered from the record read without the lock (it is
+        // replaced whole, so it reads as it was before or after any step), so that it creates
+        // no lock file: in a shared directory, root's `current` would otherwise leave a
+        // root-owned lock file that no other user may open, locking the name's user out of
+        // their own lease (review), or the name theirs to use no more. A record created right
+        // after this look holds a lease id this step cannot have been given. Nor is a lock file
+        // made for a step that would then be refused another user's record.
+        if let Some(dir) = self.dir(false)? {
+            let files = dir.files(resource);
+            let record = files.read()?;
+            if let Step::Keep(out) = unlocked(record.as_ref(), &Now::read())? {
                 return Ok(out);
             }
+            files.refuse_foreign()?;
+        } else if let Step::Keep(out) = unlocked(None, &Now::read())? {
+            return Ok(out);
         }
         match self.locked(resource, || None, step, true).await? {
             Ok(out) => Ok(out),

@@ -334,16 +334,41 @@ impl Dir {
         self.lock_or(resource, false, create)
     }
 
-    /// Opens (creating it when missing) the lock file of `resource`, a regular file.
-    pub fn open_lock(&self, resource: &Resource) -> Result<(fs::File, fs::Metadata), Error> {
-        self.open_lock_named(&name::lock(resource.as_str()), true)
-            .map(|o| o.expect("a lock file that may be created is there"))
+    /// Opens the lock file of `resource`, a regular file, creating it when missing, unless the
+    /// resource's record is another user's: a lock file of ours would lock that user out of
+    /// their own lease (a waiter that gets `None` watches the directory instead).
+    pub fn open_lock(
+        &self,
+        resource: &Resource,
+    ) -> Result<Option<(fs::File, fs::Metadata)>, Error> {
+        let lock_name = name::lock(resource.as_str());
+        if let Some(open) = self.open_lock_named(resource, &lock_name, false)? {
+            return Ok(Some(open));
+        }
+        let theirs = nix::sys::stat::fstatat(
+            Some(self.fd.as_raw_fd()),
+            name::record(resource.as_str()).as_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .is_ok_and(|st| !self.is_ours(st.st_uid));
+        if theirs {
+            return Ok(None);
+        }
+        self.open_lock_named(resource, &lock_name, true)
     }
 
-    /// [`Dir::open_lock`] by file name; `None` when it is missing and not to be created. The
-    /// path is only built for an error message.
+    /// Opens the lock file `lock_name` of `resource`; `None` when it is missing and not to be
+    /// created. The path is only built for an error message.
+    ///
+    /// It must be ours (see [`Dir::is_ours`]): in a shared directory another user can make a
+    /// lock file for a name before its first use, and replace that file at will, so that
+    /// processes locking the file they opened lock different files and run their steps at the
+    /// same time (review: eight `acquire -n` were granted one resource at once, with one fencing
+    /// token), or hold its lock for ever. Root may also open the lock file of another user's
+    /// resource, as it reads that user's record: one whose owner owns the record too.
     fn open_lock_named(
         &self,
+        resource: &Resource,
         lock_name: &str,
         create: bool,
     ) -> Result<Option<(fs::File, fs::Metadata)>, Error> {
@@ -373,7 +398,22 @@ impl Dir {
                 path().display()
             )));
         }
+        let uid = meta.uid();
+        let theirs_to_read = || self.user == 0 && self.owns_record(resource, uid);
+        if !(self.is_ours(uid) || theirs_to_read()) {
+            return Err(self.not_ours("lock file", &path(), uid));
+        }
         Ok(Some((file, meta)))
+    }
+
+    /// Whether the record of `resource` is there and owned by `uid`.
+    fn owns_record(&self, resource: &Resource, uid: u32) -> bool {
+        nix::sys::stat::fstatat(
+            Some(self.fd.as_raw_fd()),
+            name::record(resource.as_str()).as_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .is_ok_and(|st| st.st_uid == uid)
     }
 
     fn lock_or<'a>(
@@ -385,7 +425,7 @@ impl Dir {
         let lock_name = name::lock(resource.as_str());
         let path = || self.file_path(&lock_name);
         for _ in 0..LOCK_ATTEMPTS {
-            let Some((file, meta)) = self.open_lock_named(&lock_name, create)? else {
+            let Some((file, meta)) = self.open_lock_named(resource, &lock_name, create)? else {
                 return Ok(TryLock::Absent);
             };
             let guard = match flock(file, wait) {
@@ -582,6 +622,17 @@ impl Files<'_> {
             self.path(kind).display(),
             kind.advice()
         ))
+    }
+
+    /// The error of a step that would replace another user's record or reservation, read
+    /// since these files were made (see [`Files::read`]).
+    pub fn refuse_foreign(&self) -> Result<(), Error> {
+        match self.foreign.get().filter(|&uid| !self.dir.is_ours(uid)) {
+            Some(uid) => Err(self
+                .dir
+                .not_ours(Kind::Record.what(), &self.path(Kind::Record), uid)),
+            None => Ok(()),
+        }
     }
 
     /// The stored record, `None` if there is none. Anything we cannot trust is `Corrupt`.
