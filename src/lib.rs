@@ -74,7 +74,11 @@
 macro_rules! say {
     ($($arg:tt)*) => {{
         use std::io::Write as _;
-        let _ = writeln!(std::io::stderr(), $($arg)*);
+        // One write(2) per line: stderr is unbuffered, and `writeln!` would write each piece of
+        // the format on its own, which concurrent lockruns sharing a log file interleave.
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = std::io::stderr().write_all(line.as_bytes());
     }};
 }
 

@@ -22,7 +22,8 @@ fn main() {
             .or_else(|| payload.downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "panic".into());
         let what = what.split_whitespace().collect::<Vec<_>>().join(" ");
-        let _ = writeln!(std::io::stderr(), "lockrun: internal error: {what}");
+        let line = format!("lockrun: internal error: {what}\n");
+        let _ = std::io::stderr().write_all(line.as_bytes());
         std::process::exit(lockrun::exit::Exit::Internal.code().into());
     }));
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();

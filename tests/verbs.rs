@@ -593,3 +593,34 @@ fn stormlock_spellings_work() {
     );
     assert_eq!(row.split_whitespace().nth(2), Some(id.as_str()));
 }
+
+/// Each stderr line is one write(2): lockruns that share a log file (`2>>log` in cron) do not
+/// mix pieces of their lines. `writeln!` on unbuffered stderr wrote each piece of a line on its
+/// own (review: `lockrun: waiting for h: lockrun: waiting for h` in one line of such a log).
+#[test]
+fn stderr_lines_of_concurrent_lockruns_stay_whole() {
+    let env = Env::new();
+    let o = env.run(&["acquire", "shared-log"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let log = env.file("log");
+    for _ in 0..3 {
+        let _ = std::fs::remove_file(&log);
+        let line = format!(
+            "for i in $(seq 40); do {} acquire -w 200ms shared-log 2>>{} & done; wait",
+            env!("CARGO_BIN_EXE_lockrun"),
+            log.display()
+        );
+        let o = env.cmd_sh(&line);
+        assert!(o.status.success(), "{}", stderr(&o));
+        let text = std::fs::read_to_string(&log).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 80, "{text}");
+        for l in lines {
+            let whole = (l.starts_with("lockrun: waiting for shared-log: held by ")
+                || l.starts_with("lockrun: shared-log is busy after waiting 200ms: held by "))
+                && l.matches("lockrun").count() == 1
+                && l.ends_with("s)");
+            assert!(whole, "a mixed line: {l:?}");
+        }
+    }
+}

@@ -117,11 +117,13 @@ impl Status {
             );
             // A line longer than the terminal wraps, and `\r\x1b[K` clears only its last row:
             // each redraw would leave a row behind.
-            let _ = write!(err, "\r\x1b[K{}", fit(&line, columns()));
+            let _ = err.write_all(format!("\r\x1b[K{}", fit(&line, columns())).as_bytes());
             self.live = true;
             self.drawn_at = Some(Instant::now());
         } else {
-            let _ = writeln!(err, "lockrun: waiting for {}: {holder}", self.resource);
+            // One write(2), so that lines of concurrent lockruns sharing a log do not mix.
+            let line = format!("lockrun: waiting for {}: {holder}\n", self.resource);
+            let _ = err.write_all(line.as_bytes());
         }
         let _ = err.flush();
     }
