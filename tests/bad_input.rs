@@ -1095,6 +1095,14 @@ fn corrupt_record_exits_65_and_is_left_alone() {
         stderr(&o)
     );
     assert_eq!(std::fs::read(&record).unwrap(), b"{\"v\":1,\"garbage");
+    // An empty record reads as none (a power loss mid-write) only beside its token reservation;
+    // without one `current` reports it, and `list` warns about it too (it used to pass over it).
+    std::fs::write(&record, b"").unwrap();
+    std::fs::remove_file(record.with_extension("token")).unwrap();
+    assert_fails(&env.run(&["current", "res"]), 65, "the file is empty");
+    let o = env.run(&["list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("res.lease"), "{}", stderr(&o));
 }
 
 /// A directory where a resource's lock file belongs is damage, like a bad record (65); a lock

@@ -232,8 +232,9 @@ impl Dir {
                     crate::lease::escape(name),
                     crate::lease::escape(r.as_str())
                 ),
-                // An empty record reads as none (see Durability in the module docs).
-                None if bytes.is_empty() => {}
+                // An empty record reads as none (see Durability in the module docs), as long as
+                // its token reservation is there; `current` reports one without as corrupt.
+                None if bytes.is_empty() && self.has_reservation(name) => {}
                 // Not silently: a damaged record may be a lease someone holds.
                 None => tracing::warn!(
                     "lock directory {}: {} is not a readable lease record; not listed \
@@ -245,6 +246,19 @@ impl Dir {
         }
         out.sort();
         Ok(out)
+    }
+
+    /// Whether the record file `record_name` has its token reservation beside it.
+    fn has_reservation(&self, record_name: &str) -> bool {
+        let stem = record_name
+            .strip_suffix(name::RECORD_SUFFIX)
+            .unwrap_or(record_name);
+        nix::sys::stat::fstatat(
+            Some(self.fd.as_raw_fd()),
+            format!("{stem}.token").as_str(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .is_ok()
     }
 
     fn open_at(&self, name: &str, flags: OFlag, mode: u32) -> Result<fs::File, Errno> {
