@@ -485,6 +485,47 @@ fn a_late_acquire_after_the_wait_got_the_lease_grants_nothing() {
     }
 }
 
+/// A user the server does not let publish on the release channels (Redis 7 gives new ACL users
+/// none): a release is still a release (its script used to fail after deleting the lease: exit
+/// 70, and `run` warned that the lease was not released), and `doctor` says that waiters are
+/// not woken, and how to grant the channels.
+#[test]
+fn a_user_without_channel_rights_releases_and_doctor_says_so() {
+    let s = server::redis();
+    let user = format!("nochan{}", std::process::id());
+    redis_cli(
+        s.port,
+        &[
+            "ACL",
+            "SETUSER",
+            &user,
+            "on",
+            ">pw",
+            "~*",
+            "+@all",
+            "resetchannels",
+        ],
+    );
+    let (env, u) = (
+        Env::new(),
+        format!("redis://{user}:pw@127.0.0.1:{}/0", s.port),
+    );
+    let res = resource("no-channels");
+    let id = stdout(&lockrun(&env, &u, &["acquire", &res]));
+    exits(&lockrun(&env, &u, &["release", &res, id.trim()]), 0);
+    exits(&lockrun(&env, &u, &["current", &res]), 1);
+    let o = lockrun(&env, &u, &[&res, "--", "true"]);
+    exits(&o, 0);
+    assert_eq!(stderr(&o), "");
+    let o = lockrun(&env, &u, &["doctor"]);
+    assert!(
+        stdout(&o).contains("does not let this user publish on the release channels"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(stdout(&o).contains("&lockrun:released:*"), "{}", stdout(&o));
+}
+
 #[test]
 fn server_down_is_unavailable() {
     let (env, port) = (Env::new(), server::free_port());

@@ -553,6 +553,45 @@ impl Redis {
         Some((value(&answer.0)?, value(&answer.1)?))
     }
 
+    /// A server without the append-only file comes back from a restart with its last snapshot
+    /// at best: the leases and fencing tokens granted since are forgotten, and those tokens
+    /// are handed out again.
+    async fn persistence_warnings(&self) -> Vec<String> {
+        match self.persistence().await {
+            Some((aof, save)) if aof != "yes" => {
+                let lost = if save.trim().is_empty() {
+                    "every lease, and starts fencing tokens again at 1 (save \"\": no snapshots)"
+                } else {
+                    "the leases granted since its last snapshot, and hands their fencing tokens \
+                     out again"
+                };
+                vec![format!(
+                    "redis at {} does not log writes to an append-only file (appendonly no): a \
+                     restart forgets {lost}; set appendonly yes",
+                    self.url
+                )]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether the server refuses this user a `PUBLISH` on the release channels (an ACL without
+    /// them: Redis 7 gives new users none, `acl-pubsub-default resetchannels`). Probed on a
+    /// channel of those nobody listens to.
+    async fn may_not_publish(&self) -> bool {
+        let Ok((_, mut conn)) = self.conn().await else {
+            return false;
+        };
+        let mut publish = ::redis::cmd("PUBLISH");
+        publish
+            .arg(format!("{}released:", self.prefix))
+            .arg("doctor");
+        let answer =
+            tokio::time::timeout(self.command_timeout, publish.query_async::<i64>(&mut conn)).await;
+        matches!(answer, Ok(Err(e)) if e.code() == Some("NOPERM")
+            || e.to_string().contains("can't publish"))
+    }
+
     fn unexpected(&self, op: &str, reply: &Reply) -> Error {
         Error::Other(format!(
             "unexpected answer from redis at {} to {op}: {reply:?}",
@@ -668,24 +707,19 @@ impl Backend for Redis {
 
     /// A server without the append-only file comes back from a restart with its last snapshot
     /// at best: the leases and fencing tokens granted since are forgotten, and those tokens
-    /// are handed out again.
+    /// are handed out again. A user that may not publish on the release channels wakes no
+    /// waiter when it releases.
     async fn setup_warnings(&self) -> Vec<String> {
-        match self.persistence().await {
-            Some((aof, save)) if aof != "yes" => {
-                let lost = if save.trim().is_empty() {
-                    "every lease, and starts fencing tokens again at 1 (save \"\": no snapshots)"
-                } else {
-                    "the leases granted since its last snapshot, and hands their fencing tokens \
-                     out again"
-                };
-                vec![format!(
-                    "redis at {} does not log writes to an append-only file (appendonly no): a \
-                     restart forgets {lost}; set appendonly yes",
-                    self.url
-                )]
-            }
-            _ => Vec::new(),
+        let mut warnings = self.persistence_warnings().await;
+        if self.may_not_publish().await {
+            warnings.push(format!(
+                "redis at {} does not let this user publish on the release channels \
+                 ({}released:*): a release wakes no waiter, and waiters notice it at their \
+                 5-second poll; grant them (ACL SETUSER <user> &{}released:*)",
+                self.url, self.prefix, self.prefix
+            ));
         }
+        warnings
     }
 
     async fn current(&self, resource: &Resource) -> Result<Option<Lease>, Error> {

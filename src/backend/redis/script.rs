@@ -93,7 +93,9 @@ if f and #f == 1 then return {'corrupt', KEYS[1], f[1]} end
 if not f or f[1] ~= ARGV[1] then return {'not-held'} end
 if ARGV[3] and f[3] == ARGV[3] then return {'kept'} end
 redis.call('DEL', KEYS[1])
-redis.call('PUBLISH', ARGV[2], 'released')
+-- A user the server does not let publish on the channel (ACL, Redis 7's resetchannels default)
+-- has released all the same; its waiters then notice at their poll.
+redis.pcall('PUBLISH', ARGV[2], 'released')
 return {'released'}
 "#;
 
