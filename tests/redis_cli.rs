@@ -762,6 +762,26 @@ fn a_foreign_value_under_the_key_is_corrupt_and_left_alone() {
     }
     assert_eq!(redis_cli(s.port, &["GET", &key]), "hello");
     assert_eq!(redis_cli(s.port, &["TTL", &key]), "-1");
+    // Numbers beyond what lockrun writes, in a lease or in the token counter: damage (65), not
+    // an internal error (70) with a dump of the reply.
+    let res = resource("foreign-numbers");
+    let id = stdout(&lockrun(&env, &u, &["acquire", &res]));
+    let key = format!("lockrun:lease:{res}");
+    redis_cli(s.port, &["HSET", &key, "token", "99999999999999999999"]);
+    assert_fails(
+        &lockrun(&env, &u, &["current", &res]),
+        65,
+        "field token is too large",
+    );
+    redis_cli(s.port, &["DEL", &key]);
+    let counter = format!("lockrun:token:{res}");
+    redis_cli(s.port, &["SET", &counter, "9223372036854775807"]);
+    assert_fails(
+        &lockrun(&env, &u, &["acquire", "-n", &res]),
+        65,
+        "not a lockrun fencing counter (too large)",
+    );
+    assert!(!id.trim().is_empty());
 }
 
 #[test]

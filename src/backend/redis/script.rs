@@ -40,6 +40,9 @@ local function read(key)
   end
   for i = 4, 6 do
     if not string.match(f[i], '^%d+$') then return {'field ' .. names[i] .. ' is not a number'} end
+    -- Beyond what lockrun writes (a token, milliseconds since 1970, a TTL up to 10 years), and
+    -- what a 64-bit integer or a Lua number holds exactly.
+    if #f[i] > 15 then return {'field ' .. names[i] .. ' is too large'} end
   end
   local pttl = redis.call('PTTL', key)
   if pttl < 0 then return {'it has no expiry'} end
@@ -62,9 +65,9 @@ end
 local c = redis.call('TYPE', KEYS[2])['ok']
 if c ~= 'none' then
   if c ~= 'string' then return {'corrupt', KEYS[2], 'a ' .. c .. ', not a counter'} end
-  if not string.match(redis.call('GET', KEYS[2]), '^%d+$') then
-    return {'corrupt', KEYS[2], 'not a number'}
-  end
+  local n = redis.call('GET', KEYS[2])
+  if not string.match(n, '^%d+$') then return {'corrupt', KEYS[2], 'not a number'} end
+  if #n > 15 then return {'corrupt', KEYS[2], 'too large'} end
 end
 redis.call('INCR', KEYS[2])
 local token = redis.call('GET', KEYS[2])
