@@ -652,6 +652,37 @@ pub fn meant_run_option(word: &str) -> Option<String> {
         .map(|(_, l)| l)
 }
 
+/// Whether `option` (as clap names an unexpected argument: `-w`, `--wait`, `--wait=5s`), written
+/// before `verb` on the command line, is one of that verb's own options: `lockrun -w 1s acquire
+/// res` means `lockrun acquire -w 1s res`, and clap's message sends the user to a help that lists
+/// the option.
+pub fn verb_option_before_verb(args: &[OsString], verb: &str, option: &str) -> bool {
+    use clap::CommandFactory;
+    let Some(verb_at) = first_operand_at(args, 1) else {
+        return false;
+    };
+    let name = option.split('=').next().unwrap_or(option);
+    let before = args[1..verb_at].iter().any(|a| {
+        let a = a.to_string_lossy();
+        a == name || a.starts_with(&format!("{name}="))
+    });
+    if !before {
+        return false;
+    }
+    let mut cmd = Cli::command();
+    cmd.build();
+    let Some(sub) = cmd.find_subcommand(verb) else {
+        return false;
+    };
+    let known = sub.get_arguments().any(|a| {
+        a.get_long().is_some_and(|l| name == format!("--{l}"))
+            || a.get_short().is_some_and(|c| name == format!("-{c}"))
+            || a.get_all_aliases()
+                .is_some_and(|al| al.iter().any(|l| name == format!("--{l}")))
+    });
+    known
+}
+
 /// The verbs, as clap names them (`help` is clap's own). A list rather than a look at
 /// `Cli::command()`, which builds every verb's arguments and costs a short run as much CPU as
 /// parsing the command line does; test `verb_names_match_clap` keeps the two the same.

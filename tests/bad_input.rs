@@ -373,6 +373,31 @@ fn a_closed_stdout_is_a_failed_write() {
 /// `--`, is refused: nothing runs and no lease is taken. Both used to run something: `lockrun
 /// -w 5s aquire touch F` ran `touch F` under a lease on "aquire", and `lockrun res --tll 5m --
 /// touch F` ran `--tll`.
+/// A verb's option written before the verb (`lockrun -w 1s acquire res`) is a usage error that
+/// says where the option goes; clap's own hint sent the user to a help that lists the option.
+#[test]
+fn a_verb_option_before_its_verb_says_where_it_goes() {
+    let env = Env::new();
+    for (args, message) in [
+        (
+            &["-w", "1s", "acquire", "res"][..],
+            "lockrun: unexpected argument '-w' found (-w is an option of acquire: put it after \
+             the verb, as in: lockrun acquire -w ...)",
+        ),
+        (
+            &["--ttl", "5m", "renew", "res", "abc"],
+            "(--ttl is an option of renew: put it after the verb, as in: lockrun renew --ttl ...)",
+        ),
+        (
+            &["acquire", "-x", "res"],
+            "lockrun: unexpected argument '-x' found (see 'lockrun acquire --help')",
+        ),
+    ] {
+        assert_fails(&env.run(args), 2, message);
+    }
+    assert_eq!(env.run(&["current", "res"]).status.code(), Some(1));
+}
+
 #[test]
 fn options_around_a_mistyped_verb_or_option_run_nothing() {
     let env = Env::new();

@@ -262,6 +262,7 @@ pub async fn main(args: Vec<OsString>) -> Exit {
                 verb: crate::cli::verb_of(&args),
                 asks_help: crate::cli::asks_help(&args),
                 resource: crate::cli::resource_before_dashes(&args),
+                args: Some(args.clone()),
             };
             return clap_exit(e, hints);
         }
@@ -387,6 +388,8 @@ struct Hints {
     /// Something before the first `--` names the resource (see
     /// [`crate::cli::resource_before_dashes`]).
     resource: bool,
+    /// The command line clap refused.
+    args: Option<Vec<OsString>>,
 }
 
 /// A word where a verb or a resource followed by `--` belongs.
@@ -492,16 +495,30 @@ fn clap_exit(e: clap::Error, hints: Hints) -> Exit {
                 _ => String::new(),
             };
             // flock(1) takes `-c 'shell command'`; here -c is the config file.
-            let hint =
-                if e.kind() == ErrorKind::MissingRequiredArgument && first.contains("<COMMAND>") {
-                    "the command goes after --, as in: lockrun RESOURCE -- sh -c 'a && b'".into()
-                } else if let Some(verb) = hints.verb_dashes {
-                    format!("see 'lockrun {verb} --help'; or, {}", run_named_like(&verb))
-                } else if let Some(verb) = hints.verb {
-                    format!("see 'lockrun {verb} --help'")
-                } else {
-                    "see 'lockrun --help'".into()
-                };
+            let unexpected = match e.get(clap::error::ContextKind::InvalidArg) {
+                Some(clap::error::ContextValue::String(arg)) => Some(arg.clone()),
+                _ => None,
+            };
+            let before_verb = match (&hints.verb, &unexpected) {
+                (Some(verb), Some(arg)) if e.kind() == ErrorKind::UnknownArgument => hints
+                    .args
+                    .as_deref()
+                    .is_some_and(|args| crate::cli::verb_option_before_verb(args, verb, arg))
+                    .then(|| (verb.clone(), arg.clone())),
+                _ => None,
+            };
+            let hint = if let Some((verb, arg)) = before_verb {
+                format!("{arg} is an option of {verb}: put it after the verb, as in: lockrun {verb} {arg} ...")
+            } else if e.kind() == ErrorKind::MissingRequiredArgument && first.contains("<COMMAND>")
+            {
+                "the command goes after --, as in: lockrun RESOURCE -- sh -c 'a && b'".into()
+            } else if let Some(verb) = hints.verb_dashes {
+                format!("see 'lockrun {verb} --help'; or, {}", run_named_like(&verb))
+            } else if let Some(verb) = hints.verb {
+                format!("see 'lockrun {verb} --help'")
+            } else {
+                "see 'lockrun --help'".into()
+            };
             say!("lockrun: {} ({meant}{hint})", first.trim());
             Exit::Usage
         }
