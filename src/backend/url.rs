@@ -61,7 +61,22 @@ impl BackendUrl {
                 .map_err(|()| Error::Config(format!("bad backend path '{text}'")))?
         } else {
             url::Url::parse(text).map_err(|e| {
-                Error::Config(format!("bad backend URL '{}': {e}", redact_text(text)))
+                // libpq takes `postgres://user@/db?host=/socket/dir`; URL parsing does not.
+                let socket = if e == url::ParseError::EmptyHost
+                    && ["postgres:", "postgresql:"].iter().any(|s| {
+                        text.get(..s.len())
+                            .is_some_and(|t| t.eq_ignore_ascii_case(s))
+                    }) {
+                    " (for a Unix socket, name it in the query, with the user: \
+                     postgres:///DB?host=/run/postgresql&user=USER, or as the host, escaped: \
+                     postgres://USER@%2Frun%2Fpostgresql/DB)"
+                } else {
+                    ""
+                };
+                Error::Config(format!(
+                    "bad backend URL '{}': {e}{socket}",
+                    redact_text(text)
+                ))
             })?
         };
         let scheme = url.scheme();
@@ -436,6 +451,19 @@ mod tests {
             BackendUrl::parse("redis://[::1"),
             Err(Error::Config(_))
         ));
+        // libpq's user@ with an empty host (the socket in the query): the forms that work.
+        let e = BackendUrl::parse("postgres://me@/db?host=/run/postgresql").unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("postgres:///DB?host=/run/postgresql&user=USER"),
+            "{e}"
+        );
+        for form in [
+            "postgres:///db?host=/run/postgresql&user=me",
+            "postgres://me@%2Frun%2Fpostgresql/db",
+        ] {
+            assert!(BackendUrl::parse(form).is_ok(), "{form}");
+        }
     }
 
     #[test]
