@@ -100,9 +100,13 @@ impl Table {
         quote(&format!("{base}{suffix}"))
     }
 
-    /// The NOTIFY channel of this table: `lockrun_<schema>_<table>`, cut to 63 bytes.
+    /// The NOTIFY channel of this table: `lockrun_<schema>_<table>`, cut to 63 bytes; with no
+    /// schema, or `public` (where a name without one is found by default), `lockrun_<table>`:
+    /// configurations that spell the same table with and without `schema = "public"` wake each
+    /// other's waiters and share their line (review: they never woke each other, and waited
+    /// for the poll).
     pub fn channel(&self) -> String {
-        let mut c = match &self.schema {
+        let mut c = match self.schema.as_deref().filter(|s| *s != "public") {
             Some(s) => format!("lockrun_{s}_{}", self.name),
             None => format!("lockrun_{}", self.name),
         };
@@ -421,6 +425,20 @@ mod tests {
         assert_eq!(t.sql(), "\"lockrun_leases\"");
         assert_eq!(t.index_sql(), "\"lockrun_leases_expires_at_idx\"");
         assert_eq!(t.channel(), "lockrun_lockrun_leases");
+        let public = Table {
+            schema: Some("public".into()),
+            name: "lockrun_leases".into(),
+        };
+        assert_eq!(
+            public.channel(),
+            t.channel(),
+            "the default schema spelled out"
+        );
+        let ops = Table {
+            schema: Some("ops".into()),
+            name: "lockrun_leases".into(),
+        };
+        assert_eq!(ops.channel(), "lockrun_ops_lockrun_leases");
         let t = Table {
             schema: Some("ops".into()),
             name: "L".repeat(63),
