@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::backend::{Acquire, AcquireRequest, Backend, Change, Error, Ticket, Watch};
+use crate::backend::{Acquire, AcquireRequest, Backend, Change, Error, Renewal, Ticket, Watch};
 use crate::lease::{Lease, Resource};
 
 /// How long to wait for a busy resource.
@@ -399,13 +399,28 @@ async fn acquire_in(
             }
             Ok(Some((_, Acquire::Busy { holder, expires_in }))) => {
                 // Held under this very id: an earlier attempt that failed (its answer timed out
-                // or was lost) was applied after all. Nobody else can hold that id: give the
-                // lease back and ask again at once, for a grant whose time is known
-                // (also for a one-shot attempt, which would otherwise leave that lease behind).
+                // or was lost) was applied after all. Nobody else can hold that id: it is ours,
+                // granted at a time we do not know. A renewal makes its time known (sent now,
+                // the lease lasts a TTL from when the store applies it), also for a one-shot
+                // attempt, which would otherwise leave that lease behind. (It used to be given
+                // back and asked for again under the same id; the release, also sent behind
+                // the stalled attempt on its connection, could arrive after the new grant and
+                // release it.)
                 if holder.as_ref().is_some_and(|h| h.id == *req.id) && free_again < FREE_AGAIN_TRIES
                 {
                     free_again += 1;
-                    let _ = backend.release(req.resource, req.id).await;
+                    let sent_at = Instant::now();
+                    match backend.renew(req.resource, req.id, req.ttl).await {
+                        Ok(Renewal::Renewed(lease)) => {
+                            return Ok(Outcome::Granted(Granted {
+                                lease,
+                                sent_at,
+                                waited: sent_at.duration_since(start),
+                            }));
+                        }
+                        Ok(Renewal::Lost) => {}
+                        Err(e) => *unanswered |= matches!(e, Error::Unavailable(_)),
+                    }
                     continue;
                 }
                 if deadline.is_some_and(|d| Instant::now() >= d)
@@ -524,6 +539,9 @@ mod tests {
         frees: Mutex<bool>,
         /// Whether the store is local (`Capabilities::local`).
         local: Mutex<bool>,
+        /// Whether a renewal finds the lease (else it is lost), and the ids renewed.
+        renews: Mutex<bool>,
+        renewed: Mutex<Vec<LeaseId>>,
     }
 
     fn lease(r: &Resource, id: &LeaseId) -> Lease {
@@ -578,8 +596,13 @@ mod tests {
                 Err(e) => Err(e),
             }
         }
-        async fn renew(&self, _: &Resource, _: &LeaseId, _: Duration) -> Result<Renewal, Error> {
-            Ok(Renewal::Lost)
+        async fn renew(&self, r: &Resource, id: &LeaseId, _: Duration) -> Result<Renewal, Error> {
+            self.renewed.lock().unwrap().push(id.clone());
+            Ok(if *self.renews.lock().unwrap() {
+                Renewal::Renewed(lease(r, id))
+            } else {
+                Renewal::Lost
+            })
         }
         async fn release(&self, _: &Resource, id: &LeaseId) -> Result<bool, Error> {
             self.released.lock().unwrap().push(id.clone());
@@ -600,6 +623,8 @@ mod tests {
             released: Mutex::new(vec![]),
             frees: Mutex::new(false),
             local: Mutex::new(false),
+            renews: Mutex::new(false),
+            renewed: Mutex::new(vec![]),
         }
     }
 
@@ -682,47 +707,61 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_grant_applied_after_its_answer_was_lost_is_given_back_and_asked_again() {
+    async fn a_grant_applied_after_its_answer_was_lost_is_renewed_and_kept() {
         // The store holds the resource under this very request's id (an attempt that timed
-        // out was applied after all): it is released, and the next attempt goes out at once.
-        let b = scripted(vec![Ok(true)], Duration::from_secs(60));
+        // out was applied after all): a renewal gives it a known time, and it is the grant.
+        // Nothing is released: a release also sent behind the stalled attempt could arrive
+        // after a new grant under the same id, and release that.
+        let b = scripted(vec![], Duration::from_secs(60));
         *b.own.lock().unwrap() = 1;
+        *b.renews.lock().unwrap() = true;
         let r = Resource::new("r").unwrap();
         let id = LeaseId::generate();
         let start = Instant::now();
         let out = run_req(&b, &request(&r, &id)).await.unwrap();
-        assert!(matches!(out, Outcome::Granted(_)), "{out:?}");
-        assert_eq!(*b.released.lock().unwrap(), vec![id]);
-        assert!(
-            b.calls.lock().unwrap().iter().all(|&t| t == start),
-            "no waiting"
-        );
+        let Outcome::Granted(g) = out else {
+            panic!("not granted: {out:?}")
+        };
+        assert_eq!(g.lease.id, id);
+        assert_eq!(g.sent_at, start);
+        assert_eq!(*b.renewed.lock().unwrap(), vec![id]);
+        assert!(b.released.lock().unwrap().is_empty());
+        assert_eq!(b.calls.lock().unwrap().len(), 1, "asked once");
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_one_shot_attempt_that_finds_its_own_lease_gives_it_back_and_asks_again() {
+    async fn a_one_shot_attempt_that_finds_its_own_lease_keeps_it_or_asks_again() {
         // `-n`: the first answer is busy under this very id. Returning busy there would leave
-        // that lease for its whole TTL with nobody knowing its id.
-        for wait in [
-            Wait::AtMost(Duration::ZERO),
-            Wait::AtMost(Duration::from_secs(5)),
-        ] {
-            let b = scripted(vec![Ok(true)], Duration::from_secs(60));
-            *b.own.lock().unwrap() = 1;
-            let r = Resource::new("r").unwrap();
-            let id = LeaseId::generate();
-            let out = acquire(
-                &b,
-                &request(&r, &id),
-                wait,
-                Retry::FailFast,
-                Order::Race,
-                &mut |_| {},
-            )
-            .await
-            .unwrap();
-            assert!(matches!(out, Outcome::Granted(_)), "{wait:?}: {out:?}");
-            assert_eq!(*b.released.lock().unwrap(), vec![id]);
+        // that lease for its whole TTL with nobody knowing its id. Renewed, it is the grant;
+        // gone by the renewal (it ran out), the next attempt goes out at once.
+        for renews in [true, false] {
+            for wait in [
+                Wait::AtMost(Duration::ZERO),
+                Wait::AtMost(Duration::from_secs(5)),
+            ] {
+                let b = scripted(vec![Ok(true)], Duration::from_secs(60));
+                *b.own.lock().unwrap() = 1;
+                *b.renews.lock().unwrap() = renews;
+                let r = Resource::new("r").unwrap();
+                let id = LeaseId::generate();
+                let start = Instant::now();
+                let out = acquire(
+                    &b,
+                    &request(&r, &id),
+                    wait,
+                    Retry::FailFast,
+                    Order::Race,
+                    &mut |_| {},
+                )
+                .await
+                .unwrap();
+                assert!(matches!(out, Outcome::Granted(_)), "{wait:?}: {out:?}");
+                assert_eq!(*b.renewed.lock().unwrap(), vec![id]);
+                assert!(b.released.lock().unwrap().is_empty());
+                let calls = b.calls.lock().unwrap();
+                assert_eq!(calls.len(), if renews { 1 } else { 2 }, "{wait:?}");
+                assert!(calls.iter().all(|&t| t == start), "no waiting");
+            }
         }
     }
 
