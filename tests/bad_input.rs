@@ -1034,7 +1034,6 @@ fn lock_files_of_another_user_are_refused_and_root_makes_none() {
     for args in [
         &["acquire", "-n", "planted"][..],
         &["-n", "planted", "--", "true"],
-        &["current", "planted"],
     ] {
         assert_fails(
             &as_user(65534, args),
@@ -1044,6 +1043,15 @@ fn lock_files_of_another_user_are_refused_and_root_makes_none() {
         assert_fails(&root(args), 78, "belongs to uid 65533, not root");
     }
     assert!(!shared.path().join("planted.lease").exists());
+    // A look needs no lock file: nothing is held there (the lock file of a first acquire, before
+    // its record is written, looks the same). A renewal finds nothing to renew.
+    for args in [
+        &["current", "planted"][..],
+        &["renew", "planted", "0123456789abcdef0123456789abcdef"],
+    ] {
+        assert_fails(&as_user(65534, args), 1, "");
+        assert_fails(&root(args), 1, "");
+    }
     // Another user's lease whose lock file was deleted (lockrun's own advice for a damaged one).
     let o = as_user(65534, &["acquire", "theirs"]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");

@@ -638,7 +638,8 @@ impl Postgres {
 
     /// Sends the release of lease `id` (keeping a lease that holds token `keep`) on each of
     /// `conns`, and waits [`BEHIND_WAIT`] for the answers: whether one released the lease. The
-    /// connections stay open until the backend is dropped.
+    /// connections are closed then: by that time each has written what it carries, which the
+    /// kernel still delivers, in order, after the close.
     async fn release_behind(
         &self,
         conns: Vec<Live>,
@@ -675,11 +676,7 @@ impl Postgres {
                 matches!(sent, Ok(Ok(rows)) if !rows.is_empty())
             }
         });
-        let released = futures_util::future::join_all(sends).await.contains(&true);
-        for live in conns {
-            self.behind.keep_open(live);
-        }
-        released
+        futures_util::future::join_all(sends).await.contains(&true)
     }
 
     /// A fresh look at a resource the acquire statement did not grant. Free now means it was

@@ -13,8 +13,9 @@
 //!   the lease holding the genuine grant's fencing token goes out behind it: it undoes only a
 //!   grant made by the late acquire, after the genuine lease was released.
 //!
-//! Connections that carry such a release are kept open until the backend is dropped, so that
-//! what they hold is written and then closed in order.
+//! A connection that carries such a release is closed once the release has been written (after
+//! a short wait for its answer): the kernel still delivers what it holds, in order, before the
+//! close.
 
 use std::sync::Mutex;
 
@@ -33,8 +34,6 @@ struct Unanswered {
 #[derive(Default)]
 pub(super) struct Behind {
     unanswered: Mutex<Vec<Unanswered>>,
-    /// Connections that carry a release behind an unanswered acquire.
-    sent: Mutex<Vec<Live>>,
 }
 
 impl Behind {
@@ -62,12 +61,5 @@ impl Behind {
             .partition(|u| u.resource == resource && u.id == id);
         *list = others;
         mine.into_iter().map(|u| u.live).collect()
-    }
-
-    /// Keeps `live` open until the backend is dropped.
-    pub fn keep_open(&self, live: Live) {
-        if let Ok(mut sent) = self.sent.lock() {
-            sent.push(live);
-        }
     }
 }
