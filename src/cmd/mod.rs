@@ -499,12 +499,17 @@ fn clap_exit(e: clap::Error, hints: Hints) -> Exit {
                 Some(clap::error::ContextValue::String(arg)) => Some(arg.clone()),
                 _ => None,
             };
+            // (Not for a verb with a `--` after it: that names a resource, see `verb_dashes`.)
             let before_verb = match (&hints.verb, &unexpected) {
-                (Some(verb), Some(arg)) if e.kind() == ErrorKind::UnknownArgument => hints
-                    .args
-                    .as_deref()
-                    .is_some_and(|args| crate::cli::verb_option_before_verb(args, verb, arg))
-                    .then(|| (verb.clone(), arg.clone())),
+                (Some(verb), Some(arg))
+                    if e.kind() == ErrorKind::UnknownArgument && hints.verb_dashes.is_none() =>
+                {
+                    hints
+                        .args
+                        .as_deref()
+                        .is_some_and(|args| crate::cli::verb_option_before_verb(args, verb, arg))
+                        .then(|| (verb.clone(), arg.clone()))
+                }
                 _ => None,
             };
             let hint = if let Some((verb, arg)) = before_verb {
