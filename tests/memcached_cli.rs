@@ -276,6 +276,18 @@ fn bad_input() {
         raw.get_text(&lease_key(&res)).as_deref(),
         Some("someone else's data")
     );
+    // A fencing counter that is not a number: damage (65), and the record the acquire added
+    // before drawing its token is given back, not left holding the resource for its TTL under
+    // an id nobody was given (review).
+    let res = resource("bad-counter");
+    let counter = lease_key(&res).replacen("lease:", "token:", 1);
+    raw.set(&counter, 0, 0, b"hello");
+    assert_fails(
+        &lockrun(&env, &up, &["acquire", &res]),
+        65,
+        "the fencing counter is not a number",
+    );
+    assert_fails(&lockrun(&env, &up, &["current", &res]), 1, "is not held");
 
     // memcached cannot express a TTL of 30 days or more.
     let res = resource("month");

@@ -154,7 +154,16 @@ async fn grant<S: Io>(
     p.seen.forget(p.lease_key);
     let token = match mine.token {
         Some(t) => t,
-        None => next_token(c, p, floor).await?,
+        None => match next_token(c, p, floor).await {
+            Ok(t) => t,
+            // The key is ours, with no token yet: given back, or it would hold the resource
+            // for its TTL under an id nobody was given (review).
+            Err(e @ Fault::Corrupt { .. }) => {
+                let _ = release(c, p, &mine.id).await;
+                return Err(e);
+            }
+            Err(e) => return Err(e),
+        },
     };
     for _ in 0..ATTEMPTS {
         let Some((Record::Held(held), cas)) = p.get(c).await? else {
