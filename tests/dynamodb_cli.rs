@@ -366,6 +366,28 @@ fn foreign_item_is_corrupt_and_left_alone() {
         assert_fails(&o, 65, "is not a lockrun lease");
     }
     assert_eq!(rt.block_on(ddb::get(&client, &table, "res")), Some(foreign));
+    // A released lockrun item whose token is no whole number in a u64's range (negative, or too
+    // large to add 1 to): damage too, never taken over (review: token -7 became -6, and the
+    // error said the item was left alone).
+    for token in ["-7", "18446744073709551615"] {
+        let mut damaged = ddb::lease_item("res2", 1, "v1", 2, 1_000);
+        damaged.insert(
+            "token".into(),
+            aws_sdk_dynamodb::types::AttributeValue::N(token.into()),
+        );
+        damaged.insert(
+            "released".into(),
+            aws_sdk_dynamodb::types::AttributeValue::Bool(true),
+        );
+        rt.block_on(ddb::put(&client, &table, damaged.clone()));
+        for args in [&["acquire", "-n", "res2"][..], &["res2", "--", "true"]] {
+            assert_fails(&run(&env, &url, args), 65, "attribute 'token'");
+        }
+        assert_eq!(
+            rt.block_on(ddb::get(&client, &table, "res2")),
+            Some(damaged)
+        );
+    }
 }
 
 #[test]

@@ -43,8 +43,13 @@ pub(super) const GC_AFTER: Duration = Duration::from_secs(30 * 24 * 3600);
 
 /// Every attribute a lockrun item has, with its type. Writes that touch an existing item require
 /// this, so a foreign item is never overwritten (and `token + 1` never meets a non-number).
+/// The token is also bounded, so that a negative one, or one past what `+ 1` keeps within a
+/// u64, is reported and not counted on (review: a released item with token -7 was taken over,
+/// to token -6, and then reported as left alone). A fractional token cannot be told apart in a
+/// condition; reading it back reports it, after the write.
 pub(super) const TYPED: &str = "attribute_type(#lease_id, :S) AND attribute_type(#principal, :S) \
-     AND attribute_type(#token, :N) AND attribute_type(#version, :S) \
+     AND attribute_type(#token, :N) AND #token BETWEEN :token_min AND :token_max \
+     AND attribute_type(#version, :S) \
      AND attribute_type(#acquired_ms, :N) AND attribute_type(#expires_ms, :N) \
      AND attribute_type(#ttl_ms, :N) AND attribute_type(#released, :BOOL)";
 
@@ -87,7 +92,10 @@ impl Stored {
         Ok(Stored {
             lease_id,
             principal: string(item, PRINCIPAL)?.to_owned(),
-            token: number(item, TOKEN)?,
+            token: match number(item, TOKEN)? {
+                u64::MAX => return Err(format!("attribute '{TOKEN}' is at its largest")),
+                t => t,
+            },
             version: version.to_owned(),
             acquired_ms: number(item, ACQUIRED_MS)?,
             expires_ms: number(item, EXPIRES_MS)?,
@@ -170,6 +178,8 @@ impl Placeholders {
             (":S", s("S")),
             (":N", s("N")),
             (":BOOL", s("BOOL")),
+            (":token_min", n(0)),
+            (":token_max", n(u64::MAX - 1)),
             (":true", AttributeValue::Bool(true)),
             (":false", AttributeValue::Bool(false)),
         ];
