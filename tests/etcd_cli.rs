@@ -441,6 +441,39 @@ fn bad_credentials_exit_78() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
+/// A user whose role may only read lockrun's keys: its acquire is refused (78), and the etcd
+/// lease granted for that attempt is revoked, not left for its TTL (review: an hour per refused
+/// `acquire`).
+#[test]
+fn a_refused_acquire_leaves_no_etcd_lease() {
+    let server = start_etcd_with_auth(&[]);
+    let port = server.port;
+    block_on(async {
+        let mut c = common::etcd::root_client(&server).await;
+        c.user_add("reader", "reader-pw", None).await.unwrap();
+        c.role_add("read-only").await.unwrap();
+        c.role_grant_permission(
+            "read-only",
+            etcd_client::Permission::read("lockrun/").with_prefix(),
+        )
+        .await
+        .unwrap();
+        c.user_grant_role("reader", "read-only").await.unwrap();
+    });
+    let e = EtcdEnv::with_url(format!("etcd://reader:reader-pw@127.0.0.1:{port}"));
+    for args in [
+        &["acquire", "-n", "res"][..],
+        &["-t", "5m", "res", "--", "true"],
+    ] {
+        assert_fails(&e.run(args), 78, "permission denied");
+    }
+    let leases = block_on(async {
+        let mut c = common::etcd::root_client(&server).await;
+        c.leases().await.unwrap().leases().len()
+    });
+    assert_eq!(leases, 0, "etcd leases left by refused acquires");
+}
+
 #[test]
 fn bad_urls_and_settings_exit_78() {
     let port = etcd().port;

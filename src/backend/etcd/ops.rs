@@ -125,6 +125,13 @@ impl Etcd {
             Ok(resp) => resp,
             // Refused unapplied (the etcd lease had expired): nothing to give back.
             Err(e @ Error::Unreached(_)) => return Err(e),
+            // Refused for good (permission denied): the transaction was not applied, and the
+            // wait ends here; the etcd lease granted for it goes now, not at the end of its TTL
+            // (review: an hour, for `acquire`).
+            Err(e @ Error::Config(_)) => {
+                self.revoke(rec.etcd_lease).await;
+                return Err(e);
+            }
             Err(e) => {
                 // Unknown outcome: the transaction may still be applied. Revoking the etcd lease
                 // undoes the grant if it was made, and keeps it from being made later. That is
