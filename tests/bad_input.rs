@@ -901,16 +901,14 @@ fn unusable_lock_directory_exits_78() {
     }
 }
 
-/// In a shared sticky directory (`/run/lock`, `/tmp/locks`) a resource belongs to the user who
-/// first locked it. Other users cannot open its files (mode 0600); root can, and its writes
-/// used to replace that user's record with a root-owned one, locking that user out of their own
-/// lease. Root now refuses it (78) and changes nothing. Needs root, as CI runs.
-#[test]
-fn root_leaves_another_users_resource_in_a_shared_directory_alone() {
+/// A shared sticky (1777) directory in /tmp, its `file://` URL, and a way to run lockrun there
+/// as another user (uid = gid), with that directory as HOME.
+fn shared_sticky_dir() -> (
+    tempfile::TempDir,
+    String,
+    impl Fn(u32, &[&str]) -> std::process::Output,
+) {
     use std::os::unix::process::CommandExt;
-    if !nix::unistd::geteuid().is_root() {
-        return;
-    }
     let shared = tempfile::Builder::new()
         .prefix("lockrun-shared-")
         .tempdir_in("/tmp")
@@ -921,18 +919,33 @@ fn root_leaves_another_users_resource_in_a_shared_directory_alone() {
     )
     .unwrap();
     let url = format!("file://{}", shared.path().display());
-    let as_nobody = |args: &[&str]| {
+    let (home, u) = (shared.path().to_owned(), url.clone());
+    let as_user = move |uid: u32, args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_lockrun"))
-            .uid(65534)
-            .gid(65534)
+            .uid(uid)
+            .gid(uid)
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
-            .env("HOME", shared.path())
-            .args(["-b", &url])
+            .env("HOME", &home)
+            .args(["-b", &u])
             .args(args)
             .output()
             .unwrap()
     };
+    (shared, url, as_user)
+}
+
+/// In a shared sticky directory (`/run/lock`, `/tmp/locks`) a resource belongs to the user who
+/// first locked it. Other users cannot open its files (mode 0600); root can, and its writes
+/// used to replace that user's record with a root-owned one, locking that user out of their own
+/// lease. Root now refuses it (78) and changes nothing. Needs root, as CI runs.
+#[test]
+fn root_leaves_another_users_resource_in_a_shared_directory_alone() {
+    if !nix::unistd::geteuid().is_root() {
+        return;
+    }
+    let (shared, url, as_user) = shared_sticky_dir();
+    let as_nobody = |args: &[&str]| as_user(65534, args);
     let o = as_nobody(&["acquire", "res"]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
     let id = stdout(&o).trim().to_owned();
@@ -994,32 +1007,10 @@ fn root_leaves_another_users_resource_in_a_shared_directory_alone() {
 /// no lock file now. Needs root, as CI runs.
 #[test]
 fn lock_files_of_another_user_are_refused_and_root_makes_none() {
-    use std::os::unix::process::CommandExt;
     if !nix::unistd::geteuid().is_root() {
         return;
     }
-    let shared = tempfile::Builder::new()
-        .prefix("lockrun-shared-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    std::fs::set_permissions(
-        shared.path(),
-        std::os::unix::fs::PermissionsExt::from_mode(0o1777),
-    )
-    .unwrap();
-    let url = format!("file://{}", shared.path().display());
-    let as_user = |uid: u32, args: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_lockrun"))
-            .uid(uid)
-            .gid(uid)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("HOME", shared.path())
-            .args(["-b", &url])
-            .args(args)
-            .output()
-            .unwrap()
-    };
+    let (shared, url, as_user) = shared_sticky_dir();
     let env = Env::new();
     let root = |args: &[&str]| env.run(&[&["-b", &url][..], args].concat());
     // A lock file planted by uid 65533, writable by all.
