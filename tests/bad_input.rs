@@ -1062,6 +1062,18 @@ fn lock_files_of_another_user_are_refused_and_root_makes_none() {
         !lock.exists(),
         "root made the lock file of another user's resource"
     );
+    // Nor does another user's acquire, refused (78) as the record is not theirs.
+    for args in [
+        &["acquire", "-n", "theirs"][..],
+        &["-n", "theirs", "--", "true"],
+    ] {
+        let o = as_user(65533, args);
+        assert_eq!(o.status.code(), Some(78), "{o:?}");
+    }
+    assert!(
+        !lock.exists(),
+        "another user made the lock file of the resource"
+    );
     let o = as_user(65534, &["release", "theirs", &id]);
     assert_eq!(o.status.code(), Some(0), "{o:?}");
 }
@@ -1137,11 +1149,7 @@ fn a_lock_file_that_cannot_be_opened_is_corrupt_or_configuration() {
     assert_eq!(env.run(&["acquire", "other"]).status.code(), Some(0));
     std::fs::create_dir(env.path().join("locks/res.lock")).unwrap();
     for args in [&["acquire", "-n", "res"][..], &["-n", "res", "--", "true"]] {
-        assert_fails(
-            &env.run(args),
-            65,
-            "res.lock cannot be opened: Is a directory",
-        );
+        assert_fails(&env.run(args), 65, "res.lock is not a regular file");
     }
     assert_fails(
         &env.run(&["current", "res"]),

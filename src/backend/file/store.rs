@@ -349,26 +349,11 @@ impl Dir {
     }
 
     /// Opens the lock file of `resource`, a regular file, creating it when missing, unless the
-    /// resource's record is another user's: a lock file of ours would lock that user out of
-    /// their own lease (a waiter that gets `None` watches the directory instead).
-    pub fn open_lock(
-        &self,
-        resource: &Resource,
-    ) -> Result<Option<(fs::File, fs::Metadata)>, Error> {
-        let lock_name = name::lock(resource.as_str());
-        if let Some(open) = self.open_lock_named(resource, &lock_name, false)? {
-            return Ok(Some(open));
-        }
-        let theirs = nix::sys::stat::fstatat(
-            Some(self.fd.as_raw_fd()),
-            name::record(resource.as_str()).as_str(),
-            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
-        )
-        .is_ok_and(|st| !self.is_ours(st.st_uid));
-        if theirs {
-            return Ok(None);
-        }
-        self.open_lock_named(resource, &lock_name, true)
+    /// resource's record is another user's (see [`Dir::open_lock_named`]; a waiter that cannot
+    /// open it watches the directory instead).
+    pub fn open_lock(&self, resource: &Resource) -> Result<(fs::File, fs::Metadata), Error> {
+        self.open_lock_named(resource, &name::lock(resource.as_str()), true)
+            .map(|o| o.expect("a lock file that may be created is there"))
     }
 
     /// Opens the lock file `lock_name` of `resource`; `None` when it is missing and not to be
@@ -387,13 +372,19 @@ impl Dir {
         create: bool,
     ) -> Result<Option<(fs::File, fs::Metadata)>, Error> {
         let path = || self.file_path(lock_name);
-        let flags = if create {
-            OFlag::O_RDONLY | OFlag::O_CREAT | OFlag::O_NONBLOCK
-        } else {
-            OFlag::O_RDONLY | OFlag::O_NONBLOCK
-        };
+        let flags = OFlag::O_RDONLY | OFlag::O_NONBLOCK;
         let file = match self.open_at(lock_name, flags, 0o600) {
             Err(Errno::ENOENT) if !create => return Ok(None),
+            // None yet (a name never locked here, or its lock file was deleted): made now,
+            // unless the resource's record is another user's, whom a lock file of ours would
+            // lock out of their own lease.
+            Err(Errno::ENOENT) => {
+                if let Some(uid) = self.record_owner(resource).filter(|&u| !self.is_ours(u)) {
+                    let record = self.file_path(&name::record(resource.as_str()));
+                    return Err(self.not_ours("lease record", &record, uid));
+                }
+                self.open_at(lock_name, flags | OFlag::O_CREAT, 0o600)
+            }
             other => other,
         };
         let file = file.map_err(|e| match e {
@@ -413,21 +404,22 @@ impl Dir {
             )));
         }
         let uid = meta.uid();
-        let theirs_to_read = || self.user == 0 && self.owns_record(resource, uid);
+        let theirs_to_read = || self.user == 0 && self.record_owner(resource) == Some(uid);
         if !(self.is_ours(uid) || theirs_to_read()) {
             return Err(self.not_ours("lock file", &path(), uid));
         }
         Ok(Some((file, meta)))
     }
 
-    /// Whether the record of `resource` is there and owned by `uid`.
-    fn owns_record(&self, resource: &Resource, uid: u32) -> bool {
+    /// Who owns the record of `resource`, if there is one.
+    fn record_owner(&self, resource: &Resource) -> Option<u32> {
         nix::sys::stat::fstatat(
             Some(self.fd.as_raw_fd()),
             name::record(resource.as_str()).as_str(),
             nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
         )
-        .is_ok_and(|st| st.st_uid == uid)
+        .ok()
+        .map(|st| st.st_uid)
     }
 
     fn lock_or<'a>(

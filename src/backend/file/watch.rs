@@ -63,7 +63,7 @@ impl FileWatch {
         let setup = || -> std::io::Result<FileWatch> {
             let inotify = Inotify::init()?;
             let signal = match dir.open_lock(resource) {
-                Ok(Some((file, _))) => {
+                Ok((file, _)) => {
                     let path = format!("/proc/self/fd/{}", file.as_raw_fd());
                     inotify
                         .watches()
@@ -71,7 +71,6 @@ impl FileWatch {
                         .map_err(|e| tracing::debug!("cannot watch the lock file: {e}"))
                         .ok()
                 }
-                Ok(None) => None,
                 Err(e) => {
                     tracing::debug!("cannot open the lock file: {e}");
                     None
